@@ -1,0 +1,40 @@
+# Set-up, demo and tests. Every target creates or updates the virtual environment in .venv/
+# first (idempotent; a no-op when nothing it depends on changed).
+#
+#   make demo    the main job (see README)
+#   make test    lint (ruff) + the test suite (pytest)
+#   make env     only the environment
+#
+# TORCH is what gets installed when .venv has no torch yet; an existing torch is kept.
+
+PYTHON ?= python3
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.dual_weighting-installed
+
+.PHONY: env test lint demo clean
+
+env: $(STAMP)
+
+$(STAMP): setup.py pyproject.toml requirements-dev.txt tools/install_detectron2.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install $(TORCH)
+	$(PY) tools/install_detectron2.py
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q -e .
+	$(PY) -m pip check
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) tools/run_demo.py
+
+clean:
+	rm -rf output datasets

@@ -1,0 +1,20 @@
+#!/usr/bin/env python
+"""Dual Weighting (DW) label assignment for FCOS, as a detectron2 extension."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="dual_weighting",
+    version="0.1.0",
+    description="Dual Weighting label assignment (Li et al., CVPR 2022) for detectron2's FCOS",
+    python_requires=">=3.9",
+    package_dir={"": "projects/DualWeighting"},
+    packages=find_packages("projects/DualWeighting"),
+    # detectron2 itself is not on PyPI under its own name: see README (`make` installs it) and
+    # tools/install_detectron2.py. Ranges are wide so that a user's existing torch is kept.
+    install_requires=[
+        "torch>=2.0",
+        "torchvision>=0.15",
+        "pycocotools>=2.0.2",
+    ],
+)
