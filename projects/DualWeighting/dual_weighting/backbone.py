@@ -1,0 +1,198 @@
+"""ResNet-FPN backbone of the DW detector: P3-P7, with P6 computed from P5's output.
+
+Shape shorthand: N = images, H, W = padded input size (multiples of 32), C = FPN.OUT_CHANNELS.
+Outputs ``p3``..``p7`` are (N, C, ceil(H / s), ceil(W / s)) for strides s = 8, 16, 32, 64, 128.
+
+DCNv2 blocks use :class:`dual_weighting.deform_conv.ModulatedDeformConv` (torchvision ops)
+instead of detectron2's compiled layer, with detectron2's parameter names, so checkpoints move
+freely between the two.
+"""
+
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone import FPN, ResNet
+from detectron2.modeling.backbone.fpn import LastLevelP6P7
+from detectron2.modeling.backbone.resnet import (
+    BasicBlock,
+    BasicStem,
+    BottleneckBlock,
+    DeformBottleneckBlock,
+)
+from fvcore.nn import weight_init
+from torch import nn
+
+from .deform_conv import ModulatedDeformConv
+
+__all__ = ["ModulatedDeformBottleneckBlock", "build_dw_resnet", "build_dw_resnet_fpn_backbone"]
+
+# Blocks per stage (res2..res5) for each supported depth.
+_BLOCKS_PER_STAGE = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+
+
+class ModulatedDeformBottleneckBlock(BottleneckBlock):
+    """Bottleneck block whose 3x3 conv is DCNv2, equivalent to detectron2's
+    ``DeformBottleneckBlock(deform_modulated=True)``.
+
+    Same modules and names as detectron2's block (``conv1``, ``conv2_offset``, ``conv2``,
+    ``conv3``, ``shortcut``), so its checkpoints load unchanged. ``conv2_offset`` predicts
+    (N, 27 * deform_num_groups, Ho, Wo): offsets (18 G channels) then mask logits (9 G); it starts
+    at zero, so a fresh block samples the regular 3x3 grid with mask 0.5.
+
+    detectron2's own block cannot be built without detectron2's compiled ops, so this class lets
+    :class:`BottleneckBlock` build conv1/conv3/shortcut, swaps in the deformable ``conv2`` and
+    reuses detectron2's ``DeformBottleneckBlock.forward`` unchanged.
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        *,
+        bottleneck_channels,
+        stride=1,
+        num_groups=1,
+        norm="BN",
+        stride_in_1x1=False,
+        dilation=1,
+        deform_num_groups=1,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            bottleneck_channels=bottleneck_channels,
+            stride=stride,
+            num_groups=num_groups,
+            norm=norm,
+            stride_in_1x1=stride_in_1x1,
+            dilation=dilation,
+        )
+        self.deform_modulated = True  # read by DeformBottleneckBlock.forward
+        stride_3x3 = 1 if stride_in_1x1 else stride
+        # (dy, dx) for 9 kernel positions + 9 mask logits, per deformable group.
+        self.conv2_offset = Conv2d(
+            bottleneck_channels,
+            27 * deform_num_groups,
+            kernel_size=3,
+            stride=stride_3x3,
+            padding=dilation,
+            dilation=dilation,
+        )
+        self.conv2 = ModulatedDeformConv(
+            bottleneck_channels,
+            bottleneck_channels,
+            kernel_size=3,
+            stride=stride_3x3,
+            padding=dilation,
+            dilation=dilation,
+            groups=num_groups,
+            deformable_groups=deform_num_groups,
+            bias=False,
+            norm=get_norm(norm, bottleneck_channels),
+        )
+        weight_init.c2_msra_fill(self.conv2)
+        nn.init.zeros_(self.conv2_offset.weight)
+        nn.init.zeros_(self.conv2_offset.bias)
+
+    forward = DeformBottleneckBlock.forward
+
+
+def build_dw_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
+    """Build detectron2's :class:`ResNet` from ``cfg.MODEL.RESNETS``, with our DCNv2 blocks.
+
+    Stages res2..res5 have strides 4, 8, 16, 32. Depths 18/34 use :class:`BasicBlock` (no DCN,
+    ``RES2_OUT_CHANNELS`` 64, ``NUM_GROUPS`` 1); depths 50/101/152 use bottleneck blocks, made
+    deformable on the stages enabled by ``DEFORM_ON_PER_STAGE`` (DCNv2 only, i.e.
+    ``DEFORM_MODULATED`` True). ``RES5_DILATION`` must be 1 (the FPN needs a stride-32 res5).
+    """
+    res = cfg.MODEL.RESNETS
+    depth = res.DEPTH
+    if depth not in _BLOCKS_PER_STAGE:
+        raise ValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_BLOCKS_PER_STAGE)}.")
+    deform_on = list(res.DEFORM_ON_PER_STAGE)
+    basic = depth in (18, 34)
+    if res.RES5_DILATION != 1:
+        raise ValueError("MODEL.RESNETS.RES5_DILATION must be 1: the FPN needs a stride-32 res5.")
+    if basic and (res.RES2_OUT_CHANNELS != 64 or res.NUM_GROUPS != 1 or any(deform_on)):
+        raise ValueError(
+            f"ResNet-{depth} needs MODEL.RESNETS.RES2_OUT_CHANNELS = 64, NUM_GROUPS = 1 and no "
+            "DEFORM_ON_PER_STAGE (BasicBlock has no deformable variant)."
+        )
+    if any(deform_on) and not res.DEFORM_MODULATED:
+        raise ValueError("Only modulated DCN (DCNv2) is supported: set DEFORM_MODULATED True.")
+
+    stem = BasicStem(input_shape.channels, res.STEM_OUT_CHANNELS, norm=res.NORM)
+    in_channels, out_channels = res.STEM_OUT_CHANNELS, res.RES2_OUT_CHANNELS
+    bottleneck_channels = res.NUM_GROUPS * res.WIDTH_PER_GROUP
+    stages = []
+    for idx, num_blocks in enumerate(_BLOCKS_PER_STAGE[depth]):
+        kwargs = {
+            "num_blocks": num_blocks,
+            # res2 follows the stem's max-pool; every later stage halves the resolution.
+            "stride_per_block": [1 if idx == 0 else 2] + [1] * (num_blocks - 1),
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "norm": res.NORM,
+        }
+        if basic:
+            block_class = BasicBlock
+        else:
+            kwargs.update(
+                bottleneck_channels=bottleneck_channels,
+                num_groups=res.NUM_GROUPS,
+                stride_in_1x1=res.STRIDE_IN_1X1,
+            )
+            block_class = BottleneckBlock
+            if deform_on[idx]:
+                block_class = ModulatedDeformBottleneckBlock
+                kwargs["deform_num_groups"] = res.DEFORM_NUM_GROUPS
+        stages.append(ResNet.make_stage(block_class, **kwargs))
+        in_channels, out_channels = out_channels, out_channels * 2
+        bottleneck_channels *= 2
+    return ResNet(
+        stem, stages, out_features=res.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT
+    )
+
+
+@BACKBONE_REGISTRY.register()
+def build_dw_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
+    """ResNet + FPN over ``FPN.IN_FEATURES`` (res3-res5) + P6/P7 from P5's output.
+
+    Unlike detectron2's ``build_retinanet_resnet_fpn_backbone`` (P6 from res5), P6 is a 3x3/2
+    conv on the FPN's P5 output and P7 a 3x3/2 conv on relu(P6), as in the DW/FCOS release.
+
+    Normalization: the release trains the BN affine parameters with frozen statistics; our
+    configs use detectron2's ``FrozenBN``, which freezes the affine parameters too. Stages up to
+    ``BACKBONE.FREEZE_AT`` (2 = stem + res2) are frozen in either case.
+
+    Reads ``MODEL.BACKBONE.FREEZE_AT``; ``MODEL.RESNETS.{DEPTH, NORM, STEM_OUT_CHANNELS,
+    RES2_OUT_CHANNELS, NUM_GROUPS, WIDTH_PER_GROUP, STRIDE_IN_1X1, RES5_DILATION, OUT_FEATURES,
+    DEFORM_ON_PER_STAGE, DEFORM_MODULATED, DEFORM_NUM_GROUPS}``; ``MODEL.FPN.{IN_FEATURES,
+    OUT_CHANNELS, NORM, FUSE_TYPE}``.
+
+    Returns:
+        FPN: maps (N, 3, H, W) images (H, W multiples of ``size_divisibility`` = 32) to
+        ``{"p3": (N, C, H/8, W/8), ..., "p7": (N, C, ceil(H/128), ceil(W/128))}``.
+    """
+    bottom_up = build_dw_resnet(cfg, input_shape)
+    in_features = cfg.MODEL.FPN.IN_FEATURES
+    missing = set(in_features) - set(bottom_up.output_shape())
+    if missing:
+        raise ValueError(
+            f"MODEL.FPN.IN_FEATURES {in_features} needs {sorted(missing)} in "
+            f"MODEL.RESNETS.OUT_FEATURES ({cfg.MODEL.RESNETS.OUT_FEATURES})."
+        )
+    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=in_features,
+        out_channels=out_channels,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )

@@ -1,0 +1,56 @@
+"""Config keys of Dual Weighting. Defaults equal the authors' release (see DW_SPEC.md)."""
+
+from detectron2.config import CfgNode as CN
+
+
+def add_dw_config(cfg):
+    """Add the keys of DW-FCOS to a detectron2 config, in place, under ``cfg.MODEL.DW``.
+
+    Example::
+
+        cfg = get_cfg()
+        add_dw_config(cfg)
+        cfg.merge_from_file("configs/DW_R_50_FPN_1x.yaml")
+    """
+    cfg.MODEL.DW = CN()
+    # Name of the head in dual_weighting.head.DW_HEAD_REGISTRY.
+    cfg.MODEL.DW.HEAD_NAME = "DWHead"
+    # Number of foreground classes (C); COCO has 80.
+    cfg.MODEL.DW.NUM_CLASSES = 80
+    # Backbone features the head reads, finest first (strides 8 to 128 with the DW backbone).
+    cfg.MODEL.DW.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+
+    # Head: two towers (classification, regression) of NUM_CONVS 3x3 convs with NORM and ReLU.
+    cfg.MODEL.DW.NUM_CONVS = 4
+    # Norm of the tower convs ("GN" is GroupNorm with 32 groups); "" for none.
+    cfg.MODEL.DW.NORM = "GN"
+    # Initial foreground probability of the classifier: its bias is -log((1 - p) / p).
+    cfg.MODEL.DW.PRIOR_PROB = 0.02
+    # Initial bias of the box conv, so initial distances are relu(4) * stride pixels.
+    cfg.MODEL.DW.BOX_BIAS_INIT = 4.0
+    # Box refinement (the release's `reg_refine`): re-read each box side at learned offsets.
+    cfg.MODEL.DW.BOX_REFINE = False
+    # DCNv2 on the last conv of both towers (the release's `dcn_on_last_conv`).
+    cfg.MODEL.DW.DCN_ON_LAST_CONV = False
+
+    # Center prior: Gaussian of the distance to the box centre, in strides (paper's mu, sigma).
+    cfg.MODEL.DW.CENTER_PRIOR_MU = 0.0
+    cfg.MODEL.DW.CENTER_PRIOR_SIGMA = 1.11
+    # Localisation score p_loc = exp(-LOC_SCORE_SCALE * GIoU loss).
+    cfg.MODEL.DW.LOC_SCORE_SCALE = 5.0
+    # Positive weight: exp(POS_WEIGHT_NUM_SCALE * v) * v * prior, normalised per box by the sum
+    # over its bag of exp(POS_WEIGHT_DEN_SCALE * v) * v * prior (5 and 3 in the release).
+    cfg.MODEL.DW.POS_WEIGHT_NUM_SCALE = 5.0
+    cfg.MODEL.DW.POS_WEIGHT_DEN_SCALE = 3.0
+    # Factors of the positive classification and localisation losses.
+    cfg.MODEL.DW.POS_CLS_LOSS_WEIGHT = 0.25
+    cfg.MODEL.DW.POS_LOC_LOSS_WEIGHT = 0.25
+    # Predictions with IoU below this stay full negatives (negative weight 1).
+    cfg.MODEL.DW.NEG_IOU_THRESH = 0.5
+
+    # Inference: score = sigmoid(cls) * sigmoid(centerness), per level kept above the threshold
+    # and the top-k, then class-aware NMS and at most MAX_DETECTIONS_PER_IMAGE.
+    cfg.MODEL.DW.TEST_SCORE_THRESH = 0.05
+    cfg.MODEL.DW.TEST_TOPK_CANDIDATES = 1000
+    cfg.MODEL.DW.TEST_NMS_THRESH = 0.6
+    cfg.MODEL.DW.MAX_DETECTIONS_PER_IMAGE = 100

@@ -1,0 +1,184 @@
+"""The DW-FCOS head: shared classification and regression towers over the FPN levels.
+
+Shapes: N images, C classes, L levels, level l of size (H_l, W_l) and stride s_l.
+"""
+
+import math
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.utils.registry import Registry
+from torch import nn
+from torch.nn import functional as F
+
+from .box_refine import refine_boxes
+from .deform_conv import ModulatedDeformConv
+
+DW_HEAD_REGISTRY = Registry("DW_HEAD")
+DW_HEAD_REGISTRY.__doc__ = """
+Registry for DW dense heads. A head is called as ``head(cfg, input_shape)`` where ``input_shape``
+is the list of ShapeSpec of the feature levels it reads, and its ``forward(features)`` takes the
+list of L feature maps and returns three lists of L tensors: classification logits (N, C, H, W),
+box distances (left, top, right, bottom) in pixels (N, 4, H, W), and centerness logits
+(N, 1, H, W).
+"""
+
+
+def build_dw_head(cfg, input_shape: list[ShapeSpec]):
+    """Build the head named by ``cfg.MODEL.DW.HEAD_NAME``."""
+    return DW_HEAD_REGISTRY.get(cfg.MODEL.DW.HEAD_NAME)(cfg, input_shape)
+
+
+class ModulatedDeformConvPack(ModulatedDeformConv):
+    """DCNv2 conv that predicts its own offsets and modulation mask with a 3x3 conv.
+
+    The offset conv (``conv_offset``) starts at zero, so the layer starts as a plain conv whose
+    sampling grid is then learned. Its output is split like detectron2's and MMCV's: two offset
+    halves and a mask passed through a sigmoid.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, **kwargs):
+        super().__init__(in_channels, out_channels, kernel_size, **kwargs)
+        k = self.kernel_size[0] * self.kernel_size[1]
+        self.conv_offset = nn.Conv2d(
+            in_channels,
+            3 * self.deformable_groups * k,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+        )
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+
+    def forward(self, x):
+        offset_x, offset_y, mask = torch.chunk(self.conv_offset(x), 3, dim=1)
+        return super().forward(x, torch.cat((offset_x, offset_y), dim=1), mask.sigmoid())
+
+
+@DW_HEAD_REGISTRY.register()
+class DWHead(nn.Module):
+    """FCOS-style head of the release: GroupNorm towers, centerness on the regression tower,
+    per-level learnable scale on the distances, optional box refinement and DCNv2.
+
+    It only needs a list of equally wide feature maps, so it can sit on any detectron2 backbone.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        input_shape: list[ShapeSpec],
+        num_classes: int,
+        num_convs: int = 4,
+        norm: str = "GN",
+        prior_prob: float = 0.02,
+        box_bias_init: float = 4.0,
+        box_refine: bool = False,
+        dcn_on_last_conv: bool = False,
+    ):
+        """
+        Args:
+            input_shape: channels and stride of each input level; all channels must be equal.
+            num_classes: number of foreground classes C.
+            num_convs: depth of each tower.
+            norm: norm of the tower convs, a name for :func:`detectron2.layers.get_norm`.
+            prior_prob: initial foreground probability of the classifier.
+            box_bias_init: initial bias of the box conv (before the scale, ReLU and stride).
+            box_refine: re-read the box sides at learned offsets (:func:`refine_boxes`).
+            dcn_on_last_conv: make the last conv of both towers a DCNv2.
+        """
+        super().__init__()
+        channels = {s.channels for s in input_shape}
+        if len(channels) != 1:
+            raise ValueError(f"DWHead needs equally wide input levels, got channels {channels}")
+        (dim,) = channels
+        self.strides = [s.stride for s in input_shape]
+        self.box_refine = box_refine
+
+        self.cls_tower = self._make_tower(dim, num_convs, norm, dcn_on_last_conv)
+        self.reg_tower = self._make_tower(dim, num_convs, norm, dcn_on_last_conv)
+        self.cls_logits = nn.Conv2d(dim, num_classes, kernel_size=3, padding=1)
+        self.box = nn.Conv2d(dim, 4, kernel_size=3, padding=1)
+        self.centerness = nn.Conv2d(dim, 1, kernel_size=3, padding=1)
+        # One learnable multiplier of the distances per level, as in FCOS.
+        self.scales = nn.ParameterList(
+            [nn.Parameter(torch.tensor(1.0)) for _ in range(len(input_shape))]
+        )
+        # 8 offsets (dy, dx per box side), in feature cells; see refine_boxes.
+        self.box_refine_offsets = (
+            nn.Conv2d(dim, 8, kernel_size=3, padding=1) if box_refine else None
+        )
+        self._init_weights(prior_prob, box_bias_init)
+
+    @staticmethod
+    def _make_tower(dim, num_convs, norm, dcn_on_last_conv):
+        layers = []
+        for i in range(num_convs):
+            conv_type = (
+                ModulatedDeformConvPack if dcn_on_last_conv and i == num_convs - 1 else Conv2d
+            )
+            # A bias before a norm is redundant; the release has none there either.
+            layers.append(
+                conv_type(
+                    dim,
+                    dim,
+                    kernel_size=3,
+                    padding=1,
+                    bias=not norm,
+                    norm=get_norm(norm, dim),
+                    activation=F.relu,
+                )
+            )
+        return nn.Sequential(*layers)
+
+    def _init_weights(self, prior_prob, box_bias_init):
+        # conv_offset of a DCN layer keeps its zero init: it is not in this list.
+        convs = [*self.cls_tower, *self.reg_tower, self.cls_logits, self.box, self.centerness]
+        if self.box_refine_offsets is not None:
+            convs.append(self.box_refine_offsets)
+        for conv in convs:
+            nn.init.normal_(conv.weight, std=0.01)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+        nn.init.constant_(self.box.bias, box_bias_init)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        return {
+            "input_shape": input_shape,
+            "num_classes": cfg.MODEL.DW.NUM_CLASSES,
+            "num_convs": cfg.MODEL.DW.NUM_CONVS,
+            "norm": cfg.MODEL.DW.NORM,
+            "prior_prob": cfg.MODEL.DW.PRIOR_PROB,
+            "box_bias_init": cfg.MODEL.DW.BOX_BIAS_INIT,
+            "box_refine": cfg.MODEL.DW.BOX_REFINE,
+            "dcn_on_last_conv": cfg.MODEL.DW.DCN_ON_LAST_CONV,
+        }
+
+    def forward(self, features: list[torch.Tensor]):
+        """
+        Args:
+            features: L feature maps (N, D, H_l, W_l), finest first, matching ``input_shape``.
+
+        Returns:
+            logits: L tensors (N, C, H_l, W_l), classification logits.
+            box_ltrb: L tensors (N, 4, H_l, W_l), distances (left, top, right, bottom) in pixels
+                from each anchor point to its box sides, >= 0 (refined if ``box_refine``).
+            centerness: L tensors (N, 1, H_l, W_l), centerness (objectness) logits.
+        """
+        if len(features) != len(self.strides):
+            raise ValueError(f"DWHead expects {len(self.strides)} levels, got {len(features)}")
+        logits, box_ltrb, centerness = [], [], []
+        for feature, scale, stride in zip(features, self.scales, self.strides):
+            cls_feature = self.cls_tower(feature)
+            reg_feature = self.reg_tower(feature)
+            logits.append(self.cls_logits(cls_feature))
+            centerness.append(self.centerness(reg_feature))
+            ltrb = F.relu(scale * self.box(reg_feature)) * stride
+            if self.box_refine:
+                ltrb = refine_boxes(ltrb, self.box_refine_offsets(reg_feature), stride)
+            box_ltrb.append(ltrb)
+        return logits, box_ltrb, centerness

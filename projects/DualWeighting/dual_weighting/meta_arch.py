@@ -1,0 +1,195 @@
+"""DW-FCOS: FCOS trained with Dual Weighting label assignment.
+
+Shapes: N images, C classes, P anchor points over all levels, L levels.
+"""
+
+from typing import Optional
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import batched_nms
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
+from detectron2.modeling.box_regression import Box2BoxTransformLinear
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+from .head import build_dw_head
+from .losses import dw_losses
+
+
+@META_ARCH_REGISTRY.register()
+class DWFCOS(DenseDetector):
+    """FCOS whose positives and negatives are weighted by Dual Weighting (Li et al., CVPR 2022).
+
+    Preprocessing, the train/inference branch and postprocessing come from detectron2's
+    :class:`DenseDetector`; this class supplies the anchor points, the DW losses and the
+    release's inference rules.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        head: nn.Module,
+        head_in_features: Optional[list[str]] = None,
+        num_classes: int,
+        loss_kwargs: Optional[dict] = None,
+        test_score_thresh: float = 0.05,
+        test_topk_candidates: int = 1000,
+        test_nms_thresh: float = 0.6,
+        max_detections_per_image: int = 100,
+        pixel_mean,
+        pixel_std,
+    ):
+        """
+        Args:
+            backbone: a detectron2 backbone; ``head_in_features`` name the levels the head reads.
+            head: module mapping L feature maps to per-level (logits, box_ltrb, centerness), as
+                :class:`DWHead` does.
+            num_classes: number of foreground classes C.
+            loss_kwargs: keyword hyper-parameters of :func:`dw_losses` (release defaults if
+                omitted).
+            test_score_thresh, test_topk_candidates: per level, keep scores above the threshold,
+                then at most this many.
+            test_nms_thresh: IoU of the class-aware NMS.
+            max_detections_per_image: detections kept per image after NMS.
+            pixel_mean, pixel_std: input normalisation, in the input's channel order.
+        """
+        super().__init__(
+            backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
+        )
+        self.num_classes = num_classes
+        self.loss_kwargs = dict(loss_kwargs or {})
+        self.test_score_thresh = test_score_thresh
+        self.test_topk_candidates = test_topk_candidates
+        self.test_nms_thresh = test_nms_thresh
+        self.max_detections_per_image = max_detections_per_image
+
+        shapes = backbone.output_shape()
+        strides = [shapes[f].stride for f in self.head_in_features]
+        # Anchor points at ((j + 0.5) * s, (i + 0.5) * s): the release's offset, unlike
+        # detectron2 FCOS's 0. A square "anchor" of side s centred there lets detectron2's
+        # linear box transform decode (l, t, r, b) in pixels.
+        self.anchor_generator = DefaultAnchorGenerator(
+            sizes=[[s] for s in strides], aspect_ratios=[1.0], strides=strides, offset=0.5
+        )
+        self.box2box_transform = Box2BoxTransformLinear(normalize_by_size=False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        in_features = list(cfg.MODEL.DW.IN_FEATURES)
+        missing = [f for f in in_features if f not in shapes]
+        if missing:
+            raise ValueError(
+                f"MODEL.DW.IN_FEATURES names {missing}, which backbone "
+                f"{cfg.MODEL.BACKBONE.NAME} does not output (it has {sorted(shapes)})"
+            )
+        dw = cfg.MODEL.DW
+        return {
+            "backbone": backbone,
+            "head": build_dw_head(cfg, [shapes[f] for f in in_features]),
+            "head_in_features": in_features,
+            "num_classes": dw.NUM_CLASSES,
+            "loss_kwargs": {
+                "center_prior_mu": dw.CENTER_PRIOR_MU,
+                "center_prior_sigma": dw.CENTER_PRIOR_SIGMA,
+                "loc_score_scale": dw.LOC_SCORE_SCALE,
+                "pos_weight_num_scale": dw.POS_WEIGHT_NUM_SCALE,
+                "pos_weight_den_scale": dw.POS_WEIGHT_DEN_SCALE,
+                "pos_cls_weight": dw.POS_CLS_LOSS_WEIGHT,
+                "pos_loc_weight": dw.POS_LOC_LOSS_WEIGHT,
+                "neg_iou_threshold": dw.NEG_IOU_THRESH,
+            },
+            "test_score_thresh": dw.TEST_SCORE_THRESH,
+            "test_topk_candidates": dw.TEST_TOPK_CANDIDATES,
+            "test_nms_thresh": dw.TEST_NMS_THRESH,
+            "max_detections_per_image": dw.MAX_DETECTIONS_PER_IMAGE,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+        }
+
+    def anchor_points(self, features: list[torch.Tensor]):
+        """Anchor points of all levels, finest first.
+
+        Returns:
+            points: (P, 2) float, (x, y) in pixels of the padded input.
+            strides: (P,) float, stride of each point's level.
+        """
+        per_level = [b.get_centers() for b in self.anchor_generator(features)]
+        strides = torch.cat(
+            [
+                p.new_full((len(p),), float(s))
+                for p, s in zip(per_level, self.anchor_generator.strides)
+            ]
+        )
+        return torch.cat(per_level), strides
+
+    def forward_training(self, images, features, predictions, gt_instances):
+        logits, box_ltrb, centerness = self._transpose_dense_predictions(
+            predictions, [self.num_classes, 4, 1]
+        )
+        points, strides = self.anchor_points(features)
+        get_event_storage().put_scalar(
+            "num_gt_boxes_per_image", sum(len(x) for x in gt_instances) / len(gt_instances)
+        )
+        # The losses run in float32 even under autocast: exp(5 v) and the BCE's log clamp are
+        # not meant for half precision.
+        return dw_losses(
+            points,
+            strides,
+            torch.cat(logits, dim=1).float(),
+            torch.cat(centerness, dim=1).squeeze(2).float(),
+            torch.cat(box_ltrb, dim=1).float(),
+            [x.gt_boxes.tensor for x in gt_instances],
+            [x.gt_classes for x in gt_instances],
+            **self.loss_kwargs,
+        )
+
+    def forward_inference(
+        self, images: ImageList, features: list[torch.Tensor], predictions: list[list[torch.Tensor]]
+    ):
+        logits, box_ltrb, centerness = self._transpose_dense_predictions(
+            predictions, [self.num_classes, 4, 1]
+        )
+        anchors = self.anchor_generator(features)
+        results: list[Instances] = []
+        for i, image_size in enumerate(images.image_sizes):
+            # Joint score s * o, without the square root of detectron2's FCOS.
+            scores = [x[i].sigmoid() * y[i].sigmoid() for x, y in zip(logits, centerness)]
+            ltrb = [x[i] for x in box_ltrb]
+            results.append(self.inference_single_image(anchors, scores, ltrb, image_size))
+        return results
+
+    def inference_single_image(
+        self,
+        anchors: list[Boxes],
+        scores: list[torch.Tensor],
+        box_ltrb: list[torch.Tensor],
+        image_size,
+    ) -> Instances:
+        """
+        Args:
+            anchors: L Boxes, the square anchors around each level's points.
+            scores: L tensors (H_l * W_l, C), joint scores in [0, 1].
+            box_ltrb: L tensors (H_l * W_l, 4), distances in pixels.
+            image_size: (height, width) of the resized input, before padding.
+        """
+        pred = self._decode_multi_level_predictions(
+            anchors,
+            scores,
+            box_ltrb,
+            self.test_score_thresh,
+            self.test_topk_candidates,
+            image_size,
+        )
+        pred.pred_boxes.clip(image_size)
+        keep = batched_nms(
+            pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh
+        )
+        return pred[keep[: self.max_detections_per_image]]

@@ -1,0 +1,145 @@
+"""Every yaml in configs/ loads, matches the published table, builds, trains a step and infers."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from dual_weighting import DWFCOS, add_dw_config
+from dual_weighting.deform_conv import ModulatedDeformConv
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ALL_YAMLS = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base-"))
+
+# The spec's table: depth, DCN, multi-scale, refine, iterations, lr steps.
+PUBLISHED = {
+    "dw_R_50_FPN_1x.yaml": (50, False, False, False, 90000, (60000, 80000)),
+    "dw_R_50_FPN_refine_1x.yaml": (50, False, False, True, 90000, (60000, 80000)),
+    "dw_R_50_FPN_refine_ms_2x.yaml": (50, False, True, True, 180000, (120000, 160000)),
+    "dw_R_50_FPN_DCN_refine_ms_2x.yaml": (50, True, True, True, 180000, (120000, 160000)),
+    "dw_R_101_FPN_ms_2x.yaml": (101, False, True, False, 180000, (120000, 160000)),
+}
+
+
+def load(path):
+    cfg = get_cfg()
+    add_dw_config(cfg)
+    cfg.merge_from_file(str(path))
+    return cfg
+
+
+def test_every_published_model_has_a_config():
+    assert set(PUBLISHED) <= {p.name for p in ALL_YAMLS}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_config_matches_the_release(name):
+    depth, dcn, multi_scale, refine, iters, steps = PUBLISHED[name]
+    cfg = load(CONFIGS / name)
+    assert cfg.MODEL.META_ARCHITECTURE == "DWFCOS"
+    assert cfg.MODEL.RESNETS.DEPTH == depth
+    assert any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE) == dcn
+    assert cfg.MODEL.DW.DCN_ON_LAST_CONV == dcn
+    assert cfg.MODEL.DW.BOX_REFINE == refine
+    assert cfg.SOLVER.MAX_ITER == iters and tuple(cfg.SOLVER.STEPS) == steps
+    if multi_scale:
+        assert cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range"
+        assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (480, 960)
+    else:
+        assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (800,)
+    assert (cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST) == (
+        1333,
+        800,
+        1333,
+    )
+    # The release's solver and pytorch-style ResNet.
+    assert cfg.SOLVER.IMS_PER_BATCH == 16 and cfg.SOLVER.BASE_LR == 0.01
+    assert cfg.SOLVER.MOMENTUM == 0.9 and cfg.SOLVER.WEIGHT_DECAY == 1e-4
+    assert cfg.SOLVER.WEIGHT_DECAY_NORM == 0.0
+    assert cfg.SOLVER.WARMUP_ITERS == 1000 and cfg.SOLVER.WARMUP_FACTOR == 0.001
+    assert cfg.SOLVER.CLIP_GRADIENTS.ENABLED is False
+    assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 is False and cfg.INPUT.FORMAT == "RGB"
+    assert list(cfg.MODEL.PIXEL_MEAN) == [123.675, 116.28, 103.53]
+    assert list(cfg.MODEL.PIXEL_STD) == [58.395, 57.12, 57.375]
+    assert cfg.MODEL.BACKBONE.FREEZE_AT == 2
+    assert cfg.DATASETS.TEST == ("coco_2017_val",)
+
+
+def test_dw_defaults_equal_the_release():
+    cfg = get_cfg()
+    add_dw_config(cfg)
+    dw = cfg.MODEL.DW
+    assert (dw.NUM_CONVS, dw.NORM, dw.PRIOR_PROB, dw.BOX_BIAS_INIT) == (4, "GN", 0.02, 4.0)
+    assert (dw.CENTER_PRIOR_MU, dw.CENTER_PRIOR_SIGMA, dw.LOC_SCORE_SCALE) == (0.0, 1.11, 5.0)
+    assert (dw.POS_WEIGHT_NUM_SCALE, dw.POS_WEIGHT_DEN_SCALE) == (5.0, 3.0)
+    assert (dw.POS_CLS_LOSS_WEIGHT, dw.POS_LOC_LOSS_WEIGHT, dw.NEG_IOU_THRESH) == (0.25, 0.25, 0.5)
+    assert (dw.TEST_SCORE_THRESH, dw.TEST_TOPK_CANDIDATES, dw.TEST_NMS_THRESH) == (0.05, 1000, 0.6)
+    assert dw.MAX_DETECTIONS_PER_IMAGE == 100
+
+
+def test_typo_and_wrong_type_fail_naming_the_key(tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(
+        f'_BASE_: "{CONFIGS / "dw_R_50_FPN_1x.yaml"}"\nMODEL:\n  DW:\n    BOX_REFIN: True\n'
+    )
+    with pytest.raises(KeyError, match="MODEL.DW.BOX_REFIN"):
+        load(typo)
+    cfg = load(CONFIGS / "dw_R_50_FPN_1x.yaml")
+    # yacs reports an unknown key given on the command line with an AssertionError.
+    with pytest.raises(AssertionError, match="MODEL.DW.BOX_REFIN"):
+        cfg.merge_from_list(["MODEL.DW.BOX_REFIN", "True"])
+    with pytest.raises(ValueError, match="MODEL.DW.NUM_CLASSES"):
+        cfg.merge_from_list(["MODEL.DW.NUM_CLASSES", "'eighty'"])
+
+
+def test_unknown_in_feature_is_named():
+    cfg = load(CONFIGS / "dw_R_50_FPN_1x.yaml")
+    cfg.MODEL.DW.IN_FEATURES = ["p3", "p8"]
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    with pytest.raises(ValueError, match="p8"):
+        build_model(cfg)
+
+
+def small_batch():
+    torch.manual_seed(0)
+    instances = Instances((96, 128))
+    instances.gt_boxes = Boxes(torch.tensor([[10.0, 12, 60, 70], [50, 20, 120, 90]]))
+    instances.gt_classes = torch.tensor([3, 7])
+    empty = Instances((96, 128))
+    empty.gt_boxes = Boxes(torch.zeros(0, 4))
+    empty.gt_classes = torch.zeros(0, dtype=torch.long)
+    image = (torch.rand(3, 96, 128) * 255).round()
+    return [{"image": image, "instances": instances}, {"image": image, "instances": empty}]
+
+
+@pytest.mark.parametrize("path", ALL_YAMLS, ids=lambda p: p.name)
+def test_config_builds_trains_one_step_and_infers(path):
+    cfg = load(path)
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    assert isinstance(model, DWFCOS)
+    has_dcn = any(isinstance(m, ModulatedDeformConv) for m in model.modules())
+    assert has_dcn == any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE)
+
+    model.train()
+    with EventStorage():
+        losses = model(small_batch())
+    assert set(losses) == {"loss_cls_pos", "loss_loc", "loss_cls_neg"}
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.head.cls_logits.weight.grad.abs().sum() > 0
+
+    model.eval()
+    with torch.no_grad():
+        (out,) = model([{"image": small_batch()[0]["image"], "height": 48, "width": 64}])
+    inst = out["instances"]
+    assert inst.image_size == (48, 64)
+    assert len(inst) <= cfg.MODEL.DW.MAX_DETECTIONS_PER_IMAGE
+    assert (inst.scores > cfg.MODEL.DW.TEST_SCORE_THRESH).all()

@@ -1,0 +1,170 @@
+"""torchvision ResNet -> detectron2 conversion: names, file formats, and numerical equivalence."""
+
+import importlib.util
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.modeling import build_backbone
+from torch import nn
+
+import dual_weighting.backbone  # noqa: F401  (registers build_dw_resnet_fpn_backbone)
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location(
+    "convert_torchvision_resnet", REPO / "tools" / "convert_torchvision_resnet.py"
+)
+convert = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(convert)
+
+
+class _Detector(nn.Module):
+    """Stands in for a meta-architecture: the backbone lives under ``backbone.``."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+
+class _RecordingCheckpointer(DetectionCheckpointer):
+    """Keeps the incompatible keys that ``load`` only logs."""
+
+    def _load_model(self, checkpoint):
+        self.incompatible = super()._load_model(checkpoint)
+        return self.incompatible
+
+
+def _torchvision_resnet(depth):
+    """Random torchvision ResNet in eval mode, with non-trivial BN statistics and affines."""
+    torch.manual_seed(depth)
+    model = getattr(torchvision.models, f"resnet{depth}")(weights=None).eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.2, 0.2)
+    return model
+
+
+def _cfg(depth, deform=(False, False, False, False)):
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.NAME = "build_dw_resnet_fpn_backbone"
+    cfg.MODEL.BACKBONE.FREEZE_AT = 2
+    cfg.MODEL.RESNETS.DEPTH = depth
+    cfg.MODEL.RESNETS.NORM = "FrozenBN"
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth in (18, 34) else 256
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False  # torchvision puts the stride in the 3x3 conv
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = list(deform)
+    cfg.MODEL.RESNETS.DEFORM_MODULATED = True
+    cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+    return cfg
+
+
+def _load(cfg, path):
+    model = _Detector(build_backbone(cfg)).eval()
+    checkpointer = _RecordingCheckpointer(model)
+    checkpointer.load(str(path))
+    return model, checkpointer.incompatible
+
+
+def _torchvision_c5(model, x):
+    for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+        x = getattr(model, name)(x)
+    return x
+
+
+@pytest.mark.parametrize("depth,suffix", [(50, ".pkl"), (18, ".pth")])
+def test_converted_weights_load_exactly_and_match_torchvision(tmp_path, depth, suffix):
+    tv_model = _torchvision_resnet(depth)
+    src, dst = tmp_path / "tv.pth", tmp_path / f"d2{suffix}"
+    # A training checkpoint wrapping the state dict, with DataParallel names.
+    state = {f"module.{k}": v for k, v in tv_model.state_dict().items()}
+    torch.save({"state_dict": state, "epoch": 90}, src)
+    convert.main([str(src), str(dst)])
+
+    model, incompatible = _load(_cfg(depth), dst)
+    assert incompatible.unexpected_keys == []
+    assert incompatible.incorrect_shapes == []
+    assert not [k for k in incompatible.missing_keys if k.startswith("backbone.bottom_up.")]
+    # Only the FPN (lateral/output convs and P6/P7) is left to train.
+    assert incompatible.missing_keys
+    assert all(
+        k.startswith(("backbone.fpn_", "backbone.top_block.")) for k in incompatible.missing_keys
+    )
+
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        res5 = model.backbone.bottom_up(x)["res5"]
+        torch.testing.assert_close(res5, _torchvision_c5(tv_model, x), rtol=1e-4, atol=1e-4)
+
+
+def test_dcn_backbone_misses_only_offset_convs(tmp_path):
+    dst = tmp_path / "d2.pkl"
+    model = convert.convert_torchvision_resnet(_torchvision_resnet(50).state_dict())
+    convert.save_detectron2_checkpoint(model, str(dst))
+    _, incompatible = _load(_cfg(50, deform=(False, True, True, True)), dst)
+    assert incompatible.unexpected_keys == []
+    bottom_up_missing = {k for k in incompatible.missing_keys if ".bottom_up." in k}
+    assert bottom_up_missing and all(".conv2_offset." in k for k in bottom_up_missing)
+    assert len(bottom_up_missing) == 2 * (4 + 6 + 3)  # weight + bias per deformable block
+
+
+def test_names_dropped_keys_and_file_format(tmp_path):
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    model = convert.convert_torchvision_resnet(state)
+    prefix = "backbone.bottom_up."
+    assert model[prefix + "stem.conv1.weight"] is not None
+    assert torch.equal(model[prefix + "stem.conv1.norm.running_var"], state["bn1.running_var"])
+    assert torch.equal(model[prefix + "res2.1.conv2.weight"], state["layer1.1.conv2.weight"])
+    assert torch.equal(
+        model[prefix + "res5.0.shortcut.weight"], state["layer4.0.downsample.0.weight"]
+    )
+    assert torch.equal(
+        model[prefix + "res3.0.shortcut.norm.bias"], state["layer2.0.downsample.1.bias"]
+    )
+    assert not any("num_batches_tracked" in k or "fc" in k for k in model)
+    assert len(model) == len([k for k in state if "num_batches_tracked" not in k]) - 2  # fc
+
+    short = convert.convert_torchvision_resnet(state, prefix="")
+    assert "res4.1.conv1.norm.weight" in short
+    dst = tmp_path / "short.pkl"
+    convert.save_detectron2_checkpoint(short, str(dst), prefix="")
+    with open(dst, "rb") as f:
+        data = pickle.load(f)
+    assert data["__author__"] == "torchvision" and data["matching_heuristics"] is True
+    assert type(data["model"]["stem.conv1.weight"]).__module__ == "numpy"
+    # detectron2's suffix matching places the short names in the backbone.
+    model, incompatible = _load(_cfg(18), dst)
+    assert not [k for k in incompatible.missing_keys if ".bottom_up." in k]
+    assert torch.equal(
+        model.backbone.bottom_up.res4[1].conv1.norm.weight, short["res4.1.conv1.norm.weight"]
+    )
+
+
+def test_unmapped_keys_fail_with_their_names(tmp_path, capsys):
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    state["layer1.0.se.fc1.weight"] = torch.zeros(1)
+    state["aux_head.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match="2 keys .*layer1.0.se.fc1.weight, aux_head.weight"):
+        convert.convert_torchvision_resnet(state)
+
+    src = tmp_path / "bad.pth"
+    torch.save(state, src)
+    with pytest.raises(SystemExit) as exc:
+        convert.main([str(src), str(tmp_path / "out.pkl")])
+    assert exc.value.code == 1
+    assert "aux_head.weight" in capsys.readouterr().err
+    assert not (tmp_path / "out.pkl").exists()
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        convert.main(["--help"])
+    assert exc.value.code == 0
+    assert "torchvision ResNet checkpoint" in capsys.readouterr().out

@@ -1,0 +1,215 @@
+"""DWFCOS without yacs: inference rules on hand-made predictions, training steps, checkpoints."""
+
+import math
+
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import Backbone
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+from torch import nn
+
+from dual_weighting import DWFCOS, DWHead
+
+C = 3
+# Image 32 x 48: level "p3" (stride 8) is 4 x 6 cells, "p4" (stride 16) is 2 x 3.
+SHAPE = {"p3": (4, 6), "p4": (2, 3)}
+
+
+class TinyBackbone(Backbone):
+    """Two levels (strides 8 and 16) from average-pooled pixels and a 1x1 conv."""
+
+    def __init__(self, channels=32):
+        super().__init__()
+        self.proj = nn.Conv2d(3, channels, 1)
+        self.channels = channels
+
+    def forward(self, x):
+        return {
+            "p3": self.proj(nn.functional.avg_pool2d(x, 8)),
+            "p4": self.proj(nn.functional.avg_pool2d(x, 16)),
+        }
+
+    def output_shape(self):
+        return {
+            "p3": ShapeSpec(channels=self.channels, stride=8),
+            "p4": ShapeSpec(channels=self.channels, stride=16),
+        }
+
+    @property
+    def size_divisibility(self):
+        return 16
+
+
+class FixedHead(nn.Module):
+    """Returns fixed per-level predictions, whatever the features."""
+
+    def __init__(self, logits, ltrb, centerness):
+        super().__init__()
+        self.predictions = (logits, ltrb, centerness)
+
+    def forward(self, features):
+        return self.predictions
+
+
+def make_model(head, **kwargs):
+    return DWFCOS(
+        backbone=TinyBackbone(),
+        head=head,
+        head_in_features=["p3", "p4"],
+        num_classes=C,
+        pixel_mean=[0.0, 0.0, 0.0],
+        pixel_std=[1.0, 1.0, 1.0],
+        **kwargs,
+    ).eval()
+
+
+def hand_made_predictions():
+    """Logits -20 (score ~0) and centerness +20 (factor ~1) except at five points:
+
+    A p3 (1,1), centre (12,12): class 0, logit 2  -> score sigmoid(2); box (4, 4, 24, 20)
+    B p3 (1,2), centre (20,12): class 0, logit 1  -> box (6, 4, 26, 20): IoU with A > 0.6, NMS
+    C p3 (2,2), centre (20,20): class 1, logit 1  -> same box as B, other class: kept
+    D p3 (3,5), centre (44,28): class 2, logit -3.5 -> score 0.029 < 0.05: dropped
+    E p4 (0,2), centre (40, 8): class 2, logit 0  -> box (30, 0, 60, 18) clipped to x2 = 48
+    """
+    logits = {k: torch.full((1, C, h, w), -20.0) for k, (h, w) in SHAPE.items()}
+    ltrb = {k: torch.ones(1, 4, h, w) for k, (h, w) in SHAPE.items()}
+    ctr = {k: torch.full((1, 1, h, w), 20.0) for k, (h, w) in SHAPE.items()}
+    for level, (i, j), cls, logit, (cx, cy), box in [
+        ("p3", (1, 1), 0, 2.0, (12, 12), (4, 4, 24, 20)),
+        ("p3", (1, 2), 0, 1.0, (20, 12), (6, 4, 26, 20)),
+        ("p3", (2, 2), 1, 1.0, (20, 20), (6, 4, 26, 20)),
+        ("p3", (3, 5), 2, -3.5, (44, 28), (40, 24, 48, 32)),
+        ("p4", (0, 2), 2, 0.0, (40, 8), (30, 0, 60, 18)),
+    ]:
+        logits[level][0, cls, i, j] = logit
+        x1, y1, x2, y2 = box
+        ltrb[level][0, :, i, j] = torch.tensor(
+            [cx - x1, cy - y1, x2 - cx, y2 - cy], dtype=torch.float
+        )
+    levels = ["p3", "p4"]
+    return [logits[k] for k in levels], [ltrb[k] for k in levels], [ctr[k] for k in levels]
+
+
+def run_inference(model, height=32, width=48):
+    inputs = [{"image": torch.zeros(3, 32, 48), "height": height, "width": width}]
+    with torch.no_grad():
+        return model(inputs)[0]["instances"]
+
+
+def sig(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def test_threshold_nms_clipping_and_joint_score():
+    inst = run_inference(make_model(FixedHead(*hand_made_predictions())))
+    assert inst.pred_classes.tolist() == [0, 1, 2]
+    expected_scores = [sig(2.0) * sig(20.0), sig(1.0) * sig(20.0), sig(0.0) * sig(20.0)]
+    torch.testing.assert_close(inst.scores, torch.tensor(expected_scores))
+    torch.testing.assert_close(
+        inst.pred_boxes.tensor,
+        torch.tensor([[4.0, 4, 24, 20], [6, 4, 26, 20], [30, 0, 48, 18]]),
+    )
+
+
+def test_boxes_rescaled_to_the_original_size():
+    inst = run_inference(make_model(FixedHead(*hand_made_predictions())), height=64, width=96)
+    assert inst.image_size == (64, 96)
+    torch.testing.assert_close(
+        inst.pred_boxes.tensor,
+        2 * torch.tensor([[4.0, 4, 24, 20], [6, 4, 26, 20], [30, 0, 48, 18]]),
+    )
+
+
+def test_topk_per_level_and_detections_per_image():
+    head = FixedHead(*hand_made_predictions())
+    inst = run_inference(make_model(head, test_topk_candidates=1))
+    # Per level only the best: A on p3, E on p4.
+    assert inst.pred_classes.tolist() == [0, 2]
+    inst = run_inference(make_model(head, max_detections_per_image=2))
+    assert inst.pred_classes.tolist() == [0, 1]
+    inst = run_inference(make_model(head, test_score_thresh=0.6))
+    assert inst.pred_classes.tolist() == [0, 1]
+
+
+def test_anchor_points_have_offset_half_a_stride():
+    model = make_model(FixedHead(*hand_made_predictions()))
+    feats = [torch.zeros(1, 1, 4, 6), torch.zeros(1, 1, 2, 3)]
+    points, strides = model.anchor_points(feats)
+    assert points.shape == (24 + 6, 2)
+    torch.testing.assert_close(points[0], torch.tensor([4.0, 4.0]))
+    torch.testing.assert_close(points[7], torch.tensor([12.0, 12.0]))  # p3 cell (1, 1)
+    torch.testing.assert_close(points[24 + 2], torch.tensor([40.0, 8.0]))  # p4 cell (0, 2)
+    assert strides[:24].eq(8).all() and strides[24:].eq(16).all()
+
+
+def make_trainable_model(test_score_thresh=0.05, seed=0, **head_kwargs):
+    torch.manual_seed(seed)
+    backbone = TinyBackbone()
+    shapes = backbone.output_shape()
+    head = DWHead(input_shape=[shapes["p3"], shapes["p4"]], num_classes=C, **head_kwargs)
+    return DWFCOS(
+        backbone=backbone,
+        head=head,
+        head_in_features=["p3", "p4"],
+        num_classes=C,
+        pixel_mean=[100.0, 100.0, 100.0],
+        pixel_std=[50.0, 50.0, 50.0],
+        test_score_thresh=test_score_thresh,
+    )
+
+
+def training_inputs():
+    with_boxes = Instances((64, 80))
+    with_boxes.gt_boxes = Boxes(torch.tensor([[8.0, 8, 40, 40], [30, 20, 78, 60]]))
+    with_boxes.gt_classes = torch.tensor([0, 2])
+    empty = Instances((64, 80))
+    empty.gt_boxes = Boxes(torch.zeros(0, 4))
+    empty.gt_classes = torch.zeros(0, dtype=torch.long)
+    return [
+        {"image": torch.rand(3, 64, 80) * 255, "instances": with_boxes},
+        {"image": torch.rand(3, 64, 80) * 255, "instances": empty},
+    ]
+
+
+@pytest.mark.parametrize("box_refine", [False, True])
+def test_training_step_with_empty_and_non_empty_images(box_refine):
+    model = make_trainable_model(box_refine=box_refine).train()
+    with EventStorage():
+        losses = model(training_inputs())
+    assert set(losses) == {"loss_cls_pos", "loss_loc", "loss_cls_neg"}
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.head.box.weight.grad.abs().sum() > 0
+    assert model.head.cls_logits.weight.grad.abs().sum() > 0
+
+
+def test_batch_of_only_empty_images_trains():
+    model = make_trainable_model().train()
+    inputs = training_inputs()[1:] * 2
+    with EventStorage():
+        losses = model(inputs)
+    assert losses["loss_cls_pos"] == 0 and losses["loss_loc"] == 0
+    assert torch.isfinite(losses["loss_cls_neg"]) and losses["loss_cls_neg"] > 0
+
+
+def test_checkpoint_round_trip(tmp_path):
+    # Untrained scores are about 0.02 * 0.5: keep them all to compare many boxes.
+    model = make_trainable_model(test_score_thresh=0.0, box_refine=True).eval()
+    with torch.no_grad():
+        model.head.scales[0].fill_(1.3)
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model")
+    restored = make_trainable_model(test_score_thresh=0.0, seed=1, box_refine=True).eval()
+    inputs = [{"image": torch.rand(3, 64, 80) * 255}]
+    with torch.no_grad():
+        a = model(inputs)[0]["instances"]
+        before = restored(inputs)[0]["instances"]
+    assert len(a) > 0 and not torch.equal(a.scores, before.scores)
+    DetectionCheckpointer(restored).load(str(tmp_path / "model.pth"))
+    with torch.no_grad():
+        b = restored(inputs)[0]["instances"]
+    torch.testing.assert_close(a.pred_boxes.tensor, b.pred_boxes.tensor)
+    torch.testing.assert_close(a.scores, b.scores)

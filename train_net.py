@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Train and evaluate DW-FCOS with detectron2's trainer.
+
+    python train_net.py --num-gpus 8 --config-file configs/dw_R_50_FPN_1x.yaml
+    python train_net.py --config-file configs/dw_R_50_FPN_1x.yaml --eval-only \\
+        MODEL.WEIGHTS output/model_final.pth
+
+Any COCO-format dataset can be registered by name from the command line, without code:
+
+    python train_net.py --config-file ... --register-coco my_train=ann.json:images/ \\
+        DATASETS.TRAIN '("my_train",)'
+"""
+
+import os
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import COCOEvaluator
+
+from dual_weighting import add_dw_config
+from dual_weighting.data import register_builtin_synthetic, register_coco_from_spec
+
+
+class Trainer(DefaultTrainer):
+    """detectron2's DefaultTrainer with COCO box evaluation."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+        return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder)
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_dw_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def register_datasets(args):
+    """Register the generated dataset and those given with --register-coco, in every worker."""
+    register_builtin_synthetic()
+    for spec in args.register_coco:
+        register_coco_from_spec(spec)
+
+
+def main(args):
+    register_datasets(args)
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        return Trainer.test(cfg, model)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def argument_parser():
+    parser = default_argument_parser(epilog=__doc__)
+    parser.add_argument(
+        "--register-coco",
+        action="append",
+        default=[],
+        metavar="NAME=JSON:IMAGE_ROOT",
+        help="register a COCO-format dataset under NAME (repeatable)",
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    args = argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
