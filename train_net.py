@@ -19,7 +19,11 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.evaluation import COCOEvaluator
 
 from dual_weighting import add_dw_config
-from dual_weighting.data import register_builtin_synthetic, register_coco_from_spec
+from dual_weighting.data import (
+    default_synthetic_root,
+    register_coco_from_spec,
+    register_synthetic,
+)
 
 
 class Trainer(DefaultTrainer):
@@ -43,8 +47,9 @@ def setup(args):
 
 
 def register_datasets(args):
-    """Register the generated dataset and those given with --register-coco, in every worker."""
-    register_builtin_synthetic()
+    """Register the generated dataset (``dw_synthetic_{train,val}`` under DETECTRON2_DATASETS, as
+    detectron2 does for COCO) and those given with --register-coco, in every worker."""
+    register_synthetic(default_synthetic_root())
     for spec in args.register_coco:
         register_coco_from_spec(spec)
 

@@ -1,0 +1,24 @@
+"""Datasets: a generated COCO-format shapes dataset and COCO-format registration helpers.
+
+Nothing is registered at import; call :func:`ensure_synthetic`, :func:`register_synthetic` or
+:func:`register_coco_from_spec`. Real COCO uses detectron2's builtin ``coco_2017_*`` names.
+"""
+
+from .datasets import (
+    default_synthetic_root,
+    ensure_synthetic,
+    register_coco_from_spec,
+    register_synthetic,
+)
+from .synthetic import CLASS_NAMES, generate_synthetic_coco, render_image, synthetic_params
+
+__all__ = [
+    "CLASS_NAMES",
+    "default_synthetic_root",
+    "ensure_synthetic",
+    "generate_synthetic_coco",
+    "register_coco_from_spec",
+    "register_synthetic",
+    "render_image",
+    "synthetic_params",
+]

@@ -1,0 +1,31 @@
+"""Pictures of detections: predictions next to ground truth, with detectron2's Visualizer."""
+
+import numpy as np
+from detectron2.data import detection_utils
+from detectron2.utils.visualizer import Visualizer
+
+
+def predictions_beside_ground_truth(dataset_dicts, predictor, metadata, score_thresh=0.3):
+    """One row per image: ground truth on the left, predictions above ``score_thresh`` right.
+
+    Args:
+        dataset_dicts: detectron2 dataset dicts (``file_name`` and ``annotations``).
+        predictor: a :class:`detectron2.engine.DefaultPredictor` (takes a BGR image).
+        metadata: the dataset's metadata (``thing_classes``).
+        score_thresh: lowest score drawn.
+
+    Returns:
+        (H, W, 3) uint8 RGB image.
+    """
+    rows = []
+    for record in dataset_dicts:
+        rgb = detection_utils.read_image(record["file_name"], format="RGB")
+        truth = Visualizer(rgb, metadata).draw_dataset_dict(record).get_image()
+        instances = predictor(rgb[:, :, ::-1])["instances"].to("cpu")
+        instances = instances[instances.scores > score_thresh]
+        predicted = Visualizer(rgb, metadata).draw_instance_predictions(instances).get_image()
+        gap = np.full((truth.shape[0], 8, 3), 255, dtype=np.uint8)
+        rows.append(np.concatenate([truth, gap, predicted], axis=1))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(rows, axis=0)
