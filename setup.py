@@ -16,5 +16,7 @@ setup(
         "torch>=2.0",
         "torchvision>=0.15",
         "pycocotools>=2.0.2",
+        # tools/demo.py --video-input; <4.11 keeps numpy 1.x, which detectron2's metadata pins.
+        "opencv-python-headless>=4.5,<4.11",
     ],
 )

@@ -11,11 +11,14 @@ Any COCO-format dataset can be registered by name from the command line, without
         DATASETS.TRAIN '("my_train",)'
 """
 
+import functools
 import os
+from unittest import mock
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator
 
 from dual_weighting import add_dw_config
@@ -27,7 +30,17 @@ from dual_weighting.data import (
 
 
 class Trainer(DefaultTrainer):
-    """detectron2's DefaultTrainer with COCO box evaluation."""
+    """detectron2's DefaultTrainer with COCO box evaluation, also on CPU workers."""
+
+    def __init__(self, cfg):
+        if cfg.MODEL.DEVICE != "cpu":
+            super().__init__(cfg)
+            return
+        # detectron2 wraps the model in DistributedDataParallel with device_ids=[local rank],
+        # which DDP rejects for a CPU model; CPU (gloo) workers need device_ids=None.
+        cpu_ddp = functools.partial(d2_defaults.create_ddp_model, device_ids=None)
+        with mock.patch.object(d2_defaults, "create_ddp_model", cpu_ddp):
+            super().__init__(cfg)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -44,8 +44,8 @@ def test_initialisation_follows_the_release():
     assert (head.box_refine_offsets.bias == 0).all()
     for conv in [*head.cls_tower, *head.reg_tower, head.cls_logits, head.box]:
         assert abs(conv.weight.std().item() - 0.01) < 0.002
-    # Tower convs feed a GroupNorm of 32 groups and carry no bias.
-    assert head.cls_tower[0].bias is None
+    # Tower convs keep a zero bias before their GroupNorm of 32 groups, as the release.
+    assert (head.cls_tower[0].bias == 0).all() and (head.reg_tower[3].bias == 0).all()
     assert head.cls_tower[0].norm.num_groups == 32
     assert [p.item() for p in head.scales] == [1.0, 1.0, 1.0]
 

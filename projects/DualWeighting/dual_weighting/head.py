@@ -119,14 +119,15 @@ class DWHead(nn.Module):
             conv_type = (
                 ModulatedDeformConvPack if dcn_on_last_conv and i == num_convs - 1 else Conv2d
             )
-            # A bias before a norm is redundant; the release has none there either.
+            # The release keeps the bias even before GroupNorm (MMDetection's conv_bias=True);
+            # kept here so that its checkpoints convert one to one.
             layers.append(
                 conv_type(
                     dim,
                     dim,
                     kernel_size=3,
                     padding=1,
-                    bias=not norm,
+                    bias=True,
                     norm=get_norm(norm, dim),
                     activation=F.relu,
                 )

@@ -1,0 +1,164 @@
+"""train_net.py as users run it (subprocesses): train, evaluate, resume, two CPU workers, errors.
+
+A tiny ResNet-18-FPN (32 channels) on 128-pixel images of a small generated dataset keeps each
+run to seconds.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dual_weighting.data import generate_synthetic_coco
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "dw_R_18_FPN_synthetic_demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    generate_synthetic_coco(root, num_train=8, num_val=4, image_size=(128, 160), seed=3)
+    return root
+
+
+def tiny_args(dataset, output_dir, *extra_opts, max_iter=4):
+    return [
+        "--register-coco", f"t_train={dataset}/annotations/instances_train.json:{dataset}/train",
+        "--register-coco", f"t_val={dataset}/annotations/instances_val.json:{dataset}/val",
+        "--config-file", str(CONFIG),
+        "DATASETS.TRAIN", '("t_train",)', "DATASETS.TEST", '("t_val",)',
+        "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+        "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160",
+        "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "160",
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(max_iter),
+        "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()",
+        "DATALOADER.NUM_WORKERS", "0", "SEED", "7",
+        "OUTPUT_DIR", str(output_dir), *extra_opts,
+    ]  # fmt: skip
+
+
+def run(args, check=True):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train_net.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train_net.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def metrics(output_dir):
+    return [json.loads(line) for line in (output_dir / "metrics.json").read_text().splitlines()]
+
+
+def test_train_writes_checkpoint_and_metrics_then_eval_only_prints_ap(dataset, tmp_path):
+    out = tmp_path / "run"
+    proc = run(tiny_args(dataset, out, "SOLVER.CHECKPOINT_PERIOD", "2"))
+    assert (out / "model_final.pth").is_file() and (out / "model_0000001.pth").is_file()
+    records = metrics(out)
+    train = [r for r in records if "total_loss" in r]
+    assert [r["iteration"] for r in train][-1] == 3
+    assert {"loss_cls_pos", "loss_loc", "loss_cls_neg", "lr"} <= set(train[-1])
+    assert any("bbox/AP" in r for r in records)  # evaluation after the last iteration
+    assert "eta:" in proc.stderr + proc.stdout
+
+    proc = run(
+        tiny_args(dataset, tmp_path / "eval", "MODEL.WEIGHTS", str(out / "model_final.pth"))
+        + ["--eval-only"]
+    )
+    log = proc.stdout + proc.stderr
+    assert "Evaluation results for bbox" in log
+    assert "|   AP   |  AP50  |  AP75  |  APs   |  APm   |  APl   |" in log
+
+
+def test_resume_after_kill_continues_iteration_optimizer_and_schedule(dataset, tmp_path):
+    out = tmp_path / "run"
+    opts = ("SOLVER.CHECKPOINT_PERIOD", "4", "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()")
+    # Killed as soon as the checkpoint of iteration 3 is on disk, long before its max_iter.
+    killed = subprocess.Popen(
+        [sys.executable, str(REPO / "train_net.py"), *tiny_args(dataset, out, *opts, max_iter=400)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )  # fmt: skip
+    try:
+        while killed.poll() is None and not (out / "last_checkpoint").is_file():
+            time.sleep(0.02)
+    finally:
+        killed.kill()
+        killed.wait()
+    assert (out / "last_checkpoint").read_text().strip() == "model_0000003.pth"
+    saved = torch.load(out / "model_0000003.pth", map_location="cpu", weights_only=False)
+    assert saved["iteration"] == 3 and saved["optimizer"]["state"]
+
+    proc = run(tiny_args(dataset, out, *opts, max_iter=6) + ["--resume"])
+    assert "Loading checkpoint from" in proc.stdout + proc.stderr
+    train = [r for r in metrics(out) if "total_loss" in r]
+    assert train[-1]["iteration"] == 5
+    assert train[-1]["lr"] == pytest.approx(0.02)  # past the 2 warm-up iterations
+    resumed = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
+    assert resumed["iteration"] == 5
+    # The scheduler went on from the saved state: two more steps, not six.
+    assert resumed["scheduler"]["last_epoch"] == saved["scheduler"]["last_epoch"] + 2
+
+
+def test_two_cpu_workers_train_with_gloo(dataset, tmp_path):
+    out = tmp_path / "ddp"
+    proc = run(["--num-gpus", "2", *tiny_args(dataset, out, "TEST.EVAL_PERIOD", "0")])
+    assert (out / "model_final.pth").is_file()
+    assert "Rank of current process: 0. World size: 2" in proc.stdout + proc.stderr
+
+
+def test_loss_falls_and_ap_is_positive_after_a_short_run(dataset, tmp_path):
+    out = tmp_path / "learn"
+    # Evaluated on the training images: a short run must at least fit what it has seen.
+    run(tiny_args(dataset, out, "DATASETS.TEST", '("t_train",)', "SOLVER.BASE_LR", "0.02",
+                  max_iter=60))  # fmt: skip
+    train = [r for r in metrics(out) if "total_loss" in r]
+    assert train[-1]["total_loss"] < 0.7 * train[0]["total_loss"]
+    (final,) = [r for r in metrics(out) if "bbox/AP" in r]
+    assert final["bbox/AP50"] > 0
+
+
+def test_non_finite_loss_stops_with_the_iteration(dataset, tmp_path):
+    # A zero pixel std makes every input infinite: the loss is NaN from the first iteration.
+    proc = run(
+        tiny_args(dataset, tmp_path / "nan", "MODEL.PIXEL_STD", "[0.0, 0.0, 0.0]"), check=False
+    )
+    assert proc.returncode != 0
+    assert "FloatingPointError" in proc.stderr
+    assert "Loss became infinite or NaN at iteration=0" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        (["--register-coco", "bad=/nonexistent/x.json:/tmp"], "/nonexistent/x.json"),
+        (["--register-coco", "no-separator"], "no-separator"),
+        (["DATASETS.TRAIN", '("not_registered",)'], "not_registered"),
+    ],
+)
+def test_bad_datasets_are_named(dataset, tmp_path, problem, message):
+    proc = run(tiny_args(dataset, tmp_path / "bad") + problem, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+
+
+def test_unreadable_image_is_named(tmp_path):
+    root = tmp_path / "broken"
+    generate_synthetic_coco(root, num_train=2, num_val=1, image_size=(128, 160), seed=1)
+    broken = sorted((root / "train").iterdir())[0]
+    broken.write_bytes(b"not an image")
+    proc = run(tiny_args(root, tmp_path / "out"), check=False)
+    assert proc.returncode != 0
+    assert broken.name in proc.stderr
