@@ -134,8 +134,16 @@ class DWFCOS(DenseDetector):
         logits, box_ltrb, centerness = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
+        storage = get_event_storage()
+        # Check here, in one reduction: the losses' BCE rejects NaN with an error that names
+        # neither the cause nor the iteration.
+        finite = torch.stack([torch.isfinite(x).all() for x in logits + box_ltrb + centerness])
+        if not finite.all():
+            raise FloatingPointError(
+                f"DW-FCOS predictions became infinite or NaN at iteration={storage.iter}"
+            )
         points, strides = self.anchor_points(features)
-        get_event_storage().put_scalar(
+        storage.put_scalar(
             "num_gt_boxes_per_image", sum(len(x) for x in gt_instances) / len(gt_instances)
         )
         # The losses run in float32 even under autocast: exp(5 v) and the BCE's log clamp are

@@ -20,7 +20,14 @@ def predictions_beside_ground_truth(dataset_dicts, predictor, metadata, score_th
     rows = []
     for record in dataset_dicts:
         rgb = detection_utils.read_image(record["file_name"], format="RGB")
-        truth = Visualizer(rgb, metadata).draw_dataset_dict(record).get_image()
+        # Boxes only: filled masks would recolour the shapes and hide what the model saw.
+        boxes_only = dict(
+            record,
+            annotations=[
+                {k: v for k, v in a.items() if k != "segmentation"} for a in record["annotations"]
+            ],
+        )
+        truth = Visualizer(rgb, metadata).draw_dataset_dict(boxes_only).get_image()
         instances = predictor(rgb[:, :, ::-1])["instances"].to("cpu")
         instances = instances[instances.scores > score_thresh]
         predicted = Visualizer(rgb, metadata).draw_instance_predictions(instances).get_image()

@@ -1,0 +1,193 @@
+"""tools/benchmark.py at a tiny setting: both detectors get the same backbone, input, solver and
+data; the training/evaluation and timing plumbing runs; the tables are right on hand-made numbers.
+"""
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling.meta_arch.fcos import FCOS
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.env import seed_all_rng
+
+from dual_weighting import DWFCOS
+from dual_weighting.data import generate_synthetic_coco, register_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_tool("benchmark")
+
+# The accuracy options at a tiny size: 2 iterations of 2 images of 64 x 96.
+TINY = argparse.Namespace(iters=2, batch=2, min_size=64, max_size=96, device="cpu")
+PREFIX = "test_benchmark_tiny"
+
+
+@pytest.fixture(scope="module")
+def tiny_opts(tmp_path_factory):
+    """A generated dataset of 2 + 2 images of 64 x 96, and the options that train on it."""
+    root = tmp_path_factory.mktemp("benchmark_tiny")
+    generate_synthetic_coco(
+        root, num_train=2, num_val=2, image_size=(64, 96), objects_per_image=(2, 3)
+    )
+    train, val = register_synthetic(root, prefix=PREFIX)
+    yield ["DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{val}',)"]
+    for catalog in (DatasetCatalog, MetadataCatalog):
+        for name in (train, val):
+            if name in catalog.list():
+                catalog.remove(name)
+
+
+def test_detectors_share_backbone_input_and_solver(tmp_path):
+    cfgs = {v: bench.accuracy_cfg(v, 0, TINY, tmp_path) for v in ("fcos", "dw")}
+    assert cfgs["fcos"].MODEL.META_ARCHITECTURE == "FCOS"
+    assert cfgs["dw"].MODEL.META_ARCHITECTURE == "DWFCOS"
+    # Everything else (backbone, input sizes, batch, solver, seed, data) is the same config.
+    cfgs["fcos"].MODEL.META_ARCHITECTURE = "DWFCOS"
+    assert cfgs["fcos"].dump() == cfgs["dw"].dump()
+    assert cfgs["dw"].INPUT.MIN_SIZE_TRAIN == (64,) and cfgs["dw"].SOLVER.MAX_ITER == 2
+
+    models = bench.build_speed_models(bench.SMALL_CONFIG, [], ["fcos", "dw"], "cpu")
+    fcos, dw = models["fcos"][1], models["dw"][1]
+    assert type(fcos) is FCOS and type(dw) is DWFCOS
+    assert type(fcos.backbone) is type(dw.backbone)
+    a, b = fcos.backbone.state_dict(), dw.backbone.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert fcos.head_in_features == dw.head_in_features == ["p3", "p4", "p5", "p6", "p7"]
+    assert torch.equal(fcos.pixel_mean, dw.pixel_mean)
+    assert torch.equal(fcos.pixel_std, dw.pixel_std)
+    # Same towers: two 3x3 convs of 128 channels with GroupNorm(32) each.
+    fcos_convs = [m for m in fcos.head.cls_subnet if isinstance(m, torch.nn.Conv2d)]
+    fcos_norms = [m for m in fcos.head.cls_subnet if isinstance(m, torch.nn.GroupNorm)]
+    assert [c.out_channels for c in fcos_convs] == [c.out_channels for c in dw.head.cls_tower]
+    assert [n.num_groups for n in fcos_norms] == [c.norm.num_groups for c in dw.head.cls_tower]
+    # detectron2's own FCOS defaults are kept.
+    assert fcos.test_score_thresh == 0.2 and fcos.center_sampling_radius == 1.5
+
+
+def test_every_detector_of_a_seed_sees_the_same_batches(tiny_opts, tmp_path):
+    opts = [*tiny_opts, "DATALOADER.NUM_WORKERS", "1"]
+    cfg = bench.accuracy_cfg("dw", 3, TINY, tmp_path, opts)
+
+    def first_batch(draws):
+        # A different head draws a different number of random numbers before the loader.
+        torch.rand(draws)
+        np.random.rand(draws)
+        batch = next(iter(bench.BenchmarkTrainer.build_train_loader(cfg)))
+        return [(d["file_name"], d["image"]) for d in batch]
+
+    a, b = first_batch(1), first_batch(5)
+    assert [x[0] for x in a] == [x[0] for x in b]
+    assert all(torch.equal(x[1], y[1]) for x, y in zip(a, b))
+
+
+def test_training_evaluates_both_score_views(tiny_opts, tmp_path):
+    opts = [*tiny_opts, "DATALOADER.NUM_WORKERS", "0"]
+    runs = []
+    for variant in ("fcos", "dw"):
+        result = bench.run_training(bench.accuracy_cfg(variant, 0, TINY, tmp_path / variant, opts))
+        assert set(result["metrics"]) == {"own", "low"}
+        assert set(bench.METRICS) <= set(result["metrics"]["low"])
+        assert result["train_s"] > 0 and result["eval_s"] > 0
+        assert (tmp_path / variant / "metrics.json").is_file()
+        runs.append({**result, "variant": variant, "seed": 0})
+    assert "DW - FCOS (d2)" in bench.format_accuracy(runs, ["fcos", "dw"])
+
+
+def test_score_view_evaluator_drops_low_scores(tiny_opts):
+    evaluator = bench.ScoreFilteredCOCOEvaluator(f"{PREFIX}_val", "high", min_score=0.5)
+    evaluator.reset()
+    instances = Instances((64, 96))
+    instances.pred_boxes = Boxes(torch.tensor([[1.0, 2.0, 30.0, 40.0], [5.0, 5.0, 20.0, 20.0]]))
+    instances.scores = torch.tensor([0.9, 0.1])
+    instances.pred_classes = torch.tensor([0, 1])
+    evaluator.process([{"image_id": 1}], [{"instances": instances}])
+    (kept,) = evaluator._predictions
+    assert [d["score"] for d in kept["instances"]] == [pytest.approx(0.9)]
+    assert set(evaluator.evaluate()) == {"high"}
+
+
+def test_filtering_after_nms_equals_a_higher_threshold():
+    cfg = bench.make_cfg(bench.SMALL_CONFIG, "dw")
+    seed_all_rng(0)
+    model = bench.build_detector(cfg).eval()
+    image = [{"image": torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)}]
+    with torch.no_grad():
+        model.test_score_thresh = 0.0
+        low = model(image)[0]["instances"]
+        high_thresh = float(low.scores.median())
+        model.test_score_thresh = high_thresh
+        high = model(image)[0]["instances"]
+    filtered = low[low.scores > high_thresh]
+    assert 0 < len(high) < len(low)
+    assert torch.equal(filtered.scores, high.scores)
+    assert torch.equal(filtered.pred_boxes.tensor, high.pred_boxes.tensor)
+
+
+def test_speed_loop_runs_and_is_interleaved():
+    models = bench.build_speed_models(bench.SMALL_CONFIG, [], ["fcos", "dw_refine"], "cpu")
+    batch = bench.synthetic_batch(2, 64, 96, 6, boxes_per_image=3, seed=0)
+    results = bench.measure_speed(models, batch, "cpu", warmup=0, repeats=2)
+    for r in results.values():
+        assert len(r["train_s"]) == len(r["train_mib"]) == len(r["infer_s"]) == 2
+        assert all(m is None or m > 0 for m in r["train_mib"])
+    assert "1.000x" in bench.format_speed(results, "tiny")
+
+
+def test_tables_on_hand_made_numbers():
+    def run(variant, seed, ap):
+        metrics = {m: ap + i for i, m in enumerate(bench.METRICS)}
+        metrics["APs"] = float("nan") if seed == 2 else metrics["APs"]
+        return {
+            "variant": variant,
+            "seed": seed,
+            "metrics": {"own": metrics, "low": {m: v + 1 for m, v in metrics.items()}},
+            "train_s": 100.0 + seed,
+            "s_per_iter": 1.0,
+            "eval_s": 10.0,
+        }
+
+    runs = [run("fcos", s, ap) for s, ap in enumerate((10.0, 20.0, 30.0))]
+    runs += [run("dw", s, ap) for s, ap in enumerate((12.0, 21.0, 36.0))]
+    assert bench.mean_std([10.0, 20.0, 30.0]) == (20.0, 10.0, 10.0, 30.0)
+    assert bench.mean_std([float("nan"), 4.0]) == (4.0, 0.0, 4.0, 4.0)
+    summary = bench.summarize(runs, ["fcos", "dw"], "own")
+    assert summary["fcos"]["AP"] == (20.0, 10.0, 10.0, 30.0)
+    assert summary["fcos"]["AP50"][0] == 21.0
+    assert summary["fcos"]["APs"][:2] == (18.0, pytest.approx(50**0.5))  # seed 2 is NaN
+    assert bench.paired_differences(runs, "dw", "fcos", "own") == [2.0, 1.0, 6.0]
+
+    text = bench.format_accuracy(runs, ["fcos", "dw"])
+    assert "20.0 ± 10.0" in text  # FCOS AP
+    assert "23.0 ± 12.1" in text  # DW AP: std of 12, 21, 36
+    assert "+3.0 ± 2.6 (range +1.0 to +6.0)" in text  # paired DW - FCOS
+    assert "21.0 ± 10.0" in text  # "low" view, each value + 1
+
+    speed = {
+        "fcos": {"train_s": [1.0, 2.0, 4.0], "infer_s": [0.1, 0.1, 0.1], "train_mib": [90, 100]},
+        "dw": {"train_s": [1.1, 2.4, 4.0], "infer_s": [0.1, 0.2, 0.1], "train_mib": [None] * 3},
+    }
+    table = bench.format_speed(speed, "title").splitlines()
+    assert table[0] == "title"
+    assert table[-1].split() == ["DW", "2.400", "1.100x", "100", "1.000x", "n/a", "-"]
+    assert table[-2].split() == [
+        "FCOS",
+        "(d2)",
+        "2.000",
+        "1.000x",
+        "100",
+        "1.000x",
+        "100",
+        "1.000x",
+    ]
