@@ -15,13 +15,13 @@ import functools
 import os
 from unittest import mock
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator
 
 from dual_weighting import add_dw_config
+from dual_weighting.checkpoint import DWCheckpointer
 from dual_weighting.data import (
     default_synthetic_root,
     register_coco_from_spec,
@@ -72,7 +72,8 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        # Strict: evaluating a checkpoint that leaves weights at their init is always a mistake.
+        DWCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=True).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         return Trainer.test(cfg, model)

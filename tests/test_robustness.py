@@ -16,6 +16,7 @@ from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from dual_weighting import add_dw_config, dw_losses
+from dual_weighting.checkpoint import DWCheckpointer
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -178,3 +179,30 @@ def test_300_boxes_at_1333x800_never_build_points_x_boxes_x_classes():
     assert num_points * num_classes <= record.largest  # the scores: the recording works
     assert record.largest <= max(num_points * num_classes, num_points * num_boxes)
     assert record.largest < num_points * num_boxes * num_classes / 50
+
+
+def test_truncated_and_foreign_checkpoints_fail_clearly(tmp_path):
+    model = build_model(small_cfg())
+    good = tmp_path / "good.pth"
+    DWCheckpointer(model, str(tmp_path)).save("good")
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(RuntimeError, match="truncated.pth"):
+        DWCheckpointer(model).load(str(truncated))
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"model": {"classifier.weight": torch.zeros(3)}}, foreign)
+    with pytest.raises(KeyError, match="model weights are missing"):
+        DWCheckpointer(model, strict=True).load(str(foreign))
+
+
+def test_checkpoint_of_the_other_family_names_the_mismatched_keys(tmp_path, caplog):
+    plain = build_model(small_cfg())
+    DWCheckpointer(plain, str(tmp_path)).save("plain")
+    refine = build_model(small_cfg("MODEL.DW.BOX_REFINE", "True"))
+    with pytest.raises(KeyError, match=r"head\.box_refine_offsets\.(bias|weight)"):
+        DWCheckpointer(refine, strict=True).load(str(tmp_path / "plain.pth"))
+    # Not strict (training from partial weights): loads, and detectron2 logs what is missing.
+    with caplog.at_level("WARNING"):
+        DWCheckpointer(refine).load(str(tmp_path / "plain.pth"))
+    assert "not found in the checkpoint" in caplog.text
+    assert "head.box_refine_offsets" in caplog.text
