@@ -45,6 +45,7 @@ from matplotlib.patches import Patch, Rectangle
 from dual_weighting import add_dw_config
 from dual_weighting.assignment_maps import dw_assignment_maps, split_levels, strong_positives
 from dual_weighting.data import default_synthetic_root, register_coco_from_spec, register_synthetic
+from dual_weighting.losses import dw_assign
 
 # Strong positives on the image, one colour per level (none close to the heat maps' yellow).
 LEVEL_COLORS = ("#e6194b", "#f58231", "#3cb44b", "#42d4f4", "#f032e6", "#4363d8", "#911eb4")
@@ -103,7 +104,7 @@ def compute_assignment(model, mapped):
     )
     points, strides = model.anchor_points(features)
     instances = mapped["instances"].to(model.device)
-    accepted = inspect.signature(dw_assignment_maps).parameters
+    accepted = inspect.signature(dw_assign).parameters  # loss_kwargs less the loss factors
     kwargs = {k: v for k, v in model.loss_kwargs.items() if k in accepted}
     maps = dw_assignment_maps(
         points,

@@ -1,9 +1,9 @@
 """What Dual Weighting assigns in one image, per ground-truth box and anchor point, for pictures.
 
 The training losses (:func:`dual_weighting.losses.dw_losses`) only need the ``K`` (point, box)
-pairs whose point is inside the box, and reduce them right away. Here the same pairs are
-computed with the same helpers of :mod:`dual_weighting.losses`, in the same order, and written
-into dense per-box maps over all points, so that a picture (``tools/visualize_assignment.py``)
+pairs whose point is inside the box, and reduce them right away. Here the same pairs, from the
+same :func:`dual_weighting.losses.dw_assign`, are written into dense per-box maps over all
+points, so that a picture (``tools/visualize_assignment.py``)
 can show the center prior, the positive weight and the negative weight of every point.
 
 Index letters: ``P`` anchor points (FPN levels concatenated, finest first), ``C`` classes,
@@ -14,14 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .losses import (
-    aligned_giou_iou,
-    center_prior,
-    decode_ltrb,
-    inside_pairs,
-    negative_weights,
-    positive_weights,
-)
+from .losses import dw_assign
 
 __all__ = ["dw_assignment_maps", "split_levels", "strong_positives"]
 
@@ -35,21 +28,11 @@ def dw_assignment_maps(
     box_ltrb: torch.Tensor,
     gt_boxes: torch.Tensor,
     gt_classes: torch.Tensor,
-    *,
-    center_prior_mu: float = 0.0,
-    center_prior_sigma: float = 1.11,
-    loc_score_scale: float = 5.0,
-    pos_weight_num_scale: float = 5.0,
-    pos_weight_den_scale: float = 3.0,
-    neg_iou_threshold: float = 0.5,
-    iou_eps: float = 1e-6,
-    pos_weight_eps: float = 1e-12,
-    neg_weight_eps: float = 1e-12,
+    **assign_kwargs,
 ) -> dict[str, torch.Tensor]:
     """Per-box maps of the DW weights of one image, exactly as :func:`dw_losses` computes them.
 
-    The keyword arguments are those of :func:`dw_losses` (its loss factors aside), so a model's
-    ``loss_kwargs`` can be passed on.
+    The keyword arguments (``assign_kwargs``) are those of :func:`dw_assign`.
 
     Args:
         points: (P, 2) anchor points (x, y), pixels.
@@ -75,41 +58,20 @@ def dw_assignment_maps(
           negative weight of the box's class at every point (boxes of one class share it).
         - ``scores`` (P, C): joint scores ``sigmoid(cls) * sigmoid(ctr)``.
     """
-    num_points, num_classes = cls_logits.shape
+    num_points = len(points)
     num_boxes = len(gt_boxes)
-    dtype = box_ltrb.dtype
-    points, strides, boxes = points.to(dtype), strides.to(dtype), gt_boxes.to(dtype)
-
-    _, pt, box = inside_pairs(points, boxes[None])  # each (K,); one image, so box id = box
-    pair_boxes = boxes[box]  # (K, 4)
-    pair_points = points[pt]  # (K, 2)
-    target_index = pt * num_classes + gt_classes[box]  # flat [p, class_g] in (P, C)
-
-    scores = torch.sigmoid(cls_logits) * torch.sigmoid(ctr_logits)[:, None]  # (P, C)
-    p_cls = scores.reshape(-1)[target_index]
-    pred_boxes = decode_ltrb(pair_points, box_ltrb[pt])
-    giou, iou = aligned_giou_iou(pred_boxes, pair_boxes, eps=iou_eps)
-    p_loc = torch.exp(-loc_score_scale * (1.0 - giou))
-    box_centers = (pair_boxes[:, :2] + pair_boxes[:, 2:]) / 2
-    prior = center_prior(pair_points, strides[pt], box_centers, center_prior_mu, center_prior_sigma)
-    pos_weight = positive_weights(
-        p_cls * p_loc,
-        prior,
-        box,
-        num_boxes,
-        pos_weight_num_scale,
-        pos_weight_den_scale,
-        pos_weight_eps,
+    a = dw_assign(
+        points,
+        strides,
+        cls_logits[None],
+        ctr_logits[None],
+        box_ltrb[None],
+        [gt_boxes],
+        [gt_classes],
+        **assign_kwargs,
     )
-    neg_weight = negative_weights(
-        iou,
-        box,
-        num_boxes,
-        target_index,
-        (1, num_points, num_classes),
-        neg_iou_threshold,
-        neg_weight_eps,
-    )[0]
+    box, pt = a.box, a.point
+    neg_weight = a.neg_weight[0]
 
     def dense(values):
         out = values.new_zeros(num_boxes, num_points)
@@ -120,14 +82,14 @@ def dw_assignment_maps(
     inside[box, pt] = True
     return {
         "inside": inside,
-        "prior": dense(prior),
-        "p_cls": dense(p_cls),
-        "p_loc": dense(p_loc),
-        "iou": dense(iou),
-        "pos_weight": dense(pos_weight),
+        "prior": dense(a.prior),
+        "p_cls": dense(a.p_cls),
+        "p_loc": dense(a.p_loc),
+        "iou": dense(a.iou),
+        "pos_weight": dense(a.pos_weight),
         "neg_weight": neg_weight,
         "neg_weight_of_class": neg_weight[:, gt_classes].T,
-        "scores": scores,
+        "scores": a.scores[0],
     }
 
 

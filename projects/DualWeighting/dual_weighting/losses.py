@@ -20,12 +20,16 @@ Boxes are XYXY in pixels; predicted distances (left, top, right, bottom) are in 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from detectron2.utils import comm
 from torch.nn.utils.rnn import pad_sequence
 
 __all__ = [
+    "DWAssignment",
+    "dw_assign",
     "aligned_giou_iou",
     "center_prior",
     "decode_ltrb",
@@ -267,6 +271,106 @@ def _mean_over_workers(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+class DWAssignment(NamedTuple):
+    """What DW assigns in a batch: the K inside pairs and their weights (see :func:`dw_assign`)."""
+
+    image: torch.Tensor  # (K,) image of each pair
+    point: torch.Tensor  # (K,) point of each pair, in [0, P)
+    box: torch.Tensor  # (K,) box of each pair, in [0, G_n) of its image
+    scores: torch.Tensor  # (N, P, C) joint scores sigmoid(cls) * sigmoid(ctr)
+    p_cls: torch.Tensor  # (K,) joint score of the pair's box's class
+    p_loc: torch.Tensor  # (K,) exp(-loc_score_scale * GIoU loss)
+    iou: torch.Tensor  # (K,) IoU of the point's predicted box with the pair's box
+    prior: torch.Tensor  # (K,) center prior (no gradient)
+    pos_weight: torch.Tensor  # (K,) positive weight (no gradient)
+    neg_weight: torch.Tensor  # (N, P, C) negative weight (no gradient)
+
+
+def dw_assign(
+    points: torch.Tensor,
+    strides: torch.Tensor,
+    cls_logits: torch.Tensor,
+    ctr_logits: torch.Tensor,
+    box_ltrb: torch.Tensor,
+    gt_boxes: list[torch.Tensor],
+    gt_classes: list[torch.Tensor],
+    *,
+    center_prior_mu: float = 0.0,
+    center_prior_sigma: float = 1.11,
+    loc_score_scale: float = 5.0,
+    pos_weight_num_scale: float = 5.0,
+    pos_weight_den_scale: float = 3.0,
+    neg_iou_threshold: float = 0.5,
+    iou_eps: float = 1e-6,
+    pos_weight_eps: float = 1e-12,
+    neg_weight_eps: float = 1e-12,
+) -> DWAssignment:
+    """The scores and the positive and negative weights of a batch, on the inside pairs only.
+
+    Arguments as :func:`dw_losses` (without the loss factors). ``scores``, ``p_cls`` and
+    ``p_loc`` keep their gradient; the weights, the prior and ``iou`` carry none.
+    """
+    num_images, num_points, num_classes = cls_logits.shape
+    dtype = box_ltrb.dtype
+    points = points.to(dtype)
+    strides = strides.to(dtype)
+
+    # (N, G, 4) and (N, G); padding is all-zero boxes, which contain no point (inside_pairs).
+    boxes = pad_sequence([b.to(dtype) for b in gt_boxes], batch_first=True)
+    classes = pad_sequence(list(gt_classes), batch_first=True)
+    max_boxes = boxes.shape[1]
+    num_flat_boxes = num_images * max_boxes
+
+    img, pt, box = inside_pairs(points, boxes)  # each (K,)
+    box_id = img * max_boxes + box  # flat index into N * G
+    point_id = img * num_points + pt  # flat index into N * P
+    # Gathers with index_select on flat indices: faster than advanced indexing, and its backward
+    # is an index_add rather than an accumulating index_put.
+    pair_boxes = boxes.view(-1, 4).index_select(0, box_id)  # (K, 4)
+    pair_classes = classes.view(-1).index_select(0, box_id)  # (K,)
+    pair_points = points.index_select(0, pt)  # (K, 2)
+    pair_strides = strides.index_select(0, pt)  # (K,)
+    # Flat index of [n, p, class_g]: where the pair reads its score and writes its neg. weight.
+    target_index = point_id * num_classes + pair_classes
+
+    # Joint score of every (image, point, class): classification times objectness.
+    scores = torch.sigmoid(cls_logits) * torch.sigmoid(ctr_logits)[..., None]  # (N, P, C)
+    p_cls = scores.reshape(-1).index_select(0, target_index)  # (K,)
+
+    pair_ltrb = box_ltrb.reshape(-1, 4).index_select(0, point_id)  # (K, 4)
+    pred_boxes = decode_ltrb(pair_points, pair_ltrb)  # (K, 4)
+    giou, iou = aligned_giou_iou(pred_boxes, pair_boxes, eps=iou_eps)
+    p_loc = torch.exp(-loc_score_scale * (1.0 - giou))  # (K,)
+
+    with torch.no_grad():
+        box_centers = (pair_boxes[:, :2] + pair_boxes[:, 2:]) / 2
+        prior = center_prior(
+            pair_points, pair_strides, box_centers, center_prior_mu, center_prior_sigma
+        )
+    pos_weight = positive_weights(
+        p_cls.detach() * p_loc.detach(),
+        prior,
+        box_id,
+        num_flat_boxes,
+        pos_weight_num_scale,
+        pos_weight_den_scale,
+        pos_weight_eps,
+    )
+    neg_weight = negative_weights(
+        iou,
+        box_id,
+        num_flat_boxes,
+        target_index,
+        scores.shape,
+        neg_iou_threshold,
+        neg_weight_eps,
+    )
+
+    return DWAssignment(
+        img, pt, box, scores, p_cls, p_loc, iou.detach(), prior, pos_weight, neg_weight
+    )
+
+
 def dw_losses(
     points: torch.Tensor,
     strides: torch.Tensor,
@@ -318,67 +422,32 @@ def dw_losses(
         the number of boxes, the last by ``sum(1 - w_neg)``; both normalisers are averaged over
         workers, then clamped below at 1.
     """
-    num_images, num_points, num_classes = cls_logits.shape
     dtype, device = box_ltrb.dtype, box_ltrb.device
-    points = points.to(dtype)
-    strides = strides.to(dtype)
-
-    # (N, G, 4) and (N, G); padding is all-zero boxes, which contain no point (inside_pairs).
-    boxes = pad_sequence([b.to(dtype) for b in gt_boxes], batch_first=True)
-    classes = pad_sequence(list(gt_classes), batch_first=True)
-    max_boxes = boxes.shape[1]
-    num_flat_boxes = num_images * max_boxes
-
-    img, pt, box = inside_pairs(points, boxes)  # each (K,)
-    box_id = img * max_boxes + box  # flat index into N * G
-    point_id = img * num_points + pt  # flat index into N * P
-    # Gathers with index_select on flat indices: faster than advanced indexing, and its backward
-    # is an index_add rather than an accumulating index_put.
-    pair_boxes = boxes.view(-1, 4).index_select(0, box_id)  # (K, 4)
-    pair_classes = classes.view(-1).index_select(0, box_id)  # (K,)
-    pair_points = points.index_select(0, pt)  # (K, 2)
-    pair_strides = strides.index_select(0, pt)  # (K,)
-    # Flat index of [n, p, class_g]: where the pair reads its score and writes its neg. weight.
-    target_index = point_id * num_classes + pair_classes
-
-    # Joint score of every (image, point, class): classification times objectness.
-    scores = torch.sigmoid(cls_logits) * torch.sigmoid(ctr_logits)[..., None]  # (N, P, C)
-    p_cls = scores.reshape(-1).index_select(0, target_index)  # (K,)
-
-    pair_ltrb = box_ltrb.reshape(-1, 4).index_select(0, point_id)  # (K, 4)
-    pred_boxes = decode_ltrb(pair_points, pair_ltrb)  # (K, 4)
-    giou, iou = aligned_giou_iou(pred_boxes, pair_boxes, eps=iou_eps)
-    p_loc = torch.exp(-loc_score_scale * (1.0 - giou))  # (K,)
-
-    with torch.no_grad():
-        box_centers = (pair_boxes[:, :2] + pair_boxes[:, 2:]) / 2
-        prior = center_prior(
-            pair_points, pair_strides, box_centers, center_prior_mu, center_prior_sigma
-        )
-    w_pos = positive_weights(
-        p_cls.detach() * p_loc.detach(),
-        prior,
-        box_id,
-        num_flat_boxes,
-        pos_weight_num_scale,
-        pos_weight_den_scale,
-        pos_weight_eps,
+    a = dw_assign(
+        points,
+        strides,
+        cls_logits,
+        ctr_logits,
+        box_ltrb,
+        gt_boxes,
+        gt_classes,
+        center_prior_mu=center_prior_mu,
+        center_prior_sigma=center_prior_sigma,
+        loc_score_scale=loc_score_scale,
+        pos_weight_num_scale=pos_weight_num_scale,
+        pos_weight_den_scale=pos_weight_den_scale,
+        neg_iou_threshold=neg_iou_threshold,
+        iou_eps=iou_eps,
+        pos_weight_eps=pos_weight_eps,
+        neg_weight_eps=neg_weight_eps,
     )
-    w_neg = negative_weights(
-        iou,
-        box_id,
-        num_flat_boxes,
-        target_index,
-        scores.shape,
-        neg_iou_threshold,
-        neg_weight_eps,
-    )
+    p_cls, p_loc, w_pos, w_neg = a.p_cls, a.p_loc, a.pos_weight, a.neg_weight
 
     # BCE on probabilities, as the release: its log clamp at -100 keeps saturated scores finite.
     ones = p_cls.new_ones(()).expand_as(p_cls)
     pos_cls = pos_cls_weight * (w_pos * F.binary_cross_entropy(p_cls, ones, reduction="none")).sum()
     pos_loc = pos_loc_weight * (w_pos * F.binary_cross_entropy(p_loc, ones, reduction="none")).sum()
-    neg = negative_loss(scores, w_neg)
+    neg = negative_loss(a.scores, w_neg)
 
     # Both normalisers in one all-reduce. An image without boxes adds only to ``neg``.
     num_gt = float(sum(len(b) for b in gt_boxes))
