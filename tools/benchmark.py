@@ -748,7 +748,7 @@ def argument_parser():
     a.add_argument(
         "--variants", type=_csv(str), default=["fcos", "dw"], help="of fcos,dw,dw_refine"
     )
-    a.add_argument("--iters", type=int, default=140, help="training iterations (demo: 220)")
+    a.add_argument("--iters", type=int, default=120, help="training iterations (demo: 220)")
     a.add_argument("--batch", type=int, default=8, help="images per batch (also 'small' speed)")
     a.add_argument("--min-size", type=int, default=192, help="shorter image side (demo: 256)")
     a.add_argument("--max-size", type=int, default=240, help="longer side cap (demo: 320)")
