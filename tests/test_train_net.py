@@ -37,7 +37,7 @@ def tiny_args(dataset, output_dir, *extra_opts, max_iter=4):
         "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160",
         "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "160",
         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(max_iter),
-        "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()",
+        "SOLVER.BASE_LR", "0.02", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()",
         "DATALOADER.NUM_WORKERS", "0", "SEED", "7",
         "OUTPUT_DIR", str(output_dir), *extra_opts,
     ]  # fmt: skip
@@ -124,8 +124,7 @@ def test_two_cpu_workers_train_with_gloo(dataset, tmp_path):
 def test_loss_falls_and_ap_is_positive_after_a_short_run(dataset, tmp_path):
     out = tmp_path / "learn"
     # Evaluated on the training images: a short run must at least fit what it has seen.
-    run(tiny_args(dataset, out, "DATASETS.TEST", '("t_train",)', "SOLVER.BASE_LR", "0.02",
-                  max_iter=60))  # fmt: skip
+    run(tiny_args(dataset, out, "DATASETS.TEST", '("t_train",)', max_iter=60))
     train = [r for r in metrics(out) if "total_loss" in r]
     # metrics.json holds the median of each 20 iterations: 19, 39, 59.
     assert train[-1]["total_loss"] < 0.85 * train[0]["total_loss"]

@@ -53,8 +53,9 @@ the accuracy model at its input size and batch.
 
 **losses**: runs ``tools/benchmark_losses.py`` (``dw_losses`` against the release's per-box loop).
 
-Every result is also written to ``OUTPUT_DIR/results.json``; training logs and ``metrics.json``
-of each accuracy run go to ``OUTPUT_DIR/accuracy/<variant>_seed<k>/``.
+Every result is also written to ``OUTPUT_DIR/results.json``; training logs, ``metrics.json`` and
+``result.json`` of each accuracy run go to ``OUTPUT_DIR/accuracy/<variant>_seed<k>/``, and
+``--resume`` reuses the finished ones whose config is unchanged.
 """
 
 from __future__ import annotations
@@ -351,13 +352,21 @@ def run_accuracy(args, out):
             run_dir = Path(args.output_dir) / "accuracy" / f"{variant}_seed{seed}"
             print(f"  [{len(runs) + 1}/{total}] {VARIANTS[variant]} seed {seed} ...", end="")
             sys.stdout.flush()
-            result = run_training(accuracy_cfg(variant, seed, args, run_dir))
-            result.update(variant=variant, seed=seed)
+            cfg = accuracy_cfg(variant, seed, args, run_dir)
+            saved, reused = run_dir / "result.json", ""
+            if args.resume and saved.is_file():
+                record = json.loads(saved.read_text())
+                if record["config"] == cfg.dump():  # the same run, finished before
+                    result, reused = record["result"], " (reused)"
+            if not reused:
+                result = run_training(cfg)
+                result.update(variant=variant, seed=seed)
+                saved.write_text(json.dumps({"config": cfg.dump(), "result": result}))
             runs.append(result)
             own = result["metrics"]["own"]
             print(
                 f" AP {own['AP']:.1f} AP50 {own['AP50']:.1f} | train {result['train_s']:.0f} s"
-                f" ({result['s_per_iter']:.2f} s/it), eval {result['eval_s']:.0f} s",
+                f" ({result['s_per_iter']:.2f} s/it), eval {result['eval_s']:.0f} s{reused}",
                 flush=True,
             )
     out["accuracy"] = runs
@@ -743,6 +752,12 @@ def argument_parser():
     p.add_argument("--device", default="cpu", help="cpu or cuda (the CUDA path is untested)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--output-dir", default=str(REPO / "output" / "benchmark"))
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse accuracy runs already finished in OUTPUT_DIR with the same config "
+        "(marked 'reused'), e.g. after an interrupted run",
+    )
     a = p.add_argument_group("accuracy")
     a.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="default 0,1,2")
     a.add_argument(
