@@ -115,7 +115,8 @@ def test_score_view_evaluator_drops_low_scores(tiny_opts):
     evaluator.process([{"image_id": 1}], [{"instances": instances}])
     (kept,) = evaluator._predictions
     assert [d["score"] for d in kept["instances"]] == [pytest.approx(0.9)]
-    assert set(evaluator.evaluate()) == {"high"}
+    results = evaluator.evaluate()
+    assert set(results) == {"high"} and results["high"]["dets/img"] == 1
 
 
 def test_filtering_after_nms_equals_a_higher_threshold():
@@ -168,7 +169,12 @@ def test_tables_on_hand_made_numbers():
     assert summary["fcos"]["APs"][:2] == (18.0, pytest.approx(50**0.5))  # seed 2 is NaN
     assert bench.paired_differences(runs, "dw", "fcos", "own") == [2.0, 1.0, 6.0]
 
+    runs[0]["metrics"]["own"]["dets/img"] = 100.0
     text = bench.format_accuracy(runs, ["fcos", "dw"])
+    # AP range, then detections per image (only FCOS seed 0 has a count; DW has none).
+    rows = [line.split() for line in text.splitlines()]
+    assert ["10.0-30.0", "100.0"] in [r[-2:] for r in rows if r[:2] == ["FCOS", "(d2)"]]
+    assert ["12.0-36.0", "n/a"] in [r[-2:] for r in rows if r[:1] == ["DW"]]
     assert "20.0 ± 10.0" in text  # FCOS AP
     assert "23.0 ± 12.1" in text  # DW AP: std of 12, 21, 36
     assert "+3.0 ± 2.6 (range +1.0 to +6.0)" in text  # paired DW - FCOS

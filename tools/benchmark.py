@@ -18,9 +18,10 @@ Both use the same pixel mean/std, solver, input sizes, batch, iterations and see
 
 **accuracy**: trains each detector (``--variants``, default FCOS and DW) for every seed of
 ``--seeds`` on the generated shapes dataset (``dual_weighting.data.ensure_synthetic``: 400 train
-and 100 val images of 256x320, 6 classes) with the demo's model (``dw_R_18_FPN_synthetic_demo``:
-ResNet-18-FPN, 128 channels, 2-conv towers, from scratch, trainable BN, batch 8, SGD lr 0.02) but
-a shorter default run: images resized to 192x240 and ``--iters`` iterations (demo: 256x320, 220).
+and 100 val images of 256x320, 6 classes) with the demo's model and solver
+(``dw_R_18_FPN_synthetic_demo``: ResNet-18-FPN, 128 channels, 2-conv towers, from scratch,
+trainable BN, batch 8, its SGD settings) but a shorter default run: images resized to 192x240
+and ``--iters`` iterations (demo: 256x320, 220), the demo's warm-up and lr steps scaled to them.
 Training goes through ``train_net.Trainer`` (detectron2's ``DefaultTrainer``) and evaluation
 through ``COCOEvaluator`` + ``inference_on_dataset``. The two detectors of one seed see the same
 images in the same order with the same flips. Detections are scored once at a low threshold and
@@ -34,8 +35,9 @@ evaluated twice:
 
 Filtering after NMS gives exactly what running the model at the higher threshold gives: the
 per-level top-k, the greedy NMS and the final top-100 keep every higher-scoring box the same.
-Mean, sample standard deviation and range over seeds are printed, and the per-seed paired
-difference DW - FCOS (same seed = same initial backbone and data order).
+Mean, sample standard deviation and range over seeds are printed, the detections kept per
+image (at most 100) and the per-seed paired difference DW - FCOS (same seed = same initial
+backbone and data order).
 
 **speed**: per setting (``--speed-settings``), one model per variant (default FCOS, DW, DW with
 box refine), random weights, synthetic images and 10 COCO-like random boxes per image (from
@@ -221,8 +223,13 @@ class ScoreFilteredCOCOEvaluator(COCOEvaluator):
         super().process(inputs, outputs)
 
     def evaluate(self, img_ids=None):
+        # Detections kept per image (this process's images: the benchmark runs one process).
+        kept = [len(p.get("instances", [])) for p in self._predictions]
         results = super().evaluate(img_ids)
-        return {self._view: results["bbox"]} if results else results
+        if not results:
+            return results
+        per_image = statistics.fmean(kept) if kept else math.nan
+        return {self._view: {**results["bbox"], "dets/img": per_image}}
 
 
 class BenchmarkTrainer(train_net.Trainer):
@@ -439,11 +446,21 @@ def format_summary(runs, variants, view):
     rows = []
     for v in variants:
         _, _, lo, hi = summary[v]["AP"]
-        rows.append([VARIANTS[v], *(_pm(summary[v][m]) for m in METRICS), f"{lo:.1f}-{hi:.1f}"])
+        dets = mean_std(
+            [r["metrics"][view].get("dets/img", math.nan) for r in runs if r["variant"] == v]
+        )[0]
+        rows.append(
+            [
+                VARIANTS[v],
+                *(_pm(summary[v][m]) for m in METRICS),
+                f"{lo:.1f}-{hi:.1f}",
+                "n/a" if math.isnan(dets) else f"{dets:.1f}",
+            ]
+        )
     seeds = sorted({r["seed"] for r in runs})
     return (
         f"COCO box AP (%), mean ± sample std over seeds {seeds}, {VIEW_TITLES[view]}:\n"
-        + format_table(["detector", *METRICS, "AP range"], rows)
+        + format_table(["detector", *METRICS, "AP range", "dets/img"], rows)
     )
 
 

@@ -146,18 +146,19 @@ class DWFCOS(DenseDetector):
         storage.put_scalar(
             "num_gt_boxes_per_image", sum(len(x) for x in gt_instances) / len(gt_instances)
         )
-        # The losses run in float32 even under autocast: exp(5 v) and the BCE's log clamp are
-        # not meant for half precision.
-        return dw_losses(
-            points,
-            strides,
-            torch.cat(logits, dim=1).float(),
-            torch.cat(centerness, dim=1).squeeze(2).float(),
-            torch.cat(box_ltrb, dim=1).float(),
-            [x.gt_boxes.tensor for x in gt_instances],
-            [x.gt_classes for x in gt_instances],
-            **self.loss_kwargs,
-        )
+        # The losses run in float32 with autocast off: exp(5 v) and the BCE's log clamp are not
+        # meant for half precision, and CUDA autocast refuses binary_cross_entropy outright.
+        with torch.autocast(points.device.type, enabled=False):
+            return dw_losses(
+                points,
+                strides,
+                torch.cat(logits, dim=1).float(),
+                torch.cat(centerness, dim=1).squeeze(2).float(),
+                torch.cat(box_ltrb, dim=1).float(),
+                [x.gt_boxes.tensor for x in gt_instances],
+                [x.gt_classes for x in gt_instances],
+                **self.loss_kwargs,
+            )
 
     def forward_inference(
         self, images: ImageList, features: list[torch.Tensor], predictions: list[list[torch.Tensor]]

@@ -1,0 +1,130 @@
+"""The same numbers on CUDA as on CPU, and mixed precision on CUDA (skipped without a GPU).
+
+CI has no GPU; these run where one is lent (README, "Tests and benchmarks").
+"""
+
+import json
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+from test_losses import LOSS_NAMES, losses_and_grads, make_case
+from test_robustness import small_cfg
+from test_train_net import run, tiny_args
+
+from dual_weighting import dw_losses
+from dual_weighting.data import generate_synthetic_coco
+from dual_weighting.deform_conv import ModulatedDeformConv
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+CUDA = torch.device("cuda")
+
+
+def to_cuda(x):
+    if isinstance(x, list):
+        return [t.to(CUDA) for t in x]
+    return x.to(CUDA)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_losses_and_gradients_on_cuda_equal_cpu(seed):
+    case = make_case(seed)  # float64, with saturated logits and edge-case boxes
+    cpu_values, cpu_grads = losses_and_grads(dw_losses, *case)
+    cuda_values, cuda_grads = losses_and_grads(dw_losses, *map(to_cuda, case))
+    for name, a, b in zip(LOSS_NAMES, cpu_values, cuda_values):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-9, atol=1e-12, msg=name)
+        for ga, gb in zip(cpu_grads[name], cuda_grads[name]):
+            torch.testing.assert_close(gb.cpu(), ga, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_deformable_conv_on_cuda_equals_cpu():
+    torch.manual_seed(0)
+    conv = ModulatedDeformConv(8, 6, 3, padding=1, deformable_groups=2).double()
+    x = torch.randn(2, 8, 11, 13, dtype=torch.float64)
+    offset = 3 * torch.randn(2, 2 * 2 * 9, 11, 13, dtype=torch.float64)  # reaches outside
+    mask = torch.rand(2, 2 * 9, 11, 13, dtype=torch.float64)
+    inputs = [t.requires_grad_() for t in (x, offset, mask)]
+    cpu_out = conv(*inputs)
+    cpu_grads = torch.autograd.grad(cpu_out.square().sum(), [*inputs, conv.weight])
+    conv_cuda = conv.to(CUDA)
+    cuda_inputs = [t.detach().to(CUDA).requires_grad_() for t in inputs]
+    cuda_out = conv_cuda(*cuda_inputs)
+    cuda_grads = torch.autograd.grad(cuda_out.square().sum(), [*cuda_inputs, conv_cuda.weight])
+    torch.testing.assert_close(cuda_out.cpu(), cpu_out, rtol=1e-9, atol=1e-9)
+    for a, b in zip(cpu_grads, cuda_grads):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-7, atol=1e-7)
+
+
+def batch_with_boxes():
+    inst = Instances((96, 128))
+    inst.gt_boxes = Boxes(torch.tensor([[10.0, 10, 60, 50], [40, 30, 120, 90]]))
+    inst.gt_classes = torch.tensor([0, 1])
+    g = torch.Generator().manual_seed(0)
+    return [{"image": torch.rand(3, 96, 128, generator=g) * 255, "instances": inst}]
+
+
+@pytest.mark.parametrize("box_refine", [False, True])
+def test_model_losses_on_cuda_equal_cpu(box_refine):
+    torch.manual_seed(0)
+    opts = ["MODEL.DW.BOX_REFINE", str(box_refine), "MODEL.DW.DCN_ON_LAST_CONV", "True"]
+    cpu_model = build_model(small_cfg(*opts)).double()
+    cuda_model = build_model(small_cfg(*opts, "MODEL.DEVICE", "cuda")).double()
+    cuda_model.load_state_dict(cpu_model.state_dict())
+    batch = batch_with_boxes()
+    batch[0]["image"] = batch[0]["image"].double()
+    with EventStorage():
+        cpu_losses = cpu_model.train()(batch)
+        cuda_losses = cuda_model.train()(batch)
+    for name, value in cpu_losses.items():
+        torch.testing.assert_close(cuda_losses[name].cpu(), value, rtol=1e-6, atol=1e-9)
+
+
+def test_detections_on_cuda_equal_cpu():
+    """Threshold 0, untrained: every candidate reaches NMS. With box refine, whose boxes of an
+    untrained model are nearly alike, float32 rounding flipped a few NMS decisions (36 against
+    40 detections on an H200); its CUDA path is compared in float64 by the losses above."""
+    torch.manual_seed(0)
+    cpu_model = build_model(small_cfg("MODEL.DW.DCN_ON_LAST_CONV", "True"))
+    cuda_model = build_model(small_cfg("MODEL.DW.DCN_ON_LAST_CONV", "True", "MODEL.DEVICE", "cuda"))
+    cuda_model.load_state_dict(cpu_model.state_dict())
+    batch = batch_with_boxes()
+
+    # Inference in float32 (detectron2's Boxes are float32), without TF32 convolutions on CUDA,
+    # whose 10-bit mantissa would change which of the near-equal untrained scores survive.
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        image = [{"image": batch[0]["image"]}]
+        for model in (cpu_model, cuda_model):
+            model.eval().test_score_thresh = 0.0
+        cpu_det = cpu_model(image)[0]["instances"]
+        cuda_det = cuda_model(image)[0]["instances"].to("cpu")
+    assert len(cpu_det) == len(cuda_det) > 0
+    torch.testing.assert_close(cuda_det.scores, cpu_det.scores, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        cuda_det.pred_boxes.tensor, cpu_det.pred_boxes.tensor, rtol=1e-4, atol=1e-3
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_autocast_gives_finite_losses_and_gradients(dtype):
+    torch.manual_seed(0)
+    model = build_model(small_cfg("MODEL.DEVICE", "cuda", "MODEL.DW.BOX_REFINE", "True")).train()
+    with EventStorage(), torch.autocast("cuda", dtype=dtype):
+        losses = model(batch_with_boxes())
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_train_net_with_amp_on_cuda(tmp_path):
+    """detectron2's AMPTrainer (SOLVER.AMP.ENABLED, CUDA only) trains and evaluates DW-FCOS."""
+    data = tmp_path / "shapes"
+    generate_synthetic_coco(data, num_train=8, num_val=4, image_size=(128, 160), seed=3)
+    out = tmp_path / "out"
+    run(tiny_args(data, out, "MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True", max_iter=6))
+    events = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    losses = [e["total_loss"] for e in events if "total_loss" in e]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    assert any("bbox/AP" in e for e in events)
+    assert (out / "model_final.pth").is_file()
