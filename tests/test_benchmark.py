@@ -197,3 +197,33 @@ def test_tables_on_hand_made_numbers():
         "100",
         "1.000x",
     ]
+
+
+def test_soak_runs_twice_to_the_same_loss_curve_and_samples_memory(tiny_opts, tmp_path):
+    args = argparse.Namespace(
+        soak_iters=6, soak_batch=2, soak_min_size=64, soak_max_size=96, soak_seed=5,
+        soak_rss_period=4, device="cpu",
+    )  # fmt: skip
+    opts = [*tiny_opts, "DATALOADER.NUM_WORKERS", "1"]  # a worker process, as in the soak
+    cfg = bench.soak_cfg(args, tmp_path / "a", opts)
+    assert cfg.SOLVER.BASE_LR == pytest.approx(0.01 * 2 / 8)  # the demo's lr at batch 2
+    assert cfg.SOLVER.MAX_ITER == 6 and cfg.INPUT.MIN_SIZE_TRAIN == (64,) and cfg.SEED == 5
+    runs = []
+    for name in ("a", "b"):
+        sampler = bench.RSSSampler(args.soak_rss_period)
+        result = bench.run_training(bench.soak_cfg(args, tmp_path / name, opts), [sampler])
+        runs.append({**result, "rss_mib": sampler.samples})
+    assert len(runs[0]["losses"]) == 6 and runs[0]["losses"] == runs[1]["losses"]
+    assert [it for it, _ in runs[0]["rss_mib"]] == [4, 6]  # every 4th and the last
+    assert all(rss > 50 for _, rss in runs[0]["rss_mib"])  # torch alone takes more
+    assert "largest difference 0 (identical)" in bench.format_soak(runs)
+    runs[1]["losses"] = [*runs[1]["losses"][:-1], runs[1]["losses"][-1] + 0.5]
+    assert "largest difference 0.5 (NOT identical)" in bench.format_soak(runs)
+
+
+def test_rss_growth_and_curve_difference_on_hand_made_numbers():
+    samples = [(100, 900.0), (200, 1000.0), (300, 1010.0), (400, 1030.0)]
+    assert bench.rss_growth(samples) == 130.0  # from iteration 100 (a quarter of 400)
+    assert bench.rss_growth(samples, skip_fraction=0.75) == 20.0  # from iteration 300
+    assert bench.curve_difference([1.0, 2.0], [1.0, 2.25]) == 0.25
+    assert bench.curve_difference([1.0], [1.0, 2.0]) == float("inf")

@@ -55,6 +55,13 @@ the accuracy model at its input size and batch.
 
 **losses**: runs ``tools/benchmark_losses.py`` (``dw_losses`` against the release's per-box loop).
 
+**soak** (not part of "all"; about 20 minutes on 2 cores): trains DW-FCOS twice with one seed,
+``--soak-iters`` (2000) iterations each, with the demo's model and solver at batch
+``--soak-batch`` (2, lr scaled linearly) on 128x160 images of the generated dataset. Prints
+whether every loss was finite, the resident set size of the process and its data-loader workers
+(sampled every ``--soak-rss-period`` iterations) and its growth after the first quarter of the
+run, AP, and the largest difference between the two runs' loss curves (0 = identical).
+
 Every result is also written to ``OUTPUT_DIR/results.json``; training logs, ``metrics.json`` and
 ``result.json`` of each accuracy run go to ``OUTPUT_DIR/accuracy/<variant>_seed<k>/``, and
 ``--resume`` reuses the finished ones whose config is unchanged.
@@ -320,12 +327,13 @@ def logs_to(path):
         handler.close()
 
 
-def run_training(cfg):
-    """Train ``cfg`` from scratch with :class:`BenchmarkTrainer`, then COCO-evaluate it.
+def run_training(cfg, extra_hooks=()):
+    """Train ``cfg`` from scratch with :class:`BenchmarkTrainer` (plus ``extra_hooks``), then
+    COCO-evaluate it.
 
     Returns:
         dict: ``metrics`` ({view: {metric: value}}), ``train_s``, ``s_per_iter`` (median of the
-        trainer's iteration times), ``eval_s``.
+        trainer's iteration times), ``eval_s``, ``losses`` (the total loss of every iteration).
     """
     cfg = cfg.clone()
     cfg.freeze()
@@ -333,12 +341,14 @@ def run_training(cfg):
     with logs_to(Path(cfg.OUTPUT_DIR) / "log.txt"):
         seed_all_rng(cfg.SEED)  # model init
         trainer = BenchmarkTrainer(cfg)
+        trainer.register_hooks(list(extra_hooks))
         start = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - start
         # IterationTimer records iterations after its first 3 only.
         timer = trainer.storage.histories().get("time")
         iter_times = [t for t, _ in timer.values()] if timer else []
+        losses = [v for v, _ in trainer.storage.history("total_loss").values()]
         start = time.perf_counter()
         metrics = BenchmarkTrainer.test(cfg, trainer.model)
         eval_s = time.perf_counter() - start
@@ -347,6 +357,7 @@ def run_training(cfg):
         "train_s": train_s,
         "s_per_iter": statistics.median(iter_times) if iter_times else math.nan,
         "eval_s": eval_s,
+        "losses": losses,
     }
 
 
@@ -379,6 +390,135 @@ def run_accuracy(args, out):
     out["accuracy"] = runs
     print()
     print(format_accuracy(runs, args.variants))
+
+
+# ---------------------------------------------------------------------------------------------
+# Soak: a long run twice with one seed (no NaN, no memory growth, the same loss curve)
+# ---------------------------------------------------------------------------------------------
+
+
+def process_tree_rss_mib(pid=None):
+    """Resident set size in MiB of process ``pid`` (default: this one) and its children, e.g.
+    the data loader's workers."""
+    pid = pid or os.getpid()
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    pending += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
+            continue  # the process ended between listing and reading
+    return total / 1024
+
+
+class RSSSampler(hooks.HookBase):
+    """Records (iteration, RSS in MiB of the process tree) every ``period`` iterations and
+    after the last one."""
+
+    def __init__(self, period):
+        self.period = period
+        self.samples = []
+
+    def after_step(self):
+        done = self.trainer.iter + 1
+        if done % self.period == 0 or done == self.trainer.max_iter:
+            self.samples.append((done, process_tree_rss_mib()))
+
+
+def soak_cfg(args, output_dir, extra_opts=()):
+    """The demo model and solver at the soak's batch and image size, ``args.soak_iters`` long,
+    then ``extra_opts`` (KEY VALUE strings).
+
+    The learning rate follows the batch linearly from the demo's (batch 8); warm-up and lr steps
+    are the demo's, scaled to the length.
+    """
+    demo = make_cfg(SMALL_CONFIG, "dw")
+    iters = args.soak_iters
+    steps = tuple(sorted({round(iters * f) for f in (170 / 220, 205 / 220)} - {0, iters}))
+    opts = [
+        "SEED", args.soak_seed,
+        "OUTPUT_DIR", str(output_dir),
+        "SOLVER.IMS_PER_BATCH", args.soak_batch,
+        "SOLVER.BASE_LR", demo.SOLVER.BASE_LR * args.soak_batch / demo.SOLVER.IMS_PER_BATCH,
+        "SOLVER.MAX_ITER", iters,
+        "SOLVER.WARMUP_ITERS", min(demo.SOLVER.WARMUP_ITERS, iters // 4),
+        "SOLVER.STEPS", steps,
+        "INPUT.MIN_SIZE_TRAIN", (args.soak_min_size,),
+        "INPUT.MAX_SIZE_TRAIN", args.soak_max_size,
+        "INPUT.MIN_SIZE_TEST", args.soak_min_size,
+        "INPUT.MAX_SIZE_TEST", args.soak_max_size,
+        "TEST.EVAL_PERIOD", 0,
+    ]  # fmt: skip
+    return make_cfg(SMALL_CONFIG, "dw", [str(o) for o in opts] + list(extra_opts), args.device)
+
+
+def rss_growth(samples, skip_fraction=0.25):
+    """RSS growth in MiB from the first sample at or after ``skip_fraction`` of the run (the
+    allocator and the data loader settle in first) to the last sample."""
+    last_iter = samples[-1][0]
+    settled = next(rss for it, rss in samples if it >= skip_fraction * last_iter)
+    return samples[-1][1] - settled
+
+
+def curve_difference(a, b):
+    """Largest absolute difference of two loss curves; inf if their lengths differ."""
+    if len(a) != len(b):
+        return math.inf
+    return max((abs(x - y) for x, y in zip(a, b)), default=0.0)
+
+
+def format_soak(runs):
+    rows = []
+    for k, r in enumerate(runs):
+        samples = r["rss_mib"]
+        rows.append(
+            [
+                f"run {k + 1}",
+                str(len(r["losses"])),
+                "yes" if all(map(math.isfinite, r["losses"])) else "NO",
+                f"{r['losses'][0]:.3f} -> {r['losses'][-1]:.3f}",
+                f"{samples[0][1]:.0f}",
+                f"{max(rss for _, rss in samples):.0f}",
+                f"{rss_growth(samples):+.0f}",
+                f"{r['metrics']['low']['AP']:.1f}",
+                f"{r['train_s'] / 60:.1f}",
+            ]
+        )
+    header = [
+        "soak", "iters", "finite", "loss first -> last", "RSS first MiB", "RSS max MiB",
+        "RSS growth MiB", "AP", "train min",
+    ]  # fmt: skip
+    diff = curve_difference(runs[0]["losses"], runs[1]["losses"])
+    return (
+        format_table(header, rows)
+        + "\nRSS growth: from the sample at a quarter of the run to the last (process + "
+        "data-loader workers).\n"
+        + f"Same seed, loss curves: largest difference {diff:.3g} "
+        + ("(identical)" if diff == 0 else "(NOT identical)")
+    )
+
+
+def run_soak(args, out):
+    ensure_synthetic(default_synthetic_root())
+    runs = []
+    for k in range(2):
+        cfg = soak_cfg(args, Path(args.output_dir) / "soak" / f"run{k + 1}")
+        print(
+            f"  run {k + 1}/2: DW, {args.soak_iters} iterations, batch {args.soak_batch}, "
+            f"{args.soak_min_size}x{args.soak_max_size}, seed {args.soak_seed} ...",
+            flush=True,
+        )
+        sampler = RSSSampler(args.soak_rss_period)
+        result = run_training(cfg, extra_hooks=[sampler])
+        result["rss_mib"] = sampler.samples
+        runs.append(result)
+    out["soak"] = runs
+    print(format_soak(runs), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -763,10 +903,10 @@ def argument_parser():
         "section",
         nargs="?",
         default="all",
-        choices=("all", "accuracy", "speed", "losses"),
-        help="what to run (default: all, in the order accuracy, speed, losses)",
+        choices=("all", "accuracy", "speed", "losses", "soak"),
+        help="what to run (default: all = accuracy, speed, losses; soak runs alone)",
     )
-    p.add_argument("--device", default="cpu", help="cpu or cuda (the CUDA path is untested)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--output-dir", default=str(REPO / "output" / "benchmark"))
     p.add_argument(
@@ -804,6 +944,13 @@ def argument_parser():
         help="arguments of tools/benchmark_losses.py, given as --loss-args='...' "
         "(default: %(default)s)",
     )
+    k = p.add_argument_group("soak")
+    k.add_argument("--soak-iters", type=int, default=2000, help="iterations of each of two runs")
+    k.add_argument("--soak-batch", type=int, default=2, help="images per batch")
+    k.add_argument("--soak-min-size", type=int, default=128, help="shorter image side")
+    k.add_argument("--soak-max-size", type=int, default=160, help="longer side cap")
+    k.add_argument("--soak-seed", type=int, default=0)
+    k.add_argument("--soak-rss-period", type=int, default=100, help="iterations between samples")
     return p
 
 
@@ -827,11 +974,16 @@ def main(argv=None):
         f"nice {env['niceness']}\n",
         flush=True,
     )
-    sections = {"accuracy": run_accuracy, "speed": run_speed, "losses": run_losses}
+    sections = {
+        "accuracy": run_accuracy,
+        "speed": run_speed,
+        "losses": run_losses,
+        "soak": run_soak,
+    }
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for name, fn in sections.items():
-        if args.section in ("all", name):
+        if args.section == name or (args.section == "all" and name != "soak"):
             print(f"== {name} ==", flush=True)
             section_start = time.perf_counter()
             fn(args, out)
