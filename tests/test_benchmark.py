@@ -227,3 +227,11 @@ def test_rss_growth_and_curve_difference_on_hand_made_numbers():
     assert bench.rss_growth(samples, skip_fraction=0.75) == 20.0  # from iteration 300
     assert bench.curve_difference([1.0, 2.0], [1.0, 2.25]) == 0.25
     assert bench.curve_difference([1.0], [1.0, 2.0]) == float("inf")
+
+
+def test_schedule_is_scaled_to_the_run_length():
+    assert bench.scaled_schedule(120) == [
+        "SOLVER.MAX_ITER", 120, "SOLVER.WARMUP_ITERS", 30, "SOLVER.STEPS", (93, 112),
+    ]  # fmt: skip
+    assert bench.scaled_schedule(2000)[3:] == [50, "SOLVER.STEPS", (1545, 1864)]
+    assert bench.scaled_schedule(2)[-1] == ()  # steps at 0 or at the end would do nothing

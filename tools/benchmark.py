@@ -21,7 +21,7 @@ Both use the same pixel mean/std, solver, input sizes, batch, iterations and see
 and 100 val images of 256x320, 6 classes) with the demo's model and solver
 (``dw_R_18_FPN_synthetic_demo``: ResNet-18-FPN, 128 channels, 2-conv towers, from scratch,
 trainable BN, batch 8, its SGD settings) but a shorter default run: images resized to 192x240
-and ``--iters`` iterations (demo: 256x320, 220), the demo's warm-up and lr steps scaled to them.
+and ``--iters`` iterations, with warm-up and lr steps scaled to them (:func:`scaled_schedule`).
 Training goes through ``train_net.Trainer`` (detectron2's ``DefaultTrainer``) and evaluation
 through ``COCOEvaluator`` + ``inference_on_dataset``. The two detectors of one seed see the same
 images in the same order with the same flips. Detections are scored once at a low threshold and
@@ -274,19 +274,30 @@ class BenchmarkTrainer(train_net.Trainer):
         )
 
 
+def scaled_schedule(iters):
+    """KEY VALUE options of a run of ``iters`` iterations: warm-up over min(50, iters / 4)
+    iterations and lr steps at 170/220 and 205/220 of the run (the demo's schedule when these
+    benchmarks were first run; kept fixed so that their numbers stay reproducible)."""
+    steps = tuple(sorted({round(iters * f) for f in (170 / 220, 205 / 220)} - {0, iters}))
+    return [
+        "SOLVER.MAX_ITER",
+        iters,
+        "SOLVER.WARMUP_ITERS",
+        min(50, iters // 4),
+        "SOLVER.STEPS",
+        steps,
+    ]
+
+
 def accuracy_cfg(variant, seed, args, output_dir, extra_opts=()):
     """Config of one accuracy run: the demo config at the benchmark's size and schedule, then
     ``extra_opts`` (KEY VALUE strings)."""
     iters = args.iters
-    # The demo's schedule (warm-up 50, lr steps at 170/220 and 205/220), scaled to ``iters``.
-    steps = tuple(sorted({round(iters * f) for f in (170 / 220, 205 / 220)} - {0, iters}))
     opts = [
         "SEED", seed,
         "OUTPUT_DIR", str(output_dir),
         "SOLVER.IMS_PER_BATCH", args.batch,
-        "SOLVER.MAX_ITER", iters,
-        "SOLVER.WARMUP_ITERS", min(50, iters // 4),
-        "SOLVER.STEPS", steps,
+        *scaled_schedule(iters),
         "INPUT.MIN_SIZE_TRAIN", (args.min_size,),
         "INPUT.MAX_SIZE_TRAIN", args.max_size,
         "INPUT.MIN_SIZE_TEST", args.min_size,
@@ -435,19 +446,15 @@ def soak_cfg(args, output_dir, extra_opts=()):
     then ``extra_opts`` (KEY VALUE strings).
 
     The learning rate follows the batch linearly from the demo's (batch 8); warm-up and lr steps
-    are the demo's, scaled to the length.
+    are :func:`scaled_schedule`'s.
     """
     demo = make_cfg(SMALL_CONFIG, "dw")
-    iters = args.soak_iters
-    steps = tuple(sorted({round(iters * f) for f in (170 / 220, 205 / 220)} - {0, iters}))
     opts = [
         "SEED", args.soak_seed,
         "OUTPUT_DIR", str(output_dir),
         "SOLVER.IMS_PER_BATCH", args.soak_batch,
         "SOLVER.BASE_LR", demo.SOLVER.BASE_LR * args.soak_batch / demo.SOLVER.IMS_PER_BATCH,
-        "SOLVER.MAX_ITER", iters,
-        "SOLVER.WARMUP_ITERS", min(demo.SOLVER.WARMUP_ITERS, iters // 4),
-        "SOLVER.STEPS", steps,
+        *scaled_schedule(args.soak_iters),
         "INPUT.MIN_SIZE_TRAIN", (args.soak_min_size,),
         "INPUT.MAX_SIZE_TRAIN", args.soak_max_size,
         "INPUT.MIN_SIZE_TEST", args.soak_min_size,
