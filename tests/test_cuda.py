@@ -109,7 +109,15 @@ def test_detections_on_cuda_equal_cpu():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cuda_autocast_gives_finite_losses_and_gradients(dtype):
     torch.manual_seed(0)
-    model = build_model(small_cfg("MODEL.DEVICE", "cuda", "MODEL.DW.BOX_REFINE", "True")).train()
+    opts = [
+        "MODEL.DEVICE",
+        "cuda",
+        "MODEL.DW.BOX_REFINE",
+        "True",
+        "MODEL.DW.DCN_ON_LAST_CONV",
+        "True",
+    ]
+    model = build_model(small_cfg(*opts)).train()
     with EventStorage(), torch.autocast("cuda", dtype=dtype):
         losses = model(batch_with_boxes())
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())

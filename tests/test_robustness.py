@@ -118,9 +118,12 @@ def test_awkward_images_are_filtered_or_train_with_finite_losses(messy, caplog):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_autocast_gives_finite_losses_and_gradients(dtype):
+@pytest.mark.parametrize("deformable", [False, True])
+def test_autocast_gives_finite_losses_and_gradients(dtype, deformable):
     torch.manual_seed(0)
-    model = build_model(small_cfg()).train()
+    # Box refine and DCN run torchvision's deform_conv2d, whose CPU kernel has no half version.
+    opts = ["MODEL.DW.BOX_REFINE", str(deformable), "MODEL.DW.DCN_ON_LAST_CONV", str(deformable)]
+    model = build_model(small_cfg(*opts)).train()
     inst = Instances((96, 128))
     inst.gt_boxes = Boxes(torch.tensor([[10.0, 10, 60, 50], [40, 30, 120, 90]]))
     inst.gt_classes = torch.tensor([0, 1])

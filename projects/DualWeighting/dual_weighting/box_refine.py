@@ -8,7 +8,8 @@ in feature cells.
 from __future__ import annotations
 
 import torch
-from torchvision.ops import deform_conv2d
+
+from .deform_conv import deform_conv2d_full_precision
 
 __all__ = ["refine_boxes"]
 
@@ -72,7 +73,8 @@ def refine_boxes(box_ltrb_map: torch.Tensor, offsets: torch.Tensor, stride: int)
     )  # (N, 8, H, W): (dy, dx) of channels x1, y1, x2, y2
     # Weight (out 4, in 4 / groups 4 = 1, 1, 1): each output channel copies its own input channel.
     weight = corners.new_ones(4, 1, 1, 1)
-    sampled = deform_conv2d(corners, sample_offsets, weight)  # (N, 4, H, W), XYXY pixels
+    # (N, 4, H, W), XYXY pixels
+    sampled = deform_conv2d_full_precision(corners, sample_offsets, weight)
 
     x1, y1, x2, y2 = sampled.unbind(1)
     refined = torch.stack((px - x1, py - y1, x2 - px, y2 - py), dim=1)

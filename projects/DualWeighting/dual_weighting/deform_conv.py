@@ -23,7 +23,26 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 from torchvision.ops import deform_conv2d
 
-__all__ = ["ModulatedDeformConv"]
+__all__ = ["ModulatedDeformConv", "deform_conv2d_full_precision"]
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def deform_conv2d_full_precision(input, offset, weight, bias=None, mask=None, **kwargs):
+    """``torchvision.ops.deform_conv2d`` with autocast off and half-precision inputs in float32.
+
+    torchvision's own autocast rule does this on CUDA only, and its CPU kernel has no float16 or
+    bfloat16 version, so under CPU autocast the plain op fails. float64 inputs stay float64.
+    ``kwargs`` are deform_conv2d's (stride, padding, dilation).
+    """
+
+    def full(t):
+        return t.float() if t is not None and t.dtype in _HALF_DTYPES else t
+
+    with torch.autocast(input.device.type, enabled=False):
+        return deform_conv2d(
+            full(input), full(offset), full(weight), full(bias), mask=full(mask), **kwargs
+        )
 
 
 class ModulatedDeformConv(nn.Module):
@@ -102,7 +121,7 @@ class ModulatedDeformConv(nn.Module):
                 f"offset has {offset.shape[1]} channels, expected "
                 f"2 * deformable_groups * kh * kw = {2 * self.deformable_groups * num_positions}."
             )
-        x = deform_conv2d(
+        x = deform_conv2d_full_precision(
             x,
             offset,
             self.weight,
