@@ -1,4 +1,6 @@
-"""The same numbers on CUDA as on CPU, and mixed precision on CUDA (skipped without a GPU).
+"""The same numbers on CUDA as on CPU, and AMP training on CUDA (skipped without a GPU).
+
+CUDA autocast of the model is tested with the CPU one in test_robustness.py.
 
 CI has no GPU; these run where one is lent (README, "Tests and benchmarks").
 """
@@ -8,10 +10,9 @@ import json
 import pytest
 import torch
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from test_losses import LOSS_NAMES, losses_and_grads, make_case
-from test_robustness import small_cfg
+from test_robustness import small_cfg, two_box_batch
 from test_train_net import run, tiny_args
 
 from dual_weighting import dw_losses
@@ -57,14 +58,6 @@ def test_deformable_conv_on_cuda_equals_cpu():
         torch.testing.assert_close(b.cpu(), a, rtol=1e-7, atol=1e-7)
 
 
-def batch_with_boxes():
-    inst = Instances((96, 128))
-    inst.gt_boxes = Boxes(torch.tensor([[10.0, 10, 60, 50], [40, 30, 120, 90]]))
-    inst.gt_classes = torch.tensor([0, 1])
-    g = torch.Generator().manual_seed(0)
-    return [{"image": torch.rand(3, 96, 128, generator=g) * 255, "instances": inst}]
-
-
 @pytest.mark.parametrize("box_refine", [False, True])
 def test_model_losses_on_cuda_equal_cpu(box_refine):
     torch.manual_seed(0)
@@ -72,7 +65,7 @@ def test_model_losses_on_cuda_equal_cpu(box_refine):
     cpu_model = build_model(small_cfg(*opts)).double()
     cuda_model = build_model(small_cfg(*opts, "MODEL.DEVICE", "cuda")).double()
     cuda_model.load_state_dict(cpu_model.state_dict())
-    batch = batch_with_boxes()
+    batch = two_box_batch()
     batch[0]["image"] = batch[0]["image"].double()
     with EventStorage():
         cpu_losses = cpu_model.train()(batch)
@@ -89,7 +82,7 @@ def test_detections_on_cuda_equal_cpu():
     cpu_model = build_model(small_cfg("MODEL.DW.DCN_ON_LAST_CONV", "True"))
     cuda_model = build_model(small_cfg("MODEL.DW.DCN_ON_LAST_CONV", "True", "MODEL.DEVICE", "cuda"))
     cuda_model.load_state_dict(cpu_model.state_dict())
-    batch = batch_with_boxes()
+    batch = two_box_batch()
 
     # Inference in float32 (detectron2's Boxes are float32), without TF32 convolutions on CUDA,
     # whose 10-bit mantissa would change which of the near-equal untrained scores survive.
@@ -104,25 +97,6 @@ def test_detections_on_cuda_equal_cpu():
     torch.testing.assert_close(
         cuda_det.pred_boxes.tensor, cpu_det.pred_boxes.tensor, rtol=1e-4, atol=1e-3
     )
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_cuda_autocast_gives_finite_losses_and_gradients(dtype):
-    torch.manual_seed(0)
-    opts = [
-        "MODEL.DEVICE",
-        "cuda",
-        "MODEL.DW.BOX_REFINE",
-        "True",
-        "MODEL.DW.DCN_ON_LAST_CONV",
-        "True",
-    ]
-    model = build_model(small_cfg(*opts)).train()
-    with EventStorage(), torch.autocast("cuda", dtype=dtype):
-        losses = model(batch_with_boxes())
-    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
-    sum(losses.values()).backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_train_net_with_amp_on_cuda(tmp_path):

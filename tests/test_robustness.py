@@ -117,19 +117,31 @@ def test_awkward_images_are_filtered_or_train_with_finite_losses(messy, caplog):
     del loader
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("deformable", [False, True])
-def test_autocast_gives_finite_losses_and_gradients(dtype, deformable):
-    torch.manual_seed(0)
-    # Box refine and DCN run torchvision's deform_conv2d, whose CPU kernel has no half version.
-    opts = ["MODEL.DW.BOX_REFINE", str(deformable), "MODEL.DW.DCN_ON_LAST_CONV", str(deformable)]
-    model = build_model(small_cfg(*opts)).train()
+def two_box_batch():
+    """One 96 x 128 image with two overlapping boxes of classes 0 and 1."""
     inst = Instances((96, 128))
     inst.gt_boxes = Boxes(torch.tensor([[10.0, 10, 60, 50], [40, 30, 120, 90]]))
     inst.gt_classes = torch.tensor([0, 1])
-    batch = [{"image": torch.rand(3, 96, 128) * 255, "instances": inst}]
-    with EventStorage(), torch.autocast("cpu", dtype=dtype):
-        losses = model(batch)
+    g = torch.Generator().manual_seed(0)
+    return [{"image": torch.rand(3, 96, 128, generator=g) * 255, "instances": inst}]
+
+
+CUDA_PARAM = pytest.param(
+    "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+)
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA_PARAM])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("deformable", [False, True])
+def test_autocast_gives_finite_losses_and_gradients(device, dtype, deformable):
+    torch.manual_seed(0)
+    # Box refine and DCN run torchvision's deform_conv2d, whose CPU kernel has no half version;
+    # CUDA autocast refuses binary_cross_entropy (the losses).
+    opts = ["MODEL.DW.BOX_REFINE", str(deformable), "MODEL.DW.DCN_ON_LAST_CONV", str(deformable)]
+    model = build_model(small_cfg(*opts, "MODEL.DEVICE", device)).train()
+    with EventStorage(), torch.autocast(device, dtype=dtype):
+        losses = model(two_box_batch())
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -280,13 +280,10 @@ def scaled_schedule(iters):
     benchmarks were first run; kept fixed so that their numbers stay reproducible)."""
     steps = tuple(sorted({round(iters * f) for f in (170 / 220, 205 / 220)} - {0, iters}))
     return [
-        "SOLVER.MAX_ITER",
-        iters,
-        "SOLVER.WARMUP_ITERS",
-        min(50, iters // 4),
-        "SOLVER.STEPS",
-        steps,
-    ]
+        "SOLVER.MAX_ITER", iters,
+        "SOLVER.WARMUP_ITERS", min(50, iters // 4),
+        "SOLVER.STEPS", steps,
+    ]  # fmt: skip
 
 
 def accuracy_cfg(variant, seed, args, output_dir, extra_opts=()):
