@@ -12,8 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dual_weighting.losses as dw
+import dual_weighting.assignment as assignment
 from dual_weighting import dw_losses
+from dual_weighting.losses import negative_loss
 
 LOSS_NAMES = ("loss_cls_pos", "loss_loc", "loss_cls_neg")
 SIGMA = 1.11
@@ -245,7 +246,7 @@ def test_matches_reference_values_and_gradients(seed, dtype, rtol):
 def test_edge_cases_are_exercised():
     """The random case really has the edge cases the reference comparison claims to cover."""
     points, _, cls_logits, ctr_logits, box_ltrb, gt_boxes, _ = make_case(0)
-    img, pt, box = dw.inside_pairs(points, torch.nn.utils.rnn.pad_sequence(gt_boxes, True))
+    img, pt, box = assignment.inside_pairs(points, torch.nn.utils.rnn.pad_sequence(gt_boxes, True))
     per_box = torch.bincount(img * 6 + box, minlength=18).view(3, 6)
     assert per_box[0, 3] == 1  # tiny box: one point
     assert per_box[0, 4] == 0  # no point
@@ -257,8 +258,8 @@ def test_edge_cases_are_exercised():
     # Saturated logits inside bags.
     assert (cls_logits[0, pt[img == 0]].abs() == 50).any()
     assert (ctr_logits[0, pt[img == 0]].abs() == 50).any()
-    boxes = dw.decode_ltrb(points[pt], box_ltrb[img, pt])
-    iou = dw.aligned_giou_iou(boxes, torch.nn.utils.rnn.pad_sequence(gt_boxes, True)[img, box])[1]
+    boxes = assignment.decode_ltrb(points[pt], box_ltrb[img, pt])
+    iou = assignment.aligned_giou_iou(boxes, torch.nn.utils.rnn.pad_sequence(gt_boxes, True)[img, box])[1]
     assert ((iou > 0.5).sum() > 20) and ((iou < 0.5).sum() > 20)
 
 
@@ -360,7 +361,7 @@ def test_smallest_negative_weight_stands():
     cls = [0, 0, 0, 0, 0, 0, 1, 1, 1]
     box_id = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
     target = torch.tensor([p * 2 + c for p, c in zip(point, cls)])
-    w = dw.negative_weights(
+    w = assignment.negative_weights(
         torch.tensor(iou, dtype=torch.float64), box_id, 3, target, (1, 3, 2), 0.5, 0.0
     )
 
@@ -419,17 +420,17 @@ def test_gradcheck_with_frozen_weights(monkeypatch):
 
     frozen = {}
     for name in ("positive_weights", "negative_weights"):
-        original = getattr(dw, name)
+        original = getattr(assignment, name)
 
         def freeze(*args, _name=name, _original=original, **kwargs):
             if _name not in frozen:
                 frozen[_name] = _original(*args, **kwargs)
             return frozen[_name]
 
-        monkeypatch.setattr(dw, name, freeze)
+        monkeypatch.setattr(assignment, name, freeze)
 
     def fn(c, o, b):
-        out = dw.dw_losses(points, strides, c, o, b, gt_boxes, gt_classes)
+        out = dw_losses(points, strides, c, o, b, gt_boxes, gt_classes)
         return tuple(out[k] for k in LOSS_NAMES)
 
     inputs = tuple(x.requires_grad_() for x in (cls_logits, ctr_logits, box_ltrb))
@@ -447,7 +448,7 @@ def test_negative_loss_matches_autograd_through_bce(dtype, rtol):
     w = torch.rand(q.shape, dtype=dtype)
     expected = (w * q**2 * F.binary_cross_entropy(q, torch.zeros_like(q), reduction="none")).sum()
     (expected_grad,) = torch.autograd.grad(expected, q)
-    actual = dw.negative_loss(q, w)
+    actual = negative_loss(q, w)
     (actual_grad,) = torch.autograd.grad(actual, q)
     assert torch.isfinite(actual_grad).all()
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=0)

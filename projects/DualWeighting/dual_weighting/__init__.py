@@ -15,6 +15,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
     ) from e
 
 from . import backbone as _backbone  # noqa: F401  (registers build_dw_resnet_fpn_backbone)
+from .assignment import DWAssignment, dw_assign
 from .box_refine import refine_boxes
 from .config import add_dw_config
 from .head import DW_HEAD_REGISTRY, DWHead, build_dw_head
@@ -23,11 +24,13 @@ from .meta_arch import DWFCOS
 
 __version__ = "0.1.0"
 __all__ = [
+    "DWAssignment",
     "DWFCOS",
     "DWHead",
     "DW_HEAD_REGISTRY",
     "add_dw_config",
     "build_dw_head",
+    "dw_assign",
     "dw_losses",
     "refine_boxes",
 ]

@@ -1,0 +1,45 @@
+"""detectron2's ``DefaultTrainer`` for DW-FCOS: COCO box evaluation, CPU workers, strict
+evaluation loading."""
+
+import functools
+import os
+from unittest import mock
+
+from detectron2.engine import DefaultTrainer
+from detectron2.engine import defaults as d2_defaults
+from detectron2.evaluation import COCOEvaluator
+
+from ..checkpoint import DWCheckpointer
+
+
+class DWTrainer(DefaultTrainer):
+    """detectron2's DefaultTrainer with COCO box evaluation, also on CPU (gloo) workers."""
+
+    def __init__(self, cfg):
+        if cfg.MODEL.DEVICE != "cpu":
+            super().__init__(cfg)
+            return
+        # detectron2 wraps the model in DistributedDataParallel with device_ids=[local rank],
+        # which DDP rejects for a CPU model; CPU (gloo) workers need device_ids=None.
+        cpu_ddp = functools.partial(d2_defaults.create_ddp_model, device_ids=None)
+        with mock.patch.object(d2_defaults, "create_ddp_model", cpu_ddp):
+            super().__init__(cfg)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+        return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder)
+
+    @classmethod
+    def evaluate_checkpoint(cls, cfg, weights, resume=False):
+        """COCO-evaluate ``weights`` (a path or URL) on ``cfg.DATASETS.TEST``.
+
+        Loading is strict: evaluating a checkpoint that leaves weights at their init is always a
+        mistake, so missing weights raise a ``KeyError`` listing them.
+        """
+        model = cls.build_model(cfg)
+        DWCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=True).resume_or_load(
+            weights, resume=resume
+        )
+        return cls.test(cfg, model)
