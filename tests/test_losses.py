@@ -259,7 +259,9 @@ def test_edge_cases_are_exercised():
     assert (cls_logits[0, pt[img == 0]].abs() == 50).any()
     assert (ctr_logits[0, pt[img == 0]].abs() == 50).any()
     boxes = assignment.decode_ltrb(points[pt], box_ltrb[img, pt])
-    iou = assignment.aligned_giou_iou(boxes, torch.nn.utils.rnn.pad_sequence(gt_boxes, True)[img, box])[1]
+    iou = assignment.aligned_giou_iou(
+        boxes, torch.nn.utils.rnn.pad_sequence(gt_boxes, True)[img, box]
+    )[1]
     assert ((iou > 0.5).sum() > 20) and ((iou < 0.5).sum() > 20)
 
 

@@ -43,9 +43,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from dual_weighting import add_dw_config
+from dual_weighting.assignment import dw_assign
 from dual_weighting.assignment_maps import dw_assignment_maps, split_levels, strong_positives
 from dual_weighting.data import default_synthetic_root, register_coco_from_spec, register_synthetic
-from dual_weighting.assignment import dw_assign
 
 # Strong positives on the image, one colour per level (none close to the heat maps' yellow).
 LEVEL_COLORS = ("#e6194b", "#f58231", "#3cb44b", "#42d4f4", "#f032e6", "#4363d8", "#911eb4")
