@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The installer is the one script loaded by path: it runs before detectron2 and the package exist,
+# so it cannot live in the package, and its functions are tested here without running it.
 _spec = importlib.util.spec_from_file_location(
     "install_detectron2", REPO / "tools" / "install_detectron2.py"
 )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+# The slow literal reference and its random cases live in test_losses.py. pytest puts tests/ on
+# sys.path, and spawned workers inherit it, so they import it by name too.
+import test_losses as reference
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -13,14 +15,6 @@ from dual_weighting import dw_losses
 
 WORLD_SIZE = 2
 LOSS_NAMES = ("loss_cls_pos", "loss_loc", "loss_cls_neg")
-
-# The slow literal reference and its random cases live in test_losses.py; load it by path so that
-# the spawned workers (which import this module by name) find it too.
-_spec = importlib.util.spec_from_file_location(
-    "_dw_reference", Path(__file__).resolve().parent / "test_losses.py"
-)
-reference = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reference)
 
 
 def scenario_inputs(scenario: str, rank: int):
