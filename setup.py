@@ -16,6 +16,9 @@ setup(
         "torch>=2.0",
         "torchvision>=0.15",
         "pycocotools>=2.0.2",
+        # C++ drop-in for pycocotools' COCOeval, same numbers (dual_weighting.evaluation); its
+        # wheels need Python 3.10+, and evaluation falls back to pycocotools without it.
+        'faster-coco-eval>=1.6; python_version >= "3.10"',
         # tools/demo.py --video-input; <4.11 keeps numpy 1.x, which detectron2's metadata pins.
         "opencv-python-headless>=4.5,<4.11",
     ],
