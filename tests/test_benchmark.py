@@ -1,10 +1,9 @@
-"""tools/benchmark.py at a tiny setting: both detectors get the same backbone, input, solver and
-data; the training/evaluation and timing plumbing runs; the tables are right on hand-made numbers.
+"""``dual_weighting.benchmark`` (behind tools/benchmark.py) at a tiny setting: both detectors get
+the same backbone, input, solver and data; the training/evaluation and timing plumbing runs; the
+tables are right on hand-made numbers.
 """
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,19 +14,8 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.env import seed_all_rng
 
 from dual_weighting import DWFCOS
+from dual_weighting.benchmark import accuracy, detectors, report, soak, speed
 from dual_weighting.data import generate_synthetic_coco, register_synthetic
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_tool("benchmark")
 
 # The accuracy options at a tiny size: 2 iterations of 2 images of 64 x 96.
 TINY = argparse.Namespace(iters=2, batch=2, min_size=64, max_size=96, device="cpu")
@@ -50,7 +38,7 @@ def tiny_opts(tmp_path_factory):
 
 
 def test_detectors_share_backbone_input_and_solver(tmp_path):
-    cfgs = {v: bench.accuracy_cfg(v, 0, TINY, tmp_path) for v in ("fcos", "dw")}
+    cfgs = {v: accuracy.accuracy_cfg(v, 0, TINY, tmp_path) for v in ("fcos", "dw")}
     assert cfgs["fcos"].MODEL.META_ARCHITECTURE == "FCOS"
     assert cfgs["dw"].MODEL.META_ARCHITECTURE == "DWFCOS"
     # Everything else (backbone, input sizes, batch, solver, seed, data) is the same config.
@@ -58,7 +46,7 @@ def test_detectors_share_backbone_input_and_solver(tmp_path):
     assert cfgs["fcos"].dump() == cfgs["dw"].dump()
     assert cfgs["dw"].INPUT.MIN_SIZE_TRAIN == (64,) and cfgs["dw"].SOLVER.MAX_ITER == 2
 
-    models = bench.build_speed_models(bench.SMALL_CONFIG, [], ["fcos", "dw"], "cpu")
+    models = speed.build_speed_models(detectors.SMALL_CONFIG, [], ["fcos", "dw"], "cpu")
     fcos, dw = models["fcos"][1], models["dw"][1]
     assert type(fcos) is FCOS and type(dw) is DWFCOS
     assert type(fcos.backbone) is type(dw.backbone)
@@ -78,13 +66,13 @@ def test_detectors_share_backbone_input_and_solver(tmp_path):
 
 def test_every_detector_of_a_seed_sees_the_same_batches(tiny_opts, tmp_path):
     opts = [*tiny_opts, "DATALOADER.NUM_WORKERS", "1"]
-    cfg = bench.accuracy_cfg("dw", 3, TINY, tmp_path, opts)
+    cfg = accuracy.accuracy_cfg("dw", 3, TINY, tmp_path, opts)
 
     def first_batch(draws):
         # A different head draws a different number of random numbers before the loader.
         torch.rand(draws)
         np.random.rand(draws)
-        batch = next(iter(bench.BenchmarkTrainer.build_train_loader(cfg)))
+        batch = next(iter(accuracy.BenchmarkTrainer.build_train_loader(cfg)))
         return [(d["file_name"], d["image"]) for d in batch]
 
     a, b = first_batch(1), first_batch(5)
@@ -96,17 +84,19 @@ def test_training_evaluates_both_score_views(tiny_opts, tmp_path):
     opts = [*tiny_opts, "DATALOADER.NUM_WORKERS", "0"]
     runs = []
     for variant in ("fcos", "dw"):
-        result = bench.run_training(bench.accuracy_cfg(variant, 0, TINY, tmp_path / variant, opts))
+        result = accuracy.run_training(
+            accuracy.accuracy_cfg(variant, 0, TINY, tmp_path / variant, opts)
+        )
         assert set(result["metrics"]) == {"own", "low"}
-        assert set(bench.METRICS) <= set(result["metrics"]["low"])
+        assert set(report.METRICS) <= set(result["metrics"]["low"])
         assert result["train_s"] > 0 and result["eval_s"] > 0
         assert (tmp_path / variant / "metrics.json").is_file()
         runs.append({**result, "variant": variant, "seed": 0})
-    assert "DW - FCOS (d2)" in bench.format_accuracy(runs, ["fcos", "dw"])
+    assert "DW - FCOS (d2)" in report.format_accuracy(runs, ["fcos", "dw"])
 
 
 def test_score_view_evaluator_drops_low_scores(tiny_opts):
-    evaluator = bench.ScoreFilteredCOCOEvaluator(f"{PREFIX}_val", "high", min_score=0.5)
+    evaluator = accuracy.ScoreFilteredCOCOEvaluator(f"{PREFIX}_val", "high", min_score=0.5)
     evaluator.reset()
     instances = Instances((64, 96))
     instances.pred_boxes = Boxes(torch.tensor([[1.0, 2.0, 30.0, 40.0], [5.0, 5.0, 20.0, 20.0]]))
@@ -120,9 +110,9 @@ def test_score_view_evaluator_drops_low_scores(tiny_opts):
 
 
 def test_filtering_after_nms_equals_a_higher_threshold():
-    cfg = bench.make_cfg(bench.SMALL_CONFIG, "dw")
+    cfg = detectors.make_cfg(detectors.SMALL_CONFIG, "dw")
     seed_all_rng(0)
-    model = bench.build_detector(cfg).eval()
+    model = detectors.build_detector(cfg).eval()
     image = [{"image": torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)}]
     with torch.no_grad():
         model.test_score_thresh = 0.0
@@ -137,18 +127,18 @@ def test_filtering_after_nms_equals_a_higher_threshold():
 
 
 def test_speed_loop_runs_and_is_interleaved():
-    models = bench.build_speed_models(bench.SMALL_CONFIG, [], ["fcos", "dw_refine"], "cpu")
-    batch = bench.synthetic_batch(2, 64, 96, 6, boxes_per_image=3, seed=0)
-    results = bench.measure_speed(models, batch, "cpu", warmup=0, repeats=2)
+    models = speed.build_speed_models(detectors.SMALL_CONFIG, [], ["fcos", "dw_refine"], "cpu")
+    batch = speed.synthetic_batch(2, 64, 96, 6, boxes_per_image=3, seed=0)
+    results = speed.measure_speed(models, batch, "cpu", warmup=0, repeats=2)
     for r in results.values():
         assert len(r["train_s"]) == len(r["train_mib"]) == len(r["infer_s"]) == 2
         assert all(m is None or m > 0 for m in r["train_mib"])
-    assert "1.000x" in bench.format_speed(results, "tiny")
+    assert "1.000x" in speed.format_speed(results, "tiny")
 
 
 def test_tables_on_hand_made_numbers():
     def run(variant, seed, ap):
-        metrics = {m: ap + i for i, m in enumerate(bench.METRICS)}
+        metrics = {m: ap + i for i, m in enumerate(report.METRICS)}
         metrics["APs"] = float("nan") if seed == 2 else metrics["APs"]
         return {
             "variant": variant,
@@ -161,16 +151,16 @@ def test_tables_on_hand_made_numbers():
 
     runs = [run("fcos", s, ap) for s, ap in enumerate((10.0, 20.0, 30.0))]
     runs += [run("dw", s, ap) for s, ap in enumerate((12.0, 21.0, 36.0))]
-    assert bench.mean_std([10.0, 20.0, 30.0]) == (20.0, 10.0, 10.0, 30.0)
-    assert bench.mean_std([float("nan"), 4.0]) == (4.0, 0.0, 4.0, 4.0)
-    summary = bench.summarize(runs, ["fcos", "dw"], "own")
+    assert report.mean_std([10.0, 20.0, 30.0]) == (20.0, 10.0, 10.0, 30.0)
+    assert report.mean_std([float("nan"), 4.0]) == (4.0, 0.0, 4.0, 4.0)
+    summary = report.summarize(runs, ["fcos", "dw"], "own")
     assert summary["fcos"]["AP"] == (20.0, 10.0, 10.0, 30.0)
     assert summary["fcos"]["AP50"][0] == 21.0
     assert summary["fcos"]["APs"][:2] == (18.0, pytest.approx(50**0.5))  # seed 2 is NaN
-    assert bench.paired_differences(runs, "dw", "fcos", "own") == [2.0, 1.0, 6.0]
+    assert report.paired_differences(runs, "dw", "fcos", "own") == [2.0, 1.0, 6.0]
 
     runs[0]["metrics"]["own"]["dets/img"] = 100.0
-    text = bench.format_accuracy(runs, ["fcos", "dw"])
+    text = report.format_accuracy(runs, ["fcos", "dw"])
     # AP range, then detections per image (only FCOS seed 0 has a count; DW has none).
     rows = [line.split() for line in text.splitlines()]
     assert ["10.0-30.0", "100.0"] in [r[-2:] for r in rows if r[:2] == ["FCOS", "(d2)"]]
@@ -180,11 +170,11 @@ def test_tables_on_hand_made_numbers():
     assert "+3.0 ± 2.6 (range +1.0 to +6.0)" in text  # paired DW - FCOS
     assert "21.0 ± 10.0" in text  # "low" view, each value + 1
 
-    speed = {
+    speed_results = {
         "fcos": {"train_s": [1.0, 2.0, 4.0], "infer_s": [0.1, 0.1, 0.1], "train_mib": [90, 100]},
         "dw": {"train_s": [1.1, 2.4, 4.0], "infer_s": [0.1, 0.2, 0.1], "train_mib": [None] * 3},
     }
-    table = bench.format_speed(speed, "title").splitlines()
+    table = speed.format_speed(speed_results, "title").splitlines()
     assert table[0] == "title"
     assert table[-1].split() == ["DW", "2.400", "1.100x", "100", "1.000x", "n/a", "-"]
     assert table[-2].split() == [
@@ -205,33 +195,33 @@ def test_soak_runs_twice_to_the_same_loss_curve_and_samples_memory(tiny_opts, tm
         soak_rss_period=4, device="cpu",
     )  # fmt: skip
     opts = [*tiny_opts, "DATALOADER.NUM_WORKERS", "1"]  # a worker process, as in the soak
-    cfg = bench.soak_cfg(args, tmp_path / "a", opts)
+    cfg = soak.soak_cfg(args, tmp_path / "a", opts)
     assert cfg.SOLVER.BASE_LR == pytest.approx(0.01 * 2 / 8)  # the demo's lr at batch 2
     assert cfg.SOLVER.MAX_ITER == 6 and cfg.INPUT.MIN_SIZE_TRAIN == (64,) and cfg.SEED == 5
     runs = []
     for name in ("a", "b"):
-        sampler = bench.RSSSampler(args.soak_rss_period)
-        result = bench.run_training(bench.soak_cfg(args, tmp_path / name, opts), [sampler])
+        sampler = soak.RSSSampler(args.soak_rss_period)
+        result = accuracy.run_training(soak.soak_cfg(args, tmp_path / name, opts), [sampler])
         runs.append({**result, "rss_mib": sampler.samples})
     assert len(runs[0]["losses"]) == 6 and runs[0]["losses"] == runs[1]["losses"]
     assert [it for it, _ in runs[0]["rss_mib"]] == [4, 6]  # every 4th and the last
     assert all(rss > 50 for _, rss in runs[0]["rss_mib"])  # torch alone takes more
-    assert "largest difference 0 (identical)" in bench.format_soak(runs)
+    assert "largest difference 0 (identical)" in soak.format_soak(runs)
     runs[1]["losses"] = [*runs[1]["losses"][:-1], runs[1]["losses"][-1] + 0.5]
-    assert "largest difference 0.5 (NOT identical)" in bench.format_soak(runs)
+    assert "largest difference 0.5 (NOT identical)" in soak.format_soak(runs)
 
 
 def test_rss_growth_and_curve_difference_on_hand_made_numbers():
     samples = [(100, 900.0), (200, 1000.0), (300, 1010.0), (400, 1030.0)]
-    assert bench.rss_growth(samples) == 130.0  # from iteration 100 (a quarter of 400)
-    assert bench.rss_growth(samples, skip_fraction=0.75) == 20.0  # from iteration 300
-    assert bench.curve_difference([1.0, 2.0], [1.0, 2.25]) == 0.25
-    assert bench.curve_difference([1.0], [1.0, 2.0]) == float("inf")
+    assert soak.rss_growth(samples) == 130.0  # from iteration 100 (a quarter of 400)
+    assert soak.rss_growth(samples, skip_fraction=0.75) == 20.0  # from iteration 300
+    assert soak.curve_difference([1.0, 2.0], [1.0, 2.25]) == 0.25
+    assert soak.curve_difference([1.0], [1.0, 2.0]) == float("inf")
 
 
 def test_schedule_is_scaled_to_the_run_length():
-    assert bench.scaled_schedule(120) == [
+    assert accuracy.scaled_schedule(120) == [
         "SOLVER.MAX_ITER", 120, "SOLVER.WARMUP_ITERS", 30, "SOLVER.STEPS", (93, 112),
     ]  # fmt: skip
-    assert bench.scaled_schedule(2000)[3:] == [50, "SOLVER.STEPS", (1545, 1864)]
-    assert bench.scaled_schedule(2)[-1] == ()  # steps at 0 or at the end would do nothing
+    assert accuracy.scaled_schedule(2000)[3:] == [50, "SOLVER.STEPS", (1545, 1864)]
+    assert accuracy.scaled_schedule(2)[-1] == ()  # steps at 0 or at the end would do nothing

@@ -1,4 +1,5 @@
-"""DW release (MMDetection) -> detectron2 checkpoint conversion.
+"""DW release (MMDetection) -> detectron2 checkpoint conversion: ``dual_weighting.checkpoint``
+and ``tools/convert_official_checkpoint.py`` run as users run it.
 
 The MMDetection state dicts here are written from MMDetection's naming rules (ResNet ``layerK``
 blocks, FPN ``lateral_convs``/``fpn_convs``, ``DWHead``), not from the converter's table, and each
@@ -10,8 +11,10 @@ The R-50 configs are shrunk (narrow stages and FPN, 3 classes) so that the test 
 names and the block counts are those of the full models.
 """
 
-import importlib.util
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,12 +22,11 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
+from dual_weighting.checkpoint import convert_for_config, load_mmdet_state_dict
+from dual_weighting.checkpoint.release import build_cfg, rename
+
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "convert_official_checkpoint", REPO / "tools" / "convert_official_checkpoint.py"
-)
-convert = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(convert)
+TOOL = REPO / "tools" / "convert_official_checkpoint.py"
 
 TINY = [
     "MODEL.RESNETS.STEM_OUT_CHANNELS", "16",
@@ -149,7 +151,7 @@ def make_release_checkpoint(reference, keys, num_classes=3, seed=0):
 
 
 def build(config, opts=()):
-    return build_model(convert.build_cfg(str(config), [*TINY, *opts])).eval()
+    return build_model(build_cfg(str(config), [*TINY, *opts])).eval()
 
 
 class _RecordingCheckpointer(DetectionCheckpointer):
@@ -187,7 +189,9 @@ def test_converted_model_equals_directly_set_model(tmp_path, config, variant):
     torch.save(
         {"meta": {"epoch": 12}, "state_dict": state} if "dcn_layers" not in variant else state, src
     )
-    convert.main([str(src), str(dst), "--config-file", str(config), "--opts", *TINY])
+    proc = run_tool(src, dst, config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"tensors for {config} to {dst}" in proc.stdout
 
     model = build(config)
     checkpointer = _RecordingCheckpointer(model)
@@ -206,16 +210,23 @@ def test_converted_model_equals_directly_set_model(tmp_path, config, variant):
         assert torch.equal(got, want)
 
 
-def _convert_expecting_error(tmp_path, capsys, state, config=REFINE):
+def run_tool(src, dst, config):
+    """``tools/convert_official_checkpoint.py SRC DST --config-file CONFIG --opts TINY``."""
+    return subprocess.run(
+        [sys.executable, str(TOOL), str(src), str(dst), "--config-file", str(config),
+         "--opts", *TINY],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"),
+    )  # fmt: skip
+
+
+def _convert_expecting_error(tmp_path, state, config=REFINE):
+    """The ValueError message of converting ``state`` (saved to a file) for ``config``."""
     src = tmp_path / "release.pth"
     torch.save(state, src)
-    with pytest.raises(SystemExit) as exit_info:
-        convert.main(
-            [str(src), str(tmp_path / "out.pth"), "--config-file", str(config), "--opts", *TINY]
-        )
-    assert exit_info.value.code == 1
-    assert not (tmp_path / "out.pth").exists()
-    return capsys.readouterr().err
+    with pytest.raises(ValueError) as error:
+        convert_for_config(load_mmdet_state_dict(src), build_cfg(str(config), TINY))
+    return str(error.value)
 
 
 @pytest.fixture(scope="module")
@@ -225,49 +236,58 @@ def refine_release():
     return make_release_checkpoint(reference, keys)[0]
 
 
-def test_unknown_key_fails_loudly(tmp_path, capsys, refine_release):
+def test_unknown_key_fails_loudly(tmp_path, refine_release):
     state = dict(refine_release, **{"bbox_head.conv_iou.weight": torch.zeros(1)})
-    err = _convert_expecting_error(tmp_path, capsys, state)
+    err = _convert_expecting_error(tmp_path, state)
     assert "bbox_head.conv_iou.weight" in err and "1 keys are not" in err
 
 
-def test_missing_key_fails_loudly(tmp_path, capsys, refine_release):
+def test_tool_exits_with_the_error_and_writes_nothing(tmp_path, refine_release):
+    src, dst = tmp_path / "release.pth", tmp_path / "out.pth"
+    torch.save(dict(refine_release, **{"bbox_head.conv_iou.weight": torch.zeros(1)}), src)
+    proc = run_tool(src, dst, REFINE)
+    assert proc.returncode == 1
+    assert not dst.exists()
+    assert f"error: {src}: " in proc.stderr and "bbox_head.conv_iou.weight" in proc.stderr
+
+
+def test_missing_key_fails_loudly(tmp_path, refine_release):
     state = {k: v for k, v in refine_release.items() if k != "backbone.layer3.5.bn2.running_var"}
-    err = _convert_expecting_error(tmp_path, capsys, state)
+    err = _convert_expecting_error(tmp_path, state)
     assert "1 missing" in err and "backbone.bottom_up.res4.5.conv2.norm.running_var" in err
 
 
-def test_checkpoint_for_another_config_fails_loudly(tmp_path, capsys, refine_release):
-    err = _convert_expecting_error(tmp_path, capsys, refine_release, config=PLAIN)
+def test_checkpoint_for_another_config_fails_loudly(tmp_path, refine_release):
+    err = _convert_expecting_error(tmp_path, refine_release, config=PLAIN)
     assert "2 unexpected" in err and "head.box_refine_offsets.weight" in err
 
 
-def test_wrong_shape_and_center_prior_fail_loudly(tmp_path, capsys, refine_release):
+def test_wrong_shape_and_center_prior_fail_loudly(tmp_path, refine_release):
     state = dict(refine_release, **{"bbox_head.conv_cls.bias": torch.zeros(80)})
-    err = _convert_expecting_error(tmp_path, capsys, state)
+    err = _convert_expecting_error(tmp_path, state)
     assert "head.cls_logits.bias: (80,) vs (3,)" in err
     state = dict(refine_release, **{"bbox_head.center_prior.sigma": torch.full((3, 2), 2.0)})
-    err = _convert_expecting_error(tmp_path, capsys, state)
+    err = _convert_expecting_error(tmp_path, state)
     assert "center_prior.sigma" in err and "CENTER_PRIOR_SIGMA" in err
 
 
 def test_rename_table():
-    assert convert.rename("backbone.layer4.2.conv2.conv_offset.bias") == (
+    assert rename("backbone.layer4.2.conv2.conv_offset.bias") == (
         "backbone.bottom_up.res5.2.conv2_offset.bias"
     )
-    assert convert.rename("backbone.layer1.0.downsample.1.running_mean") == (
+    assert rename("backbone.layer1.0.downsample.1.running_mean") == (
         "backbone.bottom_up.res2.0.shortcut.norm.running_mean"
     )
-    assert convert.rename("neck.lateral_convs.0.conv.weight") == "backbone.fpn_lateral3.weight"
-    assert convert.rename("neck.fpn_convs.2.conv.bias") == "backbone.fpn_output5.bias"
-    assert convert.rename("neck.fpn_convs.4.conv.weight") == "backbone.top_block.p7.weight"
-    assert convert.rename("neck.lateral_convs.3.conv.weight") is None
-    assert convert.rename("bbox_head.cls_convs.3.conv.conv_offset.weight") == (
+    assert rename("neck.lateral_convs.0.conv.weight") == "backbone.fpn_lateral3.weight"
+    assert rename("neck.fpn_convs.2.conv.bias") == "backbone.fpn_output5.bias"
+    assert rename("neck.fpn_convs.4.conv.weight") == "backbone.top_block.p7.weight"
+    assert rename("neck.lateral_convs.3.conv.weight") is None
+    assert rename("bbox_head.cls_convs.3.conv.conv_offset.weight") == (
         "head.cls_tower.3.conv_offset.weight"
     )
-    assert convert.rename("bbox_head.reg_convs.1.gn.bias") == "head.reg_tower.1.norm.bias"
-    assert convert.rename("bbox_head.scales.4.scale") == "head.scales.4"
-    assert convert.rename("bbox_head.reg_offset.weight") == "head.box_refine_offsets.weight"
-    assert convert.rename("backbone.layer2.0.bn1.num_batches_tracked") == ""
-    assert convert.rename("bbox_head.center_prior.mean") == ""
-    assert convert.rename("roi_head.fc.weight") is None
+    assert rename("bbox_head.reg_convs.1.gn.bias") == "head.reg_tower.1.norm.bias"
+    assert rename("bbox_head.scales.4.scale") == "head.scales.4"
+    assert rename("bbox_head.reg_offset.weight") == "head.box_refine_offsets.weight"
+    assert rename("backbone.layer2.0.bn1.num_batches_tracked") == ""
+    assert rename("bbox_head.center_prior.mean") == ""
+    assert rename("roi_head.fc.weight") is None

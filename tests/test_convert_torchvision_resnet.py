@@ -1,7 +1,10 @@
-"""torchvision ResNet -> detectron2 conversion: names, file formats, and numerical equivalence."""
+"""torchvision ResNet -> detectron2 conversion: names, file formats, and numerical equivalence;
+``dual_weighting.checkpoint`` and ``tools/convert_torchvision_resnet.py`` as users run it."""
 
-import importlib.util
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,13 +16,25 @@ from detectron2.modeling import build_backbone
 from torch import nn
 
 import dual_weighting.backbone  # noqa: F401  (registers build_dw_resnet_fpn_backbone)
+from dual_weighting.checkpoint import (
+    convert_torchvision_resnet,
+    load_torchvision_state_dict,
+    save_detectron2_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "convert_torchvision_resnet", REPO / "tools" / "convert_torchvision_resnet.py"
-)
-convert = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(convert)
+
+
+def run_tool(*args):
+    """``tools/convert_torchvision_resnet.py ARGS`` in a subprocess."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / "convert_torchvision_resnet.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"),
+    )
 
 
 class _Detector(nn.Module):
@@ -86,7 +101,8 @@ def test_converted_weights_load_exactly_and_match_torchvision(tmp_path, depth, s
     # A training checkpoint wrapping the state dict, with DataParallel names.
     state = {f"module.{k}": v for k, v in tv_model.state_dict().items()}
     torch.save({"state_dict": state, "epoch": 90}, src)
-    convert.main([str(src), str(dst)])
+    model = convert_torchvision_resnet(load_torchvision_state_dict(str(src)))
+    save_detectron2_checkpoint(model, str(dst))
 
     model, incompatible = _load(_cfg(depth), dst)
     assert incompatible.unexpected_keys == []
@@ -106,8 +122,8 @@ def test_converted_weights_load_exactly_and_match_torchvision(tmp_path, depth, s
 
 def test_dcn_backbone_misses_only_offset_convs(tmp_path):
     dst = tmp_path / "d2.pkl"
-    model = convert.convert_torchvision_resnet(_torchvision_resnet(50).state_dict())
-    convert.save_detectron2_checkpoint(model, str(dst))
+    model = convert_torchvision_resnet(_torchvision_resnet(50).state_dict())
+    save_detectron2_checkpoint(model, str(dst))
     _, incompatible = _load(_cfg(50, deform=(False, True, True, True)), dst)
     assert incompatible.unexpected_keys == []
     bottom_up_missing = {k for k in incompatible.missing_keys if ".bottom_up." in k}
@@ -117,7 +133,7 @@ def test_dcn_backbone_misses_only_offset_convs(tmp_path):
 
 def test_names_dropped_keys_and_file_format(tmp_path):
     state = torchvision.models.resnet18(weights=None).state_dict()
-    model = convert.convert_torchvision_resnet(state)
+    model = convert_torchvision_resnet(state)
     prefix = "backbone.bottom_up."
     assert model[prefix + "stem.conv1.weight"] is not None
     assert torch.equal(model[prefix + "stem.conv1.norm.running_var"], state["bn1.running_var"])
@@ -131,10 +147,10 @@ def test_names_dropped_keys_and_file_format(tmp_path):
     assert not any("num_batches_tracked" in k or "fc" in k for k in model)
     assert len(model) == len([k for k in state if "num_batches_tracked" not in k]) - 2  # fc
 
-    short = convert.convert_torchvision_resnet(state, prefix="")
+    short = convert_torchvision_resnet(state, prefix="")
     assert "res4.1.conv1.norm.weight" in short
     dst = tmp_path / "short.pkl"
-    convert.save_detectron2_checkpoint(short, str(dst), prefix="")
+    save_detectron2_checkpoint(short, str(dst), prefix="")
     with open(dst, "rb") as f:
         data = pickle.load(f)
     assert data["__author__"] == "torchvision" and data["matching_heuristics"] is True
@@ -147,24 +163,32 @@ def test_names_dropped_keys_and_file_format(tmp_path):
     )
 
 
-def test_unmapped_keys_fail_with_their_names(tmp_path, capsys):
+def test_unmapped_keys_fail_with_their_names(tmp_path):
     state = torchvision.models.resnet18(weights=None).state_dict()
     state["layer1.0.se.fc1.weight"] = torch.zeros(1)
     state["aux_head.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match="2 keys .*layer1.0.se.fc1.weight, aux_head.weight"):
-        convert.convert_torchvision_resnet(state)
+        convert_torchvision_resnet(state)
 
     src = tmp_path / "bad.pth"
     torch.save(state, src)
-    with pytest.raises(SystemExit) as exc:
-        convert.main([str(src), str(tmp_path / "out.pkl")])
-    assert exc.value.code == 1
-    assert "aux_head.weight" in capsys.readouterr().err
+    proc = run_tool(src, tmp_path / "out.pkl")
+    assert proc.returncode == 1
+    assert "aux_head.weight" in proc.stderr
     assert not (tmp_path / "out.pkl").exists()
 
 
-def test_cli_help(capsys):
-    with pytest.raises(SystemExit) as exc:
-        convert.main(["--help"])
-    assert exc.value.code == 0
-    assert "torchvision ResNet checkpoint" in capsys.readouterr().out
+def test_cli_help_and_conversion(tmp_path):
+    proc = run_tool("--help")
+    assert proc.returncode == 0
+    assert "torchvision ResNet checkpoint" in proc.stdout
+
+    src, dst = tmp_path / "tv.pth", tmp_path / "d2.pth"
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save({"model": state}, src)
+    proc = run_tool(src, dst, "--prefix", "")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = torch.load(dst, weights_only=True)
+    assert saved["matching_heuristics"] is True
+    assert torch.equal(saved["model"]["res3.0.conv1.weight"], state["layer2.0.conv1.weight"])
+    assert f"Wrote {len(saved['model'])} tensors to {dst}" in proc.stdout

@@ -1,123 +1,23 @@
 #!/usr/bin/env python
 """Convert a torchvision ResNet checkpoint to a detectron2 checkpoint for the DW backbone.
 
-The DW release starts from torchvision's ImageNet ResNets ("pytorch" style: stride in the 3x3
-conv, RGB input); detectron2 names the same tensors differently:
-
-    conv1.weight                      -> backbone.bottom_up.stem.conv1.weight
-    bn1.{weight,bias,running_*}       -> backbone.bottom_up.stem.conv1.norm.*
-    layer1.0.conv2.weight             -> backbone.bottom_up.res2.0.conv2.weight
-    layer1.0.bn2.*                    -> backbone.bottom_up.res2.0.conv2.norm.*
-    layer1.0.downsample.{0,1}.*       -> backbone.bottom_up.res2.0.shortcut.{weight,norm.*}
-
-``fc.*`` (the ImageNet classifier) and BN's ``num_batches_tracked`` are dropped; any other key
-is an error. Works for ResNet-18/34 (BasicBlock) and 50/101/152 (Bottleneck).
-
-Output: ``{"model": {name: tensor}, "__author__": "torchvision", "matching_heuristics": bool}``,
-pickled with numpy arrays if OUTPUT ends in ``.pkl`` (detectron2's model-zoo format), else
-saved with ``torch.save``; ``DetectionCheckpointer`` (``MODEL.WEIGHTS``) reads both. By default
-the names are the full ones of detectron2's ``backbone.bottom_up`` ResNet inside an FPN (our DW
-backbone, detectron2's ``build_*_resnet_fpn_backbone``), so loading matches names exactly and
-reports any key that does not fit (``matching_heuristics`` False). ``--prefix ""`` writes the
-short names (``res2.0.conv1.weight``) with ``matching_heuristics`` True, which detectron2 matches
-by suffix into any ResNet-based model (C4 ones included), as with its own model-zoo weights.
+The name mapping and the output format: ``dual_weighting/checkpoint/torchvision_resnet.py``.
+``.pkl`` output is detectron2's model-zoo format; ``--prefix ""`` writes short names that
+detectron2 matches by suffix into any ResNet-based model.
 
 Usage:
     python tools/convert_torchvision_resnet.py resnet50-11ad3fa6.pth R-50-torchvision.pkl
 """
 
 import argparse
-import pickle
-import re
 import sys
 
-import torch
-
-DEFAULT_PREFIX = "backbone.bottom_up."
-
-_BN = r"(weight|bias|running_mean|running_var)"
-# (torchvision pattern, detectron2 template); "{stage}" is the torchvision layer index + 1.
-_RULES = [
-    (re.compile(r"conv1\.weight"), "stem.conv1.weight"),
-    (re.compile(rf"bn1\.{_BN}"), "stem.conv1.norm.{0}"),
-    (re.compile(r"layer([1-4])\.(\d+)\.conv(\d)\.weight"), "res{stage}.{1}.conv{2}.weight"),
-    (re.compile(rf"layer([1-4])\.(\d+)\.bn(\d)\.{_BN}"), "res{stage}.{1}.conv{2}.norm.{3}"),
-    (re.compile(r"layer([1-4])\.(\d+)\.downsample\.0\.weight"), "res{stage}.{1}.shortcut.weight"),
-    (re.compile(rf"layer([1-4])\.(\d+)\.downsample\.1\.{_BN}"), "res{stage}.{1}.shortcut.norm.{2}"),
-]
-_DROPPED = re.compile(r"fc\.(weight|bias)|.*\.num_batches_tracked")
-
-
-def _rename(key, prefix):
-    """Return the detectron2 name of torchvision ``key``, "" if it is dropped, None if unknown."""
-    if _DROPPED.fullmatch(key):
-        return ""
-    for pattern, template in _RULES:
-        match = pattern.fullmatch(key)
-        if match:
-            groups = match.groups()
-            stage = int(groups[0]) + 1 if key.startswith("layer") else None
-            return prefix + template.format(*groups, stage=stage)
-    return None
-
-
-def convert_torchvision_resnet(state_dict, prefix=DEFAULT_PREFIX):
-    """Rename a torchvision ResNet state dict to detectron2's ResNet names.
-
-    Args:
-        state_dict (dict[str, Tensor]): ``torchvision.models.resnetXX().state_dict()`` layout;
-            a leading ``module.`` (DataParallel) is stripped.
-        prefix (str): prepended to every detectron2 name.
-
-    Returns:
-        dict[str, Tensor]: detectron2 names -> the same tensors (detached, on CPU).
-
-    Raises:
-        ValueError: naming every key that is neither mapped nor a known dropped key.
-    """
-    converted, unmapped = {}, []
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        new_key = _rename(key, prefix)
-        if new_key is None:
-            unmapped.append(key)
-        elif new_key:
-            converted[new_key] = value.detach().cpu()
-    if unmapped:
-        raise ValueError(
-            f"{len(unmapped)} keys are not torchvision ResNet keys this converter knows: "
-            f"{', '.join(unmapped)}"
-        )
-    if not converted:
-        raise ValueError("The input contains no torchvision ResNet weights.")
-    return converted
-
-
-def load_torchvision_state_dict(path):
-    """Load a raw state dict, or the one under "state_dict"/"model" of a checkpoint file."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a state dict, got {type(data).__name__}")
-    for key in ("state_dict", "model"):
-        if isinstance(data.get(key), dict):
-            return data[key]
-    return data
-
-
-def save_detectron2_checkpoint(model, path, prefix=DEFAULT_PREFIX):
-    """Write ``model`` (detectron2 names) in a format ``DetectionCheckpointer`` loads."""
-    checkpoint = {
-        "model": model,
-        "__author__": "torchvision",
-        # Short names need detectron2's suffix matching; full names are matched exactly.
-        "matching_heuristics": not prefix,
-    }
-    if path.endswith(".pkl"):
-        checkpoint["model"] = {k: v.numpy() for k, v in model.items()}
-        with open(path, "wb") as f:
-            pickle.dump(checkpoint, f)
-    else:
-        torch.save(checkpoint, path)
+from dual_weighting.checkpoint import (
+    convert_torchvision_resnet,
+    load_torchvision_state_dict,
+    save_detectron2_checkpoint,
+)
+from dual_weighting.checkpoint.torchvision_resnet import DEFAULT_PREFIX
 
 
 def main(argv=None):

@@ -1,11 +1,13 @@
-"""tools/demo.py and tools/visualize_assignment.py on a tiny generated dataset, and the pure
-assignment maps behind the latter: hand-computed values and agreement with ``dw_losses``."""
+"""Assignment pictures: the pure maps (hand-computed values, agreement with ``dw_losses``), the
+model run that gives them (the losses the model trains with), record selection, and
+``tools/visualize_assignment.py`` run as users run it on a tiny generated dataset."""
 
-import importlib.util
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,124 +16,66 @@ from detectron2.utils.events import EventStorage
 from PIL import Image
 
 from dual_weighting import dw_losses
-from dual_weighting.assignment_maps import dw_assignment_maps, split_levels, strong_positives
-from dual_weighting.data import CLASS_NAMES, generate_synthetic_coco
+from dual_weighting.data import generate_synthetic_coco, register_coco_from_spec
+from dual_weighting.visualize import (
+    compute_assignment,
+    dw_assignment_maps,
+    load_cfg,
+    load_model,
+    select_records,
+    split_levels,
+    strong_positives,
+    training_mapper,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "dw_R_18_FPN_synthetic_demo.yaml")
 # Small inputs: the generated 64 x 96 images are fed at their own size.
 SMALL = ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96"]
-# A few detections at threshold 0 (random init scores ~0.01): drawing 100 labels is slow.
-FEW = ["MODEL.DW.MAX_DETECTIONS_PER_IMAGE", "3"]
-DATASET = "test_tools_tiny_train"
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = _load_tool("demo")
-visualize_assignment = _load_tool("visualize_assignment")
+DATASET = "test_visualize_assignment_tiny_train"
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """Two 64 x 96 training images and one validation image, registered as DATASET."""
+    """``NAME=JSON:IMAGE_ROOT`` of two 64 x 96 training images, for ``--register-coco``."""
     root = tmp_path_factory.mktemp("tiny_synthetic")
     info = generate_synthetic_coco(
         root, num_train=2, num_val=1, image_size=(64, 96), objects_per_image=(2, 3)
     )
-    yield root, f"{DATASET}={info['train']['json_file']}:{info['train']['image_root']}"
+    yield f"{DATASET}={info['train']['json_file']}:{info['train']['image_root']}"
     for catalog in (DatasetCatalog, MetadataCatalog):
         if DATASET in catalog.list():
             catalog.remove(DATASET)
 
 
-# ---------------------------------------------------------------------------------- demo.py
-
-
-def test_demo_draws_detections_at_the_input_size(tiny, tmp_path):
-    image = tiny[0] / "val" / "000001.jpg"
-    out = tmp_path / "drawn.png"
-    written = demo.main(
-        ["--config-file", CONFIG, "--input", str(image), "--output", str(out),
-         "--confidence-threshold", "0", "--opts", *SMALL, *FEW]
+def test_tool_writes_one_png_per_image(tiny, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "tools/visualize_assignment.py", "--config-file", CONFIG,
+         "--register-coco", tiny, "--dataset", DATASET, "--indices", "0", "1",
+         "--max-boxes", "1", "--dpi", "50", "--output", str(tmp_path), "--opts", *SMALL],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"),
     )  # fmt: skip
-    assert written == [str(out)]
-    source, drawn = Image.open(image).convert("RGB"), Image.open(out)
-    assert drawn.size == source.size
-    # Boxes and labels were drawn over the image.
-    assert np.abs(np.asarray(drawn, np.int16)[..., :3] - np.asarray(source, np.int16)).mean() > 5
-
-
-def test_demo_prints_detections_with_class_names(tiny, capsys):
-    pattern = str(tiny[0] / "val" / "*.jpg")
-    demo.main(["--config-file", CONFIG, "--input", pattern, "--confidence-threshold", "0",
-               "--opts", *SMALL, *FEW])  # fmt: skip
-    lines = capsys.readouterr().out.splitlines()
-    assert "detections" in lines[0]
-    assert lines[1:] and all(line.split()[0] in CLASS_NAMES for line in lines[1:])
-
-
-def test_demo_video(tmp_path):
-    cv2 = pytest.importorskip("cv2")
-    video = str(tmp_path / "tiny.mp4")
-    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (96, 64))
-    assert writer.isOpened()
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        writer.write(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
-    writer.release()
-
-    (path,) = demo.main(
-        ["--config-file", CONFIG, "--video-input", video, "--output", str(tmp_path / "out"),
-         "--confidence-threshold", "0", "--opts", *SMALL, *FEW]
-    )  # fmt: skip
-    capture = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    assert path == str(tmp_path / "out" / "tiny.mp4")
-    assert len(frames) == 3 and frames[0].shape == (64, 96, 3)
-
-
-# ------------------------------------------------------------------ visualize_assignment.py
-
-
-def test_visualize_assignment_writes_one_png_per_image(tiny, tmp_path, capsys):
-    written = visualize_assignment.main(
-        ["--config-file", CONFIG, "--register-coco", tiny[1], "--dataset", DATASET,
-         "--indices", "0", "1", "--max-boxes", "1", "--dpi", "50", "--output", str(tmp_path),
-         "--opts", *SMALL]
-    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = [line.split("wrote ")[1] for line in proc.stdout.splitlines() if "  wrote " in line]
     assert [Path(p).name for p in written] == ["000001_assignment.png", "000002_assignment.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [Path(p).name for p in written]
     for path in written:
         with Image.open(path) as picture:
             assert picture.format == "PNG" and min(picture.size) > 150
-    assert "candidate/strong points per level: P3" in capsys.readouterr().out
+    assert "candidate/strong points per level: P3" in proc.stdout
 
 
-def test_tool_maps_reproduce_the_training_losses(tiny):
-    """The tool's forward pass and maps give exactly the losses the model trains with.
+def test_model_maps_reproduce_the_training_losses(tiny):
+    """The picture's forward pass and maps give exactly the losses the model trains with.
 
     FrozenBN (and the head's GroupNorm) behave the same in train and eval mode.
     """
-    visualize_assignment.register_coco_from_spec(tiny[1])
-    args = visualize_assignment.parse_args(
-        ["--config-file", CONFIG, "--output", "unused",
-         "--opts", *SMALL, "MODEL.RESNETS.NORM", "FrozenBN"]
-    )  # fmt: skip
-    cfg = visualize_assignment.setup_cfg(args)
-    model = visualize_assignment.load_model(cfg)
-    mapped = visualize_assignment.training_mapper(cfg)(DatasetCatalog.get(DATASET)[0])
-    maps, shapes, strides = visualize_assignment.compute_assignment(model, mapped)
+    register_coco_from_spec(tiny)
+    cfg = load_cfg(CONFIG, [*SMALL, "MODEL.RESNETS.NORM", "FrozenBN"])
+    model = load_model(cfg)
+    mapped = training_mapper(cfg)(DatasetCatalog.get(DATASET)[0])
+    maps, shapes, strides = compute_assignment(model, mapped)
 
     model.train()
     with EventStorage(), torch.no_grad():
@@ -140,6 +84,16 @@ def test_tool_maps_reproduce_the_training_losses(tiny):
     for key, value in expected.items():
         torch.testing.assert_close(losses[key], value, rtol=1e-5, atol=1e-7)
     assert [tuple(s) for s in shapes][0] == (8, 12) and strides == [8, 16, 32, 64, 128]
+
+
+def test_record_selection():
+    records = [{"file_name": "/data/train/000001.jpg"}, {"file_name": "/data/train/000002.jpg"}]
+    assert select_records(records, [1, 0]) == [1, 0]
+    assert select_records(records, [0], ["000002.jpg", "train/000001.jpg"]) == [1, 0]
+    with pytest.raises(ValueError, match=r"--indices \[2\]: the dataset has 2 records"):
+        select_records(records, [2])
+    with pytest.raises(ValueError, match="no record of the dataset has the image '000003.jpg'"):
+        select_records(records, [0], ["000003.jpg"])
 
 
 # ------------------------------------------------------------------------ assignment maps
@@ -261,20 +215,3 @@ def test_strong_positives_and_split_levels():
     assert p3[1, 1].tolist() == [11, 12, 13] and p4[0, 0].tolist() == [6, 7]
     with pytest.raises(ValueError):
         split_levels(values, [(2, 3)])
-
-
-def test_record_selection_and_output_paths(tmp_path):
-    records = [{"file_name": "/data/train/000001.jpg"}, {"file_name": "/data/train/000002.jpg"}]
-    select = visualize_assignment.select_records
-    assert select(records, [1, 0]) == [1, 0]
-    assert select(records, [0], ["000002.jpg", "train/000001.jpg"]) == [1, 0]
-    for indices, images in (([2], None), ([0], ["000003.jpg"])):
-        with pytest.raises(SystemExit):
-            select(records, indices, images)
-
-    assert demo.output_path(str(tmp_path / "a.png"), "x/in.jpg", 1) == str(tmp_path / "a.png")
-    assert demo.output_path(str(tmp_path / "pics"), "x/in.jpg", 2) == str(
-        tmp_path / "pics" / "in.jpg"
-    )
-    with pytest.raises(SystemExit):
-        demo.output_path(str(tmp_path / "a.png"), "x/in.jpg", 2)

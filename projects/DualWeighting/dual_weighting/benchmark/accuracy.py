@@ -1,0 +1,219 @@
+"""The accuracy section: both detectors trained with detectron2's trainer on the generated
+dataset, each seed alike for both, and COCO-evaluated at two score thresholds ("views")."""
+
+import contextlib
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from detectron2.engine import hooks
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.utils.env import seed_all_rng
+
+from ..data import default_synthetic_root, ensure_synthetic
+from ..engine import DWTrainer
+from .detectors import (
+    LOW_SCORE,
+    SMALL_CONFIG,
+    VARIANTS,
+    build_detector,
+    dw_default_score_thresh,
+    fcos_default_score_thresh,
+    make_cfg,
+    score_of_product,
+)
+from .report import format_accuracy
+
+
+class ScoreFilteredCOCOEvaluator(COCOEvaluator):
+    """COCO box AP of the detections scoring above ``min_score``, reported as ``{view: ...}``."""
+
+    def __init__(self, dataset_name, view, min_score, **kwargs):
+        super().__init__(dataset_name, tasks=("bbox",), **kwargs)
+        self._view, self._min_score = view, min_score
+
+    def process(self, inputs, outputs):
+        outputs = [
+            {**o, "instances": o["instances"][o["instances"].scores > self._min_score]}
+            for o in outputs
+        ]
+        super().process(inputs, outputs)
+
+    def evaluate(self, img_ids=None):
+        # Detections kept per image (this process's images: the benchmark runs one process).
+        kept = [len(p.get("instances", [])) for p in self._predictions]
+        results = super().evaluate(img_ids)
+        if not results:
+            return results
+        per_image = statistics.fmean(kept) if kept else math.nan
+        return {self._view: {**results["bbox"], "dets/img": per_image}}
+
+
+class BenchmarkTrainer(DWTrainer):
+    """``DWTrainer`` (train_net.py's) that builds either detector, gives every detector of one
+    seed the same data order and flips, skips checkpoints, and evaluates both score views."""
+
+    @classmethod
+    def build_model(cls, cfg):
+        model = build_detector(cfg)
+        logging.getLogger("detectron2").info(f"Model:\n{model}")
+        return model
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        # Reseed after the model is built: the sampler's shuffling seed and the loader workers'
+        # seeds (augmentation) then do not depend on how many random numbers the head drew.
+        seed_all_rng(cfg.SEED)
+        return super().build_train_loader(cfg)
+
+    def build_hooks(self):
+        # No checkpoints; evaluation runs once, after training (run_training).
+        drop = (hooks.PeriodicCheckpointer, hooks.EvalHook)
+        return [h for h in super().build_hooks() if not isinstance(h, drop)]
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        variant = "fcos" if cfg.MODEL.META_ARCHITECTURE == "FCOS" else "dw"
+        own = fcos_default_score_thresh() if variant == "fcos" else dw_default_score_thresh()
+        low = score_of_product(variant, LOW_SCORE)
+        return DatasetEvaluators(
+            [
+                ScoreFilteredCOCOEvaluator(dataset_name, "own", own),
+                ScoreFilteredCOCOEvaluator(dataset_name, "low", low),
+            ]
+        )
+
+
+def scaled_schedule(iters):
+    """KEY VALUE options of a run of ``iters`` iterations: warm-up over min(50, iters / 4)
+    iterations and lr steps at 170/220 and 205/220 of the run (the demo's schedule when these
+    benchmarks were first run; kept fixed so that their numbers stay reproducible)."""
+    steps = tuple(sorted({round(iters * f) for f in (170 / 220, 205 / 220)} - {0, iters}))
+    return [
+        "SOLVER.MAX_ITER", iters,
+        "SOLVER.WARMUP_ITERS", min(50, iters // 4),
+        "SOLVER.STEPS", steps,
+    ]  # fmt: skip
+
+
+def accuracy_cfg(variant, seed, args, output_dir, extra_opts=()):
+    """Config of one accuracy run: the demo config at the benchmark's size and schedule, then
+    ``extra_opts`` (KEY VALUE strings).
+
+    ``args`` gives ``iters``, ``batch``, ``min_size``, ``max_size`` and ``device`` (the options
+    of ``tools/benchmark.py``).
+    """
+    opts = [
+        "SEED", seed,
+        "OUTPUT_DIR", str(output_dir),
+        "SOLVER.IMS_PER_BATCH", args.batch,
+        *scaled_schedule(args.iters),
+        "INPUT.MIN_SIZE_TRAIN", (args.min_size,),
+        "INPUT.MAX_SIZE_TRAIN", args.max_size,
+        "INPUT.MIN_SIZE_TEST", args.min_size,
+        "INPUT.MAX_SIZE_TEST", args.max_size,
+        "TEST.EVAL_PERIOD", 0,
+        # Scores are kept down to the "low" view's threshold; the "own" view filters further.
+        "MODEL.DW.TEST_SCORE_THRESH", score_of_product("dw", LOW_SCORE),
+        "MODEL.FCOS.TEST_SCORE_THRESH", score_of_product("fcos", LOW_SCORE),
+    ]  # fmt: skip
+    if args.device != "cpu":
+        opts += ["DATALOADER.NUM_WORKERS", 4]
+    opts = [str(o) for o in opts] + list(extra_opts)
+    return make_cfg(SMALL_CONFIG, variant, opts, args.device)
+
+
+@contextlib.contextmanager
+def logs_to(path):
+    """Send detectron2's logs and anything printed (pycocotools) to the file ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s"))
+    names = ("detectron2", "fvcore", "d2", "dual_weighting")
+    saved = []
+    for name in names:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level, logger.propagate))
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        logger.addHandler(handler)
+    try:
+        with open(path, "a") as f, contextlib.redirect_stdout(f):
+            yield
+    finally:
+        for logger, level, propagate in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+        handler.close()
+
+
+def run_training(cfg, extra_hooks=()):
+    """Train ``cfg`` from scratch with :class:`BenchmarkTrainer` (plus ``extra_hooks``), then
+    COCO-evaluate it.
+
+    Returns:
+        dict: ``metrics`` ({view: {metric: value}}), ``train_s``, ``s_per_iter`` (median of the
+        trainer's iteration times), ``eval_s``, ``losses`` (the total loss of every iteration).
+    """
+    cfg = cfg.clone()
+    cfg.freeze()
+    Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
+    with logs_to(Path(cfg.OUTPUT_DIR) / "log.txt"):
+        seed_all_rng(cfg.SEED)  # model init
+        trainer = BenchmarkTrainer(cfg)
+        trainer.register_hooks(list(extra_hooks))
+        start = time.perf_counter()
+        trainer.train()
+        train_s = time.perf_counter() - start
+        # IterationTimer records iterations after its first 3 only.
+        timer = trainer.storage.histories().get("time")
+        iter_times = [t for t, _ in timer.values()] if timer else []
+        losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+        start = time.perf_counter()
+        metrics = BenchmarkTrainer.test(cfg, trainer.model)
+        eval_s = time.perf_counter() - start
+    return {
+        "metrics": {view: {k: float(v) for k, v in m.items()} for view, m in metrics.items()},
+        "train_s": train_s,
+        "s_per_iter": statistics.median(iter_times) if iter_times else math.nan,
+        "eval_s": eval_s,
+        "losses": losses,
+    }
+
+
+def run_accuracy(args, out):
+    """Train and evaluate every variant of ``args.variants`` for every seed of ``args.seeds``
+    (reusing finished runs with ``args.resume``), print the tables, set ``out["accuracy"]``."""
+    ensure_synthetic(default_synthetic_root())
+    runs = []
+    total = len(args.seeds) * len(args.variants)
+    for seed in args.seeds:
+        for variant in args.variants:
+            run_dir = Path(args.output_dir) / "accuracy" / f"{variant}_seed{seed}"
+            print(f"  [{len(runs) + 1}/{total}] {VARIANTS[variant]} seed {seed} ...", end="")
+            sys.stdout.flush()
+            cfg = accuracy_cfg(variant, seed, args, run_dir)
+            saved, reused = run_dir / "result.json", ""
+            if args.resume and saved.is_file():
+                record = json.loads(saved.read_text())
+                if record["config"] == cfg.dump():  # the same run, finished before
+                    result, reused = record["result"], " (reused)"
+            if not reused:
+                result = run_training(cfg)
+                result.update(variant=variant, seed=seed)
+                saved.write_text(json.dumps({"config": cfg.dump(), "result": result}))
+            runs.append(result)
+            own = result["metrics"]["own"]
+            print(
+                f" AP {own['AP']:.1f} AP50 {own['AP50']:.1f} | train {result['train_s']:.0f} s"
+                f" ({result['s_per_iter']:.2f} s/it), eval {result['eval_s']:.0f} s{reused}",
+                flush=True,
+            )
+    out["accuracy"] = runs
+    print()
+    print(format_accuracy(runs, args.variants))

@@ -1,0 +1,103 @@
+"""The two detectors of the benchmark on one backbone: detectron2's own ``FCOS`` (from its
+model-zoo config) and DW-FCOS, their configs and their score thresholds."""
+
+import copy
+import functools
+import math
+import warnings
+from pathlib import Path
+
+import torch
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg, instantiate
+from detectron2.modeling import build_backbone, build_model
+
+from ..config import add_dw_config
+
+with warnings.catch_warnings():  # detectron2.model_zoo imports the deprecated pkg_resources
+    warnings.simplefilter("ignore", UserWarning)
+    from detectron2 import model_zoo
+
+# The benchmark runs from a checkout (like tools/), whose configs/ is four folders up.
+REPO = Path(__file__).resolve().parents[4]
+SMALL_CONFIG = REPO / "configs" / "dw_R_18_FPN_synthetic_demo.yaml"
+R50_CONFIG = REPO / "configs" / "dw_R_50_FPN_1x.yaml"
+
+VARIANTS = {"fcos": "FCOS (d2)", "dw": "DW", "dw_refine": "DW+refine"}
+# Threshold of the "low" view, on cls * ctr for both detectors (FCOS thresholds its square root).
+LOW_SCORE = 0.0025
+
+
+@functools.cache
+def _fcos_zoo_model():
+    return model_zoo.get_config("COCO-Detection/fcos_R_50_FPN_1x.py").model
+
+
+def fcos_default_score_thresh() -> float:
+    """detectron2's FCOS score threshold, on its score sqrt(cls * ctr) (0.2)."""
+    return float(_fcos_zoo_model().test_score_thresh)
+
+
+def dw_default_score_thresh() -> float:
+    """DW's score threshold, on cls * ctr (0.05, the release's)."""
+    cfg = get_cfg()
+    add_dw_config(cfg)
+    return float(cfg.MODEL.DW.TEST_SCORE_THRESH)
+
+
+def score_of_product(variant, product):
+    """The detector's own score for a threshold ``product`` on cls * ctr (FCOS: its sqrt)."""
+    return math.sqrt(product) if variant == "fcos" else product
+
+
+def make_cfg(config_file, variant, opts=(), device="cpu"):
+    """A DW config (``add_dw_config`` + ``config_file`` + ``opts``) for one variant.
+
+    ``variant`` "fcos" sets ``MODEL.META_ARCHITECTURE`` to "FCOS", which only
+    :func:`build_detector` understands (detectron2's FCOS is not registered); "dw_refine" turns
+    on ``MODEL.DW.BOX_REFINE``. ``MODEL.FCOS.TEST_SCORE_THRESH`` (added here) is FCOS's
+    threshold on sqrt(cls * ctr), detectron2's default unless overridden.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
+    cfg = get_cfg()
+    add_dw_config(cfg)
+    cfg.MODEL.FCOS = CN()
+    cfg.MODEL.FCOS.TEST_SCORE_THRESH = fcos_default_score_thresh()
+    cfg.merge_from_file(str(config_file))
+    cfg.merge_from_list(list(opts))
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.WEIGHTS = ""  # random init (the R-50 configs name ImageNet weights)
+    if variant == "fcos":
+        cfg.MODEL.META_ARCHITECTURE = "FCOS"
+    cfg.MODEL.DW.BOX_REFINE = variant == "dw_refine"
+    return cfg
+
+
+def build_fcos(cfg):
+    """detectron2's FCOS from its model-zoo config, on the DW backbone of ``cfg``.
+
+    The backbone is built first, as ``DWFCOS`` does, so one random state gives both detectors
+    the same backbone weights.
+    """
+    backbone = build_backbone(cfg)
+    in_features = list(cfg.MODEL.DW.IN_FEATURES)
+    shapes = backbone.output_shape()
+    model = copy.deepcopy(_fcos_zoo_model())
+    model.backbone = backbone
+    model.head_in_features = in_features
+    model.num_classes = cfg.MODEL.DW.NUM_CLASSES
+    model.head.input_shape = [shapes[f] for f in in_features]
+    model.head.conv_dims = [cfg.MODEL.FPN.OUT_CHANNELS] * cfg.MODEL.DW.NUM_CONVS
+    model.head.norm = cfg.MODEL.DW.NORM
+    model.pixel_mean = list(cfg.MODEL.PIXEL_MEAN)
+    model.pixel_std = list(cfg.MODEL.PIXEL_STD)
+    model.test_score_thresh = cfg.MODEL.FCOS.TEST_SCORE_THRESH
+    return instantiate(model).to(torch.device(cfg.MODEL.DEVICE))
+
+
+def build_detector(cfg):
+    """FCOS (``MODEL.META_ARCHITECTURE`` "FCOS") or a registered meta-architecture (DWFCOS)."""
+    if cfg.MODEL.META_ARCHITECTURE == "FCOS":
+        return build_fcos(cfg)
+    return build_model(cfg)

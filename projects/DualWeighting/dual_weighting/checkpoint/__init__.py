@@ -1,0 +1,32 @@
+"""Checkpoints: loading that fails clearly (:class:`DWCheckpointer`) and converters from the
+authors' MMDetection release (:mod:`.release`) and from torchvision's ImageNet ResNets
+(:mod:`.torchvision_resnet`) to detectron2 names. ``tools/convert_*.py`` are their command lines.
+"""
+
+from .checkpointer import DWCheckpointer
+from .release import (
+    check_against_model,
+    check_center_prior,
+    convert_for_config,
+    convert_mmdet_state_dict,
+    load_mmdet_state_dict,
+    save_converted_release,
+)
+from .torchvision_resnet import (
+    convert_torchvision_resnet,
+    load_torchvision_state_dict,
+    save_detectron2_checkpoint,
+)
+
+__all__ = [
+    "DWCheckpointer",
+    "check_against_model",
+    "check_center_prior",
+    "convert_for_config",
+    "convert_mmdet_state_dict",
+    "convert_torchvision_resnet",
+    "load_mmdet_state_dict",
+    "load_torchvision_state_dict",
+    "save_converted_release",
+    "save_detectron2_checkpoint",
+]

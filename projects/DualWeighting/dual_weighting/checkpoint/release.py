@@ -1,0 +1,314 @@
+"""The authors' DW release (MMDetection 2.x) -> detectron2: names, checks, conversion.
+
+The release's models are MMDetection ``FCOS`` detectors with a ``DWHead``. Every tensor is renamed
+to the name it has in this project's ``DWFCOS`` built from a config; nothing is reshaped or
+recomputed. The config decides which names must exist (refine, DCN, depth), and the converted
+names must equal the model's names exactly, with the same shapes, or the conversion stops and
+lists what is missing, unexpected or mis-shaped. Pair each release file with its config here:
+
+    release config                            config here
+    dw_r50_fpn_worefine_1x_coco               configs/dw_R_50_FPN_1x.yaml
+    dw_r50_fpn_1x_coco (reg_refine default)   configs/dw_R_50_FPN_refine_1x.yaml
+    dw_r50_fpn_mstrain_2x_coco                configs/dw_R_50_FPN_refine_ms_2x.yaml
+    dw_r50_fpn_dconv_c3-c5_mstrain_2x_coco    configs/dw_R_50_FPN_DCN_refine_ms_2x.yaml
+    dw_r101_fpn_worefine_mstrain_2x_coco      configs/dw_R_101_FPN_ms_2x.yaml
+
+Names (MMDetection -> detectron2; ``K`` = MMDetection's layer index, stage ``K + 1`` here):
+
+    backbone.conv1 / backbone.bn1             backbone.bottom_up.stem.conv1 / .conv1.norm
+    backbone.layerK.i.convJ / .bnJ            backbone.bottom_up.res{K+1}.i.convJ / .convJ.norm
+    backbone.layerK.i.downsample.0 / .1       backbone.bottom_up.res{K+1}.i.shortcut / .norm
+    backbone.layerK.i.conv2.conv_offset       backbone.bottom_up.res{K+1}.i.conv2_offset  (DCNv2)
+    neck.lateral_convs.i.conv                 backbone.fpn_lateral{3+i}
+    neck.fpn_convs.i.conv, i = 0..2           backbone.fpn_output{3+i}
+    neck.fpn_convs.3.conv / .4.conv           backbone.top_block.p6 / .p7  (on P5's output)
+    bbox_head.{cls,reg}_convs.i.conv / .gn    head.{cls,reg}_tower.i / .norm
+    bbox_head.{cls,reg}_convs.i.conv.conv_offset   head.{cls,reg}_tower.i.conv_offset  (DCNv2)
+    bbox_head.conv_cls / conv_reg / conv_centerness   head.cls_logits / head.box / head.centerness
+    bbox_head.scales.i.scale                  head.scales.i
+    bbox_head.reg_offset                      head.box_refine_offsets
+
+DCNv2 offset convs need no reordering: MMCV's ``ModulatedDeformConv2dPack`` and detectron2's
+deformable blocks both split ``conv_offset``'s output into two offset halves and a mask. BN's
+``num_batches_tracked`` is dropped. The release's ``bbox_head.center_prior.{mean,sigma}`` are
+fixed (not trained) per-class copies of the prior's mu and sigma: they are checked against
+``MODEL.DW.CENTER_PRIOR_MU`` / ``CENTER_PRIOR_SIGMA`` and dropped. Class order needs no change:
+MMDetection's COCO labels and detectron2's contiguous COCO ids both sort the category ids.
+
+Input: ``torch.save``-d ``{"meta": ..., "state_dict": {...}}`` (MMDetection's format) or a raw
+state dict; a leading ``module.`` (DataParallel) is stripped. Output
+(:func:`save_converted_release`): ``{"model": {...}, "__author__": ..., "matching_heuristics":
+False}`` for ``MODEL.WEIGHTS``. ``tools/convert_official_checkpoint.py`` is the command line; in
+Python::
+
+    cfg = build_cfg("configs/dw_R_50_FPN_refine_1x.yaml")
+    model = convert_for_config(load_mmdet_state_dict("dw_r50_1x.pth"), cfg)
+    save_converted_release(model, "dw_R_50_FPN_refine_1x.pth")
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+from ..config import add_dw_config
+
+__all__ = [
+    "build_cfg",
+    "check_against_model",
+    "check_center_prior",
+    "convert_for_config",
+    "convert_mmdet_state_dict",
+    "fpn_stages_of",
+    "load_mmdet_state_dict",
+    "rename",
+    "save_converted_release",
+]
+
+_BN = r"(weight|bias|running_mean|running_var)"
+_CONV = r"(weight|bias)"
+_HEAD_SIMPLE = {
+    "conv_cls": "head.cls_logits",
+    "conv_reg": "head.box",
+    "conv_centerness": "head.centerness",
+    "reg_offset": "head.box_refine_offsets",
+}
+_CENTER_PRIOR = re.compile(r"bbox_head\.center_prior\.(mean|sigma)")
+_DROPPED = re.compile(r".*\.num_batches_tracked")
+
+
+def _rename_backbone(key):
+    rules = [
+        (rf"backbone\.conv1\.{_CONV}", "stem.conv1.{0}"),
+        (rf"backbone\.bn1\.{_BN}", "stem.conv1.norm.{0}"),
+        (rf"backbone\.layer(\d)\.(\d+)\.conv(\d)\.{_CONV}", "res{s}.{1}.conv{2}.{3}"),
+        (rf"backbone\.layer(\d)\.(\d+)\.bn(\d)\.{_BN}", "res{s}.{1}.conv{2}.norm.{3}"),
+        (rf"backbone\.layer(\d)\.(\d+)\.downsample\.0\.{_CONV}", "res{s}.{1}.shortcut.{2}"),
+        (rf"backbone\.layer(\d)\.(\d+)\.downsample\.1\.{_BN}", "res{s}.{1}.shortcut.norm.{2}"),
+        (
+            rf"backbone\.layer(\d)\.(\d+)\.conv2\.conv_offset\.{_CONV}",
+            "res{s}.{1}.conv2_offset.{2}",
+        ),
+    ]
+    for pattern, template in rules:
+        match = re.fullmatch(pattern, key)
+        if match:
+            groups = match.groups()
+            # MMDetection's layer1..layer4 are detectron2's res2..res5.
+            stage = int(groups[0]) + 1 if key.startswith("backbone.layer") else None
+            return "backbone.bottom_up." + template.format(*groups, s=stage)
+    return None
+
+
+def _rename_neck(key, fpn_stages):
+    match = re.fullmatch(rf"neck\.(lateral_convs|fpn_convs)\.(\d+)\.conv\.{_CONV}", key)
+    if match is None:
+        return None
+    kind, index, param = match[1], int(match[2]), match[3]
+    if index < len(fpn_stages):
+        name = "fpn_lateral" if kind == "lateral_convs" else "fpn_output"
+        return f"backbone.{name}{fpn_stages[index]}.{param}"
+    if kind == "fpn_convs":
+        # MMDetection's extra convs ("on_output"): P6 from P5's output, then P7 from relu(P6).
+        return f"backbone.top_block.p{fpn_stages[-1] + 1 + index - len(fpn_stages)}.{param}"
+    return None
+
+
+def _rename_head(key):
+    match = re.fullmatch(
+        rf"bbox_head\.(cls|reg)_convs\.(\d+)\.(conv|gn)\.(conv_offset\.)?{_CONV}", key
+    )
+    if match:
+        branch, index, layer, offset, param = match.groups()
+        if layer == "gn":
+            return None if offset else f"head.{branch}_tower.{index}.norm.{param}"
+        return f"head.{branch}_tower.{index}.{offset or ''}{param}"
+    match = re.fullmatch(r"bbox_head\.scales\.(\d+)\.scale", key)
+    if match:
+        return f"head.scales.{match[1]}"
+    match = re.fullmatch(rf"bbox_head\.(\w+)\.{_CONV}", key)
+    if match and match[1] in _HEAD_SIMPLE:
+        return f"{_HEAD_SIMPLE[match[1]]}.{match[2]}"
+    return None
+
+
+def rename(key, fpn_stages=(3, 4, 5)):
+    """detectron2 name of MMDetection ``key``: "" if it is dropped, None if it is unknown.
+
+    Args:
+        key: a key of the release's state dict (without ``module.``).
+        fpn_stages: detectron2 stage number of each FPN input level, finest first (3, 4, 5 for
+            res3-res5); MMDetection's lateral/fpn conv ``i`` is level ``fpn_stages[i]``.
+    """
+    if _DROPPED.fullmatch(key) or _CENTER_PRIOR.fullmatch(key):
+        return ""
+    if key.startswith("backbone."):
+        return _rename_backbone(key)
+    if key.startswith("neck."):
+        return _rename_neck(key, list(fpn_stages))
+    if key.startswith("bbox_head."):
+        return _rename_head(key)
+    return None
+
+
+def convert_mmdet_state_dict(state_dict, fpn_stages=(3, 4, 5)):
+    """Rename the release's state dict to detectron2 names.
+
+    Returns:
+        ``(converted, center_prior)``: detectron2 name -> tensor (detached, on CPU), and the
+        release's ``{"mean", "sigma"}`` center-prior tensors that were found (checked by
+        :func:`check_center_prior`).
+
+    Raises:
+        ValueError: naming every key that is neither mapped nor known to be dropped, and any two
+            keys that map to the same name.
+    """
+    converted, center_prior, unmapped, sources = {}, {}, [], {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("module.")
+        new_key = rename(key, fpn_stages)
+        if new_key is None:
+            unmapped.append(key)
+            continue
+        prior = _CENTER_PRIOR.fullmatch(key)
+        if prior:
+            center_prior[prior[1]] = value.detach().cpu()
+        if not new_key:
+            continue
+        if new_key in converted:
+            raise ValueError(f"{sources[new_key]!r} and {key!r} both map to {new_key!r}")
+        converted[new_key], sources[new_key] = value.detach().cpu(), key
+    if unmapped:
+        raise ValueError(
+            f"{len(unmapped)} keys are not DW-release (MMDetection FCOS + DWHead) keys this "
+            f"converter knows: {', '.join(unmapped)}"
+        )
+    if not converted:
+        raise ValueError("The input contains no DW-release weights.")
+    return converted, center_prior
+
+
+def check_center_prior(center_prior, mu, sigma, atol=1e-5):
+    """Raise ValueError unless every per-class mean equals ``mu`` and every sigma ``sigma``.
+
+    The release learns neither (``requires_grad=False``); this project keeps one scalar each.
+    """
+    for name, expected in (("mean", mu), ("sigma", sigma)):
+        value = center_prior.get(name)
+        if value is not None and not torch.allclose(
+            value.float(), torch.full_like(value.float(), expected), atol=atol
+        ):
+            raise ValueError(
+                f"bbox_head.center_prior.{name} is not {expected} everywhere (min "
+                f"{value.min().item():g}, max {value.max().item():g}); set MODEL.DW.CENTER_PRIOR_"
+                f"{'MU' if name == 'mean' else 'SIGMA'} accordingly (one value for all classes)."
+            )
+
+
+def check_against_model(converted, model_state):
+    """Make ``converted`` load into a model with state dict ``model_state`` exactly.
+
+    Scalars stored as one-element tensors (or the reverse) are reshaped; nothing else is.
+
+    Returns:
+        dict[str, Tensor]: ``converted``, in the model's key order.
+
+    Raises:
+        ValueError: listing the model's names the checkpoint lacks, the names the model does
+            not have, and the names whose shapes differ.
+    """
+    missing = [k for k in model_state if k not in converted]
+    unexpected = [k for k in converted if k not in model_state]
+    wrong_shape, result = [], {}
+    for key, target in model_state.items():
+        if key not in converted:
+            continue
+        value = converted[key]
+        if value.shape != target.shape:
+            if value.numel() == target.numel() == 1:
+                value = value.reshape(target.shape)
+            else:
+                wrong_shape.append(f"{key}: {tuple(value.shape)} vs {tuple(target.shape)}")
+                continue
+        result[key] = value
+    problems = []
+    for title, names in (
+        ("missing (in the model, not in the checkpoint)", missing),
+        ("unexpected (in the checkpoint, not in the model)", unexpected),
+        ("with other shapes (checkpoint vs model)", wrong_shape),
+    ):
+        if names:
+            problems.append(f"{len(names)} {title}:\n  " + "\n  ".join(names))
+    if problems:
+        raise ValueError(
+            "The converted checkpoint does not fit the config's model; is it the config that "
+            "matches the release file (refine, DCN, depth, classes)?\n" + "\n".join(problems)
+        )
+    return result
+
+
+def load_mmdet_state_dict(path, unsafe_load=False):
+    """The state dict of an MMDetection checkpoint (``{"meta", "state_dict"}``) or a raw one.
+
+    Read with ``torch.load(weights_only=True)`` unless ``unsafe_load``, which unpickles
+    arbitrary objects (only for files you trust).
+    """
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=not unsafe_load)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"cannot read it with torch.load(weights_only=True) ({str(e).splitlines()[0]}); "
+            "if you trust the file, pass --unsafe-load"
+        ) from e
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a dict, got {type(data).__name__}")
+    if isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ValueError("expected a state dict of tensors, or one under 'state_dict'")
+    return data
+
+
+def build_cfg(config_file, opts=()):
+    """The config to convert for: ``config_file`` and ``opts`` (KEY VALUE list) on detectron2's
+    and DW's defaults, on the CPU, with no weights to load."""
+    cfg = get_cfg()
+    add_dw_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    return cfg
+
+
+def fpn_stages_of(model_state):
+    """detectron2 stage numbers of the FPN's lateral convs, finest first."""
+    stages = {int(m[1]) for k in model_state if (m := re.match(r"backbone\.fpn_lateral(\d+)\.", k))}
+    if not stages:
+        raise ValueError("The config's model has no detectron2 FPN (backbone.fpn_lateral*).")
+    return sorted(stages)
+
+
+def convert_for_config(state_dict, cfg):
+    """Convert ``state_dict`` and check it against the model built from ``cfg``."""
+    model_state = build_model(cfg).state_dict()
+    converted, center_prior = convert_mmdet_state_dict(state_dict, fpn_stages_of(model_state))
+    check_center_prior(center_prior, cfg.MODEL.DW.CENTER_PRIOR_MU, cfg.MODEL.DW.CENTER_PRIOR_SIGMA)
+    return check_against_model(converted, model_state)
+
+
+def save_converted_release(model, path):
+    """Write ``model`` (detectron2 name -> tensor) with ``torch.save`` for ``MODEL.WEIGHTS``; its
+    names are the model's own, so detectron2 matches them exactly (no heuristics)."""
+    torch.save(
+        {
+            "model": model,
+            "__author__": "DW release (MMDetection), tools/convert_official_checkpoint.py",
+            "matching_heuristics": False,
+        },
+        path,
+    )
