@@ -1,6 +1,11 @@
-"""Data and numerics that users' datasets throw at a detector: it trains or filters, never NaN."""
+"""Data and numerics that users' datasets throw at a detector: it trains or filters, never NaN.
+Non-finite values stop training with a FloatingPointError and never crash the process."""
 
+import functools
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +14,19 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, build_detection_train_loader
 from detectron2.data.datasets import register_coco_instances
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
+from torchvision.ops import deform_conv2d
 
-from dual_weighting import add_dw_config, dw_losses
+from dual_weighting import DWHead, add_dw_config, dw_losses
+from dual_weighting.backbone import ModulatedDeformBottleneckBlock
 from dual_weighting.checkpoint import DWCheckpointer
+from dual_weighting.data import generate_synthetic_coco
+from dual_weighting.deform_conv import deform_conv2d_full_precision
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -221,3 +231,185 @@ def test_checkpoint_of_the_other_family_names_the_mismatched_keys(tmp_path, capl
         DWCheckpointer(refine).load(str(tmp_path / "plain.pth"))
     assert "not found in the checkpoint" in caplog.text
     assert "head.box_refine_offsets" in caplog.text
+
+
+# torchvision's CPU deform_conv2d segfaults on a NaN offset (0.29): the checks that could reach
+# the kernel with one run in a subprocess, so that a regression fails a test, not the suite.
+
+
+def check_nan_offsets_never_reach_the_kernel():
+    """Run in a subprocess by :func:`run_nan_offset_check`; raises AssertionError on a wrong
+    value, and would die with a segmentation fault if a NaN offset reached the kernel."""
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    # The two forms in the package: 3x3 DCNv2 with a mask (backbone, head towers) and the 1x1
+    # grouped all-ones sampling of box refine, without a mask.
+    forms = [
+        ((2, 8, 6, 7), (2, 18, 6, 7), (4, 8, 3, 3), (2, 9, 6, 7), {"padding": 1}),
+        ((2, 4, 6, 7), (2, 8, 6, 7), (4, 1, 1, 1), None, {}),
+    ]
+    for x_shape, offset_shape, weight_shape, mask_shape, kwargs in forms:
+        x = torch.randn(x_shape, generator=g, dtype=torch.float64, requires_grad=True)
+        weight = torch.randn(weight_shape, generator=g, dtype=torch.float64, requires_grad=True)
+        mask = None if mask_shape is None else torch.rand(mask_shape, generator=g).double()
+        finite = 3 * torch.randn(offset_shape, generator=g, dtype=torch.float64)
+        # One NaN offset of image 1 at cell (2, 3); an infinite one at cell (4, 5).
+        offset = finite.clone()
+        offset[1, 1, 2, 3] = float("nan")
+        offset[1, 2, 4, 5] = float("inf")
+        offset.requires_grad_()
+        out = deform_conv2d_full_precision(x, offset, weight, mask=mask, **kwargs)
+        # The plain op on the offset with the NaN made 0: an independent reference everywhere
+        # else, where the output must be bit-identical (the infinite offset reads zeros).
+        expected = deform_conv2d(
+            x, offset.detach().nan_to_num(nan=0.0), weight, mask=mask, **kwargs
+        )
+        nan_cell = torch.zeros_like(out, dtype=torch.bool)
+        nan_cell[1, :, 2, 3] = True
+        assert out[nan_cell].isnan().all(), "the NaN offset's output cell must be NaN"
+        assert torch.equal(out[~nan_cell], expected[~nan_cell])
+        out.nan_to_num().sum().backward()
+        assert all(torch.isfinite(t.grad).all() for t in (x, weight)), "finite gradients"
+        assert offset.grad[1, :, 2, 3].eq(0).all(), "no gradient through the NaN cell"
+
+        all_nan = torch.full(offset_shape, float("nan"), dtype=torch.float64)
+        assert deform_conv2d_full_precision(x, all_nan, weight, mask=mask, **kwargs).isnan().all()
+
+    # The layers that call it: a DCN bottleneck block (backbone) and a head with DCN towers and
+    # box refine, on a NaN pixel and on NaN features: NaN out, where the finite checks see it.
+    block = ModulatedDeformBottleneckBlock(16, 32, bottleneck_channels=8, norm="FrozenBN")
+    image = torch.randn(1, 16, 9, 9, generator=g)
+    image[0, 3, 4, 4] = float("nan")
+    with torch.no_grad():
+        block.conv2_offset.weight.normal_(generator=g)
+        assert block(image).isnan().any()
+    shapes = [ShapeSpec(channels=32, stride=s) for s in (8, 16)]
+    head = DWHead(input_shape=shapes, num_classes=3, box_refine=True, dcn_on_last_conv=True)
+    for value in (float("nan"), float("inf")):
+        with torch.no_grad():
+            predictions = head([torch.full((1, 32, 6, 8), value), torch.full((1, 32, 3, 4), value)])
+        assert all(x.isnan().all() for level in predictions for x in level)
+    print("checked")
+
+
+@functools.cache
+def run_nan_offset_check():
+    """Run :func:`check_nan_offsets_never_reach_the_kernel` in a fresh Python process, once a
+    session (test_model_e2e.py runs it before its non-finite cases)."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import test_robustness as t; t.check_nan_offsets_never_reach_the_kernel()",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent,
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"),
+        timeout=300,
+    )
+
+
+def test_nan_offsets_give_nan_cells_instead_of_a_segmentation_fault():
+    proc = run_nan_offset_check()
+    # -11 (SIGSEGV) is the regression this guards against.
+    assert proc.returncode == 0, f"exit code {proc.returncode}:\n{proc.stderr[-3000:]}"
+    assert proc.stdout.strip().endswith("checked")
+
+
+def test_non_finite_boxes_are_dropped_and_finite_ones_kept():
+    model = build_model(small_cfg()).eval()
+    images = ImageList(torch.zeros(1, 3, 96, 128), [(96, 128)])
+    with torch.no_grad():
+        features = [model.backbone(images.tensor)[f] for f in model.head_in_features]
+        logits, box_ltrb, centerness = model.head(features)
+    # Background everywhere, except five p3 points (stride 8) of class 1, score ~1, each with a
+    # box of 8 px on every side: at A (1, 1) the left side is infinite, at B (1, 5) the top is
+    # NaN, at C (3, 2) the score is NaN; D (8, 3) and E (6, 12) are finite and far apart.
+    for x in logits:
+        x.fill_(-20.0)
+    for x in centerness:
+        x.fill_(20.0)
+    for x in box_ltrb:
+        x.fill_(8.0)
+    for i, j in [(1, 1), (1, 5), (3, 2), (8, 3), (6, 12)]:
+        logits[0][0, 1, i, j] = 20.0
+    box_ltrb[0][0, 0, 1, 1] = float("inf")
+    box_ltrb[0][0, 1, 1, 5] = float("nan")
+    logits[0][0, 1, 3, 2] = float("nan")
+    (result,) = model.forward_inference(images, features, [logits, box_ltrb, centerness])
+    # Box of point (i, j): centre ((j + 0.5) * 8, (i + 0.5) * 8), 8 px to each side.
+    expected = torch.tensor([[20.0, 60, 36, 76], [92, 44, 108, 60]])
+    order = result.pred_boxes.tensor[:, 0].argsort()
+    torch.testing.assert_close(result.pred_boxes.tensor[order], expected)
+    assert result.pred_classes.tolist() == [1, 1]
+
+
+def test_non_finite_input_image_is_named_at_inference():
+    model = build_model(small_cfg()).eval()
+    finite = torch.rand(3, 96, 128) * 255
+    nan_image, inf_image = finite.clone(), finite.clone()
+    nan_image[1, 5, 7] = float("nan")
+    inf_image[0, 0, 0] = float("inf")
+    batch = [
+        {"image": finite},
+        {"image": nan_image, "file_name": "frames/b.jpg"},
+        {"image": inf_image},
+        {"image": finite.to(torch.uint8)},
+    ]
+    with pytest.raises(
+        ValueError, match=r"batched_inputs\[1\] \(frames/b.jpg\), batched_inputs\[2\]\."
+    ):
+        model(batch)
+    with torch.no_grad():
+        assert len(model([batch[0], batch[3]])) == 2
+    # Training stops on the predictions instead, naming the iteration.
+    model.train()
+    batch = two_box_batch()
+    batch[0]["image"][0, 10, 10] = float("nan")
+    with EventStorage(start_iter=5), pytest.raises(FloatingPointError, match="iteration=5"):
+        model(batch)
+
+
+def test_divergent_training_stops_naming_the_iteration_and_resumes_from_the_last_checkpoint(
+    tmp_path,
+):
+    # Deferred: test_train_net imports at collection would register its dataset fixture here.
+    from test_train_net import run, tiny_args
+
+    data = tmp_path / "shapes"
+    generate_synthetic_coco(data, num_train=8, num_val=4, image_size=(128, 160), seed=3)
+    out = tmp_path / "run"
+    # Box refine and DCN towers, whose NaN offsets used to segfault the process. The learning
+    # rate is multiplied by 1e10 at iteration 2: that step makes the weights non-finite, so the
+    # predictions of iteration 3 are; checkpoints after iterations 1 and 3. No warm-up: it would
+    # ramp towards the multiplied rate from iteration 0.
+    opts = (
+        "MODEL.DW.BOX_REFINE", "True", "MODEL.DW.DCN_ON_LAST_CONV", "True",
+        "SOLVER.STEPS", "(2,)", "SOLVER.GAMMA", "1e10", "SOLVER.WARMUP_ITERS", "0",
+        "SOLVER.CHECKPOINT_PERIOD", "2",
+        "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()",
+    )  # fmt: skip
+    proc = run(tiny_args(data, out, *opts, max_iter=6), check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # not -11, a segmentation fault
+    assert "FloatingPointError: DW-FCOS predictions became infinite or NaN at iteration=3" in (
+        proc.stderr
+    )
+    assert (out / "last_checkpoint").read_text().strip() == "model_0000001.pth"
+
+    cfg = get_cfg()
+    add_dw_config(cfg)
+    cfg.merge_from_file(str(out / "config.yaml"))
+    model = build_model(cfg)
+    extra = DWCheckpointer(model, strict=True).load(str(out / "model_0000001.pth"))
+    assert extra["iteration"] == 1
+    assert all(torch.isfinite(p).all() for p in model.state_dict().values())
+
+    # detectron2's resume restores the schedule too: training goes on from iteration 2 and stops
+    # again at the same iteration, with the same error.
+    proc = run(["--resume", *tiny_args(data, out, *opts, max_iter=6)], check=False)
+    log = proc.stdout + proc.stderr
+    assert f"Loading from {out / 'model_0000001.pth'}" in log
+    assert "Starting training from iteration 2" in log
+    assert proc.returncode == 1
+    assert "infinite or NaN at iteration=3" in proc.stderr

@@ -29,20 +29,38 @@ _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def deform_conv2d_full_precision(input, offset, weight, bias=None, mask=None, **kwargs):
-    """``torchvision.ops.deform_conv2d`` with autocast off and half-precision inputs in float32.
+    """``torchvision.ops.deform_conv2d`` with autocast off, half-precision inputs in float32, and
+    NaN offsets kept away from the kernel.
 
     torchvision's own autocast rule does this on CUDA only, and its CPU kernel has no float16 or
     bfloat16 version, so under CPU autocast the plain op fails. float64 inputs stay float64.
     ``kwargs`` are deform_conv2d's (stride, padding, dilation).
+
+    A NaN offset passes the CPU kernel's "outside the input" test (every comparison with NaN is
+    false) and becomes an out-of-bounds index: the process dies with a segmentation fault
+    (torchvision 0.29). Infinite offsets are caught by that test and read zeros, as any offset
+    outside the input does. So NaN offsets go to the kernel as 0, and every output cell
+    (all channels) whose offsets held a NaN is set to NaN afterwards: the NaN still reaches the
+    caller's finite checks. Branch-free, so no host-device sync on CUDA; finite offsets give the
+    bit-identical output of the plain op.
     """
 
     def full(t):
         return t.float() if t is not None and t.dtype in _HALF_DTYPES else t
 
+    nan_offset = offset.isnan()
     with torch.autocast(input.device.type, enabled=False):
-        return deform_conv2d(
-            full(input), full(offset), full(weight), full(bias), mask=full(mask), **kwargs
+        out = deform_conv2d(
+            full(input),
+            full(offset.masked_fill(nan_offset, 0)),
+            full(weight),
+            full(bias),
+            mask=full(mask),
+            **kwargs,
         )
+    # (N, 1, Ho, Wo): offset and output share the output's grid. In place: deform_conv2d's
+    # backward does not read its output.
+    return out.masked_fill_(nan_offset.any(dim=1, keepdim=True), float("nan"))
 
 
 class ModulatedDeformConv(nn.Module):

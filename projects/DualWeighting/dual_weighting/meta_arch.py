@@ -114,6 +114,14 @@ class DWFCOS(DenseDetector):
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
 
+    def preprocess_image(self, batched_inputs: list[dict]):
+        """detectron2's normalisation, padding and batching. At inference, first rejects a
+        floating-point input image holding an infinite or NaN pixel with a ValueError naming it
+        (training stops on the non-finite predictions instead, naming the iteration)."""
+        if not self.training:
+            _check_finite_images(batched_inputs)
+        return super().preprocess_image(batched_inputs)
+
     def anchor_points(self, features: list[torch.Tensor]):
         """Anchor points of all levels, finest first.
 
@@ -188,6 +196,10 @@ class DWFCOS(DenseDetector):
             scores: L tensors (H_l * W_l, C), joint scores in [0, 1].
             box_ltrb: L tensors (H_l * W_l, 4), distances in pixels.
             image_size: (height, width) of the resized input, before padding.
+
+        Candidates with a NaN score fail the threshold; those with an infinite or NaN box
+        (non-finite predictions, from a diverged model or overflowing half precision) are
+        dropped, so every returned box is finite, as ``Boxes.clip`` requires.
         """
         pred = self._decode_multi_level_predictions(
             anchors,
@@ -197,8 +209,31 @@ class DWFCOS(DenseDetector):
             self.test_topk_candidates,
             image_size,
         )
+        pred = pred[torch.isfinite(pred.pred_boxes.tensor).all(dim=1)]
         pred.pred_boxes.clip(image_size)
         keep = batched_nms(
             pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh
         )
         return pred[keep[: self.max_detections_per_image]]
+
+
+def _check_finite_images(batched_inputs: list[dict]):
+    """Raise a ValueError naming each floating-point ``image`` of ``batched_inputs`` that holds an
+    infinite or NaN pixel. Integer images (detectron2's mappers give uint8) are finite."""
+    floats = [
+        (i, x["image"]) for i, x in enumerate(batched_inputs) if x["image"].is_floating_point()
+    ]
+    if not floats:
+        return
+    # One host read for the batch.
+    finite = torch.stack([torch.isfinite(image).all() for _, image in floats]).tolist()
+    bad = []
+    for (i, _), ok in zip(floats, finite):
+        if not ok:
+            source = batched_inputs[i].get("file_name")
+            bad.append(f"batched_inputs[{i}]" + (f" ({source})" if source else ""))
+    if bad:
+        raise ValueError(
+            f"DWFCOS got input images with infinite or NaN pixels: {', '.join(bad)}. "
+            "Pixel values must be finite."
+        )
