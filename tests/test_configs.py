@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from detectron2.config import get_cfg
+from detectron2.engine import DefaultTrainer
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
@@ -15,13 +16,20 @@ from dual_weighting.deform_conv import ModulatedDeformConv
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ALL_YAMLS = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base-"))
 
-# The spec's table: depth, DCN, multi-scale, refine, iterations, lr steps.
+# The release counts epochs: 1x = 12 epochs with lr steps after epochs 8 and 11, 2x = 24 with
+# steps after 16 and 22. COCO train2017 has 117,266 images after the empty-image filter, so an
+# epoch at 16 images a batch is 7,330 iterations (117,266 / 16, rounded up).
+ITERS_PER_EPOCH = 7330
+SCHEDULES = {"1x": (12, (8, 11)), "2x": (24, (16, 22))}
+# The spec's table: depth, DCN, multi-scale, refine, schedule.
 PUBLISHED = {
-    "dw_R_50_FPN_1x.yaml": (50, False, False, False, 90000, (60000, 80000)),
-    "dw_R_50_FPN_refine_1x.yaml": (50, False, False, True, 90000, (60000, 80000)),
-    "dw_R_50_FPN_refine_ms_2x.yaml": (50, False, True, True, 180000, (120000, 160000)),
-    "dw_R_50_FPN_DCN_refine_ms_2x.yaml": (50, True, True, True, 180000, (120000, 160000)),
-    "dw_R_101_FPN_ms_2x.yaml": (101, False, True, False, 180000, (120000, 160000)),
+    "dw_R_50_FPN_1x.yaml": (50, False, False, False, "1x"),
+    "dw_R_50_FPN_refine_1x.yaml": (50, False, False, True, "1x"),
+    "dw_R_50_FPN_refine_ms_2x.yaml": (50, False, True, True, "2x"),
+    "dw_R_50_FPN_DCN_refine_ms_2x.yaml": (50, True, True, True, "2x"),
+    "dw_R_101_FPN_ms_2x.yaml": (101, False, True, False, "2x"),
+    # The spec's R-101 row, the release's dw_r101_fpn_1x_coco (no published model or number).
+    "dw_R_101_FPN_refine_1x.yaml": (101, False, False, True, "1x"),
 }
 
 
@@ -34,18 +42,40 @@ def load(path):
 
 def test_every_published_model_has_a_config():
     assert set(PUBLISHED) <= {p.name for p in ALL_YAMLS}
+    assert ITERS_PER_EPOCH == -(-117266 // 16)
+
+
+def test_schedules_in_iterations():
+    # Written out: 1x = 87,960 iterations, steps 58,640 / 80,630; 2x = 175,920, 117,280 / 161,260.
+    one_x = load(CONFIGS / "dw_R_50_FPN_1x.yaml").SOLVER
+    assert (one_x.MAX_ITER, tuple(one_x.STEPS)) == (87960, (58640, 80630))
+    two_x = load(CONFIGS / "dw_R_50_FPN_refine_ms_2x.yaml").SOLVER
+    assert (two_x.MAX_ITER, tuple(two_x.STEPS)) == (175920, (117280, 161260))
+
+
+def test_reference_world_size_rescales_the_schedule():
+    # detectron2's REFERENCE_WORLD_SIZE: 8 GPUs of 2 images; on 4 GPUs it halves the batch and
+    # the lr and doubles the iterations, keeping the epoch boundaries.
+    cfg = load(CONFIGS / "dw_R_50_FPN_1x.yaml")
+    cfg.SOLVER.REFERENCE_WORLD_SIZE = 8
+    scaled = DefaultTrainer.auto_scale_workers(cfg, 4).SOLVER
+    assert (scaled.IMS_PER_BATCH, scaled.BASE_LR) == (8, 0.005)
+    assert (scaled.MAX_ITER, tuple(scaled.STEPS)) == (2 * 87960, (2 * 58640, 2 * 80630))
+    assert scaled.WARMUP_ITERS == 2000
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_config_matches_the_release(name):
-    depth, dcn, multi_scale, refine, iters, steps = PUBLISHED[name]
+    depth, dcn, multi_scale, refine, schedule = PUBLISHED[name]
+    epochs, step_epochs = SCHEDULES[schedule]
     cfg = load(CONFIGS / name)
     assert cfg.MODEL.META_ARCHITECTURE == "DWFCOS"
     assert cfg.MODEL.RESNETS.DEPTH == depth
     assert any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE) == dcn
     assert cfg.MODEL.DW.DCN_ON_LAST_CONV == dcn
     assert cfg.MODEL.DW.BOX_REFINE == refine
-    assert cfg.SOLVER.MAX_ITER == iters and tuple(cfg.SOLVER.STEPS) == steps
+    assert cfg.SOLVER.MAX_ITER == epochs * ITERS_PER_EPOCH
+    assert tuple(cfg.SOLVER.STEPS) == tuple(e * ITERS_PER_EPOCH for e in step_epochs)
     if multi_scale:
         assert cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range"
         assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (480, 960)
@@ -66,6 +96,9 @@ def test_config_matches_the_release(name):
     assert list(cfg.MODEL.PIXEL_MEAN) == [123.675, 116.28, 103.53]
     assert list(cfg.MODEL.PIXEL_STD) == [58.395, 57.12, 57.375]
     assert cfg.MODEL.BACKBONE.FREEZE_AT == 2
+    # The release's BN (statistics frozen, affine trained) and test-time resize.
+    assert cfg.MODEL.RESNETS.NORM == "FrozenStatsBN"
+    assert cfg.INPUT.RELEASE_TEST_RESIZE is True
     assert cfg.DATASETS.TEST == ("coco_2017_val",)
 
 

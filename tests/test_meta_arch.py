@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.layers import ShapeSpec
+from detectron2.layers import ShapeSpec, batched_nms
 from detectron2.modeling import Backbone
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
@@ -122,6 +122,30 @@ def test_boxes_rescaled_to_the_original_size():
         inst.pred_boxes.tensor,
         2 * torch.tensor([[4.0, 4, 24, 20], [6, 4, 26, 20], [30, 0, 48, 18]]),
     )
+
+
+def test_nms_keeps_an_exact_float32_tie_as_the_release():
+    """Boxes (0, 0, 40, 40) and (0, 0, 40, 24) of one class: IoU 960 / 1600 = 0.6 exactly. The
+    release compares in float32 (0.6 > float32(0.6) is false: kept); torchvision in double."""
+    shape = {"p3": (6, 6), "p4": (3, 3)}
+    logits = [torch.full((1, C, h, w), -20.0) for h, w in shape.values()]
+    ltrb = [torch.ones(1, 4, h, w) for h, w in shape.values()]
+    ctr = [torch.full((1, 1, h, w), 20.0) for h, w in shape.values()]
+    # p3 (2, 2), centre (20, 20): box (0, 0, 40, 40); p3 (1, 2), centre (20, 12): (0, 0, 40, 24).
+    logits[0][0, 0, 2, 2], ltrb[0][0, :, 2, 2] = 2.0, torch.tensor([20.0, 20, 20, 20])
+    logits[0][0, 0, 1, 2], ltrb[0][0, :, 1, 2] = 0.0, torch.tensor([20.0, 12, 20, 12])
+    model = make_model(FixedHead(logits, ltrb, ctr))
+    inputs = [{"image": torch.zeros(3, 48, 48), "height": 48, "width": 48}]
+    with torch.no_grad():
+        inst = model(inputs)[0]["instances"]
+    torch.testing.assert_close(
+        inst.pred_boxes.tensor, torch.tensor([[0.0, 0, 40, 40], [0, 0, 40, 24]])
+    )
+    # What detectron2's batched_nms (torchvision) decides for the same two boxes.
+    kept_by_torchvision = batched_nms(
+        inst.pred_boxes.tensor, inst.scores, inst.pred_classes, model.test_nms_thresh
+    )
+    assert kept_by_torchvision.tolist() == [0]
 
 
 def test_topk_per_level_and_detections_per_image():

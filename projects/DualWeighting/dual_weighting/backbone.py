@@ -22,6 +22,7 @@ from fvcore.nn import weight_init
 from torch import nn
 
 from .deform_conv import ModulatedDeformConv
+from .layers import resolve_norm
 
 __all__ = ["ModulatedDeformBottleneckBlock", "build_dw_resnet", "build_dw_resnet_fpn_backbone"]
 
@@ -109,8 +110,10 @@ def build_dw_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
     ``RES2_OUT_CHANNELS`` 64, ``NUM_GROUPS`` 1); depths 50/101/152 use bottleneck blocks, made
     deformable on the stages enabled by ``DEFORM_ON_PER_STAGE`` (DCNv2 only, i.e.
     ``DEFORM_MODULATED`` True). ``RES5_DILATION`` must be 1 (the FPN needs a stride-32 res5).
+    ``NORM`` is a detectron2 ``get_norm`` name or "FrozenStatsBN" (:mod:`dual_weighting.layers`).
     """
     res = cfg.MODEL.RESNETS
+    norm = resolve_norm(res.NORM)
     depth = res.DEPTH
     if depth not in _BLOCKS_PER_STAGE:
         raise ValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_BLOCKS_PER_STAGE)}.")
@@ -126,7 +129,7 @@ def build_dw_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
     if any(deform_on) and not res.DEFORM_MODULATED:
         raise ValueError("Only modulated DCN (DCNv2) is supported: set DEFORM_MODULATED True.")
 
-    stem = BasicStem(input_shape.channels, res.STEM_OUT_CHANNELS, norm=res.NORM)
+    stem = BasicStem(input_shape.channels, res.STEM_OUT_CHANNELS, norm=norm)
     in_channels, out_channels = res.STEM_OUT_CHANNELS, res.RES2_OUT_CHANNELS
     bottleneck_channels = res.NUM_GROUPS * res.WIDTH_PER_GROUP
     stages = []
@@ -137,7 +140,7 @@ def build_dw_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
             "stride_per_block": [1 if idx == 0 else 2] + [1] * (num_blocks - 1),
             "in_channels": in_channels,
             "out_channels": out_channels,
-            "norm": res.NORM,
+            "norm": norm,
         }
         if basic:
             block_class = BasicBlock
@@ -166,9 +169,10 @@ def build_dw_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     Unlike detectron2's ``build_retinanet_resnet_fpn_backbone`` (P6 from res5), P6 is a 3x3/2
     conv on the FPN's P5 output and P7 a 3x3/2 conv on relu(P6), as in the DW/FCOS release.
 
-    Normalization: the release trains the BN affine parameters with frozen statistics; our
-    configs use detectron2's ``FrozenBN``, which freezes the affine parameters too. Stages up to
-    ``BACKBONE.FREEZE_AT`` (2 = stem + res2) are frozen in either case.
+    Normalization: the release trains the BN affine parameters with frozen statistics, which
+    ``RESNETS.NORM`` "FrozenStatsBN" (the configs' choice) reproduces; detectron2's "FrozenBN"
+    freezes the affine parameters too. Stages up to ``BACKBONE.FREEZE_AT`` (2 = stem + res2, the
+    release's ``frozen_stages=1``) are fully frozen (``FrozenBatchNorm2d``) in either case.
 
     Reads ``MODEL.BACKBONE.FREEZE_AT``; ``MODEL.RESNETS.{DEPTH, NORM, STEM_OUT_CHANNELS,
     RES2_OUT_CHANNELS, NUM_GROUPS, WIDTH_PER_GROUP, STRIDE_IN_1X1, RES5_DILATION, OUT_FEATURES,

@@ -4,7 +4,8 @@ from detectron2.config import CfgNode as CN
 
 
 def add_dw_config(cfg):
-    """Add the keys of DW-FCOS to a detectron2 config, in place, under ``cfg.MODEL.DW``.
+    """Add the keys of DW-FCOS to a detectron2 config, in place: ``cfg.MODEL.DW`` and the input
+    option ``cfg.INPUT.RELEASE_TEST_RESIZE``.
 
     Example::
 
@@ -54,3 +55,10 @@ def add_dw_config(cfg):
     cfg.MODEL.DW.TEST_TOPK_CANDIDATES = 1000
     cfg.MODEL.DW.TEST_NMS_THRESH = 0.6
     cfg.MODEL.DW.MAX_DETECTIONS_PER_IMAGE = 100
+
+    # Resize test images as the authors' release does (OpenCV bilinear, mmcv's size rounding;
+    # dual_weighting.data.ReleaseResizeShortestEdge) instead of detectron2's ResizeShortestEdge
+    # (PIL), to evaluate converted release checkpoints on exactly the release's input. An input
+    # option, so under INPUT where detectron2 keeps the resize keys. Off here (detectron2's
+    # behaviour); the published-model configs turn it on.
+    cfg.INPUT.RELEASE_TEST_RESIZE = False

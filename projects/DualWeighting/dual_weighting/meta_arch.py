@@ -7,7 +7,6 @@ from typing import Optional
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import batched_nms
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransformLinear
@@ -17,6 +16,7 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from .head import build_dw_head
+from .layers import batched_nms_float32
 from .losses import dw_losses
 
 
@@ -211,7 +211,8 @@ class DWFCOS(DenseDetector):
         )
         pred = pred[torch.isfinite(pred.pred_boxes.tensor).all(dim=1)]
         pred.pred_boxes.clip(image_size)
-        keep = batched_nms(
+        # The release's rule: IoU against the threshold in float32 (torchvision's is double).
+        keep = batched_nms_float32(
             pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh
         )
         return pred[keep[: self.max_detections_per_image]]

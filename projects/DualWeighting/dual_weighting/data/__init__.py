@@ -1,4 +1,5 @@
-"""Datasets: a generated COCO-format shapes dataset and COCO-format registration helpers.
+"""Datasets: a generated COCO-format shapes dataset and COCO-format registration helpers; the
+release's test-time resize (:mod:`.transforms`).
 
 Nothing is registered at import; call :func:`ensure_synthetic`, :func:`register_synthetic` or
 :func:`register_coco_from_spec`. Real COCO uses detectron2's builtin ``coco_2017_*`` names.
@@ -11,14 +12,24 @@ from .datasets import (
     register_synthetic,
 )
 from .synthetic import CLASS_NAMES, generate_synthetic_coco, render_image, synthetic_params
+from .transforms import (
+    OpenCVResizeTransform,
+    ReleaseResizeShortestEdge,
+    build_test_augmentation,
+    release_resize_shape,
+)
 
 __all__ = [
     "CLASS_NAMES",
+    "OpenCVResizeTransform",
+    "ReleaseResizeShortestEdge",
+    "build_test_augmentation",
     "default_synthetic_root",
     "ensure_synthetic",
     "generate_synthetic_coco",
     "register_coco_from_spec",
     "register_synthetic",
+    "release_resize_shape",
     "render_image",
     "synthetic_params",
 ]

@@ -1,15 +1,17 @@
 """detectron2's ``DefaultTrainer`` for DW-FCOS: COCO box evaluation, CPU workers, strict
-evaluation loading."""
+evaluation loading, the release's test-time resize on request."""
 
 import functools
 import os
 from unittest import mock
 
+from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator
 
 from ..checkpoint import DWCheckpointer
+from ..data import build_test_augmentation
 
 
 class DWTrainer(DefaultTrainer):
@@ -24,6 +26,13 @@ class DWTrainer(DefaultTrainer):
         cpu_ddp = functools.partial(d2_defaults.create_ddp_model, device_ids=None)
         with mock.patch.object(d2_defaults, "create_ddp_model", cpu_ddp):
             super().__init__(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """detectron2's test loader; it resizes as the release does when
+        ``INPUT.RELEASE_TEST_RESIZE`` is on (:func:`..data.build_test_augmentation`)."""
+        mapper = DatasetMapper(cfg, is_train=False, augmentations=build_test_augmentation(cfg))
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

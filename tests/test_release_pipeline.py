@@ -1,0 +1,122 @@
+"""The release's test-time resize (INPUT.RELEASE_TEST_RESIZE): mmcv's output size, OpenCV's
+bilinear interpolation, and DWTrainer's test loader using them."""
+
+import itertools
+
+import cv2
+import numpy as np
+import pytest
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.transforms import ResizeShortestEdge, ResizeTransform
+from PIL import Image
+
+from dual_weighting import add_dw_config
+from dual_weighting.data import (
+    OpenCVResizeTransform,
+    ReleaseResizeShortestEdge,
+    build_test_augmentation,
+    release_resize_shape,
+)
+from dual_weighting.engine import DWTrainer
+
+
+@pytest.mark.parametrize(
+    "size,release,detectron2",
+    [
+        # COCO's usual 640 x 480: 640 * 800 / 480 = 1066.67 -> 1067 in both.
+        ((480, 640), (800, 1067), (800, 1067)),
+        ((1000, 1000), (800, 800), (800, 800)),
+        # Longer side capped: mmcv scales once by min(1333 / 62, 800 / 3) = 21.5, and
+        # 3 * 21.5 + 0.5 = 65; detectron2 scales by 800 / 3, then by 1333 / 16533.3, and its
+        # 64.49999... rounds to 64.
+        ((3, 62), (65, 1333), (64, 1333)),
+        ((6, 124), (65, 1333), (64, 1333)),
+    ],
+)
+def test_output_size_rule(size, release, detectron2):
+    assert release_resize_shape(*size, 800, 1333) == release
+    assert ResizeShortestEdge.get_output_shape(*size, 800, 1333) == detectron2
+
+
+def exact_bilinear(image, new_h, new_w):
+    """Float bilinear resize with half-pixel centres and edge clamping (no antialiasing), the
+    sampling of OpenCV's INTER_LINEAR, per channel."""
+    h, w = image.shape[:2]
+
+    def taps(new, old):
+        src = np.clip((np.arange(new) + 0.5) * old / new - 0.5, 0, old - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, old - 1)
+        return lo, hi, src - lo
+
+    y0, y1, fy = taps(new_h, h)
+    x0, x1, fx = taps(new_w, w)
+    img = image.astype(np.float64)
+    rows = img[y0] * (1 - fy)[:, None, None] + img[y1] * fy[:, None, None]
+    return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+
+
+@pytest.mark.parametrize("new_size", [(91, 67), (13, 9)], ids=["up", "down"])
+def test_resize_is_opencv_bilinear_not_pil(new_size):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    ours = OpenCVResizeTransform(40, 30, *new_size).apply_image(image)
+    assert ours.shape == (*new_size, 3) and ours.dtype == np.uint8
+    # OpenCV's fixed-point arithmetic stays within one grey level of exact bilinear.
+    assert np.abs(ours - exact_bilinear(image, *new_size)).max() <= 1.0
+    pil = ResizeTransform(40, 30, *new_size).apply_image(image)
+    gap = np.abs(ours.astype(int) - pil).max()
+    # Upscaling: PIL rounds between its two passes (1 level apart); downscaling: PIL averages
+    # over the whole footprint (antialiasing), far from 2-tap bilinear on noise.
+    assert gap == 1 if new_size[0] > 40 else gap > 20
+    # A single-channel image keeps its channel axis, as detectron2's transform does.
+    gray = OpenCVResizeTransform(40, 30, *new_size).apply_image(image[:, :, :1])
+    np.testing.assert_array_equal(gray[:, :, 0], ours[:, :, 0])
+
+
+def test_augmentation_checks_sizes():
+    with pytest.raises(ValueError, match="INPUT.MIN_SIZE_TEST=0"):
+        ReleaseResizeShortestEdge(0, 1333)
+    transform = ReleaseResizeShortestEdge(800, 1333).get_transform(np.zeros((6, 124, 3), np.uint8))
+    assert (transform.new_h, transform.new_w) == (65, 1333)
+    with pytest.raises(ValueError, match="expected an image of"):
+        transform.apply_image(np.zeros((7, 124, 3), np.uint8))
+
+
+def _cfg(release):
+    cfg = get_cfg()
+    add_dw_config(cfg)
+    cfg.INPUT.RELEASE_TEST_RESIZE = release
+    cfg.INPUT.FORMAT = "RGB"  # as in Base-DW.yaml
+    cfg.DATALOADER.NUM_WORKERS = 0
+    return cfg
+
+
+def test_trainer_test_loader_follows_the_option(tmp_path):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (6, 124, 3), dtype=np.uint8)
+    path = tmp_path / "wide.png"
+    Image.fromarray(image).save(path)
+    name = "dw_test_release_resize"
+    DatasetCatalog.register(
+        name, lambda: [{"file_name": str(path), "height": 6, "width": 124, "image_id": 0}]
+    )
+    MetadataCatalog.get(name).thing_classes = ["thing"]
+    try:
+        images = {}
+        for release in (True, False):
+            cfg = _cfg(release)
+            assert type(build_test_augmentation(cfg)[0]) is (
+                ReleaseResizeShortestEdge if release else ResizeShortestEdge
+            )
+            (batch,) = itertools.islice(DWTrainer.build_test_loader(cfg, name), 1)
+            assert (batch[0]["height"], batch[0]["width"]) == (6, 124)
+            images[release] = batch[0]["image"].permute(1, 2, 0).numpy()
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    # mmcv's imrescale: its size rule, then cv2.resize(img, (w, h), INTER_LINEAR).
+    expected = cv2.resize(image, (1333, 65), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(images[True], expected)
+    assert images[False].shape == (64, 1333, 3)
