@@ -81,6 +81,26 @@ def test_train_writes_checkpoint_and_metrics_then_eval_only_prints_ap(dataset, t
     assert f"Loading from {out / 'model_final.pth'}" in log
     assert "Evaluation results for t_val in csv format" in log
     assert "copypaste: AP,AP50,AP75,APs,APm,APl" in log
+    assert "COCOeval backend: faster_coco_eval" in log  # the default where it is installed
+
+    # pycocotools forced, and 3 images a batch: the same numbers. The generated images share one
+    # size, so batching pads nothing here (README states the difference with padding).
+    proc = run(
+        ["--eval-only"]
+        + tiny_args(dataset, tmp_path / "eval_pycocotools", "MODEL.WEIGHTS",
+                    str(out / "model_final.pth"), "MODEL.DW.COCO_EVAL", "pycocotools",
+                    "MODEL.DW.TEST_IMS_PER_BATCH", "3")
+    )  # fmt: skip
+    forced = proc.stdout + proc.stderr
+    assert "COCOeval backend: pycocotools" in forced
+    assert copypaste_numbers(forced) == copypaste_numbers(log)
+
+
+def copypaste_numbers(log):
+    """The AP numbers of detectron2's "copypaste:" line that follows the metric names."""
+    lines = log.splitlines()
+    header = next(i for i, line in enumerate(lines) if "copypaste: AP,AP50" in line)
+    return lines[header + 1].split("copypaste: ")[1]
 
 
 def test_resume_after_kill_continues_iteration_optimizer_and_schedule(dataset, tmp_path):

@@ -55,6 +55,14 @@ def add_dw_config(cfg):
     cfg.MODEL.DW.TEST_TOPK_CANDIDATES = 1000
     cfg.MODEL.DW.TEST_NMS_THRESH = 0.6
     cfg.MODEL.DW.MAX_DETECTIONS_PER_IMAGE = 100
+    # Images per batch of the evaluation loader. Images of different sizes padded into one batch
+    # are not computed exactly as alone (the head's GroupNorm sees the padding), so 1 where
+    # exactness matters (published numbers); more is faster (README, "Batched evaluation").
+    cfg.MODEL.DW.TEST_IMS_PER_BATCH = 1
+    # COCOeval used by evaluation (dual_weighting.evaluation): "auto" (faster-coco-eval when
+    # installed, same numbers), "faster_coco_eval", "detectron2" (its compiled COCOeval_opt) or
+    # "pycocotools".
+    cfg.MODEL.DW.COCO_EVAL = "auto"
 
     # Resize test images as the authors' release does (OpenCV bilinear, mmcv's size rounding;
     # dual_weighting.data.ReleaseResizeShortestEdge) instead of detectron2's ResizeShortestEdge

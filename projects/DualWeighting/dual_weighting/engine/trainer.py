@@ -1,5 +1,6 @@
 """detectron2's ``DefaultTrainer`` for DW-FCOS: COCO box evaluation, CPU workers, strict
-evaluation loading, the release's test-time resize on request."""
+evaluation loading, batched evaluation with a fast COCOeval, the release's test-time resize on
+request."""
 
 import functools
 import os
@@ -8,10 +9,10 @@ from unittest import mock
 from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
-from detectron2.evaluation import COCOEvaluator
 
 from ..checkpoint import DWCheckpointer
 from ..data import build_test_augmentation
+from ..evaluation import DWCOCOEvaluator
 
 
 class DWTrainer(DefaultTrainer):
@@ -29,16 +30,24 @@ class DWTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        """detectron2's test loader; it resizes as the release does when
-        ``INPUT.RELEASE_TEST_RESIZE`` is on (:func:`..data.build_test_augmentation`)."""
+        """detectron2's test loader with ``MODEL.DW.TEST_IMS_PER_BATCH`` images a batch; it resizes
+        as the release does when ``INPUT.RELEASE_TEST_RESIZE`` is on
+        (:func:`..data.build_test_augmentation`)."""
         mapper = DatasetMapper(cfg, is_train=False, augmentations=build_test_augmentation(cfg))
-        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=mapper, batch_size=cfg.MODEL.DW.TEST_IMS_PER_BATCH
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
-        return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder)
+        return DWCOCOEvaluator(
+            dataset_name,
+            tasks=("bbox",),
+            output_dir=output_folder,
+            backend=cfg.MODEL.DW.COCO_EVAL,
+        )
 
     @classmethod
     def evaluate_checkpoint(cls, cfg, weights, resume=False):

@@ -16,7 +16,6 @@ Backends (``MODEL.DW.COCO_EVAL``):
 """
 
 import importlib.util
-import logging
 from unittest import mock
 
 from detectron2.evaluation import COCOEvaluator
@@ -26,8 +25,6 @@ from pycocotools.cocoeval import COCOeval
 __all__ = ["COCOEVAL_BACKENDS", "DWCOCOEvaluator", "resolve_cocoeval"]
 
 COCOEVAL_BACKENDS = ("auto", "faster_coco_eval", "detectron2", "pycocotools")
-
-logger = logging.getLogger(__name__)
 
 
 def _detectron2_cocoeval():
@@ -82,7 +79,7 @@ class DWCOCOEvaluator(COCOEvaluator):
         self._use_fast_impl = True
 
     def _eval_predictions(self, predictions, img_ids=None):
-        logger.info(f"COCOeval backend: {self.backend}")
+        self._logger.info(f"COCOeval backend: {self.backend}")
         # COCOEvaluator reads the class to use from its module's COCOeval_opt name when
         # _use_fast_impl is set; point that name at the chosen class for this call only.
         with mock.patch.object(d2_coco_evaluation, "COCOeval_opt", self._cocoeval_class):
