@@ -186,3 +186,66 @@ def test_unreadable_image_is_named(tmp_path):
     proc = run(tiny_args(root, tmp_path / "out"), check=False)
     assert proc.returncode != 0
     assert broken.name in proc.stderr
+
+
+LAZY_CONFIG = REPO / "configs" / "lazy" / "dw_R_18_FPN_synthetic_demo.py"
+
+
+def registrations(dataset):
+    return [
+        "--register-coco", f"t_train={dataset}/annotations/instances_train.json:{dataset}/train",
+        "--register-coco", f"t_val={dataset}/annotations/instances_val.json:{dataset}/val",
+    ]  # fmt: skip
+
+
+def tiny_lazy_args(dataset, output_dir, *extra_overrides, max_iter=4):
+    """tiny_args for the LazyConfig twin of the demo config: the same model, data and solver."""
+    augmentations = "dataloader.{}.mapper.augmentations.0"
+    return [
+        *registrations(dataset), "--config-file", str(LAZY_CONFIG),
+        "dataloader.train.dataset.names=t_train", "dataloader.test.dataset.names=t_val",
+        "model.backbone.out_channels=32",
+        f"{augmentations.format('train')}.short_edge_length=[128]",
+        f"{augmentations.format('train')}.max_size=160",
+        f"{augmentations.format('test')}.short_edge_length=128",
+        f"{augmentations.format('test')}.max_size=160",
+        "dataloader.train.total_batch_size=2", f"train.max_iter={max_iter}",
+        "optimizer.lr=0.02", "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
+        "train.seed=7", f"train.output_dir={output_dir}", *extra_overrides,
+    ]  # fmt: skip
+
+
+def test_lazy_config_trains_on_two_workers_resumes_and_evaluates(dataset, tmp_path):
+    out = tmp_path / "lazy"
+    proc = run(["--num-gpus", "2", *tiny_lazy_args(dataset, out, "train.checkpointer.period=2")])
+    log = proc.stdout + proc.stderr
+    assert "Rank of current process: 0. World size: 2" in log and "eta:" in log
+    assert (out / "model_0000001.pth").is_file() and (out / "model_final.pth").is_file()
+    train = [r for r in metrics(out) if "total_loss" in r]
+    assert train[-1]["iteration"] == 3
+    assert {"loss_cls_pos", "loss_loc", "loss_cls_neg", "lr"} <= set(train[-1])
+    assert any("bbox/AP" in r for r in metrics(out))  # evaluation after the last iteration
+    assert list(out.glob("events.out.tfevents.*"))  # TensorBoard
+
+    proc = run(["--resume", *tiny_lazy_args(dataset, out, max_iter=6)])
+    assert f"Loading from {out / 'model_final.pth'}" in proc.stdout + proc.stderr
+    assert [r for r in metrics(out) if "total_loss" in r][-1]["iteration"] == 5
+
+    # The run's saved config.yaml is a LazyConfig too: evaluate the final weights with it.
+    weights = out / "model_final.pth"
+    proc = run(
+        ["--eval-only", *registrations(dataset), "--config-file", str(out / "config.yaml"),
+         f"train.init_checkpoint={weights}", f"train.output_dir={tmp_path / 'eval'}"]
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert f"Loading from {weights}" in log
+    assert "copypaste: AP,AP50,AP75,APs,APm,APl" in log
+
+
+def test_set_up_errors_stop_before_any_worker_with_one_paragraph(dataset, tmp_path):
+    # yacs-style overrides given to a LazyConfig (tests/test_checks.py covers every check).
+    proc = run([*tiny_lazy_args(dataset, tmp_path), "SOLVER.MAX_ITER", "10"], check=False)
+    assert proc.returncode == 1
+    (message,) = [line for line in proc.stderr.splitlines() if line.strip()][-1:]
+    assert message.startswith("train_net.py: error: ") and "train.max_iter" in message
+    assert "Traceback" not in proc.stderr

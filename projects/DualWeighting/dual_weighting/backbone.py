@@ -6,10 +6,14 @@ Outputs ``p3``..``p7`` are (N, C, ceil(H / s), ceil(W / s)) for strides s = 8, 1
 DCNv2 blocks use :class:`dual_weighting.deform_conv.ModulatedDeformConv` (torchvision ops)
 instead of detectron2's compiled layer, with detectron2's parameter names, so checkpoints move
 freely between the two.
+
+Two ways to build it, one code path: :func:`build_dw_resnet_fpn_backbone` from a yacs config
+(registered, ``MODEL.BACKBONE.NAME``), and :func:`dw_fpn` over :func:`dw_resnet` from arguments,
+for LazyConfigs (``configs/lazy/``).
 """
 
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
-from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone import FPN, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 from detectron2.modeling.backbone.resnet import (
@@ -24,7 +28,13 @@ from torch import nn
 from .deform_conv import ModulatedDeformConv
 from .layers import resolve_norm
 
-__all__ = ["ModulatedDeformBottleneckBlock", "build_dw_resnet", "build_dw_resnet_fpn_backbone"]
+__all__ = [
+    "ModulatedDeformBottleneckBlock",
+    "build_dw_resnet",
+    "build_dw_resnet_fpn_backbone",
+    "dw_fpn",
+    "dw_resnet",
+]
 
 # Blocks per stage (res2..res5) for each supported depth.
 _BLOCKS_PER_STAGE = {
@@ -103,35 +113,55 @@ class ModulatedDeformBottleneckBlock(BottleneckBlock):
     forward = DeformBottleneckBlock.forward
 
 
-def build_dw_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
-    """Build detectron2's :class:`ResNet` from ``cfg.MODEL.RESNETS``, with our DCNv2 blocks.
+def dw_resnet(
+    *,
+    depth: int,
+    norm="FrozenStatsBN",
+    in_channels: int = 3,
+    stem_out_channels: int = 64,
+    res2_out_channels: int = 256,
+    num_groups: int = 1,
+    width_per_group: int = 64,
+    stride_in_1x1: bool = False,
+    deform_on_per_stage=(False, False, False, False),
+    deform_num_groups: int = 1,
+    out_features=("res3", "res4", "res5"),
+    freeze_at: int = 2,
+) -> ResNet:
+    """detectron2's :class:`ResNet` with our DCNv2 blocks, from arguments (the LazyConfig
+    constructor; :func:`build_dw_resnet` builds the same from ``cfg.MODEL.RESNETS``).
 
-    Stages res2..res5 have strides 4, 8, 16, 32. Depths 18/34 use :class:`BasicBlock` (no DCN,
-    ``RES2_OUT_CHANNELS`` 64, ``NUM_GROUPS`` 1); depths 50/101/152 use bottleneck blocks, made
-    deformable on the stages enabled by ``DEFORM_ON_PER_STAGE`` (DCNv2 only, i.e.
-    ``DEFORM_MODULATED`` True). ``RES5_DILATION`` must be 1 (the FPN needs a stride-32 res5).
-    ``NORM`` is a detectron2 ``get_norm`` name or "FrozenStatsBN" (:mod:`dual_weighting.layers`).
+    Defaults are the release's R-50 bottom-up: torchvision style (stride on the 3x3 conv),
+    "FrozenStatsBN", stem and res2 frozen, res3-res5 out. Stages res2..res5 have strides 4, 8, 16,
+    32. Depths 18/34 use :class:`BasicBlock` (no DCN, ``res2_out_channels`` 64, ``num_groups`` 1);
+    depths 50/101/152 use bottleneck blocks, DCNv2 on the stages where ``deform_on_per_stage`` is
+    True. ``norm`` is a detectron2 ``get_norm`` name or "FrozenStatsBN"
+    (:mod:`dual_weighting.layers`); stages up to ``freeze_at`` are fully frozen.
+
+    Returns:
+        ResNet: maps (N, in_channels, H, W) to ``{"res<k>": (N, C_k, H / 2^k, W / 2^k)}`` for
+        ``out_features``.
     """
-    res = cfg.MODEL.RESNETS
-    norm = resolve_norm(res.NORM)
-    depth = res.DEPTH
-    if depth not in _BLOCKS_PER_STAGE:
-        raise ValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_BLOCKS_PER_STAGE)}.")
-    deform_on = list(res.DEFORM_ON_PER_STAGE)
-    basic = depth in (18, 34)
-    if res.RES5_DILATION != 1:
-        raise ValueError("MODEL.RESNETS.RES5_DILATION must be 1: the FPN needs a stride-32 res5.")
-    if basic and (res.RES2_OUT_CHANNELS != 64 or res.NUM_GROUPS != 1 or any(deform_on)):
-        raise ValueError(
-            f"ResNet-{depth} needs MODEL.RESNETS.RES2_OUT_CHANNELS = 64, NUM_GROUPS = 1 and no "
-            "DEFORM_ON_PER_STAGE (BasicBlock has no deformable variant)."
-        )
-    if any(deform_on) and not res.DEFORM_MODULATED:
-        raise ValueError("Only modulated DCN (DCNv2) is supported: set DEFORM_MODULATED True.")
+    return _make_resnet(locals(), key=str)
 
-    stem = BasicStem(input_shape.channels, res.STEM_OUT_CHANNELS, norm=norm)
-    in_channels, out_channels = res.STEM_OUT_CHANNELS, res.RES2_OUT_CHANNELS
-    bottleneck_channels = res.NUM_GROUPS * res.WIDTH_PER_GROUP
+
+def _make_resnet(args, key) -> ResNet:
+    """:func:`dw_resnet` of the dict ``args``; errors name each argument as ``key(name)``."""
+    norm = resolve_norm(args["norm"], key=key("norm"))
+    depth = args["depth"]
+    if depth not in _BLOCKS_PER_STAGE:
+        raise ValueError(f"{key('depth')} must be one of {sorted(_BLOCKS_PER_STAGE)}.")
+    deform_on = list(args["deform_on_per_stage"])
+    basic = depth in (18, 34)
+    if basic and (args["res2_out_channels"] != 64 or args["num_groups"] != 1 or any(deform_on)):
+        raise ValueError(
+            f"ResNet-{depth} needs {key('res2_out_channels')} = 64, {key('num_groups')} = 1 and "
+            f"no {key('deform_on_per_stage')} (BasicBlock has no deformable variant)."
+        )
+
+    stem = BasicStem(args["in_channels"], args["stem_out_channels"], norm=norm)
+    in_channels, out_channels = args["stem_out_channels"], args["res2_out_channels"]
+    bottleneck_channels = args["num_groups"] * args["width_per_group"]
     stages = []
     for idx, num_blocks in enumerate(_BLOCKS_PER_STAGE[depth]):
         kwargs = {
@@ -147,27 +177,87 @@ def build_dw_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
         else:
             kwargs.update(
                 bottleneck_channels=bottleneck_channels,
-                num_groups=res.NUM_GROUPS,
-                stride_in_1x1=res.STRIDE_IN_1X1,
+                num_groups=args["num_groups"],
+                stride_in_1x1=args["stride_in_1x1"],
             )
             block_class = BottleneckBlock
             if deform_on[idx]:
                 block_class = ModulatedDeformBottleneckBlock
-                kwargs["deform_num_groups"] = res.DEFORM_NUM_GROUPS
+                kwargs["deform_num_groups"] = args["deform_num_groups"]
         stages.append(ResNet.make_stage(block_class, **kwargs))
         in_channels, out_channels = out_channels, out_channels * 2
         bottleneck_channels *= 2
     return ResNet(
-        stem, stages, out_features=res.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT
+        stem, stages, out_features=list(args["out_features"]), freeze_at=args["freeze_at"]
+    )
+
+
+def build_dw_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
+    """:func:`dw_resnet` of ``cfg.MODEL.RESNETS`` and ``cfg.MODEL.BACKBONE.FREEZE_AT``.
+
+    Besides :func:`dw_resnet`'s rules, ``RES5_DILATION`` must be 1 (the FPN needs a stride-32
+    res5) and DCN must be modulated (``DEFORM_MODULATED`` True, DCNv2 only).
+    """
+    res = cfg.MODEL.RESNETS
+    if res.RES5_DILATION != 1:
+        raise ValueError("MODEL.RESNETS.RES5_DILATION must be 1: the FPN needs a stride-32 res5.")
+    if any(res.DEFORM_ON_PER_STAGE) and not res.DEFORM_MODULATED and res.DEPTH >= 50:
+        raise ValueError("Only modulated DCN (DCNv2) is supported: set DEFORM_MODULATED True.")
+    args = {
+        "depth": res.DEPTH,
+        "norm": res.NORM,
+        "in_channels": input_shape.channels,
+        "stem_out_channels": res.STEM_OUT_CHANNELS,
+        "res2_out_channels": res.RES2_OUT_CHANNELS,
+        "num_groups": res.NUM_GROUPS,
+        "width_per_group": res.WIDTH_PER_GROUP,
+        "stride_in_1x1": res.STRIDE_IN_1X1,
+        "deform_on_per_stage": res.DEFORM_ON_PER_STAGE,
+        "deform_num_groups": res.DEFORM_NUM_GROUPS,
+        "out_features": res.OUT_FEATURES,
+        "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
+    }
+    return _make_resnet(args, key=lambda name: f"MODEL.RESNETS.{name.upper()}")
+
+
+def dw_fpn(*, bottom_up: Backbone, in_features, out_channels: int, norm="", fuse_type="sum") -> FPN:
+    """FPN over ``in_features`` of ``bottom_up`` + P6/P7 from P5's output (the LazyConfig
+    constructor; :func:`build_dw_resnet_fpn_backbone` builds the same from a config).
+
+    Unlike detectron2's ``build_retinanet_resnet_fpn_backbone`` (P6 from res5), P6 is a 3x3/2
+    conv on the FPN's P5 output and P7 a 3x3/2 conv on relu(P6), as in the DW/FCOS release.
+    ``in_features`` must be three features of strides 8, 16, 32 (res3-res5 of a ResNet).
+
+    Returns:
+        FPN: maps (N, 3, H, W) images (H, W multiples of ``size_divisibility`` = 32) to
+        ``{"p3": (N, C, H/8, W/8), ..., "p7": (N, C, ceil(H/128), ceil(W/128))}``.
+    """
+    return _make_fpn(bottom_up, in_features, out_channels, norm, fuse_type, key=str)
+
+
+def _make_fpn(bottom_up, in_features, out_channels, norm, fuse_type, key) -> FPN:
+    """:func:`dw_fpn`; errors name each argument as ``key(name)``."""
+    in_features = list(in_features)
+    missing = set(in_features) - set(bottom_up.output_shape())
+    if missing:
+        raise ValueError(
+            f"{key('in_features')} {in_features} needs {sorted(missing)} in "
+            f"{key('out_features')} ({list(bottom_up.output_shape())})."
+        )
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=in_features,
+        out_channels=out_channels,
+        norm=norm,
+        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
+        fuse_type=fuse_type,
     )
 
 
 @BACKBONE_REGISTRY.register()
 def build_dw_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
-    """ResNet + FPN over ``FPN.IN_FEATURES`` (res3-res5) + P6/P7 from P5's output.
-
-    Unlike detectron2's ``build_retinanet_resnet_fpn_backbone`` (P6 from res5), P6 is a 3x3/2
-    conv on the FPN's P5 output and P7 a 3x3/2 conv on relu(P6), as in the DW/FCOS release.
+    """ResNet + FPN over ``FPN.IN_FEATURES`` (res3-res5) + P6/P7 from P5's output:
+    :func:`dw_fpn` on :func:`build_dw_resnet`.
 
     Normalization: the release trains the BN affine parameters with frozen statistics, which
     ``RESNETS.NORM`` "FrozenStatsBN" (the configs' choice) reproduces; detectron2's "FrozenBN"
@@ -178,25 +268,14 @@ def build_dw_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     RES2_OUT_CHANNELS, NUM_GROUPS, WIDTH_PER_GROUP, STRIDE_IN_1X1, RES5_DILATION, OUT_FEATURES,
     DEFORM_ON_PER_STAGE, DEFORM_MODULATED, DEFORM_NUM_GROUPS}``; ``MODEL.FPN.{IN_FEATURES,
     OUT_CHANNELS, NORM, FUSE_TYPE}``.
-
-    Returns:
-        FPN: maps (N, 3, H, W) images (H, W multiples of ``size_divisibility`` = 32) to
-        ``{"p3": (N, C, H/8, W/8), ..., "p7": (N, C, ceil(H/128), ceil(W/128))}``.
     """
-    bottom_up = build_dw_resnet(cfg, input_shape)
-    in_features = cfg.MODEL.FPN.IN_FEATURES
-    missing = set(in_features) - set(bottom_up.output_shape())
-    if missing:
-        raise ValueError(
-            f"MODEL.FPN.IN_FEATURES {in_features} needs {sorted(missing)} in "
-            f"MODEL.RESNETS.OUT_FEATURES ({cfg.MODEL.RESNETS.OUT_FEATURES})."
-        )
-    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=in_features,
-        out_channels=out_channels,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelP6P7(out_channels, out_channels, in_feature="p5"),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    fpn = cfg.MODEL.FPN
+    keys = {"in_features": "MODEL.FPN.IN_FEATURES", "out_features": "MODEL.RESNETS.OUT_FEATURES"}
+    return _make_fpn(
+        build_dw_resnet(cfg, input_shape),
+        fpn.IN_FEATURES,
+        fpn.OUT_CHANNELS,
+        fpn.NORM,
+        fpn.FUSE_TYPE,
+        key=keys.get,
     )

@@ -1,7 +1,30 @@
 """Training and evaluation with detectron2's engine: the trainer and the command line that
-``train_net.py`` and the benchmark share."""
+``train_net.py`` and the benchmark share, for yacs configs (:class:`DWTrainer`) and LazyConfigs
+(:mod:`.lazy`), and the checks of a run's set-up (:mod:`.checks`)."""
 
-from .defaults import default_dw_argument_parser, register_datasets, setup_cfg
+from .checks import SetupError, config_kind
+from .defaults import (
+    check_command_line,
+    default_dw_argument_parser,
+    load_yacs_config,
+    register_datasets,
+    setup_cfg,
+)
+from .lazy import do_test, do_train, lazy_main, load_lazy_config, setup_lazy_cfg
 from .trainer import DWTrainer
 
-__all__ = ["DWTrainer", "default_dw_argument_parser", "register_datasets", "setup_cfg"]
+__all__ = [
+    "DWTrainer",
+    "SetupError",
+    "check_command_line",
+    "config_kind",
+    "default_dw_argument_parser",
+    "do_test",
+    "do_train",
+    "lazy_main",
+    "load_lazy_config",
+    "load_yacs_config",
+    "register_datasets",
+    "setup_cfg",
+    "setup_lazy_cfg",
+]

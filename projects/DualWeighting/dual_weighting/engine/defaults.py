@@ -1,11 +1,22 @@
 """The command line of ``train_net.py``: detectron2's arguments plus ``--register-coco``, the
-config setup and the dataset registration every worker runs."""
+config setup (yacs here, LazyConfig in :mod:`.lazy`), the dataset registration every worker runs
+and the checks run before any worker starts."""
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
+from omegaconf import OmegaConf
 
 from ..config import add_dw_config
 from ..data import default_synthetic_root, register_coco_from_spec, register_synthetic
+from .checks import (
+    check_datasets,
+    check_device,
+    check_num_gpus,
+    check_yacs_overrides,
+    config_kind,
+    require_kind,
+)
+from .lazy import load_lazy_config
 
 
 def default_dw_argument_parser(epilog=None):
@@ -21,14 +32,27 @@ def default_dw_argument_parser(epilog=None):
     return parser
 
 
-def setup_cfg(args):
-    """A frozen config: detectron2's defaults, DW's keys, ``args.config_file``, ``args.opts``;
-    then detectron2's ``default_setup`` (output folder, logging, seed)."""
+def load_yacs_config(config_file, opts=()):
+    """A frozen config: detectron2's defaults, DW's keys, ``config_file``, then the ``KEY VALUE``
+    overrides ``opts``, each checked first (:func:`.checks.check_yacs_overrides`).
+
+    Raises:
+        SetupError: ``config_file`` is a LazyConfig, or an override is malformed or unknown.
+    """
+    require_kind(config_file, "yacs", "the yacs loader")
     cfg = get_cfg()
     add_dw_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg.merge_from_file(config_file)
+    check_yacs_overrides(cfg, list(opts), config_file)
+    cfg.merge_from_list(list(opts))
     cfg.freeze()
+    return cfg
+
+
+def setup_cfg(args):
+    """:func:`load_yacs_config` of ``args.config_file`` and ``args.opts``, then detectron2's
+    ``default_setup`` (output folder, logging, seed)."""
+    cfg = load_yacs_config(args.config_file, args.opts)
     default_setup(cfg, args)
     return cfg
 
@@ -39,3 +63,38 @@ def register_datasets(args):
     register_synthetic(default_synthetic_root())
     for spec in args.register_coco:
         register_coco_from_spec(spec)
+
+
+def _names(value):
+    return [value] if isinstance(value, str) else list(value or ())
+
+
+def check_command_line(args):
+    """Everything that can be checked before a worker starts, for either kind of config: the
+    config loads with its overrides, its device exists, ``--num-gpus`` fits the machine, and the
+    datasets the run reads are registered and on disk. Registers the datasets
+    (:func:`register_datasets`).
+
+    Raises:
+        SetupError: with one paragraph naming the problem and the fix.
+    """
+    register_datasets(args)
+    if config_kind(args.config_file) == "yacs":
+        cfg = load_yacs_config(args.config_file, args.opts)
+        device, device_key = cfg.MODEL.DEVICE, "MODEL.DEVICE"
+        uses = [(n, "DATASETS.TEST") for n in cfg.DATASETS.TEST]
+        if not args.eval_only:
+            uses = [(n, "DATASETS.TRAIN") for n in cfg.DATASETS.TRAIN] + uses
+    else:
+        cfg = load_lazy_config(args.config_file, args.opts)
+        device_key = "train.device"
+        device = OmegaConf.select(cfg, device_key, default="cuda")
+        splits = ("test",) if args.eval_only else ("train", "test")
+        uses = [
+            (name, key)
+            for key in (f"dataloader.{split}.dataset.names" for split in splits)
+            for name in _names(OmegaConf.select(cfg, key, default=None))
+        ]
+    check_device(device, device_key, args.config_file)
+    check_num_gpus(args.num_gpus, device)
+    check_datasets(uses)

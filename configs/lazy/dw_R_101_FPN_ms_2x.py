@@ -1,0 +1,19 @@
+# Published: 46.1 box AP on COCO val2017. Twin of configs/dw_R_101_FPN_ms_2x.yaml.
+from detectron2.config import LazyCall as L
+
+from dual_weighting.data import ReleaseResizeShortestEdge
+
+from .base_dw import dataloader, model, optimizer, step_schedule, train  # noqa: F401
+
+# detectron2 hosts no torchvision ResNet-101: make this file with
+# tools/convert_torchvision_resnet.py (see README, "Pretrained weights").
+train.init_checkpoint = "pretrained/torchvision_R_101.pkl"
+model.backbone.bottom_up.depth = 101
+dataloader.train.mapper.augmentations[0].short_edge_length = [480, 960]
+dataloader.train.mapper.augmentations[0].sample_style = "range"
+# Test images resized exactly as the release's (OpenCV bilinear, mmcv's size rounding).
+dataloader.test.mapper.augmentations = [L(ReleaseResizeShortestEdge)(short=800, max_size=1333)]
+# The release's 2x: 24 epochs of 7,330 iterations, lr x0.1 after epochs 16 and 22 (see
+# base_dw.py).
+train.max_iter = 175920
+lr_multiplier = step_schedule(train.max_iter, steps=(117280, 161260))

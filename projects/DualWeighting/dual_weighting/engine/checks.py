@@ -1,0 +1,280 @@
+"""The mistakes a new user makes before a run starts, each turned into one paragraph that names
+the problem and the fix: the wrong kind of config or override, an unknown override key, CUDA
+asked for where there is none, more processes than GPUs, a dataset that is not on disk.
+
+Every check raises :class:`SetupError`; ``train_net.py`` runs them all before it starts any
+process (:func:`dual_weighting.engine.check_command_line`) and prints the message alone.
+"""
+
+import difflib
+import inspect
+import os
+import re
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.registry import locate
+from omegaconf import DictConfig, ListConfig
+
+__all__ = [
+    "SetupError",
+    "check_datasets",
+    "check_device",
+    "check_lazy_overrides",
+    "check_num_gpus",
+    "check_yacs_overrides",
+    "config_kind",
+    "require_kind",
+    "twin_config",
+]
+
+# Keys of ``train`` that the LazyConfig entry point reads though detectron2's common/train.py
+# does not define them (detectron2's default_setup reads them when present).
+_OPTIONAL_LAZY_KEYS = {"train.seed", "train.cudnn_benchmark"}
+# Top-level keys of a LazyConfig; a saved one (``output/config.yaml``) is a yaml with them.
+_LAZY_KEYS = {"model", "dataloader", "optimizer", "lr_multiplier", "train"}
+
+
+class SetupError(Exception):
+    """A problem with the command line, the config or the machine, which the user fixes; the
+    message says what it is and how."""
+
+
+def twin_config(path):
+    """The other kind's config of the same model, if it exists: ``configs/<stem>.yaml`` for
+    ``configs/lazy/<stem>.py`` and the other way round. None otherwise."""
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    if ext == ".py":
+        twin = os.path.join(os.path.dirname(folder), stem + ".yaml")
+    else:
+        twin = os.path.join(folder, "lazy", stem + ".py")
+    return os.path.relpath(twin) if os.path.isfile(twin) else None
+
+
+def config_kind(path):
+    """ "lazy" for a LazyConfig (a ``.py`` file, or a yaml saved by ``LazyConfig.save`` such as a
+    run's ``config.yaml``), "yacs" for a yacs ``.yaml``.
+
+    Raises:
+        SetupError: no such file, or neither extension.
+    """
+    if not path:
+        raise SetupError(
+            "No config file: give --config-file, a yacs .yaml (configs/dw_R_50_FPN_1x.yaml) or "
+            "a LazyConfig .py (configs/lazy/dw_R_50_FPN_1x.py)."
+        )
+    if not os.path.isfile(path):
+        raise SetupError(f"Config file {path!r} not found (relative paths start at {os.getcwd()}).")
+    ext = os.path.splitext(path)[1]
+    if ext == ".py":
+        return "lazy"
+    if ext not in (".yaml", ".yml"):
+        raise SetupError(
+            f"Config file {path!r} is neither a yacs .yaml nor a LazyConfig .py: give one of those."
+        )
+    with open(path) as f:
+        top_keys = set(re.findall(r"^(\w+):", f.read(), flags=re.MULTILINE))
+    return "lazy" if top_keys & _LAZY_KEYS else "yacs"
+
+
+def require_kind(path, expected, where):
+    """Raise a :class:`SetupError` unless ``path`` is a config of kind ``expected`` ("yacs" or
+    "lazy"), for tools that take only one kind; ``where`` names the tool."""
+    kind = config_kind(path)
+    if kind == expected:
+        return
+    wanted = "a yacs .yaml" if expected == "yacs" else "a LazyConfig .py"
+    twin = twin_config(path)
+    fix = f"use its twin {twin}" if twin else f"give {wanted} config"
+    raise SetupError(
+        f"{path} is a {'LazyConfig' if kind == 'lazy' else 'yacs'} config, but {where} takes "
+        f"{wanted} config: {fix}."
+    )
+
+
+def _wrong_override_kind(config_file, kind, item):
+    twin = twin_config(config_file)
+    if kind == "yacs":
+        problem = (
+            f"{config_file} is a yacs config, whose command-line overrides are KEY VALUE pairs "
+            f"(e.g. SOLVER.MAX_ITER 100), but {item!r} is a LazyConfig override (key=value)"
+        )
+        fix = "Write it as KEY VALUE"
+        other = f"its LazyConfig twin {twin}, which takes key=value" if twin else None
+    else:
+        problem = (
+            f"{config_file} is a LazyConfig, whose command-line overrides are key=value "
+            f"(e.g. train.max_iter=100), but {item!r} is not (yacs configs take KEY VALUE pairs)"
+        )
+        fix = "Write it as key=value with the LazyConfig's keys (SOLVER.MAX_ITER is train.max_iter)"
+        other = f"its yacs twin {twin}, which takes KEY VALUE pairs" if twin else None
+    return SetupError(f"{problem}. {fix}" + (f", or use {other}." if other else "."))
+
+
+def _unknown_key(key, where, known, item, hint):
+    known = sorted(set(known) - {"_target_"})
+    name = key.split(".")[-1]
+    close = difflib.get_close_matches(name, known, n=3)
+    guess = f" Did you mean {' or '.join(close)}?" if close else ""
+    return SetupError(
+        f"Unknown config key {key!r} in the command-line override {item!r}: {where} has no "
+        f"{name!r}.{guess} Its keys: {', '.join(known)}. {hint}"
+    )
+
+
+def check_yacs_overrides(cfg: CfgNode, opts, config_file):
+    """Check trailing ``KEY VALUE`` overrides against the yacs ``cfg`` before merging them."""
+    for item in opts[::2]:
+        if "=" in item:
+            raise _wrong_override_kind(config_file, "yacs", item)
+    if len(opts) % 2:
+        raise SetupError(
+            f"The overrides after the options must be KEY VALUE pairs, but {opts[-1]!r} has no "
+            f"value (got {len(opts)} words: {' '.join(opts)})."
+        )
+    for key, value in zip(opts[::2], opts[1::2]):
+        node, parts = cfg, key.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, CfgNode) or node.is_new_allowed():
+                break
+            if part not in node:
+                where = ".".join(parts[:depth]) or "the config"
+                hint = "yacs configs only take keys they already have (see config.py)."
+                raise _unknown_key(key, where, list(node), f"{key} {value}", hint)
+            node = node[part]
+
+
+def _target_parameters(node):
+    """The keyword parameters of the callable a LazyCall node builds, or None when any name is
+    accepted (``**kwargs``) or the callable cannot be inspected."""
+    target = node["_target_"]
+    target = locate(target) if isinstance(target, str) else target
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.name != "self"]
+
+
+def check_lazy_overrides(cfg: DictConfig, overrides, config_file):
+    """Check ``key=value`` overrides against the LazyConfig ``cfg`` before applying them.
+
+    A key must exist, or be an argument its LazyCall's callable takes and the config left at its
+    default (``dataloader.train.aspect_ratio_grouping=False``). ``+key=value`` adds a new key on
+    purpose and is not checked.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise _wrong_override_kind(config_file, "lazy", item)
+        key = item.split("=", 1)[0].strip()
+        if key.startswith("+"):
+            continue
+        node, parts = cfg, key.split(".")
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth]) or "the config"
+            if isinstance(node, ListConfig):
+                if not (part.isdigit() and int(part) < len(node)):
+                    raise SetupError(
+                        f"The override {item!r} indexes {where}, a list of {len(node)}, "
+                        f"with {part!r}: give an index from 0 to {len(node) - 1}."
+                    )
+                node = node[int(part)]
+                continue
+            if not isinstance(node, DictConfig):
+                raise SetupError(
+                    f"The override {item!r} sets a key inside {where}, which is a value "
+                    f"({node!r}), not a group of keys."
+                )
+            if part in node:
+                node = node[part]
+                continue
+            last = depth == len(parts) - 1
+            params = _target_parameters(node) if "_target_" in node else []
+            if last and (params is None or part in params or key in _OPTIONAL_LAZY_KEYS):
+                break
+            hint = "Prefix the key with + to add a new key on purpose (+a.b=value)."
+            raise _unknown_key(key, where, [*node.keys(), *(params or [])], item, hint)
+
+
+def check_device(device, key, config_file):
+    """Raise when ``device`` asks for CUDA on a machine without it; ``key`` is where the config
+    sets it (``MODEL.DEVICE`` or ``train.device``)."""
+    if not str(device).startswith("cuda") or torch.cuda.is_available():
+        return
+    if torch.version.cuda is None:
+        reason = "this PyTorch is built without CUDA"
+    else:
+        reason = "PyTorch finds no CUDA device (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+    fix = "MODEL.DEVICE cpu" if key == "MODEL.DEVICE" else "train.device=cpu"
+    raise SetupError(
+        f"{config_file} runs on CUDA ({key} = {device!r}), but {reason}. To run on the CPU, add "
+        f"`{fix}` to the command line; the published models are made for 8 GPUs, so expect a "
+        "CPU to train them very slowly."
+    )
+
+
+def check_num_gpus(num_gpus, device):
+    """Raise when ``--num-gpus`` asks for more CUDA processes than there are GPUs. On a CPU
+    ``device`` any number works (that many gloo processes)."""
+    if not str(device).startswith("cuda"):
+        return
+    count = torch.cuda.device_count()
+    if num_gpus > count:
+        raise SetupError(
+            f"--num-gpus {num_gpus} starts {num_gpus} processes of one GPU each, but this "
+            f"machine has {count} GPU(s) visible. Use --num-gpus {count} (the batch size is the "
+            "total over all GPUs, so each GPU then holds more images: lower "
+            "SOLVER.IMS_PER_BATCH / dataloader.train.total_batch_size if memory runs out), or "
+            "run on more machines with --num-machines."
+        )
+
+
+def _missing_paths(name):
+    meta = MetadataCatalog.get(name)
+    json_file, image_root = meta.get("json_file"), meta.get("image_root")
+    missing = []
+    if json_file and not os.path.isfile(json_file):
+        missing.append(json_file)
+    if image_root and not os.path.isdir(image_root):
+        missing.append(image_root + os.sep)
+    return missing
+
+
+def check_datasets(uses):
+    """Raise when a dataset a run uses is not registered or its files are not on disk.
+
+    Args:
+        uses: (dataset name, config key that names it) pairs.
+    """
+    for name, key in uses:
+        if name not in DatasetCatalog.list():
+            raise SetupError(
+                f"Dataset {name!r} ({key}) is not registered. Register your COCO-format data "
+                f"with --register-coco {name}=path/to/annotations.json:path/to/images, or use a "
+                "registered name (detectron2's builtin coco_2017_train / coco_2017_val, the "
+                "generated dw_synthetic_train / dw_synthetic_val)."
+            )
+        missing = _missing_paths(name)
+        if not missing:
+            continue
+        where = f"Dataset {name!r} ({key}) reads {' and '.join(missing)}, which"
+        where += " do not exist." if len(missing) > 1 else " does not exist."
+        if name.startswith("coco_"):
+            root = os.getenv("DETECTRON2_DATASETS", "datasets")
+            fix = (
+                f"detectron2 reads its builtin COCO under $DETECTRON2_DATASETS (now {root!r}): "
+                "put coco/annotations/instances_{train,val}2017.json, coco/train2017/ and "
+                "coco/val2017/ there (from cocodataset.org), or point DETECTRON2_DATASETS at the "
+                "folder that holds coco/. For other COCO-format data, register it with "
+                "--register-coco NAME=JSON:IMAGES and name it in DATASETS.TRAIN / DATASETS.TEST "
+                "(yaml) or dataloader.train.dataset.names / dataloader.test.dataset.names (py)."
+            )
+        elif name.startswith("dw_synthetic_"):
+            fix = "Generate it with `python tools/generate_dataset.py` (or `make demo`)."
+        else:
+            fix = "Check the paths it was registered with."
+        raise SetupError(f"{where} {fix}")
