@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from dual_weighting.data import CLASS_NAMES, generate_synthetic_coco
+from dual_weighting.engine import SetupError
 from dual_weighting.visualize import DetectionDemo, demo_cfg, output_path, video_output_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,3 +97,9 @@ def test_output_paths(tmp_path):
         tmp_path / "videos" / "clip.mp4"
     )
     assert (tmp_path / "videos").is_dir()
+
+
+def test_lazy_config_is_refused_with_its_yaml_twin_named():
+    lazy = str(REPO / "configs" / "lazy" / "dw_R_18_FPN_synthetic_demo.py")
+    with pytest.raises(SetupError, match=r"LazyConfig.*dw_R_18_FPN_synthetic_demo\.yaml"):
+        demo_cfg(lazy)

@@ -23,6 +23,7 @@ from detectron2.data.detection_utils import read_image
 from PIL import Image
 
 from dual_weighting.data import default_synthetic_root, register_synthetic
+from dual_weighting.engine import SetupError
 from dual_weighting.visualize import (
     DetectionDemo,
     demo_cfg,
@@ -69,7 +70,11 @@ def main(argv=None):
     if args.video_input and not args.output:
         raise SystemExit("--video-input needs --output (a file or a folder)")
     register_synthetic(default_synthetic_root())
-    demo = DetectionDemo(demo_cfg(args.config_file, args.opts, args.confidence_threshold))
+    try:
+        cfg = demo_cfg(args.config_file, args.opts, args.confidence_threshold)
+    except SetupError as e:
+        raise SystemExit(f"tools/demo.py: error: {e}") from None
+    demo = DetectionDemo(cfg)
 
     if args.video_input:
         start = time.perf_counter()

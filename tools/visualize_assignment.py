@@ -32,7 +32,7 @@ from pathlib import Path
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from dual_weighting.engine import register_datasets
+from dual_weighting.engine import SetupError, register_datasets
 from dual_weighting.visualize import (
     compute_assignment,
     describe_assignment,
@@ -89,7 +89,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     register_datasets(args)
-    cfg = load_cfg(args.config_file, args.opts)
+    try:
+        cfg = load_cfg(args.config_file, args.opts)
+    except SetupError as e:
+        raise SystemExit(f"tools/visualize_assignment.py: error: {e}") from None
     dataset = args.dataset or cfg.DATASETS.TRAIN[0]
     records = DatasetCatalog.get(dataset)
     try:
