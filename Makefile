@@ -22,7 +22,7 @@ $(STAMP): setup.py pyproject.toml requirements-dev.txt tools/install_detectron2.
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install $(TORCH)
 	$(PY) tools/install_detectron2.py
 	$(PY) -m pip install -q -r requirements-dev.txt
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e ".[export]"
 	$(PY) -m pip check
 	touch $(STAMP)
 

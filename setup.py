@@ -22,4 +22,10 @@ setup(
         # tools/demo.py --video-input; <4.11 keeps numpy 1.x, which detectron2's metadata pins.
         "opencv-python-headless>=4.5,<4.11",
     ],
+    extras_require={
+        # dual_weighting.export and tools/export_model.py --format onnx: torch.onnx.export needs
+        # onnx; ONNX Runtime runs DeformConv (DCNv2) from 1.25. numpy<2 is detectron2's pin,
+        # repeated because pip does not see it while resolving onnx's ml_dtypes (0.6 needs 2).
+        "export": ["onnx>=1.16", "onnxruntime>=1.25", "numpy<2"],
+    },
 )

@@ -1,6 +1,6 @@
 """``dual_weighting.benchmark`` (behind tools/benchmark.py) at a tiny setting: both detectors get
-the same backbone, input, solver and data; the training/evaluation and timing plumbing runs; the
-tables are right on hand-made numbers.
+the same backbone, input, solver and data; the training/evaluation (also periodic) and timing
+plumbing runs; the tables are right on hand-made numbers; the batched section's model runs.
 """
 
 import argparse
@@ -8,17 +8,18 @@ import argparse
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.modeling import build_model
 from detectron2.modeling.meta_arch.fcos import FCOS
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.env import seed_all_rng
 
 from dual_weighting import DWFCOS
-from dual_weighting.benchmark import accuracy, detectors, report, soak, speed
+from dual_weighting.benchmark import accuracy, batched, detectors, report, soak, speed
 from dual_weighting.data import generate_synthetic_coco, register_synthetic
 
-# The accuracy options at a tiny size: 2 iterations of 2 images of 64 x 96.
-TINY = argparse.Namespace(iters=2, batch=2, min_size=64, max_size=96, device="cpu")
+# The accuracy options at a tiny size: 2 iterations of 2 images of 64 x 96, evaluated at the end.
+TINY = argparse.Namespace(iters=2, batch=2, min_size=64, max_size=96, eval_period=0, device="cpu")
 PREFIX = "test_benchmark_tiny"
 
 
@@ -93,6 +94,24 @@ def test_training_evaluates_both_score_views(tiny_opts, tmp_path):
         assert (tmp_path / variant / "metrics.json").is_file()
         runs.append({**result, "variant": variant, "seed": 0})
     assert "DW - FCOS (d2)" in report.format_accuracy(runs, ["fcos", "dw"])
+
+
+def test_periodic_evaluation_records_the_curve_and_leaves_training_alone(tiny_opts, tmp_path):
+    # No loader workers: the flips are drawn in this process, where evaluation draws too.
+    opts = [*tiny_opts, "DATALOADER.NUM_WORKERS", "0"]
+    every = argparse.Namespace(**{**vars(TINY), "iters": 4, "eval_period": 1})
+    end = argparse.Namespace(**{**vars(TINY), "iters": 4})
+    assert accuracy.accuracy_cfg("dw", 0, every, tmp_path, opts).TEST.EVAL_PERIOD == 1
+    curve_run = accuracy.run_training(accuracy.accuracy_cfg("dw", 0, every, tmp_path / "a", opts))
+    end_run = accuracy.run_training(accuracy.accuracy_cfg("dw", 0, end, tmp_path / "b", opts))
+    assert [it for it, _ in curve_run["curve"]] == [1, 2, 3, 4]
+    assert [it for it, _ in end_run["curve"]] == [4]
+    np.testing.assert_equal(curve_run["curve"][-1][1], curve_run["metrics"])  # NaN == NaN
+    np.testing.assert_equal(curve_run["metrics"], end_run["metrics"])
+    assert set(curve_run["curve"][0][1]) == {"own", "low"} and curve_run["curve_eval_s"] > 0
+    assert curve_run["losses"] == end_run["losses"]  # evaluation changed nothing in training
+    # The periodic metrics also reach detectron2's metrics.json, as EvalHook writes them.
+    assert '"own/AP"' in (tmp_path / "a" / "metrics.json").read_text()
 
 
 def test_score_view_evaluator_drops_low_scores(tiny_opts):
@@ -225,3 +244,57 @@ def test_schedule_is_scaled_to_the_run_length():
     ]  # fmt: skip
     assert accuracy.scaled_schedule(2000)[3:] == [50, "SOLVER.STEPS", (1545, 1864)]
     assert accuracy.scaled_schedule(2)[-1] == ()  # steps at 0 or at the end would do nothing
+
+
+@pytest.fixture(scope="module")
+def batched_cfg(tiny_opts):
+    """The demo config tested at the tiny images' size, keeping every detection."""
+    opts = [
+        *tiny_opts, "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
+        "DATALOADER.NUM_WORKERS", "0", "MODEL.DW.TEST_SCORE_THRESH", "0.0",
+    ]  # fmt: skip
+    return detectors.make_cfg(detectors.SMALL_CONFIG, "dw", opts)
+
+
+def test_mixed_size_mapper_resizes_by_image_id(batched_cfg):
+    mapper = batched.MixedSizeMapper(batched_cfg, short_sides=(32, 48, 64))
+    shapes = set()
+    for d in DatasetCatalog.get(batched_cfg.DATASETS.TEST[0]):
+        short = (32, 48, 64)[d["image_id"] % 3]
+        shape = tuple(mapper(d)["image"].shape[1:])
+        assert shape == (short, short * 3 // 2)
+        shapes.add(shape)
+    assert len(shapes) == 2  # the two images differ in size
+
+
+def test_batches_of_one_size_give_the_detections_of_one_image(batched_cfg, tmp_path):
+    seed_all_rng(0)
+    model = build_model(batched_cfg)
+    torch.save({"model": model.state_dict()}, tmp_path / "model.pth")
+    loaded = batched.load_model(batched_cfg, tmp_path / "model.pth")
+    assert not loaded.training
+    dataset = batched_cfg.DATASETS.TEST[0]
+    alone, seconds = batched.predict(loaded, batched_cfg, dataset, batch_size=1)
+    together, _ = batched.predict(loaded, batched_cfg, dataset, batch_size=2)
+    ids = [d["image_id"] for d in DatasetCatalog.get(dataset)]
+    assert sorted(alone) == sorted(together) == sorted(ids) and seconds > 0
+    assert all(len(x) > 0 for _, x in alone.values())  # threshold 0: every image has some
+    # The images have one size: no padding, so the batch computes each image as alone.
+    c = batched.compare_detections(alone, together)
+    assert c["unmatched"] == 0 and c["score_diff"] < 1e-5 and c["box_diff"] < 1e-3
+    ap = batched.coco_ap(dataset, alone)
+    assert {"AP", "AP50"} <= set(ap)
+
+    mapped = [DatasetMapper(batched_cfg, is_train=False)(d) for d in DatasetCatalog.get(dataset)]
+    rates = batched.throughput(loaded, mapped, [1, 2], "cpu", warmup=0, repeats=2)
+    assert set(rates) == {1, 2} and all(len(r) == 2 and min(r) > 0 for r in rates.values())
+    assert batched.format_throughput(rates).splitlines()[2].split()[-1] == "1.00x"
+    # Ratios are medians of same-round ratios (2, 1, 3), not ratios of medians (4 / 3).
+    table = batched.format_throughput({1: [2.0, 4.0, 3.0], 4: [4.0, 4.0, 9.0]}).splitlines()
+    assert table[-1].split() == ["4", "4.0", "2.00x"]
+
+
+def test_batched_section_without_a_model_names_the_file(tmp_path):
+    args = argparse.Namespace(weights=tmp_path / "missing.pth", device="cpu")
+    with pytest.raises(FileNotFoundError, match="missing.pth.*make demo"):
+        batched.run_batched(args, {})

@@ -1,4 +1,5 @@
-"""refine_boxes against a hand-written bilinear sampler and hand-worked maps."""
+"""refine_boxes against a hand-written bilinear sampler and hand-worked maps; its traced
+(export) read against the eager one."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import math
 
 import pytest
 import torch
+from torchvision.ops import deform_conv2d
 
 from dual_weighting import refine_boxes
+from dual_weighting.box_refine import read_at_offsets
+from dual_weighting.deform_conv import deform_conv2d_full_precision
 
 
 def bilinear(channel, y, x):
@@ -142,3 +146,86 @@ def test_offsets_move_the_read():
     torch.testing.assert_close(out, reference_refine(ltrb, offsets, stride), rtol=0, atol=1e-10)
     # Row 0, column 2: d_l = 1, so x1 is read at cell (1, 1): x1 = 12 - 11 = 1, left = 20 - 1.
     assert out[0, 0, 0, 2].item() == pytest.approx(19.0)
+
+
+# The traced form of the read (grid_sample, for export) against the eager one (torchvision's
+# deform_conv2d, the release's form), on maps of sizes that include a single row and a single
+# cell; offsets of up to several cells read outside the map too.
+READ_SIZES = [(6, 7), (1, 5), (1, 1), (13, 17)]
+
+
+def read_inputs(size, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    maps = (torch.randn(2, 4, *size, generator=g, dtype=dtype) * 50).requires_grad_()
+    offsets = (torch.randn(2, 8, *size, generator=g, dtype=dtype) * 2).requires_grad_()
+    return maps, offsets
+
+
+def deform_read(maps, offsets):
+    return deform_conv2d(maps, offsets, maps.new_ones(4, 1, 1, 1))
+
+
+@pytest.mark.parametrize("size", READ_SIZES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_grid_sample_read_equals_deform_conv_values_and_gradients(size, dtype):
+    maps, offsets = read_inputs(size, dtype)
+    actual, expected = read_at_offsets(maps, offsets), deform_read(maps, offsets)
+    # Reads outside the map are 0: some outputs are exactly 0 in both.
+    assert (expected == 0).any() and torch.equal(actual == 0, expected == 0)
+    cotangent = torch.randn(actual.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    grads = torch.autograd.grad(actual, (maps, offsets), cotangent)
+    expected_grads = torch.autograd.grad(expected, (maps, offsets), cotangent)
+    if dtype == torch.float64:
+        tol = {"rtol": 1e-12, "atol": 1e-10}
+    else:
+        # Maps of std 50 change by ~70 per cell: grid_sample's coordinate normalisation moves a
+        # read by a few float32 ulps of the position, i.e. ~1e-6 * 70 in value.
+        tol = {"rtol": 1e-5, "atol": 1e-3}
+    torch.testing.assert_close(actual, expected, **tol)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, **tol)
+
+
+def test_grid_sample_read_no_less_exact_than_deform_conv_in_float32():
+    # Against the float64 result, the float32 reads of both forms err alike (input rounding
+    # and kernel rounding), so export changes nothing a float32 model would notice.
+    maps, offsets = read_inputs((13, 17), torch.float64, seed=3)
+    truth = deform_read(maps, offsets).detach()
+    maps32, offsets32 = maps.detach().float(), offsets.detach().float()
+    err_grid = (read_at_offsets(maps32, offsets32).double() - truth).abs()
+    err_deform = (deform_read(maps32, offsets32).double() - truth).abs()
+    assert err_grid.mean() < 2 * err_deform.mean()
+    assert err_grid.max() < 4 * err_deform.max()
+
+
+def test_grid_sample_read_of_non_finite_offsets_as_deform_conv_full_precision():
+    # A NaN offset makes its output cell NaN (all channels) and nothing else changes; an
+    # infinite one reads zeros, as the eager form does.
+    maps, offsets = read_inputs((6, 7), torch.float64)
+    offsets = offsets.detach().clone()
+    offsets[1, 1, 2, 3] = float("nan")
+    offsets[1, 2, 4, 5] = float("inf")
+    offsets[0, 5, 0, 0] = -float("inf")
+    offsets.requires_grad_()
+    actual = read_at_offsets(maps, offsets)
+    expected = deform_conv2d_full_precision(maps, offsets, maps.new_ones(4, 1, 1, 1))
+    assert actual[1, :, 2, 3].isnan().all() and actual.isnan().sum() == 4
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-10, equal_nan=True)
+    actual.nan_to_num().sum().backward()
+    assert torch.isfinite(maps.grad).all() and torch.isfinite(offsets.grad).all()
+    assert offsets.grad[1, :, 2, 3].eq(0).all(), "no gradient through the NaN cell"
+
+
+def test_traced_refine_uses_grid_sample_at_any_size():
+    # torch.jit.trace (and so the ONNX export) records the grid_sample form; the trace made at
+    # one size runs at others and equals the eager refine to rounding.
+    ltrb, offsets, stride = random_inputs(4, torch.float32)
+    with torch.no_grad():
+        traced = torch.jit.trace(lambda a, b: refine_boxes(a, b, stride), (ltrb, offsets))
+    graph = str(traced.graph)
+    assert "grid_sampler" in graph and "deform_conv2d" not in graph
+    for size in [(4, 5), (7, 3), (1, 1)]:
+        g = torch.Generator().manual_seed(sum(size))
+        a = torch.rand(1, 4, *size, generator=g) * 3 * stride
+        b = torch.randn(1, 8, *size, generator=g) * 1.5
+        torch.testing.assert_close(traced(a, b), refine_boxes(a, b, stride), rtol=1e-5, atol=1e-4)

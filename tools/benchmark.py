@@ -5,6 +5,9 @@
     python tools/benchmark.py accuracy --seeds 0,1,2,3,4
     python tools/benchmark.py speed --speed-settings r50 --device cuda
     python tools/benchmark.py losses --loss-args="--boxes 1,10,50,200"
+    python tools/benchmark.py evaluation          # COCOeval backends at COCO's size
+    python tools/benchmark.py batched             # test batch sizes (needs `make demo`'s model)
+    python tools/benchmark.py export              # exported models against PyTorch eager
 
 **The two detectors.** Both sit on the same backbone, this project's registered
 ``build_dw_resnet_fpn_backbone`` (ResNet-FPN, P3-P7, P6 from P5), built from the same config and,
@@ -37,7 +40,10 @@ Filtering after NMS gives exactly what running the model at the higher threshold
 per-level top-k, the greedy NMS and the final top-100 keep every higher-scoring box the same.
 Mean, sample standard deviation and range over seeds are printed, the detections kept per
 image (at most 100) and the per-seed paired difference DW - FCOS (same seed = same initial
-backbone and data order).
+backbone and data order). Every ``--eval-period`` iterations (0: only at the end) each run is
+also evaluated (detectron2's ``EvalHook``, the torch random state restored after it so that
+training is the same), and ``accuracy_ap_curves.png`` plots AP over iterations per detector and
+seed.
 
 **speed**: per setting (``--speed-settings``), one model per variant (default FCOS, DW, DW with
 box refine), random weights, synthetic images and 10 COCO-like random boxes per image (from
@@ -51,9 +57,35 @@ on CPU, the growth of the process's peak resident set size during the step (``Vm
 through ``/proc/self/clear_refs``, after ``malloc_trim``, as ``tools/benchmark_losses.py``
 measures); on CUDA, ``torch.cuda.max_memory_allocated`` above the step's start.
 Settings: ``r50`` = R-50-FPN (Base-DW), 800x1216, batch 2, 80 classes; ``small`` =
-the accuracy model at its input size and batch.
+the accuracy model at its input size and batch. ``speed_ratios.png`` shows the ratios as bars.
 
 **losses**: runs ``tools/benchmark_losses.py`` (``dw_losses`` against the release's per-box loop).
+
+**evaluation** (not part of "all"): generates COCO-sized ground truth and detections
+(``--coco-images`` 5000 images shaped like COCO val2017, crowd boxes, images without boxes;
+``--coco-dets`` 100 detections each), feeds them to ``DWCOCOEvaluator`` (detectron2's
+``COCOEvaluator``) once per backend of ``--coco-backends`` and times ``process`` of every image,
+``evaluate()`` and its COCOeval part; prints the speed-ups over the first backend and whether
+the AP table, per-class AP and the 12 AP/AR numbers equal the first backend's (to 1e-6).
+``evaluation_seconds.png`` shows the times.
+
+**batched** (not part of "all"): the trained demo model (``--weights``, default ``make demo``'s
+``output/demo/model_final.pth``) on the generated validation split through detectron2's test
+loader at every batch size of ``--batch-sizes``, once with the split as it is (one image size)
+and once with mixed sizes (shorter side 160, 208 or 256 by image id): COCO AP, detections per
+image, and against the first batch size the images whose detection count differs, detections
+without a same-class match at IoU 0.5 and the largest score and box difference of matched ones.
+Then images per second of model calls at each batch size on the first ``--batched-images``
+mapped images (``--warmup``, ``--repeats`` rounds, batch sizes interleaved; ratio = median of
+same-round ratios). ``batched_images_per_s.png`` shows the rates.
+
+**export** (not part of "all"): per setting of ``--export-settings`` (``r50``: R-50-FPN at
+800x1216, 80 classes; ``r50_refine``: the same with box refine; ``demo``: the demo model at
+256x320), a random-weight DW-FCOS at score threshold 0 exported to TorchScript (tracing) and
+ONNX (``dual_weighting.export``): latency of one image through PyTorch eager, the TorchScript
+module and ONNX Runtime (torch's thread count; its CUDA provider on ``--device cuda`` where
+onnxruntime-gpu has one), rounds interleaved, ratio = median of same-round ratios to eager; the
+export time and whether each exported model's detections equal eager's.
 
 **soak** (not part of "all"; about 20 minutes on 2 cores): trains DW-FCOS twice with one seed,
 ``--soak-iters`` (2000) iterations each, with the demo's model and solver at batch
@@ -62,9 +94,10 @@ whether every loss was finite, the resident set size of the process and its data
 (sampled every ``--soak-rss-period`` iterations) and its growth after the first quarter of the
 run, AP, and the largest difference between the two runs' loss curves (0 = identical).
 
-Every result is also written to ``OUTPUT_DIR/results.json``; training logs, ``metrics.json`` and
-``result.json`` of each accuracy run go to ``OUTPUT_DIR/accuracy/<variant>_seed<k>/``, and
-``--resume`` reuses the finished ones whose config is unchanged.
+Every result is also written to ``OUTPUT_DIR/results.json`` and the pictures (PNG) next to it;
+training logs, ``metrics.json`` and ``result.json`` of each accuracy run go to
+``OUTPUT_DIR/accuracy/<variant>_seed<k>/``, and ``--resume`` reuses the finished ones whose
+config is unchanged.
 """
 
 from __future__ import annotations
@@ -80,10 +113,14 @@ from pathlib import Path
 import torch
 
 from dual_weighting.benchmark.accuracy import run_accuracy
+from dual_weighting.benchmark.batched import run_batched
+from dual_weighting.benchmark.coco_eval import run_coco_eval
 from dual_weighting.benchmark.detectors import VARIANTS
+from dual_weighting.benchmark.export_speed import export_settings, run_export_speed
 from dual_weighting.benchmark.report import environment
 from dual_weighting.benchmark.soak import run_soak
 from dual_weighting.benchmark.speed import run_speed, speed_settings
+from dual_weighting.evaluation import COCOEVAL_BACKENDS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,8 +152,9 @@ def argument_parser():
         "section",
         nargs="?",
         default="all",
-        choices=("all", "accuracy", "speed", "losses", "soak"),
-        help="what to run (default: all = accuracy, speed, losses; soak runs alone)",
+        choices=("all", "accuracy", "speed", "losses", "evaluation", "batched", "export", "soak"),
+        help="what to run (default: all = accuracy, speed, losses; evaluation, batched, export "
+        "and soak run alone)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
@@ -136,6 +174,9 @@ def argument_parser():
     a.add_argument("--batch", type=int, default=8, help="images per batch (also 'small' speed)")
     a.add_argument("--min-size", type=int, default=192, help="shorter image side (demo: 256)")
     a.add_argument("--max-size", type=int, default=240, help="longer side cap (demo: 320)")
+    a.add_argument(
+        "--eval-period", type=int, default=40, help="iterations between AP evaluations (0: end)"
+    )
     s = p.add_argument_group("speed")
     s.add_argument(
         "--speed-settings", type=_csv(str), default=["small", "r50"], help="of small,r50"
@@ -147,14 +188,47 @@ def argument_parser():
         help="of fcos,dw,dw_refine (ratios are to fcos)",
     )
     s.add_argument("--boxes", type=int, default=10, help="random boxes per image")
-    s.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    s.add_argument("--repeats", type=int, default=3, help="timed rounds (median)")
+    s.add_argument("--warmup", type=int, default=1, help="untimed rounds first (also batched)")
+    s.add_argument("--repeats", type=int, default=3, help="timed rounds, median (also batched)")
     los = p.add_argument_group("losses")
     los.add_argument(
         "--loss-args",
         default="--boxes 10,50 --repeats 3",
         help="arguments of tools/benchmark_losses.py, given as --loss-args='...' "
         "(default: %(default)s)",
+    )
+    e = p.add_argument_group("evaluation")
+    e.add_argument("--coco-images", type=int, default=5000, help="generated images")
+    e.add_argument("--coco-dets", type=int, default=100, help="detections per image")
+    e.add_argument(
+        "--coco-backends",
+        type=_csv(str),
+        default=["pycocotools", "faster_coco_eval"],
+        help=f"of {','.join(COCOEVAL_BACKENDS)}, the first is the reference (default: "
+        "pycocotools,faster_coco_eval)",
+    )
+    b = p.add_argument_group("batched")
+    b.add_argument(
+        "--batch-sizes",
+        type=_csv(int),
+        default=[1, 4, 8],
+        help="the first is the reference (default: 1,4,8)",
+    )
+    b.add_argument(
+        "--batched-images", type=int, default=8, help="images of a timed round (default 8)"
+    )
+    b.add_argument(
+        "--weights",
+        type=Path,
+        default=REPO / "output" / "demo" / "model_final.pth",
+        help="the demo model's checkpoint (default: make demo's)",
+    )
+    x = p.add_argument_group("export")
+    x.add_argument(
+        "--export-settings",
+        type=_csv(str),
+        default=["r50", "demo"],
+        help="of r50,r50_refine,demo (default: r50,demo)",
     )
     k = p.add_argument_group("soak")
     k.add_argument("--soak-iters", type=int, default=2000, help="iterations of each of two runs")
@@ -179,6 +253,14 @@ def main(argv=None):
             raise SystemExit(
                 f"Unknown speed setting {name!r}; choose from {sorted(speed_settings(args))}"
             )
+    for name in args.export_settings:
+        if name not in export_settings():
+            raise SystemExit(
+                f"Unknown export setting {name!r}; choose from {sorted(export_settings())}"
+            )
+    for name in args.coco_backends:
+        if name not in COCOEVAL_BACKENDS:
+            raise SystemExit(f"Unknown COCOeval backend {name!r}; choose from {COCOEVAL_BACKENDS}")
     if args.threads:
         torch.set_num_threads(args.threads)
     command = " ".join(["python tools/benchmark.py", *sys.argv[1:]])
@@ -196,12 +278,16 @@ def main(argv=None):
         "accuracy": run_accuracy,
         "speed": run_speed,
         "losses": run_losses,
+        "evaluation": run_coco_eval,
+        "batched": run_batched,
+        "export": run_export_speed,
         "soak": run_soak,
     }
+    alone = ("evaluation", "batched", "export", "soak")
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for name, fn in sections.items():
-        if args.section == name or (args.section == "all" and name != "soak"):
+        if args.section == name or (args.section == "all" and name not in alone):
             print(f"== {name} ==", flush=True)
             section_start = time.perf_counter()
             fn(args, out)

@@ -1,17 +1,18 @@
 """DW box refinement: re-read each side of a predicted box near that side, at learned offsets.
 
-See docs/DW_SPEC.md, "Box refinement". Shapes: ``N`` images, a feature level of ``H`` rows
-and ``W`` columns. Distances (left, top, right, bottom) and box corners are in pixels; offsets are
-in feature cells.
+See docs/DW_SPEC.md, "Box refinement". Shapes: ``N`` images, ``K`` channels, a feature level of
+``H`` rows and ``W`` columns. Distances (left, top, right, bottom) and box corners are in pixels;
+offsets are in feature cells.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as F
 
 from .deform_conv import deform_conv2d_full_precision
 
-__all__ = ["refine_boxes"]
+__all__ = ["read_at_offsets", "refine_boxes"]
 
 
 def _anchor_grid(height: int, width: int, stride: int, like: torch.Tensor):
@@ -19,6 +20,57 @@ def _anchor_grid(height: int, width: int, stride: int, like: torch.Tensor):
     cols = (torch.arange(width, dtype=like.dtype, device=like.device) + 0.5) * stride
     rows = (torch.arange(height, dtype=like.dtype, device=like.device) + 0.5) * stride
     return cols.view(1, 1, width), rows.view(1, height, 1)
+
+
+def read_at_offsets(maps: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Channel ``k`` of output cell ``(i, j)`` is channel ``k`` of ``maps`` read bilinearly at
+    ``(i + offsets[:, 2k], j + offsets[:, 2k + 1])``, zeros outside the map.
+
+    The read of ``torchvision.ops.deform_conv2d(maps, offsets, ones(K, 1, 1, 1))`` (a 1x1
+    deformable convolution, one group per channel), written with ``F.grid_sample``: a core op,
+    which ONNX has as GridSample (opset 16) and TorchScript runs without torchvision's ops. The
+    two agree to rounding: grid_sample's coordinate normalisation rounds differently, 1e-12 px
+    in float64 and a few float32 ulps of the read positions (tests/test_box_refine.py).
+
+    Offsets are handled as :func:`~.deform_conv.deform_conv2d_full_precision` handles them: a
+    NaN offset is read as 0 (it must not reach the kernel, which turns it into an integer index)
+    and every output cell whose offsets held a NaN is NaN, with no gradient through it; reads
+    outside the map are 0, infinite ones included (positions are clamped to [-2, size + 1],
+    beyond which every read is 0 with zero gradient). Branch-free.
+
+    Args:
+        maps: (N, K, H, W) values; float16/bfloat16 are read in float32, with autocast off.
+        offsets: (N, 2K, H, W) read offsets, cells, (dy, dx) per channel.
+
+    Returns:
+        (N, K, H, W), in ``maps``' dtype promoted to at least float32. Differentiable with
+        respect to both inputs.
+    """
+    n, k, height, width = maps.shape
+    dtype = torch.promote_types(maps.dtype, torch.float32)
+    nan_offset = offsets.isnan()
+    with torch.autocast(maps.device.type, enabled=False):
+        dy, dx = (
+            offsets.to(dtype).masked_fill(nan_offset, 0).reshape(n, k, 2, height, width).unbind(2)
+        )
+        rows = torch.arange(height, dtype=dtype, device=maps.device).view(1, 1, height, 1)
+        cols = torch.arange(width, dtype=dtype, device=maps.device).view(1, 1, 1, width)
+        y = (rows + dy).clamp(-2, height + 1)
+        x = (cols + dx).clamp(-2, width + 1)
+        # align_corners=False: -1 and 1 are the outer edges of the first and last cells, so
+        # cell c is at (2c + 1) / size - 1; align_corners=True would read every position of a
+        # map of size 1 at its one cell.
+        grid = torch.stack(((2 * x + 1) / width - 1, (2 * y + 1) / height - 1), dim=-1)
+        out = F.grid_sample(
+            maps.to(dtype).reshape(n * k, 1, height, width),
+            grid.reshape(n * k, height, width, 2),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )
+    return out.view(n, k, height, width).masked_fill(
+        nan_offset.any(dim=1, keepdim=True), float("nan")
+    )
 
 
 def refine_boxes(box_ltrb_map: torch.Tensor, offsets: torch.Tensor, stride: int) -> torch.Tensor:
@@ -40,7 +92,11 @@ def refine_boxes(box_ltrb_map: torch.Tensor, offsets: torch.Tensor, stride: int)
 
     so each side is re-read near the position of that side, moved by the learned offsets ``o``.
     A deformable 1x1 convolution with an all-ones weight and one group per channel is exactly
-    this sampling. The refined box is turned back into distances from the same anchor point.
+    this sampling (the release's form): it runs in eager mode, in training and inference. A
+    traced graph (``torch.jit.trace``, ``torch.onnx.export``) gets
+    :func:`read_at_offsets` instead, the same read with ``grid_sample``, which exports to ONNX
+    and differs by rounding only. The refined box is turned back into distances from the same
+    anchor point.
 
     Args:
         box_ltrb_map: (N, 4, H, W) predicted distances, pixels, >= 0.
@@ -71,11 +127,15 @@ def refine_boxes(box_ltrb_map: torch.Tensor, offsets: torch.Tensor, stride: int)
         ),
         dim=1,
     )  # (N, 8, H, W): (dy, dx) of channels x1, y1, x2, y2
-    # Weight (out 4, in 4 / groups 4 = 1, 1, 1): each output channel copies its own input channel.
-    weight = corners.new_ones(4, 1, 1, 1)
+    # Eager mode keeps torchvision's kernel, so training stays the release's form bit for bit;
+    # only a traced graph, which must export, reads with grid_sample.
+    if torch.jit.is_tracing():
+        sampled = read_at_offsets(corners, sample_offsets)
+    else:
+        # Weight (out 4, in 4 / groups 4 = 1, 1, 1): each output channel copies its own channel.
+        weight = corners.new_ones(4, 1, 1, 1)
+        sampled = deform_conv2d_full_precision(corners, sample_offsets, weight)
     # (N, 4, H, W), XYXY pixels
-    sampled = deform_conv2d_full_precision(corners, sample_offsets, weight)
-
     x1, y1, x2, y2 = sampled.unbind(1)
     refined = torch.stack((px - x1, py - y1, x2 - px, y2 - py), dim=1)
     return refined.clamp(min=0)

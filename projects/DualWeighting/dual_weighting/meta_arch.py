@@ -5,7 +5,9 @@ Shapes: N images, C classes, P anchor points over all levels, L levels.
 
 from typing import Optional
 
+import numpy as np
 import torch
+import torchvision
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
@@ -117,8 +119,12 @@ class DWFCOS(DenseDetector):
     def preprocess_image(self, batched_inputs: list[dict]):
         """detectron2's normalisation, padding and batching. At inference, first rejects a
         floating-point input image holding an infinite or NaN pixel with a ValueError naming it
-        (training stops on the non-finite predictions instead, naming the iteration)."""
-        if not self.training:
+        (training stops on the non-finite predictions instead, naming the iteration).
+
+        A traced graph (an exported model) cannot raise: it skips the check, and the finite-box
+        filter of :meth:`inference_single_image` leaves such an image without detections.
+        """
+        if not self.training and not torch.jit.is_tracing():
             _check_finite_images(batched_inputs)
         return super().preprocess_image(batched_inputs)
 
@@ -200,6 +206,9 @@ class DWFCOS(DenseDetector):
         Candidates with a NaN score fail the threshold; those with an infinite or NaN box
         (non-finite predictions, from a diverged model or overflowing half precision) are
         dropped, so every returned box is finite, as ``Boxes.clip`` requires.
+
+        A traced graph (an exported model) cannot record the release's NMS, a data-dependent
+        loop: it runs :func:`_traceable_batched_nms`, one graph op, instead.
         """
         pred = self._decode_multi_level_predictions(
             anchors,
@@ -211,11 +220,44 @@ class DWFCOS(DenseDetector):
         )
         pred = pred[torch.isfinite(pred.pred_boxes.tensor).all(dim=1)]
         pred.pred_boxes.clip(image_size)
+        if torch.jit.is_tracing():
+            keep = _traceable_batched_nms(
+                pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh
+            )
+            return pred[keep[: self.max_detections_per_image]]
         # The release's rule: IoU against the threshold in float32 (torchvision's is double).
         keep = batched_nms_float32(
             pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh
         )
         return pred[keep[: self.max_detections_per_image]]
+
+
+def _traceable_batched_nms(boxes, scores, classes, iou_threshold):
+    """Class-aware NMS as one ``torchvision.ops.nms`` op on boxes shifted apart by class, for
+    traced graphs: TorchScript keeps the op, ONNX export maps it to NonMaxSuppression.
+
+    The shift is the release's, ``class * (max coordinate + 1)`` in float32, so the IoUs come
+    from the same shifted boxes as in eager mode. torchvision compares its float32 IoU with the
+    threshold in double; given the threshold rounded to float32, it decides as the release's
+    CPU kernel does, ``IoU > float32(threshold)``, which agrees with the eager rule
+    (:func:`~.layers.batched_nms_float32`) on every exact tie, and ONNX Runtime's
+    NonMaxSuppression compares in float32 too. An empty input gives an empty output
+    (``batched_nms`` has a Python branch for it, which tracing would freeze).
+
+    Args:
+        boxes: (R, 4) XYXY boxes, clipped to the image (coordinates >= 0).
+        scores, classes: (R,) scores and integer classes.
+        iou_threshold: a box is dropped when its IoU with a kept, higher-scoring box of its class
+            exceeds this.
+
+    Returns:
+        (K,) int64 indices of the kept boxes, by decreasing score.
+    """
+    boxes = boxes.float()
+    # The appended 0 leaves the maximum of clipped boxes unchanged and defines it for no box.
+    max_coordinate = torch.cat((boxes.reshape(-1), boxes.new_zeros(1))).max()
+    shifted = boxes + (classes.to(boxes) * (max_coordinate + 1))[:, None]
+    return torchvision.ops.nms(shifted, scores, float(np.float32(iou_threshold)))
 
 
 def _check_finite_images(batched_inputs: list[dict]):

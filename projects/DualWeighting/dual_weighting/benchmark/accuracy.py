@@ -1,21 +1,26 @@
 """The accuracy section: both detectors trained with detectron2's trainer on the generated
-dataset, each seed alike for both, and COCO-evaluated at two score thresholds ("views")."""
+dataset, each seed alike for both, and COCO-evaluated at two score thresholds ("views"), every
+``TEST.EVAL_PERIOD`` iterations and at the end (the AP curve)."""
 
 import contextlib
 import json
 import logging
 import math
+import random
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
 from detectron2.engine import hooks
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils.env import seed_all_rng
 
 from ..data import default_synthetic_root, ensure_synthetic
 from ..engine import DWTrainer
+from ..evaluation import DWCOCOEvaluator
 from .detectors import (
     LOW_SCORE,
     SMALL_CONFIG,
@@ -26,11 +31,12 @@ from .detectors import (
     make_cfg,
     score_of_product,
 )
-from .report import format_accuracy
+from .report import format_accuracy, plot_ap_curves
 
 
-class ScoreFilteredCOCOEvaluator(COCOEvaluator):
-    """COCO box AP of the detections scoring above ``min_score``, reported as ``{view: ...}``."""
+class ScoreFilteredCOCOEvaluator(DWCOCOEvaluator):
+    """COCO box AP of the detections scoring above ``min_score``, reported as ``{view: ...}``
+    (COCOeval backend "auto": faster-coco-eval where installed, pycocotools' numbers)."""
 
     def __init__(self, dataset_name, view, min_score, **kwargs):
         super().__init__(dataset_name, tasks=("bbox",), **kwargs)
@@ -53,9 +59,35 @@ class ScoreFilteredCOCOEvaluator(COCOEvaluator):
         return {self._view: {**results["bbox"], "dets/img": per_image}}
 
 
+@contextlib.contextmanager
+def random_state_kept():
+    """Restore Python's, NumPy's and torch's (CPU) global random states on exit.
+
+    Evaluating draws from them (the test loader's worker seed from torch's, the test resize's
+    size choice from NumPy's); restoring them keeps training (e.g. flips drawn in this process)
+    the same with or without evaluations in between.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
 class BenchmarkTrainer(DWTrainer):
     """``DWTrainer`` (train_net.py's) that builds either detector, gives every detector of one
-    seed the same data order and flips, skips checkpoints, and evaluates both score views."""
+    seed the same data order and flips, skips checkpoints, and evaluates both score views.
+
+    Every ``TEST.EVAL_PERIOD`` iterations (never if 0) it evaluates and appends ``[iteration,
+    {view: metrics}]`` to ``self.curve``, adding the seconds to ``self.curve_eval_s``; the
+    evaluation after the last iteration is :func:`run_training`'s.
+    """
+
+    def __init__(self, cfg):
+        self.curve, self.curve_eval_s = [], 0.0
+        super().__init__(cfg)
 
     @classmethod
     def build_model(cls, cfg):
@@ -71,9 +103,27 @@ class BenchmarkTrainer(DWTrainer):
         return super().build_train_loader(cfg)
 
     def build_hooks(self):
-        # No checkpoints; evaluation runs once, after training (run_training).
-        drop = (hooks.PeriodicCheckpointer, hooks.EvalHook)
-        return [h for h in super().build_hooks() if not isinstance(h, drop)]
+        # No checkpoints. detectron2's EvalHook keeps its place (before the writers, so the
+        # curve's metrics reach metrics.json) but records the curve and skips the end.
+        built = []
+        for h in super().build_hooks():
+            if isinstance(h, hooks.EvalHook) and self.cfg.TEST.EVAL_PERIOD > 0:
+                built.append(
+                    hooks.EvalHook(
+                        self.cfg.TEST.EVAL_PERIOD, self._curve_point, eval_after_train=False
+                    )
+                )
+            elif not isinstance(h, (hooks.PeriodicCheckpointer, hooks.EvalHook)):
+                built.append(h)
+        return built
+
+    def _curve_point(self):
+        start = time.perf_counter()
+        with random_state_kept():
+            metrics = self.test(self.cfg, self.model)
+        self.curve.append([self.iter + 1, metrics])
+        self.curve_eval_s += time.perf_counter() - start
+        return metrics
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -104,8 +154,8 @@ def accuracy_cfg(variant, seed, args, output_dir, extra_opts=()):
     """Config of one accuracy run: the demo config at the benchmark's size and schedule, then
     ``extra_opts`` (KEY VALUE strings).
 
-    ``args`` gives ``iters``, ``batch``, ``min_size``, ``max_size`` and ``device`` (the options
-    of ``tools/benchmark.py``).
+    ``args`` gives ``iters``, ``batch``, ``min_size``, ``max_size``, ``eval_period`` and
+    ``device`` (the options of ``tools/benchmark.py``).
     """
     opts = [
         "SEED", seed,
@@ -116,7 +166,7 @@ def accuracy_cfg(variant, seed, args, output_dir, extra_opts=()):
         "INPUT.MAX_SIZE_TRAIN", args.max_size,
         "INPUT.MIN_SIZE_TEST", args.min_size,
         "INPUT.MAX_SIZE_TEST", args.max_size,
-        "TEST.EVAL_PERIOD", 0,
+        "TEST.EVAL_PERIOD", args.eval_period,
         # Scores are kept down to the "low" view's threshold; the "own" view filters further.
         "MODEL.DW.TEST_SCORE_THRESH", score_of_product("dw", LOW_SCORE),
         "MODEL.FCOS.TEST_SCORE_THRESH", score_of_product("fcos", LOW_SCORE),
@@ -157,8 +207,10 @@ def run_training(cfg, extra_hooks=()):
     COCO-evaluate it.
 
     Returns:
-        dict: ``metrics`` ({view: {metric: value}}), ``train_s``, ``s_per_iter`` (median of the
-        trainer's iteration times), ``eval_s``, ``losses`` (the total loss of every iteration).
+        dict: ``metrics`` ({view: {metric: value}}), ``train_s`` (without the periodic
+        evaluations), ``s_per_iter`` (median of the trainer's iteration times), ``eval_s`` (the
+        last evaluation), ``curve_eval_s`` (the periodic ones), ``losses`` (the total loss of
+        every iteration), ``curve`` ([iteration, metrics] of every evaluation, the last too).
     """
     cfg = cfg.clone()
     cfg.freeze()
@@ -169,7 +221,7 @@ def run_training(cfg, extra_hooks=()):
         trainer.register_hooks(list(extra_hooks))
         start = time.perf_counter()
         trainer.train()
-        train_s = time.perf_counter() - start
+        train_s = time.perf_counter() - start - trainer.curve_eval_s
         # IterationTimer records iterations after its first 3 only.
         timer = trainer.storage.histories().get("time")
         iter_times = [t for t, _ in timer.values()] if timer else []
@@ -177,13 +229,20 @@ def run_training(cfg, extra_hooks=()):
         start = time.perf_counter()
         metrics = BenchmarkTrainer.test(cfg, trainer.model)
         eval_s = time.perf_counter() - start
+    curve = [*trainer.curve, [cfg.SOLVER.MAX_ITER, metrics]]
     return {
-        "metrics": {view: {k: float(v) for k, v in m.items()} for view, m in metrics.items()},
+        "metrics": _floats(metrics),
         "train_s": train_s,
         "s_per_iter": statistics.median(iter_times) if iter_times else math.nan,
         "eval_s": eval_s,
+        "curve_eval_s": trainer.curve_eval_s,
         "losses": losses,
+        "curve": [[it, _floats(m)] for it, m in curve],
     }
+
+
+def _floats(metrics):
+    return {view: {k: float(v) for k, v in m.items()} for view, m in metrics.items()}
 
 
 def run_accuracy(args, out):
@@ -217,3 +276,6 @@ def run_accuracy(args, out):
     out["accuracy"] = runs
     print()
     print(format_accuracy(runs, args.variants))
+    path = Path(args.output_dir) / "accuracy_ap_curves.png"
+    plot_ap_curves(runs, path)
+    print(f"  plot: {path}", flush=True)

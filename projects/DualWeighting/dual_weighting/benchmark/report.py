@@ -1,7 +1,9 @@
-"""Statistics over seeds and the plain-text tables of the benchmark, and the machine it ran on.
+"""Statistics over seeds, the plain-text tables and the AP-curve picture of the benchmark, and the
+machine it ran on.
 
-A run is a dict with ``variant``, ``seed``, ``metrics`` ({view: {metric: value}}) and the
-timings ``train_s``, ``s_per_iter``, ``eval_s`` (seconds), as ``accuracy.run_accuracy`` makes.
+A run is a dict with ``variant``, ``seed``, ``metrics`` ({view: {metric: value}}), the timings
+``train_s``, ``s_per_iter``, ``eval_s`` (seconds) and ``curve`` ([iteration, metrics] of every
+evaluation), as ``accuracy.run_accuracy`` makes.
 """
 
 import datetime
@@ -15,6 +17,7 @@ import detectron2
 import torch
 
 from .detectors import LOW_SCORE, VARIANTS
+from .plots import curve_chart
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 VIEW_TITLES = {
@@ -140,6 +143,25 @@ def format_accuracy(runs, variants):
         + format_table(["detector", "median s/it", "mean train s", "mean eval s"], timing)
     )
     return "\n\n".join(parts)
+
+
+def plot_ap_curves(runs, path, view="own"):
+    """AP over training iterations, a line per run of ``runs`` (as ``accuracy.run_accuracy`` makes
+    them), coloured by detector; returns the matplotlib Figure."""
+    curves = {
+        (VARIANTS[r["variant"]], f"seed {r['seed']}"): (
+            [it for it, _ in r["curve"]],
+            [m[view]["AP"] for _, m in r["curve"]],
+        )
+        for r in runs
+        if "curve" in r  # runs reused from before the curve was recorded have none
+    }
+    return curve_chart(
+        curves,
+        path,
+        f"COCO box AP on the generated validation split ({view} "
+        "score threshold), same runs as the tables",
+    )
 
 
 def environment(device, command):

@@ -4,6 +4,7 @@ training step, one model per variant, the models' steps interleaved round by rou
 import functools
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from detectron2.solver import build_optimizer
@@ -14,6 +15,7 @@ from detectron2.utils.events import EventStorage
 from .detectors import R50_CONFIG, SMALL_CONFIG, VARIANTS, build_detector, make_cfg
 from .losses import make_inputs
 from .memory import peak_cuda_growth_mib, peak_rss_growth_mib
+from .plots import bar_chart
 from .report import format_table
 
 
@@ -152,6 +154,27 @@ def peak_mib(result):
     return max(mibs) if mibs else None
 
 
+def ratio_groups(speed, baseline="fcos"):
+    """The ratios of :func:`format_speed`'s tables for a bar chart: {"<setting> <measure>":
+    {detector: ratio to ``baseline``}} over the settings of ``speed`` ({setting: {"results":
+    measure_speed's results}}), ``baseline`` left out (its ratios are 1)."""
+    groups = {}
+    for name, entry in speed.items():
+        results = entry["results"]
+        base = results[baseline]
+        others = {VARIANTS[v]: r for v, r in results.items() if v != baseline}
+        for measure, key in (("train step", "train_s"), ("inference", "infer_s")):
+            groups[f"{name} {measure}"] = {
+                v: paired_ratio(r[key], base[key]) for v, r in others.items()
+            }
+        base_mib = peak_mib(base)
+        groups[f"{name} train memory"] = {
+            v: peak_mib(r) / base_mib if peak_mib(r) is not None and base_mib else None
+            for v, r in others.items()
+        }
+    return groups
+
+
 def format_speed(results, title, baseline="fcos"):
     """Median times and peak memory, each with its ratio to ``baseline``'s."""
     base = results.get(baseline)
@@ -193,3 +216,14 @@ def run_speed(args, out):
             "training step:"
         )
         print(format_speed(results, title) + "\n", flush=True)
+    if "fcos" in args.speed_variants:
+        path = Path(args.output_dir) / "speed_ratios.png"
+        bar_chart(
+            ratio_groups(out["speed"]),
+            path,
+            f"DW / detectron2's FCOS on {args.device}, same run as the tables "
+            "(median of same-round ratios; below 1: DW is faster or smaller)",
+            "ratio to FCOS (d2)",
+            reference=1.0,
+        )
+        print(f"  plot: {path}", flush=True)

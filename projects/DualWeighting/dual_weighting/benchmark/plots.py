@@ -1,0 +1,93 @@
+"""The benchmark's pictures (matplotlib, no display needed): grouped bars of ratios or rates, and
+AP over training iterations. Each function writes a PNG and returns the matplotlib ``Figure``
+(tests read its bars and lines back)."""
+
+import textwrap
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+# Matplotlib's default cycle; one colour per bar label or detector.
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D")
+# Small pictures for the docs: 7 x 3.6 inches at 100 dpi, titles wrapped to fit.
+FIGSIZE, DPI, TITLE_WIDTH = (7.0, 3.6), 100, 95
+
+
+def _save(fig, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return fig
+
+
+def bar_chart(groups, path, title, ylabel, reference=None, value_format="{:.2f}"):
+    """Grouped bars: one group per key of ``groups``, one bar per key of its dict, coloured by
+    that key (the same key, the same colour in every group), each labelled with its value.
+
+    Args:
+        groups: {group label: {bar label: value}}; a missing or None value leaves a gap.
+        path: the PNG to write.
+        reference: draws a dashed horizontal line at this value (e.g. 1 for ratios).
+        value_format: how the value over each bar is written.
+
+    Returns:
+        matplotlib Figure.
+    """
+    bar_labels = list(dict.fromkeys(k for bars in groups.values() for k in bars))
+    width = 0.8 / max(len(bar_labels), 1)
+    fig = Figure(figsize=FIGSIZE)
+    ax = fig.add_subplot()
+    for j, label in enumerate(bar_labels):
+        xs, ys = [], []
+        for i, bars in enumerate(groups.values()):
+            if bars.get(label) is not None:
+                xs.append(i + (j - (len(bar_labels) - 1) / 2) * width)
+                ys.append(bars[label])
+        drawn = ax.bar(xs, ys, width, label=label, color=COLORS[j % len(COLORS)])
+        ax.bar_label(drawn, [value_format.format(y) for y in ys], fontsize=7, padding=1)
+    if reference is not None:
+        ax.axhline(reference, color="gray", linestyle="--", linewidth=0.8)
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(textwrap.fill(title, TITLE_WIDTH), fontsize=9)
+    ax.margins(y=0.12)
+    if len(bar_labels) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def curve_chart(curves, path, title, xlabel="iteration", ylabel="COCO box AP (%)"):
+    """Lines of y over x: one colour per series name, one line style and marker per run.
+
+    Args:
+        curves: {(series name, run name): (xs, ys)}, e.g. {("DW", "seed 0"): ([40, 80], [3, 9])}.
+        path: the PNG to write.
+
+    Returns:
+        matplotlib Figure.
+    """
+    series = list(dict.fromkeys(s for s, _ in curves))
+    runs = list(dict.fromkeys(r for _, r in curves))
+    fig = Figure(figsize=FIGSIZE)
+    ax = fig.add_subplot()
+    for (name, run), (xs, ys) in curves.items():
+        k = runs.index(run)
+        ax.plot(
+            xs,
+            ys,
+            color=COLORS[series.index(name) % len(COLORS)],
+            linestyle=LINESTYLES[k % len(LINESTYLES)],
+            marker=MARKERS[k % len(MARKERS)],
+            markersize=4,
+            label=f"{name}, {run}",
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(textwrap.fill(title, TITLE_WIDTH), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=max(1, len(series)))
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,123 @@
+"""The tensor-in, tensors-out view of a DW-FCOS model that tracing records, and the check of
+what can be exported.
+
+Shapes: K detections. The exported model takes one image (3, H, W), float32, pixel values in
+the config's ``INPUT.FORMAT`` channel order, at the size the model sees (after the config's
+test resize, as detectron2's deploy tool feeds it); any H and W. It normalises and pads the
+image itself and returns ``boxes`` (K, 4) XYXY in the input image's pixels, ``scores`` (K,) and
+``classes`` (K,) int64, by decreasing score: what ``model([{"image": image}])`` returns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from detectron2.data import transforms as T
+from detectron2.data.detection_utils import read_image
+from detectron2.export import TracingAdapter, scripting_with_instances
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes
+
+from ..checkpoint import DWCheckpointer
+from ..data import build_test_augmentation, render_image
+from ..deform_conv import ModulatedDeformConv
+
+__all__ = [
+    "ExportError",
+    "build_export_model",
+    "deformable_layers",
+    "detections",
+    "sample_image",
+    "script_model",
+    "tracing_adapter",
+]
+
+
+class ExportError(RuntimeError):
+    """A model that cannot be exported to, or run in, the requested format; the message names
+    the layers and the format."""
+
+
+def build_export_model(cfg, seed=0):
+    """The config's model in eval mode with ``MODEL.WEIGHTS`` loaded strictly (a checkpoint that
+    leaves weights missing is an error: exporting a half-initialised model is always a mistake),
+    or, with ``MODEL.WEIGHTS`` empty, initialised from ``seed``."""
+    torch.manual_seed(seed)
+    model = build_model(cfg).eval()
+    if cfg.MODEL.WEIGHTS:
+        DWCheckpointer(model, strict=True).load(cfg.MODEL.WEIGHTS)
+    return model
+
+
+def detections(model, image: torch.Tensor):
+    """The detections of ``model`` (a DWFCOS in eval mode) on one image.
+
+    Args:
+        image: (3, H, W) float, pixel values in the model's input format.
+
+    Returns:
+        boxes (K, 4) XYXY in ``image``'s pixels, scores (K,), classes (K,) int64.
+    """
+    (output,) = model([{"image": image}])
+    instances = output["instances"]
+    return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
+
+
+def tracing_adapter(model, image: torch.Tensor) -> TracingAdapter:
+    """detectron2's ``TracingAdapter`` around ``model`` (set to eval mode) whose ``forward(image)``
+    returns :func:`detections`, ready for ``torch.jit.trace`` and ``torch.onnx.export`` with
+    ``(image,)``."""
+    # The adapter itself in eval mode: the ONNX exporter restores a training adapter's mode, and
+    # with it the model's, after exporting.
+    return TracingAdapter(model.eval(), image, inference_func=detections).eval()
+
+
+def deformable_layers(model) -> list[str]:
+    """Names of the DCNv2 layers (:class:`ModulatedDeformConv`) of ``model``."""
+    return [name for name, m in model.named_modules() if isinstance(m, ModulatedDeformConv)]
+
+
+def script_model(model):
+    """``torch.jit.script`` of ``model`` through detectron2's ``scripting_with_instances``.
+
+    Raises:
+        ExportError: always for DWFCOS today, with where TorchScript stops. Scripting compiles
+            every Python statement of the model, and DW-FCOS's are not all TorchScript: the
+            deformable convolutions take ``**kwargs`` (``deform_conv2d_full_precision``), the
+            head's convs are detectron2 ``Conv2d`` layers holding their activation as a Python
+            function (``head.cls_tower.0`` ...), the inference checks images with Python lists
+            and f-strings (``preprocess_image``) and the release's NMS is a data-dependent loop.
+            Tracing records the ops these compute instead and gives a TorchScript model just the
+            same (``--export-method tracing``).
+    """
+    fields = {"pred_boxes": Boxes, "scores": torch.Tensor, "pred_classes": torch.Tensor}
+    try:
+        return scripting_with_instances(model.eval(), fields)
+    except Exception as e:  # TorchScript's frontend raises several error types
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        where = next((line for line in lines if line.startswith("File ")), "")
+        reason = f"{lines[0] if lines else type(e).__name__} {where}".strip()
+        raise ExportError(
+            f"--export-method scripting cannot export this model to TorchScript: torch.jit.script "
+            f"fails ({reason}). DW-FCOS is not all TorchScript (deformable convs with **kwargs, "
+            "head convs with a Python-function activation, the input check of preprocess_image, "
+            "the release's NMS loop). Use --export-method tracing: it records the same "
+            "computation and gives a TorchScript model."
+        ) from e
+
+
+def sample_image(cfg, path=None, seed=0) -> torch.Tensor:
+    """An input for tracing: the image at ``path`` (or, without one, a generated shapes image of
+    480x640, :func:`~..data.synthetic.render_image`), in ``cfg.INPUT.FORMAT``, resized by the
+    config's test resize, as the model sees it.
+
+    Returns:
+        (3, H, W) float32 pixel values.
+    """
+    if path is None:
+        rgb, _, _ = render_image(np.random.default_rng(seed), (480, 640), (2, 6), (40, 300), 0.5)
+        image = rgb[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else rgb
+    else:
+        image = read_image(path, format=cfg.INPUT.FORMAT)
+    image, _ = T.apply_augmentations(build_test_augmentation(cfg), image)
+    return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)), dtype=torch.float32)

@@ -1,0 +1,313 @@
+"""Exported DW-FCOS against PyTorch: TorchScript (by tracing) and ONNX (run by ONNX Runtime) give
+the same detections as the PyTorch model on generated images of two sizes, one of them not the
+size traced at; box refine and DCNv2 included. Also the NMS tie rule of the exported graph, what
+cannot be exported, COCO evaluation of an exported model and tools/export_model.py.
+
+"The same detections": same number and classes, boxes within 1e-4 of the image's longer side
+and scores within 1e-4, paired by value (:func:`dual_weighting.export.match_detections`, tested
+below on hand-made cases). Measured: TorchScript boxes within 3e-4 px (box refine's traced read
+rounds differently), scores identical; ONNX Runtime boxes within 3.4e-3 px (box refine reading
+at the feature map's edge magnifies float32 differences), scores within 3e-6. The models have
+random weights, with the prediction layers and the deformable offsets drawn wider than at
+initialisation, so that scores spread and deformable reads land between cells, as in a trained
+model.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.evaluation import inference_on_dataset
+from detectron2.layers import batched_nms
+from detectron2.modeling import build_model
+from test_model_e2e import THIN, THIN_BOTTLENECK
+
+from dual_weighting import add_dw_config
+from dual_weighting.benchmark import export_speed
+from dual_weighting.data import generate_synthetic_coco, register_synthetic
+from dual_weighting.engine import DWTrainer
+from dual_weighting.export import (
+    ExportError,
+    OnnxRuntimeDetector,
+    check_onnx_runtime,
+    deformable_layers,
+    detections,
+    evaluate_exported,
+    export_onnx,
+    export_torchscript,
+    load_torchscript,
+    match_detections,
+    script_model,
+)
+from dual_weighting.layers import batched_nms_float32
+from dual_weighting.meta_arch import _traceable_batched_nms
+
+pytest.importorskip("onnxruntime", reason="needs the export extra: pip install -e .[export]")
+onnx = pytest.importorskip("onnx", reason="needs the export extra: pip install -e .[export]")
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+DEMO = CONFIGS / "dw_R_18_FPN_synthetic_demo.yaml"
+# The demo model as configured; the R-50 configs thinned as in test_model_e2e.py.
+MODELS = {
+    "demo": DEMO,
+    "R50": CONFIGS / "dw_R_50_FPN_1x.yaml",
+    "R50_refine": CONFIGS / "dw_R_50_FPN_refine_1x.yaml",
+    "R50_DCN_refine": CONFIGS / "dw_R_50_FPN_DCN_refine_ms_2x.yaml",
+}
+TRACE_SIZE, OTHER_SIZE = (192, 256), (147, 213)
+
+
+def make_cfg(path, *opts):
+    cfg = get_cfg()
+    add_dw_config(cfg)
+    cfg.merge_from_file(str(path))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
+    if path != DEMO:
+        cfg.merge_from_list(THIN + (THIN_BOTTLENECK if cfg.MODEL.RESNETS.DEPTH >= 50 else []))
+    return cfg
+
+
+def random_model(path):
+    torch.manual_seed(0)
+    model = build_model(make_cfg(path)).eval()
+    with torch.no_grad():
+        head = model.head
+        for conv in (head.cls_logits, head.centerness, head.box, head.box_refine_offsets):
+            if conv is not None:
+                conv.weight.normal_(std=0.1)
+        # DCN offsets start at zero (a regular grid); make them read between cells.
+        for name, param in model.named_parameters():
+            if "offset" in name and name.endswith("weight") and "refine" not in name:
+                param.normal_(std=0.01)
+    return model
+
+
+def image(size, seed):
+    return torch.rand(3, *size, generator=torch.Generator().manual_seed(seed)) * 255
+
+
+def export(model, fmt, tmp_path):
+    sample = image(TRACE_SIZE, seed=0)
+    if fmt == "torchscript":
+        export_torchscript(model, sample, tmp_path / "model.ts")
+        return load_torchscript(tmp_path / "model.ts")
+    export_onnx(model, sample, tmp_path / "model.onnx")
+    return OnnxRuntimeDetector(tmp_path / "model.onnx", threads=1)
+
+
+def graph_ops(fmt, folder):
+    """Which of NMS, grid_sample and deformable convolution the exported graph holds."""
+    if fmt == "torchscript":
+        graph = str(load_torchscript(folder / "model.ts").inlined_graph)
+        names = {"nms": "torchvision::nms", "grid_sample": "aten::grid_sampler",
+                 "deform_conv": "torchvision::deform_conv2d"}  # fmt: skip
+        return {op for op, node in names.items() if node in graph}
+    types = {node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node}
+    names = {"nms": "NonMaxSuppression", "grid_sample": "GridSample", "deform_conv": "DeformConv"}
+    return {op for op, node in names.items() if node in types}
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_exported_detections_equal_pytorch(name, fmt, tmp_path):
+    model = random_model(MODELS[name])
+    exported = export(model, fmt, tmp_path)
+    # The graph holds the NMS, the refine read as grid_sample and DCNv2 as deformable convs.
+    ops = graph_ops(fmt, tmp_path)
+    refine, dcn = model.head.box_refine, bool(deformable_layers(model))
+    assert name.endswith("refine") == refine and ("DCN" in name) == dcn
+    assert ops >= {"nms"} and ("grid_sample" in ops) == refine and ("deform_conv" in ops) == dcn
+    for size, seed in [(TRACE_SIZE, 1), (OTHER_SIZE, 2)]:
+        x = image(size, seed)
+        with torch.no_grad():
+            expected = detections(model, x)
+        boxes, scores, classes = exported(x)
+        assert len(expected[0]) >= 20, "enough detections to compare"
+        assert classes.dtype == torch.int64 and boxes.shape == (len(scores), 4)
+        # Boxes in the input image's pixels, clipped to it.
+        assert boxes[:, 2].max() <= size[1] and boxes[:, 3].max() <= size[0]
+        match = match_detections(expected, (boxes, scores, classes), size)
+        assert match.equal, f"{size}: {match}"
+
+    # A non-finite image: the eager model names it, the exported graph cannot raise and
+    # returns no detections.
+    nan_image = image(OTHER_SIZE, seed=3)
+    nan_image[1, 10, 20] = float("nan")
+    with pytest.raises(ValueError, match="infinite or NaN"):
+        detections(model, nan_image)
+    assert [tuple(t.shape) for t in exported(nan_image)] == [(0, 4), (0,), (0,)]
+
+
+class TracedNMS(torch.nn.Module):
+    def forward(self, boxes, scores, classes):
+        return _traceable_batched_nms(boxes, scores, classes, 0.6)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_exported_nms_keeps_exact_ties_as_the_release(fmt, tmp_path):
+    # IoU of (0, 0, 320, 320) and (0, 0, 320, 192) is 61440 / 102400 = 0.6 exactly: the
+    # release's float32 rule keeps both at threshold 0.6, torchvision's double comparison drops
+    # the second. A third box of another class overlaps the first fully but stays.
+    boxes = torch.tensor([[0.0, 0, 320, 320], [0, 0, 320, 192], [0, 0, 320, 320], [0, 0, 300, 320]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    classes = torch.tensor([1, 1, 0, 1])
+    args = (boxes, scores, classes)
+    assert batched_nms_float32(*args, 0.6).tolist() == [0, 1, 2]
+    assert batched_nms(*args, 0.6).tolist() == [0, 2]
+    module = TracedNMS()
+    if fmt == "torchscript":
+        run = torch.jit.trace(module, args)
+    else:
+        torch.onnx.export(
+            module, args, tmp_path / "nms.onnx", dynamo=False, opset_version=17,
+            input_names=["boxes", "scores", "classes"],
+            dynamic_axes={"boxes": {0: "n"}, "scores": {0: "n"}, "classes": {0: "n"}},
+        )  # fmt: skip
+        session = OnnxRuntimeDetector(tmp_path / "nms.onnx").session
+
+        def run(*inputs):
+            feed = dict(zip(["boxes", "scores", "classes"], (t.numpy() for t in inputs)))
+            return torch.from_numpy(session.run(None, feed)[0])
+
+    assert run(*args).tolist() == [0, 1, 2]
+    # Traced with boxes, run without: an empty result, not a failure.
+    empty = (torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+    assert run(*empty).tolist() == []
+
+
+def test_scripting_is_refused_with_the_reason():
+    model = build_model(make_cfg(DEMO)).eval()
+    with pytest.raises(ExportError, match=r"scripting .* torch\.jit\.script fails .* tracing"):
+        script_model(model)
+
+
+def test_onnx_runtime_without_deform_conv_names_the_dcn_layers(monkeypatch):
+    import onnxruntime
+
+    model = build_model(make_cfg(MODELS["R50_DCN_refine"]))
+    check_onnx_runtime(model)  # the installed one (>= 1.25) runs DeformConv
+    monkeypatch.setattr(onnxruntime, "__version__", "1.24.4")
+    with pytest.raises(ExportError, match=r"backbone\.bottom_up\.res3\.0\.conv2, .* DeformConv"):
+        check_onnx_runtime(model)
+    check_onnx_runtime(build_model(make_cfg(MODELS["R50_refine"])))  # no DCN: fine
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """Four generated validation images with their COCO json, registered as dw_tiny_val."""
+    root = tmp_path_factory.mktemp("tiny")
+    generate_synthetic_coco(root, num_train=1, num_val=4, image_size=(192, 256), seed=1)
+    register_synthetic(root, prefix="dw_tiny")
+    return root
+
+
+def coco_results(folder):
+    """{image id: (boxes XYXY, scores, classes)} of COCOEvaluator's coco_instances_results.json."""
+    by_image = {}
+    for r in json.loads((folder / "coco_instances_results.json").read_text()):
+        x, y, w, h = r["bbox"]
+        by_image.setdefault(r["image_id"], []).append(
+            ([x, y, x + w, y + h], r["score"], r["category_id"])
+        )
+    return {
+        k: (
+            torch.tensor([b for b, _, _ in v]),
+            torch.tensor([s for _, s, _ in v]),
+            torch.tensor([c for _, _, c in v]),
+        )
+        for k, v in by_image.items()
+    }
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_evaluation_of_the_exported_model_equals_pytorchs(tiny_dataset, tmp_path):
+    cfg = make_cfg(DEMO, "DATASETS.TEST", '("dw_tiny_val",)')
+    model = random_model(DEMO)
+    exported = export_torchscript(model, image(TRACE_SIZE, seed=0))
+    loader = DWTrainer.build_test_loader(cfg, "dw_tiny_val")
+    evaluator = DWTrainer.build_evaluator(cfg, "dw_tiny_val", str(tmp_path / "eager"))
+    expected = inference_on_dataset(model, loader, evaluator)["bbox"]
+    actual = evaluate_exported(cfg, exported, output_dir=str(tmp_path / "ts"))["bbox"]
+    assert actual == pytest.approx(expected, abs=1e-9, nan_ok=True)
+    # The detections COCOeval scored, in the original images' pixels (the loader resizes the
+    # 256x192 images to 320x240): the same for every image.
+    eager, ts = coco_results(tmp_path / "eager"), coco_results(tmp_path / "ts")
+    assert sorted(eager) == sorted(ts) and len(eager) == 4
+    for image_id, dets in eager.items():
+        assert len(dets[0]) >= 20
+        assert match_detections(dets, ts[image_id], (192, 256)).equal, image_id
+
+
+def test_importing_the_package_needs_neither_onnx_nor_onnxruntime():
+    # None in sys.modules makes an import fail, as if the package were not installed.
+    code = (
+        "import sys; sys.modules['onnx'] = sys.modules['onnxruntime'] = None; "
+        "import dual_weighting, dual_weighting.export, dual_weighting.benchmark.export_speed; "
+        "print('imported')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip() == "imported", proc.stderr[-2000:]
+
+
+def test_match_detections_pairs_by_value_within_the_tolerances():
+    boxes = torch.tensor([[10.0, 20, 110, 220], [50, 60, 70, 80], [0, 0, 5, 5]])
+    dets = (boxes, torch.tensor([0.9, 0.5, 0.5]), torch.tensor([1, 2, 1]))
+    size = (200, 250)  # box tolerance 1e-4 * 250 = 0.025 px
+    # The two detections of equal score in the other order: equal.
+    swapped = tuple(t[[0, 2, 1]] for t in dets)
+    assert match_detections(dets, swapped, size).equal
+    nudged = (boxes + torch.tensor([0.02, 0, 0, 0]), dets[1] + 5e-5, dets[2])
+    match = match_detections(dets, nudged, size)
+    assert match.equal and match.box_diff == pytest.approx(0.02, abs=1e-6)
+    for other in [
+        (boxes + torch.tensor([0.03, 0, 0, 0]), dets[1], dets[2]),  # a box moved too far
+        (boxes, dets[1] + torch.tensor([0, 2e-4, 0]), dets[2]),  # a score too far
+        (boxes, dets[1], torch.tensor([1, 2, 2])),  # another class
+        tuple(t[:2] for t in dets),  # a detection missing
+    ]:
+        assert not match_detections(dets, other, size).equal
+
+
+def test_tool_exports_to_onnx_and_evaluates(tiny_dataset, tmp_path):
+    json_file = tiny_dataset / "annotations" / "instances_val.json"
+    assert len(json.loads(json_file.read_text())["images"]) == 4
+    out = tmp_path / "export"
+    proc = subprocess.run(
+        [
+            sys.executable, str(REPO / "tools" / "export_model.py"),
+            "--config-file", str(DEMO), "--format", "onnx", "--output", str(out), "--run-eval",
+            "--register-coco", f"tiny={json_file}:{tiny_dataset / 'val'}",
+            # Random weights: every candidate of threshold 0, few of them (fewer near-ties).
+            "--opts", "MODEL.WEIGHTS", "", "MODEL.DW.TEST_SCORE_THRESH", "0.0",
+            "MODEL.DW.TEST_TOPK_CANDIDATES", "100", "MODEL.DW.MAX_DETECTIONS_PER_IMAGE", "20",
+            "DATASETS.TEST", '("tiny",)',
+        ],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "model.onnx").is_file()
+    lines = [line for line in proc.stdout.splitlines() if "against PyTorch" in line]
+    assert len(lines) == 2 and all("equal: 20 detections" in line for line in lines), lines
+    assert "copypaste: AP,AP50" in proc.stdout + proc.stderr
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_export_benchmark_section_times_every_runtime_on_equal_detections():
+    result = export_speed.measure_export_speed(DEMO, "dw", 64, 96, "cpu", warmup=0, repeats=2)
+    assert set(result["latency_s"]) == {"eager", "torchscript", "onnx"}
+    assert all(len(t) == 2 and min(t) > 0 for t in result["latency_s"].values())
+    assert set(result["export_s"]) == set(result["match"]) == {"torchscript", "onnx"}
+    assert all(m.startswith("equal: ") for m in result["match"].values()), result["match"]
+    table = export_speed.format_export_speed(result, "title").splitlines()
+    assert table[0] == "title" and [row.split()[0] for row in table[3:]] == list(
+        result["latency_s"]
+    )
+    assert table[3].split()[2] == "1.000x"  # eager against itself

@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Export a DW-FCOS model to TorchScript or ONNX, check that it detects what PyTorch detects, and
+optionally COCO-evaluate the exported model.
+
+The exported model takes one image tensor (3, H, W), float32, pixel values in the config's
+INPUT.FORMAT channel order, already resized by the config's test resize (as detectron2's
+tools/deploy/export_model.py feeds it); any H and W. It returns boxes (K, 4) XYXY in that
+image's pixels, scores (K,) and classes (K,) int64: ``model.ts`` (``torch.jit.load``) or
+``model.onnx`` (ONNX Runtime) in --output.
+
+Export methods: "tracing" (both formats; box refine and DCNv2 included: ONNX GridSample and
+DeformConv, opset 19 with DCNv2, which ONNX Runtime runs from 1.25). "scripting" is refused with
+TorchScript's reason: DW-FCOS's deformable convs, head convs, input check and NMS are not
+TorchScript (tracing records what they compute). After exporting, the file is loaded and run on
+the sample image and on a crop of another size, and its detections are compared with PyTorch's.
+The logic is in ``dual_weighting/export/``.
+
+Examples:
+    python tools/export_model.py --config-file configs/dw_R_18_FPN_synthetic_demo.yaml \\
+        --format onnx --output output/export --run-eval \\
+        --opts MODEL.WEIGHTS output/demo/model_final.pth
+    python tools/export_model.py --config-file configs/dw_R_50_FPN_DCN_refine_ms_2x.yaml \\
+        --format torchscript --sample-image photo.jpg --output output/export_ts \\
+        --opts MODEL.WEIGHTS dw_dcn.pth MODEL.DEVICE cpu
+"""
+
+import argparse
+import os
+import time
+import warnings
+
+import torch
+from detectron2.evaluation import print_csv_format
+from detectron2.utils.logger import setup_logger
+
+from dual_weighting.engine import register_datasets
+from dual_weighting.export import (
+    ExportError,
+    OnnxRuntimeDetector,
+    build_export_model,
+    check_onnx_runtime,
+    evaluate_exported,
+    export_onnx,
+    export_torchscript,
+    load_torchscript,
+    sample_image,
+    script_model,
+    verify_exported,
+)
+from dual_weighting.visualize import load_cfg
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Examples:" + __doc__.split("Examples:")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="model config")
+    parser.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
+    parser.add_argument(
+        "--export-method",
+        choices=("tracing", "scripting"),
+        default="tracing",
+        help="tracing (both formats); scripting is refused with the reason",
+    )
+    parser.add_argument(
+        "--sample-image",
+        metavar="IMAGE",
+        help="image to trace with and to compare on (default: a generated image)",
+    )
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder for the model")
+    parser.add_argument(
+        "--run-eval",
+        action="store_true",
+        help="COCO-evaluate the exported model on the config's first DATASETS.TEST",
+    )
+    parser.add_argument(
+        "--register-coco",
+        action="append",
+        default=[],
+        metavar="NAME=JSON:IMAGE_ROOT",
+        help="register a COCO-format dataset under NAME first (repeatable)",
+    )
+    parser.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="config overrides, KEY VALUE pairs (e.g. MODEL.WEIGHTS model_final.pth)",
+    )
+    return parser.parse_args(argv)
+
+
+def export(args, cfg, model, image):
+    """Write the model file; returns its path and the exported detector, loaded from it."""
+    os.makedirs(args.output, exist_ok=True)
+    if args.export_method == "scripting":
+        if args.format == "onnx":
+            raise ExportError(
+                "--export-method scripting makes TorchScript only; ONNX export traces the model "
+                "(--export-method tracing)"
+            )
+        # Raises with TorchScript's reason for DW-FCOS (see script_model).
+        script_model(model)
+    if args.format == "torchscript":
+        path = os.path.join(args.output, "model.ts")
+        export_torchscript(model, image, path)
+        return path, load_torchscript(path, cfg.MODEL.DEVICE)
+    check_onnx_runtime(model)
+    path = os.path.join(args.output, "model.onnx")
+    opset = export_onnx(model, image, path)
+    print(f"ONNX opset {opset}")
+    return path, OnnxRuntimeDetector(path)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_logger(name="detectron2")  # the evaluation's tables are logged
+    register_datasets(args)
+    cfg = load_cfg(args.config_file, args.opts)
+    if args.format == "onnx":
+        cfg.MODEL.DEVICE = "cpu"  # the ONNX exporter traces on the CPU
+    cfg.freeze()
+    model = build_export_model(cfg)
+    if not cfg.MODEL.WEIGHTS:
+        print("MODEL.WEIGHTS is empty: exporting a randomly initialised model (seed 0).")
+    image = sample_image(cfg, args.sample_image).to(cfg.MODEL.DEVICE)
+    print(
+        f"Exporting {args.config_file} to {args.format} by {args.export_method} on a "
+        f"{image.shape[2]}x{image.shape[1]} sample image"
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        # Tracing warns about every Python value it fixes; the ones it meets in detectron2's
+        # structures (asserts on box shapes) do not depend on the input.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        try:
+            path, detector = export(args, cfg, model, image)
+        except ExportError as e:
+            raise SystemExit(f"Export failed: {e}") from None
+    seconds = time.perf_counter() - start
+    print(f"Wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB) in {seconds:.1f} s")
+
+    matches = verify_exported(model, detector, image)
+    for size, match in matches:
+        print(f"  {size[1]}x{size[0]} image, {args.format} against PyTorch: {match}")
+    if not all(match.equal for _, match in matches):
+        raise SystemExit(
+            "The exported model's detections differ from PyTorch's beyond rounding (above). "
+            "Two detections whose scores or IoU lie within float rounding of each other or of a "
+            "threshold can legitimately swap; try another --sample-image to tell."
+        )
+    if args.run_eval:
+        results = evaluate_exported(cfg, detector, output_dir=args.output, device=cfg.MODEL.DEVICE)
+        print_csv_format(results)
+    return path
+
+
+if __name__ == "__main__":
+    main()
