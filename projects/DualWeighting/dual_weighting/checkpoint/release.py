@@ -12,6 +12,7 @@ lists what is missing, unexpected or mis-shaped. Pair each release file with its
     dw_r50_fpn_mstrain_2x_coco                configs/dw_R_50_FPN_refine_ms_2x.yaml
     dw_r50_fpn_dconv_c3-c5_mstrain_2x_coco    configs/dw_R_50_FPN_DCN_refine_ms_2x.yaml
     dw_r101_fpn_worefine_mstrain_2x_coco      configs/dw_R_101_FPN_ms_2x.yaml
+    dw_r101_fpn_1x_coco (config only)         configs/dw_R_101_FPN_refine_1x.yaml
 
 Names (MMDetection -> detectron2; ``K`` = MMDetection's layer index, stage ``K + 1`` here):
 
