@@ -33,7 +33,7 @@ import torch
 from detectron2.evaluation import print_csv_format
 from detectron2.utils.logger import setup_logger
 
-from dual_weighting.engine import register_datasets
+from dual_weighting.engine import SetupError, register_datasets
 from dual_weighting.export import (
     ExportError,
     OnnxRuntimeDetector,
@@ -117,7 +117,10 @@ def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="detectron2")  # the evaluation's tables are logged
     register_datasets(args)
-    cfg = load_cfg(args.config_file, args.opts)
+    try:
+        cfg = load_cfg(args.config_file, args.opts)
+    except SetupError as e:
+        raise SystemExit(f"tools/export_model.py: error: {e}") from None
     if args.format == "onnx":
         cfg.MODEL.DEVICE = "cpu"  # the ONNX exporter traces on the CPU
     cfg.freeze()
