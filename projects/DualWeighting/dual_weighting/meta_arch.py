@@ -220,15 +220,9 @@ class DWFCOS(DenseDetector):
         )
         pred = pred[torch.isfinite(pred.pred_boxes.tensor).all(dim=1)]
         pred.pred_boxes.clip(image_size)
-        if torch.jit.is_tracing():
-            keep = _traceable_batched_nms(
-                pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh
-            )
-            return pred[keep[: self.max_detections_per_image]]
         # The release's rule: IoU against the threshold in float32 (torchvision's is double).
-        keep = batched_nms_float32(
-            pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh
-        )
+        nms = _traceable_batched_nms if torch.jit.is_tracing() else batched_nms_float32
+        keep = nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
         return pred[keep[: self.max_detections_per_image]]
 
 
