@@ -7,7 +7,7 @@ setup(
     name="dual_weighting",
     version="0.1.0",
     description="Dual Weighting label assignment (Li et al., CVPR 2022) for detectron2's FCOS",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     package_dir={"": "projects/DualWeighting"},
     packages=find_packages("projects/DualWeighting"),
     # detectron2 itself is not on PyPI under its own name: see README (`make` installs it) and
@@ -16,9 +16,9 @@ setup(
         "torch>=2.0",
         "torchvision>=0.15",
         "pycocotools>=2.0.2",
-        # C++ drop-in for pycocotools' COCOeval, same numbers (dual_weighting.evaluation); its
-        # wheels need Python 3.10+, and evaluation falls back to pycocotools without it.
-        'faster-coco-eval>=1.6; python_version >= "3.10"',
+        # C++ drop-in for pycocotools' COCOeval, same numbers (dual_weighting.evaluation);
+        # MODEL.DW.COCO_EVAL pycocotools forces pycocotools.
+        "faster-coco-eval>=1.6",
         # tools/demo.py --video-input; <4.11 keeps numpy 1.x, which detectron2's metadata pins.
         "opencv-python-headless>=4.5,<4.11",
     ],

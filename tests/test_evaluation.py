@@ -144,3 +144,17 @@ def test_backend_choice():
     # The registry install of detectron2 has no compiled ops, hence no COCOeval_opt.
     with pytest.raises(ValueError, match="no compiled ops"):
         resolve_cocoeval("detectron2")
+
+
+def test_auto_falls_back_to_pycocotools_without_faster_coco_eval(monkeypatch):
+    import dual_weighting.evaluation.coco as coco
+
+    real_find_spec = coco.importlib.util.find_spec
+    monkeypatch.setattr(
+        coco.importlib.util,
+        "find_spec",
+        lambda name: None if name == "faster_coco_eval" else real_find_spec(name),
+    )
+    assert resolve_cocoeval("auto") == (COCOeval, "pycocotools")
+    with pytest.raises(ValueError, match="pip install faster-coco-eval"):
+        resolve_cocoeval("faster_coco_eval")

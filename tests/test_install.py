@@ -66,7 +66,7 @@ def test_installed_detectron2_has_no_compiled_ops_requirement():
     assert tuple(int(x) for x in detectron2.__version__.split(".")[:2]) >= (0, 6)
 
 
-@pytest.mark.parametrize("dist", ["torch", "torchvision", "pycocotools"])
+@pytest.mark.parametrize("dist", ["torch", "torchvision", "pycocotools", "faster-coco-eval"])
 def test_requirement_ranges_accept_installed_versions(dist):
     from importlib.metadata import requires, version
 
