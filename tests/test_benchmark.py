@@ -48,7 +48,7 @@ def test_detectors_share_backbone_input_and_solver(tmp_path):
     assert cfgs["dw"].INPUT.MIN_SIZE_TRAIN == (64,) and cfgs["dw"].SOLVER.MAX_ITER == 2
 
     models = speed.build_speed_models(detectors.SMALL_CONFIG, [], ["fcos", "dw"], "cpu")
-    fcos, dw = models["fcos"][1], models["dw"][1]
+    fcos, dw = models["fp32"]["fcos"][1], models["fp32"]["dw"][1]
     assert type(fcos) is FCOS and type(dw) is DWFCOS
     assert type(fcos.backbone) is type(dw.backbone)
     a, b = fcos.backbone.state_dict(), dw.backbone.state_dict()
@@ -149,7 +149,8 @@ def test_speed_loop_runs_and_is_interleaved():
     models = speed.build_speed_models(detectors.SMALL_CONFIG, [], ["fcos", "dw_refine"], "cpu")
     batch = speed.synthetic_batch(2, 64, 96, 6, boxes_per_image=3, seed=0)
     results = speed.measure_speed(models, batch, "cpu", warmup=0, repeats=2)
-    for r in results.values():
+    assert list(results) == ["fp32"] and list(results["fp32"]) == ["fcos", "dw_refine"]
+    for r in results["fp32"].values():
         assert len(r["train_s"]) == len(r["train_mib"]) == len(r["infer_s"]) == 2
         assert all(m is None or m > 0 for m in r["train_mib"])
     assert "1.000x" in speed.format_speed(results, "tiny")
@@ -190,8 +191,10 @@ def test_tables_on_hand_made_numbers():
     assert "21.0 ± 10.0" in text  # "low" view, each value + 1
 
     speed_results = {
-        "fcos": {"train_s": [1.0, 2.0, 4.0], "infer_s": [0.1, 0.1, 0.1], "train_mib": [90, 100]},
-        "dw": {"train_s": [1.1, 2.4, 4.0], "infer_s": [0.1, 0.2, 0.1], "train_mib": [None] * 3},
+        "fp32": {
+            "fcos": {"train_s": [1.0, 2.0, 4.0], "infer_s": [0.1] * 3, "train_mib": [90, 100]},
+            "dw": {"train_s": [1.1, 2.4, 4.0], "infer_s": [0.1, 0.2, 0.1], "train_mib": [None] * 3},
+        }
     }
     table = speed.format_speed(speed_results, "title").splitlines()
     assert table[0] == "title"

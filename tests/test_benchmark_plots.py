@@ -56,7 +56,7 @@ def test_speed_ratio_bars_from_speed_results(tmp_path):
         "dw": {"train_s": [1.1, 1.8, 4.4], "infer_s": [0.1, 0.2, 0.12], "train_mib": [90, None]},
         "dw_refine": {"train_s": [1.2, 2.4, 4.0], "infer_s": [0.2, 0.2, 0.1], "train_mib": [None]},
     }
-    groups = speed.ratio_groups({"small": {"results": results}})
+    groups = speed.ratio_groups({"small": {"results": {"fp32": results}}})
     assert list(groups) == ["small train step", "small inference", "small train memory"]
     # Medians of the same-round ratios: train (1.1, 0.9, 1.1) and (1.2, 1.2, 1.0).
     assert groups["small train step"] == pytest.approx({"DW": 1.1, "DW+refine": 1.2})

@@ -117,6 +117,7 @@ from dual_weighting.benchmark.batched import run_batched
 from dual_weighting.benchmark.coco_eval import run_coco_eval
 from dual_weighting.benchmark.detectors import VARIANTS
 from dual_weighting.benchmark.export_speed import export_settings, run_export_speed
+from dual_weighting.benchmark.precision import PRECISIONS, check_precision
 from dual_weighting.benchmark.report import environment
 from dual_weighting.benchmark.soak import run_soak
 from dual_weighting.benchmark.speed import run_speed, speed_settings
@@ -187,6 +188,16 @@ def argument_parser():
         default=["fcos", "dw", "dw_refine"],
         help="of fcos,dw,dw_refine (ratios are to fcos)",
     )
+    s.add_argument(
+        "--speed-precisions",
+        type=_csv(str),
+        default=["fp32"],
+        help=f"of {','.join(PRECISIONS)}: fp16/bf16 under autocast as detectron2's AMPTrainer "
+        "(SOLVER.AMP.ENABLED) trains, ratios also to fp32 (default: fp32)",
+    )
+    s.add_argument(
+        "--channels-last", action="store_true", help="speed models in channels_last memory format"
+    )
     s.add_argument("--boxes", type=int, default=10, help="random boxes per image")
     s.add_argument("--warmup", type=int, default=1, help="untimed rounds first (also batched)")
     s.add_argument("--repeats", type=int, default=3, help="timed rounds, median (also batched)")
@@ -253,6 +264,11 @@ def main(argv=None):
             raise SystemExit(
                 f"Unknown speed setting {name!r}; choose from {sorted(speed_settings(args))}"
             )
+    for name in args.speed_precisions:
+        try:
+            check_precision(name, args.device)
+        except ValueError as e:
+            raise SystemExit(str(e)) from e
     for name in args.export_settings:
         if name not in export_settings():
             raise SystemExit(

@@ -16,6 +16,7 @@ from .detectors import R50_CONFIG, SMALL_CONFIG, VARIANTS, build_detector, make_
 from .losses import make_inputs
 from .memory import peak_cuda_growth_mib, peak_rss_growth_mib
 from .plots import bar_chart
+from .precision import autocast, check_precision, float32_losses, grad_scaler
 from .report import format_table
 
 
@@ -77,70 +78,105 @@ class Device:
         return probe(functools.partial(self.time, fn))
 
 
-def build_speed_models(config_file, opts, variants, device, seed=0):
-    """One model per variant, each from the same seed (identical backbones)."""
+def build_speed_models(
+    config_file, opts, variants, device, seed=0, precisions=("fp32",), channels_last=False
+):
+    """One model per precision and variant, each from the same seed (identical backbones; the
+    models of a variant are identical), in channels_last memory format if asked. FCOS computes
+    its losses in float32 under autocast, as DW does (:func:`.precision.float32_losses`).
+
+    Returns:
+        {precision: {variant: (cfg, model)}}.
+
+    Raises:
+        ValueError: a precision the device cannot run (:func:`.precision.check_precision`).
+    """
     models = {}
-    for variant in variants:
-        cfg = make_cfg(config_file, variant, opts, device)
-        seed_all_rng(seed)
-        models[variant] = (cfg, build_detector(cfg))
+    for precision in precisions:
+        check_precision(precision, device)
+        models[precision] = {}
+        for variant in variants:
+            cfg = make_cfg(config_file, variant, opts, device)
+            seed_all_rng(seed)
+            model = build_detector(cfg)
+            if channels_last:
+                model.to(memory_format=torch.channels_last)
+            if variant == "fcos" and precision != "fp32":
+                float32_losses(model, device)
+            models[precision][variant] = (cfg, model)
     return models
 
 
 def measure_speed(models, batch, device, warmup, repeats):
-    """Training step and inference timings of ``models`` ({variant: (cfg, model)}), interleaved.
+    """Training step and inference timings of ``models`` ({precision: {variant: (cfg, model)}}),
+    every model interleaved in the same rounds. A step in fp16 or bf16 runs as detectron2's
+    AMPTrainer runs it (:mod:`.precision`), inference under the same autocast.
 
     Returns:
-        {variant: {"train_s": [...], "train_mib": [...], "infer_s": [...]}}: per timed round,
-        seconds of a training step, its memory peak in MiB (None if unmeasurable) and seconds of
-        inference on one image.
+        {precision: {variant: {"train_s": [...], "train_mib": [...], "finite": [...],
+        "infer_s": [...]}}}: per timed round, seconds of a training step, its memory peak in MiB
+        (None if unmeasurable), whether all its losses were finite and seconds of inference on
+        one image.
     """
     dev = Device(device)
-    results = {v: {"train_s": [], "train_mib": [], "infer_s": []} for v in models}
-    optimizers = {v: build_optimizer(cfg, model) for v, (cfg, model) in models.items()}
+    flat = {(p, v): model for p, by_variant in models.items() for v, model in by_variant.items()}
+    runs = {key: {"train_s": [], "train_mib": [], "finite": [], "infer_s": []} for key in flat}
+    optimizers = {key: build_optimizer(cfg, model) for key, (cfg, model) in flat.items()}
+    scalers = {key: grad_scaler(key[0], device) for key in flat}
 
-    def train_step(variant):
-        model = models[variant][1]
-        losses = model(batch)
-        sum(losses.values()).backward()
-        optimizers[variant].step()
-        optimizers[variant].zero_grad(set_to_none=True)
+    def train_step(key, finite):
+        with autocast(key[0], device):
+            losses = flat[key][1](batch)
+        # Kept as a tensor: reading it here would synchronise inside the timed step.
+        finite.append(torch.stack([x.detach().float() for x in losses.values()]).isfinite())
+        scalers[key].scale(sum(losses.values())).backward()
+        scalers[key].step(optimizers[key])
+        scalers[key].update()
+        optimizers[key].zero_grad(set_to_none=True)
 
     image = [{k: batch[0][k] for k in ("image", "height", "width")}]
 
-    def infer(variant):
-        with torch.no_grad():
-            models[variant][1](image)
+    def infer(key):
+        with torch.no_grad(), autocast(key[0], device):
+            flat[key][1](image)
 
     with EventStorage():
-        for _, model in models.values():
+        for _, model in flat.values():
             model.train()
         for _ in range(warmup):
-            for v in models:
-                train_step(v)
+            for key in flat:
+                train_step(key, [])
         # Every timed step is measured alike: the memory probe (trim, reset) runs before each.
         for r in range(repeats):
-            for v in models:
-                seconds, mib = dev.time_and_peak(functools.partial(train_step, v))
-                results[v]["train_s"].append(seconds)
-                results[v]["train_mib"].append(mib)
+            for key, run in runs.items():
+                step = functools.partial(train_step, key, run["finite"])
+                seconds, mib = dev.time_and_peak(step)
+                run["train_s"].append(seconds)
+                run["train_mib"].append(mib)
             if r == 0:
-                print(f"    first timed round: {_round_line(results, 'train_s')}", flush=True)
+                print(f"    first timed round: {_round_line(runs, 'train_s')}", flush=True)
+        for run in runs.values():
+            run["finite"] = [bool(f.all()) for f in run["finite"]]
 
-        for _, model in models.values():
+        for _, model in flat.values():
             model.eval()
             model.test_score_thresh = 0.0  # top 1000 candidates per level go to NMS
         for _ in range(warmup):
-            for v in models:
-                infer(v)
+            for key in flat:
+                infer(key)
         for _ in range(repeats):
-            for v in models:
-                results[v]["infer_s"].append(dev.time(functools.partial(infer, v)))
-    return results
+            for key, run in runs.items():
+                run["infer_s"].append(dev.time(functools.partial(infer, key)))
+    return {p: {v: runs[(p, v)] for v in by_variant} for p, by_variant in models.items()}
 
 
-def _round_line(results, key):
-    return ", ".join(f"{VARIANTS[v]} {r[key][-1]:.2f} s" for v, r in results.items())
+def label(variant, precision):
+    """The detector's name, with the precision unless float32."""
+    return VARIANTS[variant] if precision == "fp32" else f"{VARIANTS[variant]} {precision}"
+
+
+def _round_line(runs, key):
+    return ", ".join(f"{label(v, p)} {r[key][-1]:.2f} s" for (p, v), r in runs.items())
 
 
 def paired_ratio(times, baseline):
@@ -154,66 +190,100 @@ def peak_mib(result):
     return max(mibs) if mibs else None
 
 
+def ratios(result, base):
+    """(train step, inference, train memory) of one model's ``result`` to ``base``'s: medians of
+    same-round ratios and the ratio of the peaks; all None without ``base``, memory None where
+    either is unmeasured."""
+    if base is None:
+        return None, None, None
+    mib, base_mib = peak_mib(result), peak_mib(base)
+    return (
+        paired_ratio(result["train_s"], base["train_s"]),
+        paired_ratio(result["infer_s"], base["infer_s"]),
+        mib / base_mib if mib is not None and base_mib else None,
+    )
+
+
 def ratio_groups(speed, baseline="fcos"):
-    """The ratios of :func:`format_speed`'s tables for a bar chart: {"<setting> <measure>":
-    {detector: ratio to ``baseline``}} over the settings of ``speed`` ({setting: {"results":
-    measure_speed's results}}), ``baseline`` left out (its ratios are 1)."""
+    """The ratios to ``baseline`` of :func:`format_speed`'s tables for a bar chart: {"<setting>
+    [<precision>] <measure>": {detector: ratio}} over the settings of ``speed`` ({setting:
+    {"results": measure_speed's results}}), each precision to ``baseline`` in the same precision
+    (float32 unnamed), ``baseline`` left out (its ratios are 1)."""
     groups = {}
     for name, entry in speed.items():
-        results = entry["results"]
-        base = results[baseline]
-        others = {VARIANTS[v]: r for v, r in results.items() if v != baseline}
-        for measure, key in (("train step", "train_s"), ("inference", "infer_s")):
-            groups[f"{name} {measure}"] = {
-                v: paired_ratio(r[key], base[key]) for v, r in others.items()
-            }
-        base_mib = peak_mib(base)
-        groups[f"{name} train memory"] = {
-            v: peak_mib(r) / base_mib if peak_mib(r) is not None and base_mib else None
-            for v, r in others.items()
-        }
+        for precision, results in entry["results"].items():
+            prefix = name if precision == "fp32" else f"{name} {precision}"
+            others = {v: r for v, r in results.items() if v != baseline}
+            to_base = {v: ratios(r, results.get(baseline)) for v, r in others.items()}
+            for i, measure in enumerate(("train step", "inference", "train memory")):
+                groups[f"{prefix} {measure}"] = {VARIANTS[v]: t[i] for v, t in to_base.items()}
     return groups
 
 
+def _times(x):
+    return "-" if x is None else f"{x:.3f}x"
+
+
 def format_speed(results, title, baseline="fcos"):
-    """Median times and peak memory, each with its ratio to ``baseline``'s."""
-    base = results.get(baseline)
+    """Median times and peak memory (``measure_speed``'s ``results``), each with its ratio to
+    ``baseline``'s in the same precision; with a precision other than fp32, also the
+    precision, the ratios to the same detector in fp32 and whether every loss was finite."""
+    mixed = any(p != "fp32" for p in results)
     rows = []
-    for v, r in results.items():
-        mib, base_mib = peak_mib(r), base and peak_mib(base)
-        rows.append(
-            [
-                VARIANTS[v],
+    for precision, by_variant in results.items():
+        for v, r in by_variant.items():
+            to_base = ratios(r, by_variant.get(baseline))
+            to_fp32 = ratios(r, results.get("fp32", {}).get(v))
+            mib = peak_mib(r)
+            values = (
                 f"{statistics.median(r['train_s']):.3f}",
-                f"{paired_ratio(r['train_s'], base['train_s']):.3f}x" if base else "-",
                 f"{1e3 * statistics.median(r['infer_s']):.0f}",
-                f"{paired_ratio(r['infer_s'], base['infer_s']):.3f}x" if base else "-",
                 "n/a" if mib is None else f"{mib:.0f}",
-                f"{mib / base_mib:.3f}x" if mib is not None and base_mib else "-",
-            ]
-        )
+            )
+            row = [VARIANTS[v], precision] if mixed else [VARIANTS[v]]
+            for value, b, f in zip(values, to_base, to_fp32):
+                row += [value, _times(b), _times(f)] if mixed else [value, _times(b)]
+            rows.append(row + (["yes" if all(r["finite"]) else "NO"] if mixed else []))
     header = ["detector", "train s/it", "ratio", "infer ms/img", "ratio", "train MiB", "ratio"]
+    if mixed:
+        header = ["detector", "precision"]
+        for measure in ("train s/it", "infer ms/img", "train MiB"):
+            header += [measure, "vs FCOS", "vs fp32"]
+        header.append("losses finite")
     return f"{title}\n{format_table(header, rows)}"
 
 
 def run_speed(args, out):
-    """Measure every setting of ``args.speed_settings`` for ``args.speed_variants``, print the
-    tables, set ``out["speed"]``."""
+    """Measure every setting of ``args.speed_settings`` for ``args.speed_variants`` in every
+    precision of ``args.speed_precisions``, print the tables, set ``out["speed"]``."""
     out["speed"] = {}
     for name in args.speed_settings:
         config_file, opts, height, width, batch_size, desc = speed_settings(args)[name]
-        models = build_speed_models(config_file, opts, args.speed_variants, args.device)
-        num_classes = next(iter(models.values()))[0].MODEL.DW.NUM_CLASSES
+        models = build_speed_models(
+            config_file,
+            opts,
+            args.speed_variants,
+            args.device,
+            precisions=args.speed_precisions,
+            channels_last=args.channels_last,
+        )
+        num_classes = next(iter(models[args.speed_precisions[0]].values()))[0].MODEL.DW.NUM_CLASSES
         batch = synthetic_batch(batch_size, height, width, num_classes, args.boxes, seed=0)
         print(f"  {desc} ...", flush=True)
         results = measure_speed(models, batch, args.device, args.warmup, args.repeats)
         del models
         out["speed"][name] = {"description": desc, "results": results}
         title = (
-            f"{desc}, {args.boxes} boxes/image, {args.device}, median of {args.repeats} rounds "
+            f"{desc}, {args.boxes} boxes/image, {args.device}"
+            f"{', channels_last' if args.channels_last else ''}, median of {args.repeats} rounds "
             f"after {args.warmup} warm-up; ratio = median of same-round ratios; "
             "inference at score threshold 0, 1 image; train MiB = largest memory growth of a "
-            "training step:"
+            "training step"
+            + (
+                "; fp16/bf16: autocast as detectron2's AMPTrainer, vs fp32 = same detector in fp32:"
+                if any(p != "fp32" for p in args.speed_precisions)
+                else ":"
+            )
         )
         print(format_speed(results, title) + "\n", flush=True)
     if "fcos" in args.speed_variants:
