@@ -1,6 +1,7 @@
 """The set-up errors a new user meets (dual_weighting.engine.checks), each naming the problem and
 the fix: config and override kinds, unknown keys, CUDA, --num-gpus, datasets not on disk."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -100,10 +101,22 @@ def test_more_processes_than_gpus(monkeypatch):
     check_num_gpus(2, "cpu")  # two gloo processes on the CPU
 
 
-def test_datasets_not_registered_or_not_on_disk(tmp_path):
+@pytest.fixture
+def coco_absent(monkeypatch):
+    """detectron2's builtin COCO (under $DETECTRON2_DATASETS) seen as not on disk, also on a
+    machine that has it: every path below its coco/ folder reads as missing."""
+    json_file = MetadataCatalog.get("coco_2017_train").json_file
+    coco_root = os.path.dirname(os.path.dirname(json_file))  # .../coco/annotations/x.json
+    for name in ("isfile", "isdir"):
+        real = getattr(os.path, name)
+        monkeypatch.setattr(
+            os.path, name, lambda p, _real=real: not str(p).startswith(coco_root) and _real(p)
+        )
+    assert not os.path.isfile(json_file)
+
+
+def test_datasets_not_registered_or_not_on_disk(tmp_path, coco_absent):
     # detectron2's builtin COCO, under $DETECTRON2_DATASETS.
-    if Path(MetadataCatalog.get("coco_2017_train").json_file).is_file():
-        pytest.skip("COCO is present")
     with pytest.raises(SetupError) as error:
         check_datasets([("coco_2017_train", "DATASETS.TRAIN")])
     message = str(error.value)
@@ -130,9 +143,7 @@ def test_datasets_not_registered_or_not_on_disk(tmp_path):
         ([PY, "--eval-only", "train.device=cpu"], r"'coco_2017_val' \(dataloader.test"),
     ],
 )
-def test_command_line_checks_both_kinds(monkeypatch, argv, match):
-    if Path(MetadataCatalog.get("coco_2017_train").json_file).is_file():
-        pytest.skip("COCO is present")
+def test_command_line_checks_both_kinds(monkeypatch, coco_absent, argv, match):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     args = default_dw_argument_parser().parse_args(["--config-file", *argv])
     with pytest.raises(SetupError, match=match):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .deform_conv import deform_conv2d_full_precision
+from .deform_conv import deform_conv2d_full_precision, split_nan_offsets
 
 __all__ = ["read_at_offsets", "refine_boxes"]
 
@@ -48,11 +48,9 @@ def read_at_offsets(maps: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """
     n, k, height, width = maps.shape
     dtype = torch.promote_types(maps.dtype, torch.float32)
-    nan_offset = offsets.isnan()
+    offsets, nan_cells = split_nan_offsets(offsets)
     with torch.autocast(maps.device.type, enabled=False):
-        dy, dx = (
-            offsets.to(dtype).masked_fill(nan_offset, 0).reshape(n, k, 2, height, width).unbind(2)
-        )
+        dy, dx = offsets.to(dtype).reshape(n, k, 2, height, width).unbind(2)
         rows = torch.arange(height, dtype=dtype, device=maps.device).view(1, 1, height, 1)
         cols = torch.arange(width, dtype=dtype, device=maps.device).view(1, 1, 1, width)
         y = (rows + dy).clamp(-2, height + 1)
@@ -68,9 +66,7 @@ def read_at_offsets(maps: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
             padding_mode="zeros",
             align_corners=False,
         )
-    return out.view(n, k, height, width).masked_fill(
-        nan_offset.any(dim=1, keepdim=True), float("nan")
-    )
+    return out.view(n, k, height, width).masked_fill(nan_cells, float("nan"))
 
 
 def refine_boxes(box_ltrb_map: torch.Tensor, offsets: torch.Tensor, stride: int) -> torch.Tensor:

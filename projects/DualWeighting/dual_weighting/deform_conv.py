@@ -48,19 +48,32 @@ def deform_conv2d_full_precision(input, offset, weight, bias=None, mask=None, **
     def full(t):
         return t.float() if t is not None and t.dtype in _HALF_DTYPES else t
 
-    nan_offset = offset.isnan()
+    offset, nan_cells = split_nan_offsets(offset)
     with torch.autocast(input.device.type, enabled=False):
         out = deform_conv2d(
-            full(input),
-            full(offset.masked_fill(nan_offset, 0)),
-            full(weight),
-            full(bias),
-            mask=full(mask),
-            **kwargs,
+            full(input), full(offset), full(weight), full(bias), mask=full(mask), **kwargs
         )
-    # (N, 1, Ho, Wo): offset and output share the output's grid. In place: deform_conv2d's
-    # backward does not read its output.
-    return out.masked_fill_(nan_offset.any(dim=1, keepdim=True), float("nan"))
+    # In place: deform_conv2d's backward does not read its output.
+    return out.masked_fill_(nan_cells, float("nan"))
+
+
+def split_nan_offsets(offset):
+    """The offsets with every NaN replaced by 0, and where the output must be NaN instead.
+
+    Deformable sampling kernels turn an offset into an integer index, and a NaN one crashes them
+    (see :func:`deform_conv2d_full_precision`); the caller samples with the cleaned offsets and
+    sets the returned cells to NaN afterwards, so a NaN still reaches its finite checks.
+    Branch-free (no host-device sync).
+
+    Args:
+        offset: (N, 2K, Ho, Wo) offsets on the output's grid.
+
+    Returns:
+        ``(offset without NaN, nan_cells)``; ``nan_cells`` is (N, 1, Ho, Wo) bool, true where any
+        offset of the cell is NaN.
+    """
+    nan_offset = offset.isnan()
+    return offset.masked_fill(nan_offset, 0), nan_offset.any(dim=1, keepdim=True)
 
 
 class ModulatedDeformConv(nn.Module):

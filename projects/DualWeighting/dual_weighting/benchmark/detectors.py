@@ -4,7 +4,6 @@ model-zoo config) and DW-FCOS, their configs and their score thresholds."""
 import copy
 import functools
 import math
-import warnings
 from pathlib import Path
 
 import torch
@@ -13,10 +12,7 @@ from detectron2.config import get_cfg, instantiate
 from detectron2.modeling import build_backbone, build_model
 
 from ..config import add_dw_config
-
-with warnings.catch_warnings():  # detectron2.model_zoo imports the deprecated pkg_resources
-    warnings.simplefilter("ignore", UserWarning)
-    from detectron2 import model_zoo
+from ..engine.lazy import model_zoo
 
 # The benchmark runs from a checkout (like tools/), whose configs/ is four folders up.
 REPO = Path(__file__).resolve().parents[4]

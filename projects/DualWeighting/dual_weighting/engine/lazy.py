@@ -9,16 +9,15 @@ DW-FCOS or not, on CUDA or on CPU (gloo) workers.
 import logging
 import warnings
 
-import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks
-from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.solver import LRMultiplier
 from detectron2.utils import comm
 
 from ..checkpoint import DWCheckpointer
 from .checks import check_lazy_overrides, require_kind
+from .trainer import create_ddp_model_on
 
 with warnings.catch_warnings():  # detectron2.model_zoo imports the deprecated pkg_resources
     warnings.simplefilter("ignore", UserWarning)
@@ -56,14 +55,6 @@ def setup_lazy_cfg(args):
     cfg = load_lazy_config(args.config_file, args.opts)
     default_setup(cfg, args)
     return cfg
-
-
-def _ddp(model, device, **ddp_kwargs):
-    """detectron2's ``create_ddp_model``; a CPU model needs ``device_ids=None`` (gloo workers),
-    where detectron2 passes the local rank as a GPU index."""
-    if torch.device(device).type == "cpu":
-        ddp_kwargs["device_ids"] = None
-    return create_ddp_model(model, **ddp_kwargs)
 
 
 def do_test(cfg, model):
@@ -114,7 +105,7 @@ def do_train(args, cfg):
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     data = instantiate(cfg.dataloader.train)
-    model = _ddp(model, train.device, **train.ddp)
+    model = create_ddp_model_on(model, train.device, **train.ddp)
     trainer_class = AMPTrainer if train.amp.enabled else SimpleTrainer
     trainer = trainer_class(model, data, optimizer)
     checkpointer = DWCheckpointer(model, train.output_dir, trainer=trainer)
@@ -132,7 +123,7 @@ def lazy_main(args):
     if not args.eval_only:
         return do_train(args, cfg)
     model = instantiate(cfg.model).to(cfg.train.device)
-    model = _ddp(model, cfg.train.device)
+    model = create_ddp_model_on(model, cfg.train.device)
     # Strict: evaluating a checkpoint that leaves weights at their init is always a mistake.
     DWCheckpointer(model, cfg.train.output_dir, strict=True).resume_or_load(
         cfg.train.init_checkpoint, resume=args.resume

@@ -6,6 +6,7 @@ import functools
 import os
 from unittest import mock
 
+import torch
 from detectron2.data import DatasetMapper, build_detection_test_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
@@ -13,6 +14,18 @@ from detectron2.engine import defaults as d2_defaults
 from ..checkpoint import DWCheckpointer
 from ..data import build_test_augmentation
 from ..evaluation import DWCOCOEvaluator
+
+# detectron2's own, kept before DWTrainer patches the name in detectron2.engine.defaults.
+_create_ddp_model = d2_defaults.create_ddp_model
+
+
+def create_ddp_model_on(model, device, **ddp_kwargs):
+    """detectron2's ``create_ddp_model`` for a model on ``device``. detectron2 passes
+    ``device_ids=[local rank]``, which DistributedDataParallel rejects for a CPU model: CPU
+    (gloo) workers need ``device_ids=None``."""
+    if torch.device(device).type == "cpu":
+        ddp_kwargs["device_ids"] = None
+    return _create_ddp_model(model, **ddp_kwargs)
 
 
 class DWTrainer(DefaultTrainer):
@@ -22,9 +35,7 @@ class DWTrainer(DefaultTrainer):
         if cfg.MODEL.DEVICE != "cpu":
             super().__init__(cfg)
             return
-        # detectron2 wraps the model in DistributedDataParallel with device_ids=[local rank],
-        # which DDP rejects for a CPU model; CPU (gloo) workers need device_ids=None.
-        cpu_ddp = functools.partial(d2_defaults.create_ddp_model, device_ids=None)
+        cpu_ddp = functools.partial(create_ddp_model_on, device="cpu")
         with mock.patch.object(d2_defaults, "create_ddp_model", cpu_ddp):
             super().__init__(cfg)
 
