@@ -83,6 +83,8 @@ model = L(DWFCOS)(
     test_topk_candidates=1000,
     test_nms_thresh=0.6,
     max_detections_per_image=100,
+    # Each image of a test batch computed as if alone (MODEL.DW.TEST_MASK_PADDING).
+    test_mask_padding=True,
     # torchvision ResNets: RGB input, torchvision's mean/std.
     pixel_mean=[123.675, 116.28, 103.53],
     pixel_std=[58.395, 57.12, 57.375],

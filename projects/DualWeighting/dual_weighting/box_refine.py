@@ -7,6 +7,8 @@ offsets are in feature cells.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch.nn import functional as F
 
@@ -69,7 +71,12 @@ def read_at_offsets(maps: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return out.view(n, k, height, width).masked_fill(nan_cells, float("nan"))
 
 
-def refine_boxes(box_ltrb_map: torch.Tensor, offsets: torch.Tensor, stride: int) -> torch.Tensor:
+def refine_boxes(
+    box_ltrb_map: torch.Tensor,
+    offsets: torch.Tensor,
+    stride: int,
+    valid: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Refined (left, top, right, bottom) distances of one feature level.
 
     The box ``(x1, y1, x2, y2) = (px - l, py - t, px + r, py + b)`` at every anchor point makes a
@@ -98,6 +105,9 @@ def refine_boxes(box_ltrb_map: torch.Tensor, offsets: torch.Tensor, stride: int)
         box_ltrb_map: (N, 4, H, W) predicted distances, pixels, >= 0.
         offsets: (N, 8, H, W) learned offsets, cells, (dy, dx) per side in the order above.
         stride: the level's stride, pixels.
+        valid: optional (N, 1, H, W) bool, each image's own part of a padded batch
+            (:class:`~.layers.BatchPadding`): the box map reads as zero outside it, as outside
+            the map of the image alone.
 
     Returns:
         (N, 4, H, W) refined distances, pixels, clipped below at 0. Differentiable with respect
@@ -107,6 +117,8 @@ def refine_boxes(box_ltrb_map: torch.Tensor, offsets: torch.Tensor, stride: int)
     px, py = _anchor_grid(height, width, stride, box_ltrb_map)
     left, top, right, bottom = box_ltrb_map.unbind(1)  # each (N, H, W)
     corners = torch.stack((px - left, py - top, px + right, py + bottom), dim=1)  # (N, 4, H, W)
+    if valid is not None:
+        corners = torch.where(valid, corners, 0)
 
     d_left, d_top, d_right, d_bottom = (box_ltrb_map / stride).unbind(1)
     o = offsets.unbind(1)

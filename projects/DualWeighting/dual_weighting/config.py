@@ -59,6 +59,10 @@ def add_dw_config(cfg):
     # are not computed exactly as alone (the head's GroupNorm sees the padding), so 1 where
     # exactness matters (published numbers); more is faster (README, "Batched evaluation").
     cfg.MODEL.DW.TEST_IMS_PER_BATCH = 1
+    # Compute each image of a test batch as if alone: outside an image's own padded extent every
+    # convolution's output is zeroed, GroupNorm leaves those cells out and no detection comes
+    # from them (dual_weighting.layers.BatchPadding). False: detectron2's plain padding.
+    cfg.MODEL.DW.TEST_MASK_PADDING = True
     # COCOeval used by evaluation (dual_weighting.evaluation): "auto" (faster-coco-eval when
     # installed, same numbers), "faster_coco_eval", "detectron2" (its compiled COCOeval_opt) or
     # "pycocotools".

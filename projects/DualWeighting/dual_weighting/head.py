@@ -4,6 +4,7 @@ Shapes: N images, C classes, L levels, level l of size (H_l, W_l) and stride s_l
 """
 
 import math
+from typing import Optional
 
 import torch
 from detectron2.config import configurable
@@ -21,7 +22,8 @@ Registry for DW dense heads. A head is called as ``head(cfg, input_shape)`` wher
 is the list of ShapeSpec of the feature levels it reads, and its ``forward(features)`` takes the
 list of L feature maps and returns three lists of L tensors: classification logits (N, C, H, W),
 box distances (left, top, right, bottom) in pixels (N, 4, H, W), and centerness logits
-(N, 1, H, W).
+(N, 1, H, W). A ``forward`` that also takes ``valid_masks`` gets, at batched inference, each
+image's own part of the padded batch (see :meth:`DWHead.forward`).
 """
 
 
@@ -159,10 +161,18 @@ class DWHead(nn.Module):
             "dcn_on_last_conv": cfg.MODEL.DW.DCN_ON_LAST_CONV,
         }
 
-    def forward(self, features: list[torch.Tensor]):
+    def forward(
+        self,
+        features: list[torch.Tensor],
+        valid_masks: Optional[list[Optional[torch.Tensor]]] = None,
+    ):
         """
         Args:
             features: L feature maps (N, D, H_l, W_l), finest first, matching ``input_shape``.
+            valid_masks: optional L masks (N, 1, H_l, W_l) bool or None, each image's own part
+                of a padded batch (:class:`~.layers.BatchPadding`); box refinement reads zeros
+                outside it, as an image alone reads zeros outside its map. The towers' masking
+                is :meth:`BatchPadding.masking`'s.
 
         Returns:
             logits: L tensors (N, C, H_l, W_l), classification logits.
@@ -172,14 +182,18 @@ class DWHead(nn.Module):
         """
         if len(features) != len(self.strides):
             raise ValueError(f"DWHead expects {len(self.strides)} levels, got {len(features)}")
+        if valid_masks is None:
+            valid_masks = [None] * len(features)
         logits, box_ltrb, centerness = [], [], []
-        for feature, scale, stride in zip(features, self.scales, self.strides):
+        for feature, valid, scale, stride in zip(
+            features, valid_masks, self.scales, self.strides
+        ):
             cls_feature = self.cls_tower(feature)
             reg_feature = self.reg_tower(feature)
             logits.append(self.cls_logits(cls_feature))
             centerness.append(self.centerness(reg_feature))
             ltrb = F.relu(scale * self.box(reg_feature)) * stride
             if self.box_refine:
-                ltrb = refine_boxes(ltrb, self.box_refine_offsets(reg_feature), stride)
+                ltrb = refine_boxes(ltrb, self.box_refine_offsets(reg_feature), stride, valid)
             box_ltrb.append(ltrb)
         return logits, box_ltrb, centerness

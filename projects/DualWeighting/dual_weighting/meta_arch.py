@@ -3,6 +3,7 @@
 Shapes: N images, C classes, P anchor points over all levels, L levels.
 """
 
+import inspect
 from typing import Optional
 
 import numpy as np
@@ -13,12 +14,13 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransformLinear
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from .head import build_dw_head
-from .layers import batched_nms_float32
+from .layers import BatchPadding, batched_nms_float32, check_maskable
 from .losses import dw_losses
 
 
@@ -44,6 +46,7 @@ class DWFCOS(DenseDetector):
         test_topk_candidates: int = 1000,
         test_nms_thresh: float = 0.6,
         max_detections_per_image: int = 100,
+        test_mask_padding: bool = True,
         pixel_mean,
         pixel_std,
     ):
@@ -59,6 +62,11 @@ class DWFCOS(DenseDetector):
                 then at most this many.
             test_nms_thresh: IoU of the class-aware NMS.
             max_detections_per_image: detections kept per image after NMS.
+            test_mask_padding: at inference, compute each image of a batch as if alone
+                (:class:`~.layers.BatchPadding`): outside an image's own padded extent every
+                convolution's output is zeroed, GroupNorm leaves the cells out and no detection
+                comes from them. Raises a ValueError here if the backbone or head has a layer
+                the mask cannot follow (:func:`~.layers.check_maskable`).
             pixel_mean, pixel_std: input normalisation, in the input's channel order.
         """
         super().__init__(
@@ -70,6 +78,10 @@ class DWFCOS(DenseDetector):
         self.test_topk_candidates = test_topk_candidates
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
+        self.test_mask_padding = test_mask_padding
+        if test_mask_padding:
+            check_maskable(backbone=backbone, head=head)
+        self._head_takes_valid_masks = "valid_masks" in inspect.signature(head.forward).parameters
 
         shapes = backbone.output_shape()
         strides = [shapes[f].stride for f in self.head_in_features]
@@ -112,6 +124,7 @@ class DWFCOS(DenseDetector):
             "test_topk_candidates": dw.TEST_TOPK_CANDIDATES,
             "test_nms_thresh": dw.TEST_NMS_THRESH,
             "max_detections_per_image": dw.MAX_DETECTIONS_PER_IMAGE,
+            "test_mask_padding": dw.TEST_MASK_PADDING,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
@@ -127,6 +140,34 @@ class DWFCOS(DenseDetector):
         if not self.training and not torch.jit.is_tracing():
             _check_finite_images(batched_inputs)
         return super().preprocess_image(batched_inputs)
+
+    def forward(self, batched_inputs: list[dict]):
+        """detectron2's :meth:`DenseDetector.forward`. At inference with ``test_mask_padding``,
+        the backbone and head run under :meth:`BatchPadding.masking`, so an image padded further
+        in its batch than alone gets the features, and then the detections, it gets alone (to
+        rounding)."""
+        if (
+            self.training
+            or not self.test_mask_padding
+            or torch.jit.is_scripting()
+            or torch.jit.is_tracing()
+        ):
+            return super().forward(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        padding = BatchPadding.of(images, self.backbone)
+        with padding.masking(backbone=self.backbone, head=self.head):
+            features = self.backbone(images.tensor)
+            features = [features[f] for f in self.head_in_features]
+            if padding.needed and self._head_takes_valid_masks:
+                masks = [padding.valid_mask(*f.shape[-2:], f.device) for f in features]
+                predictions = self.head(features, valid_masks=masks)
+            else:
+                predictions = self.head(features)
+        results = self.forward_inference(images, features, predictions)
+        return [
+            {"instances": detector_postprocess(r, x.get("height", hw[0]), x.get("width", hw[1]))}
+            for r, x, hw in zip(results, batched_inputs, images.image_sizes)
+        ]
 
     def anchor_points(self, features: list[torch.Tensor]):
         """Anchor points of all levels, finest first.
@@ -181,13 +222,43 @@ class DWFCOS(DenseDetector):
             predictions, [self.num_classes, 4, 1]
         )
         anchors = self.anchor_generator(features)
+        own_cells = self._own_cells(images, features)
         results: list[Instances] = []
         for i, image_size in enumerate(images.image_sizes):
             # Joint score s * o, without the square root of detectron2's FCOS.
             scores = [x[i].sigmoid() * y[i].sigmoid() for x, y in zip(logits, centerness)]
             ltrb = [x[i] for x in box_ltrb]
-            results.append(self.inference_single_image(anchors, scores, ltrb, image_size))
+            image_anchors = anchors
+            if own_cells is not None:
+                cells = own_cells[i]
+                scores = [x if c is None else x[c] for x, c in zip(scores, cells)]
+                ltrb = [x if c is None else x[c] for x, c in zip(ltrb, cells)]
+                image_anchors = [x if c is None else x[c] for x, c in zip(anchors, cells)]
+            results.append(self.inference_single_image(image_anchors, scores, ltrb, image_size))
         return results
+
+    def _own_cells(self, images: ImageList, features: list[torch.Tensor]):
+        """With ``test_mask_padding`` and images padded further in the batch than alone: per
+        image, per level, the flat (row-major) indices of the cells of that image's own extent,
+        or None for a level it fills; else None. Detections then come from the cells the image
+        has alone, in the same order."""
+        if not self.test_mask_padding or torch.jit.is_tracing():
+            return None
+        padding = BatchPadding.of(images, self.backbone)
+        if not padding.needed:
+            return None
+        per_level = []
+        for f in features:
+            height, width = f.shape[-2:]
+            cells = []
+            for rows, cols in padding.extents(height, width):
+                if (rows, cols) == (height, width):
+                    cells.append(None)
+                else:
+                    grid = torch.arange(height * width, device=f.device).view(height, width)
+                    cells.append(grid[:rows, :cols].reshape(-1))
+            per_level.append(cells)
+        return list(zip(*per_level))
 
     def inference_single_image(
         self,

@@ -1,7 +1,16 @@
 """Layers that reproduce the authors' release where detectron2's differ: the backbone BatchNorm
-with frozen statistics and trained affine parameters, and the NMS's float32 decision."""
+with frozen statistics and trained affine parameters, and the NMS's float32 decision; and the
+padding mask that computes a batch of images of different sizes as if one at a time."""
 
 from .batch_norm import FrozenStatsBatchNorm2d, resolve_norm
 from .nms import batched_nms_float32
+from .padding import BatchPadding, check_maskable, masked_group_norm
 
-__all__ = ["FrozenStatsBatchNorm2d", "batched_nms_float32", "resolve_norm"]
+__all__ = [
+    "BatchPadding",
+    "FrozenStatsBatchNorm2d",
+    "batched_nms_float32",
+    "check_maskable",
+    "masked_group_norm",
+    "resolve_norm",
+]

@@ -1,0 +1,217 @@
+"""Batched inference computed as if one image at a time.
+
+detectron2 pads the images of a batch to the largest one (:class:`~detectron2.structures.ImageList`,
+then to the backbone's ``size_divisibility``); alone, an image is only padded to that multiple.
+An image padded further in a batch than alone is not computed as alone: beyond its own padded
+extent, convolutions read features that are non-zero after the first layer's norm and bias where
+alone they read zero padding, GroupNorm statistics take those cells in, and the head predicts
+there.
+
+:class:`BatchPadding` knows each image's own padded extent at every power-of-two stride;
+:meth:`BatchPadding.masking` zeroes every convolution's output outside those extents and leaves
+the cells outside out of every GroupNorm's statistics. Each image's features inside its extent
+are then those it has alone, to rounding, for networks built from convolutions, GroupNorm,
+per-cell layers and max pooling of non-negative values (ResNet and RegNetX with FPN, the DW head).
+A layer whose mixing of cells the masking does not follow (global pooling, attention, a max pool
+module) is refused by name.
+
+Shapes: N images; a feature map (N, C, H, W) at stride s has ``H = ceil(H_batch / s)``.
+"""
+
+import contextlib
+import math
+from typing import Optional
+
+import torch
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.structures import ImageList
+from torch import nn
+
+from ..deform_conv import ModulatedDeformConv
+
+__all__ = ["BatchPadding", "check_maskable", "masked_group_norm"]
+
+# Layers whose outputs the masking zeroes outside each image's extent.
+_CONVOLUTIONS = (nn.Conv2d, ModulatedDeformConv)
+# Layers that compute each cell from that cell alone (BatchNorm in eval mode, as at inference),
+# so zeros stay zeros up to a per-channel constant the next convolution's mask removes.
+_PER_CELL = (
+    nn.BatchNorm2d,
+    nn.SyncBatchNorm,
+    FrozenBatchNorm2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.SiLU,
+    nn.GELU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardswish,
+    nn.Identity,
+    nn.Dropout,
+    nn.ParameterList,
+)
+
+
+def masked_group_norm(
+    x: torch.Tensor,
+    valid: torch.Tensor,
+    num_groups: int,
+    weight: Optional[torch.Tensor],
+    bias: Optional[torch.Tensor],
+    eps: float,
+) -> torch.Tensor:
+    """GroupNorm of each image over its valid cells only, zero elsewhere.
+
+    Args:
+        x: (N, C, H, W) input; what lies outside ``valid`` (NaN included) is ignored.
+        valid: (N, 1, H, W) bool, the cells each image's statistics are taken over.
+        num_groups, weight, bias, eps: as :func:`torch.nn.functional.group_norm`'s.
+
+    Returns:
+        (N, C, H, W) in ``x``'s dtype, computed in at least float32 (as autocast runs
+        GroupNorm); equal to ``group_norm`` of the valid cells alone, to rounding.
+    """
+    n, c, h, w = x.shape
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    cells = valid.reshape(n, 1, 1, h * w)
+    grouped = torch.where(cells, x.to(dtype).reshape(n, num_groups, c // num_groups, h * w), 0)
+    count = cells.sum(dim=3, keepdim=True).to(dtype) * (c // num_groups)  # (N, 1, 1, 1)
+    mean = grouped.sum(dim=(2, 3), keepdim=True) / count
+    centred = torch.where(cells, grouped - mean, 0)
+    var = centred.square().sum(dim=(2, 3), keepdim=True) / count
+    out = (centred * torch.rsqrt(var + eps)).reshape(n, c, h, w)
+    if weight is not None:
+        out = out * weight.to(dtype).view(1, c, 1, 1)
+    if bias is not None:
+        out = out + bias.to(dtype).view(1, c, 1, 1)
+    return torch.where(valid, out, 0).to(x.dtype)
+
+
+def check_maskable(**modules: nn.Module):
+    """Raise a ValueError naming the first layer of ``modules`` (name -> module) that
+    :meth:`BatchPadding.masking` cannot make exact: a layer without sub-layers that is neither a
+    convolution, a GroupNorm nor one of the per-cell layers. Functional code in a ``forward``
+    (detectron2's ResNet stem max-pools its ReLU output, FPN upsamples) cannot be seen here."""
+    for prefix, module in modules.items():
+        for name, layer in module.named_modules(prefix=prefix):
+            leaf = next(layer.children(), None) is None
+            if leaf and not isinstance(layer, (*_CONVOLUTIONS, nn.GroupNorm, *_PER_CELL)):
+                raise ValueError(
+                    f"Batched inference cannot be made exact for {name} "
+                    f"({type(layer).__name__}): it mixes cells in a way the padding mask does "
+                    "not follow. Turn the mask off (MODEL.DW.TEST_MASK_PADDING False, or "
+                    "model.test_mask_padding=False in a LazyConfig) to run batches with "
+                    "detectron2's plain padding, or evaluate one image a batch "
+                    "(MODEL.DW.TEST_IMS_PER_BATCH 1)."
+                )
+
+
+class BatchPadding:
+    """Each image's own padded extent inside a padded batch.
+
+    Args:
+        own_sizes: N (height, width), the size each image is padded to alone.
+        batch_size: (height, width) of the padded batch.
+    """
+
+    def __init__(self, own_sizes: list[tuple[int, int]], batch_size: tuple[int, int]):
+        self.own_sizes = [tuple(int(v) for v in s) for s in own_sizes]
+        self.batch_size = tuple(int(v) for v in batch_size)
+        self._masks = {}
+
+    @classmethod
+    def of(cls, images: ImageList, backbone) -> "BatchPadding":
+        """The padding of ``images``, batched by detectron2 for ``backbone``: each image's own
+        size is what :meth:`ImageList.from_tensors` gives it alone, with the backbone's
+        ``size_divisibility`` and ``padding_constraints``."""
+        own = [
+            ImageList.from_tensors(
+                [images.tensor.new_empty((0, h, w))],
+                backbone.size_divisibility,
+                padding_constraints=backbone.padding_constraints,
+            ).tensor.shape[-2:]
+            for h, w in images.image_sizes
+        ]
+        return cls(own, images.tensor.shape[-2:])
+
+    @property
+    def needed(self) -> bool:
+        """Whether some image is padded further in the batch than alone."""
+        return any(s != self.batch_size for s in self.own_sizes)
+
+    def extents(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Each image's own (rows, columns) in a feature map of ``height`` x ``width``: the map's
+        stride s is the power of two with ``ceil(H_batch / s) = height`` (and so for width), the
+        extent ``ceil(own / s)``, what stride-2 convolutions and max pools of padding ``k // 2``
+        make of it alone. A size no power-of-two stride gives raises a ValueError."""
+        batch_h, batch_w = self.batch_size
+        for k in range(max(batch_h, batch_w).bit_length() + 1):
+            s = 2**k
+            if (math.ceil(batch_h / s), math.ceil(batch_w / s)) == (height, width):
+                return [(math.ceil(h / s), math.ceil(w / s)) for h, w in self.own_sizes]
+        raise ValueError(
+            f"A feature map of {height}x{width} is not the padded batch ({batch_h}x{batch_w}) at "
+            "a power-of-two stride, so each image's part of it is unknown"
+        )
+
+    def valid_mask(self, height: int, width: int, device) -> Optional[torch.Tensor]:
+        """(N, 1, height, width) bool, True inside each image's extent; None where every image
+        fills the map."""
+        key = (height, width, str(device))
+        if key not in self._masks:
+            extents = torch.tensor(self.extents(height, width), device=device)
+            if bool((extents == torch.tensor([height, width], device=device)).all()):
+                self._masks[key] = None
+            else:
+                rows = torch.arange(height, device=device).view(1, 1, height, 1)
+                cols = torch.arange(width, device=device).view(1, 1, 1, width)
+                self._masks[key] = (rows < extents[:, 0].view(-1, 1, 1, 1)) & (
+                    cols < extents[:, 1].view(-1, 1, 1, 1)
+                )
+        return self._masks[key]
+
+    def _mask_input(self, module, inputs):
+        x, *rest = inputs
+        valid = self.valid_mask(*x.shape[-2:], x.device)
+        return None if valid is None else (torch.where(valid, x, 0), *rest)
+
+    def _mask_output(self, module, inputs, output):
+        valid = self.valid_mask(*output.shape[-2:], output.device)
+        return None if valid is None else torch.where(valid, output, 0)
+
+    def _group_norm(self, module, inputs, output):
+        (x,) = inputs
+        valid = self.valid_mask(*x.shape[-2:], x.device)
+        if valid is None:
+            return None
+        return masked_group_norm(x, valid, module.num_groups, module.weight, module.bias, module.eps)
+
+    @contextlib.contextmanager
+    def masking(self, **modules: nn.Module):
+        """Within the block, every convolution of ``modules`` (name -> module) has its output,
+        and if its kernel reads more than one cell its input, zeroed outside each image's extent,
+        and every GroupNorm normalises over the extent only
+        (forward hooks, removed on exit). Nothing changes when no image is padded further than
+        alone. Raises the ValueError of :func:`check_maskable` first."""
+        if not self.needed:
+            yield
+            return
+        check_maskable(**modules)
+        handles = []
+        try:
+            for module in modules.values():
+                for layer in module.modules():
+                    if isinstance(layer, _CONVOLUTIONS):
+                        # Inputs too: a max pool or an upsampling between two convolutions
+                        # carries values past the extent, which a kernel wider than one cell
+                        # (or a deformable one) would read.
+                        if isinstance(layer, ModulatedDeformConv) or layer.kernel_size != (1, 1):
+                            handles.append(layer.register_forward_pre_hook(self._mask_input))
+                        handles.append(layer.register_forward_hook(self._mask_output))
+                    elif isinstance(layer, nn.GroupNorm):
+                        handles.append(layer.register_forward_hook(self._group_norm))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()

@@ -1,0 +1,224 @@
+"""Batched inference computed as one image at a time (dual_weighting.layers.padding).
+
+Exactness is checked in float64, where rounding is ~1e-12 and the effect of the padding ~1: every
+config's model, its weights perturbed so that no layer is near its initial constant, must give
+each image of a mixed-size batch the predictions and detections it gets alone, and must not with
+the mask off (so the comparison can fail).
+"""
+
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.layers import Conv2d
+from detectron2.modeling import Backbone, ShapeSpec
+from detectron2.modeling.backbone.regnet import SE
+from detectron2.structures import ImageList
+from test_model_e2e import YAMLS, thin_model
+from torch import nn
+from torch.nn import functional as F
+
+from dual_weighting import DWFCOS, DWHead
+from dual_weighting.layers import BatchPadding, check_maskable, masked_group_norm
+
+# Image 0 fills the batch (160 x 128 after padding to 32); 1 and 2 are padded further.
+SIZES = [(130, 97), (64, 80), (96, 33)]
+REGNET = YAMLS[0].parent / "lazy" / "dw_in_fcos_regnetx_4gf_FPN_1x.py"
+
+
+def float64_images(sizes=SIZES):
+    g = torch.Generator().manual_seed(3)
+    return [torch.rand(3, h, w, generator=g, dtype=torch.float64) * 255 for h, w in sizes]
+
+
+def perturbed(model):
+    """``model`` in float64, eval mode, every parameter moved by N(0, 0.05)."""
+    model = model.double().eval()
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.05)
+    model.test_score_thresh = 0.0
+    return model
+
+
+def raw_predictions(model, inputs):
+    """The head's outputs of ``model`` on ``inputs``, under the mask when ``test_mask_padding``
+    (as DWFCOS.forward runs them)."""
+    images = model.preprocess_image(inputs)
+    padding = BatchPadding.of(images, model.backbone)
+    masked = model.test_mask_padding and padding.needed
+    with padding.masking(backbone=model.backbone, head=model.head) if masked else _nothing():
+        features = model.backbone(images.tensor)
+        features = [features[f] for f in model.head_in_features]
+        masks = [padding.valid_mask(*f.shape[-2:], f.device) for f in features]
+        return model.head(features, valid_masks=masks if masked else None)
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *args):
+        return False
+
+
+def largest_relative_difference(model, images):
+    """Over the three outputs, every level and every image: the largest difference between the
+    batch's prediction in the image's own cells and the image's prediction alone, relative to
+    the largest prediction alone."""
+    with torch.no_grad():
+        batch = raw_predictions(model, [{"image": x} for x in images])
+        worst = 0.0
+        for i, image in enumerate(images):
+            alone = raw_predictions(model, [{"image": image}])
+            for batch_maps, alone_maps in zip(batch, alone):
+                for b, a in zip(batch_maps, alone_maps):
+                    h, w = a.shape[-2:]
+                    diff = (b[i, :, :h, :w] - a[0]).abs().max() / a.abs().max()
+                    worst = max(worst, float(diff))
+    return worst
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
+def test_every_config_computes_a_mixed_batch_as_one_image_at_a_time(path):
+    model = perturbed(thin_model(path))
+    images = float64_images()
+    assert model.test_mask_padding  # the default
+    assert largest_relative_difference(model, images) < 1e-10
+    model.test_mask_padding = False
+    assert largest_relative_difference(model, images) > 1e-3
+
+
+@pytest.mark.parametrize("path", [p for p in YAMLS if "refine" in p.name][:1], ids=lambda p: p.name)
+def test_detections_of_a_mixed_batch_are_those_of_each_image_alone(path):
+    model = perturbed(thin_model(path))
+    images = float64_images()
+    with torch.no_grad():
+        batch = model([{"image": x} for x in images])
+        for out, image in zip(batch, images):
+            (alone,) = model([{"image": image}])
+            a, b = alone["instances"], out["instances"]
+            assert b.image_size == a.image_size == tuple(image.shape[-2:])
+            assert len(a) == len(b) > 10
+            assert torch.equal(a.pred_classes, b.pred_classes)
+            torch.testing.assert_close(b.scores, a.scores, rtol=0, atol=1e-9)
+            torch.testing.assert_close(b.pred_boxes.tensor, a.pred_boxes.tensor, rtol=0, atol=1e-6)
+        # Without the mask, the padded images get detections in cells they do not have alone.
+        model.test_mask_padding = False
+        plain = model([{"image": x} for x in images])
+    assert any(
+        not torch.equal(p["instances"].scores, m["instances"].scores)
+        for p, m in zip(plain[1:], batch[1:])
+    )
+
+
+def test_regnet_recipe_computes_a_mixed_batch_as_one_image_at_a_time():
+    cfg = LazyConfig.load(str(REGNET))
+    cfg.model.num_classes = 3
+    torch.manual_seed(0)
+    model = perturbed(instantiate(cfg.model))
+    # RegNetX's stride-2 blocks in float64 on 2 cores: two small images keep it to seconds.
+    images = float64_images([(64, 64), (40, 33)])
+    assert largest_relative_difference(model, images) < 1e-10
+    model.test_mask_padding = False
+    assert largest_relative_difference(model, images) > 1e-3
+
+
+def test_own_extents_at_every_stride_by_hand():
+    # Images of 100x60 and 64x64 pad alone to 128x64 and 64x64; the batch is 128x64.
+    images = ImageList.from_tensors([torch.zeros(3, 100, 60), torch.zeros(3, 64, 64)], 32)
+    backbone = type("B", (), {"size_divisibility": 32, "padding_constraints": {}})()
+    padding = BatchPadding.of(images, backbone)
+    assert padding.own_sizes == [(128, 64), (64, 64)] and padding.batch_size == (128, 64)
+    assert padding.needed
+    assert padding.extents(128, 64) == [(128, 64), (64, 64)]
+    assert padding.extents(16, 8) == [(16, 8), (8, 8)]  # stride 8
+    # Stride 64: 128x64 -> 2x1; the 64x64 image is 1x1 there. Stride 128: 1x1 for both.
+    assert padding.extents(2, 1) == [(2, 1), (1, 1)]
+    assert padding.extents(1, 1) == [(1, 1), (1, 1)]
+    mask = padding.valid_mask(16, 8, "cpu")
+    assert mask.shape == (2, 1, 16, 8) and mask.dtype == torch.bool
+    assert mask[0].all() and mask[1, 0, :8].all() and not mask[1, 0, 8:].any()
+    assert padding.valid_mask(1, 1, "cpu") is None  # every image fills it
+    with pytest.raises(ValueError, match="12x8 is not the padded batch \\(128x64\\)"):
+        padding.extents(12, 8)
+
+
+def test_odd_sizes_follow_stride_two_convolutions():
+    # P6/P7 past stride 32: a 96-row image alone has ceil(96 / 64) = 2 rows at stride 64, and
+    # a stride-2, padding-1 convolution of its 3 rows at stride 32 makes 2 as well.
+    padding = BatchPadding([(96, 32), (160, 32)], (160, 32))
+    assert padding.extents(3, 1) == [(2, 1), (3, 1)]
+    x = torch.zeros(1, 1, 3, 1)
+    assert F.conv2d(x, torch.zeros(1, 1, 3, 3), stride=2, padding=1).shape[-2:] == (2, 1)
+    # Square padding (padding_constraints["square_size"]): every image is padded alike.
+    images = ImageList.from_tensors([torch.zeros(3, 50, 20), torch.zeros(3, 30, 40)], 32)
+    square = type("B", (), {"size_divisibility": 32, "padding_constraints": {"square_size": 64}})
+    assert not BatchPadding.of(images, square()).needed
+
+
+def test_masked_group_norm_equals_group_norm_of_the_cropped_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 6, 5, generator=g, dtype=torch.float64)
+    x[1, :, 4:] = float("nan")  # outside image 1's cells: must not leak in
+    valid = torch.ones(2, 1, 6, 5, dtype=torch.bool)
+    valid[1, :, 4:] = False
+    valid[1, :, :, 3:] = False
+    weight = torch.rand(8, generator=g, dtype=torch.float64)
+    bias = torch.rand(8, generator=g, dtype=torch.float64)
+    out = masked_group_norm(x, valid, 4, weight, bias, 1e-5)
+    torch.testing.assert_close(out[0], F.group_norm(x[:1], 4, weight, bias, 1e-5)[0])
+    torch.testing.assert_close(
+        out[1, :, :4, :3], F.group_norm(x[1:, :, :4, :3], 4, weight, bias, 1e-5)[0]
+    )
+    assert (out[1, :, 4:] == 0).all() and (out[1, :, :, 3:] == 0).all()
+    # Half precision in, statistics in float32, half out.
+    half = masked_group_norm(x.half(), valid, 4, weight.half(), bias.half(), 1e-5)
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half[0].double(), out[0], rtol=0, atol=1e-2)
+
+
+class _SqueezedBackbone(Backbone):
+    """One conv and a squeeze-excitation block: global pooling sees the padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = Conv2d(3, 8, 3, stride=8, padding=1)
+        self.se = SE(8, 2, nn.ReLU)
+
+    def forward(self, x):
+        return {"p3": self.se(self.conv(x))}
+
+    def output_shape(self):
+        return {"p3": ShapeSpec(channels=8, stride=8)}
+
+
+def test_a_layer_the_mask_cannot_follow_is_refused_by_name():
+    backbone = _SqueezedBackbone()
+    head = DWHead(input_shape=[ShapeSpec(channels=8, stride=8)], num_classes=2, norm="")
+    kwargs = dict(backbone=backbone, head=head, head_in_features=["p3"], num_classes=2)
+    kwargs.update(pixel_mean=[0.0, 0.0, 0.0], pixel_std=[1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"backbone\.se\.avg_pool \(AdaptiveAvgPool2d\).*"
+                       r"MODEL\.DW\.TEST_MASK_PADDING False"):  # fmt: skip
+        DWFCOS(**kwargs)
+    # With the mask off, detectron2's plain padding: the model builds and runs a mixed batch.
+    model = DWFCOS(**kwargs, test_mask_padding=False).eval()
+    with torch.no_grad():
+        outputs = model([{"image": torch.rand(3, h, w) * 255} for h, w in SIZES])
+    assert [o["instances"].image_size for o in outputs] == SIZES
+    with pytest.raises(ValueError, match="backbone.se.avg_pool"):
+        check_maskable(backbone=backbone)
+
+
+def test_hooks_are_removed_and_nothing_changes_without_padding():
+    head = DWHead(input_shape=[ShapeSpec(channels=32, stride=8)], num_classes=2, norm="GN")
+    before = [dict(m._forward_hooks) | dict(m._forward_pre_hooks) for m in head.modules()]
+    padding = BatchPadding([(32, 32), (64, 32)], (64, 32))
+    with padding.masking(head=head):
+        hooked = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in head.modules())
+    assert hooked > 0
+    assert [dict(m._forward_hooks) | dict(m._forward_pre_hooks) for m in head.modules()] == before
+    same = BatchPadding([(64, 32), (64, 32)], (64, 32))
+    assert not same.needed
+    with same.masking(head=head):
+        assert all(not m._forward_hooks for m in head.modules())
