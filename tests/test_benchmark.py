@@ -288,13 +288,36 @@ def test_batches_of_one_size_give_the_detections_of_one_image(batched_cfg, tmp_p
     ap = batched.coco_ap(dataset, alone)
     assert {"AP", "AP50"} <= set(ap)
 
+    # Mixed sizes: masked, the batch computes each image as alone; plain padding does not.
+    mixed = batched.MixedSizeMapper(batched_cfg, short_sides=(32, 64))
+    alone, _ = batched.predict(loaded, batched_cfg, dataset, batch_size=1, mapper=mixed)
+    masked, _ = batched.predict(loaded, batched_cfg, dataset, batch_size=2, mapper=mixed)
+    c = batched.compare_detections(alone, masked)
+    assert c["unmatched"] == 0 and c["score_diff"] < 1e-5 and c["box_diff"] < 1e-3
+    loaded.test_mask_padding = False
+    plain, _ = batched.predict(loaded, batched_cfg, dataset, batch_size=2, mapper=mixed)
+    c = batched.compare_detections(alone, plain)
+    assert c["unmatched"] > 0 and c["score_diff"] > 1e-3
+    loaded.test_mask_padding = True
+
     mapped = [DatasetMapper(batched_cfg, is_train=False)(d) for d in DatasetCatalog.get(dataset)]
-    rates = batched.throughput(loaded, mapped, [1, 2], "cpu", warmup=0, repeats=2)
-    assert set(rates) == {1, 2} and all(len(r) == 2 and min(r) > 0 for r in rates.values())
+    cases = {("one size", "", 1): (mapped, 1, True), ("one size", "", 2): (mapped, 2, False)}
+    rates = batched.throughput(loaded, cases, "cpu", warmup=0, repeats=2)
+    assert set(rates) == set(cases) and all(len(r) == 2 and min(r) > 0 for r in rates.values())
+    assert loaded.test_mask_padding  # restored
     assert batched.format_throughput(rates).splitlines()[2].split()[-1] == "1.00x"
-    # Ratios are medians of same-round ratios (2, 1, 3), not ratios of medians (4 / 3).
-    table = batched.format_throughput({1: [2.0, 4.0, 3.0], 4: [4.0, 4.0, 9.0]}).splitlines()
-    assert table[-1].split() == ["4", "4.0", "2.00x"]
+    # Ratios are medians of same-round ratios (2, 1, 3), not ratios of medians (4 / 3), each to
+    # the first case of the same images.
+    table = batched.format_throughput(
+        {
+            ("a", "", 1): [2.0, 4.0, 3.0],
+            ("a", "masked", 4): [4.0, 4.0, 9.0],
+            ("b", "plain", 1): [1.0, 1.0, 1.0],
+            ("b", "plain", 4): [3.0, 3.0, 3.0],
+        }
+    ).splitlines()
+    assert table[3].split() == ["a", "masked", "4", "4.0", "2.00x"]
+    assert table[-1].split() == ["b", "plain", "4", "3.0", "3.00x"]
 
 
 def test_batched_section_without_a_model_names_the_file(tmp_path):

@@ -7,8 +7,6 @@ offsets are in feature cells.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch.nn import functional as F
 
@@ -75,7 +73,7 @@ def refine_boxes(
     box_ltrb_map: torch.Tensor,
     offsets: torch.Tensor,
     stride: int,
-    valid: Optional[torch.Tensor] = None,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Refined (left, top, right, bottom) distances of one feature level.
 

@@ -185,9 +185,7 @@ class DWHead(nn.Module):
         if valid_masks is None:
             valid_masks = [None] * len(features)
         logits, box_ltrb, centerness = [], [], []
-        for feature, valid, scale, stride in zip(
-            features, valid_masks, self.scales, self.strides
-        ):
+        for feature, valid, scale, stride in zip(features, valid_masks, self.scales, self.strides):
             cls_feature = self.cls_tower(feature)
             reg_feature = self.reg_tower(feature)
             logits.append(self.cls_logits(cls_feature))

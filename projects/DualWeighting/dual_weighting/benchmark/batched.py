@@ -1,11 +1,13 @@
 """The batched section: inference throughput at several test batch sizes, and how far the
 detections of a batch differ from those of one image at a time.
 
-Images of one batch are padded to the batch's largest size (``ImageList``), and the padding is
-seen by every convolution's border and by the head's GroupNorm statistics, so an image padded
-more in a batch than alone is not computed exactly as alone. The generated validation split has
-one image size (256x320, no padding at all); its "mixed" variant resizes each image to a shorter
-side of 160, 208 or 256 (by image id), so that batches mix sizes as COCO's do.
+Images of one batch are padded to the batch's largest size (``ImageList``). Unmasked
+(``MODEL.DW.TEST_MASK_PADDING False``, detectron2's behaviour) that padding is seen by every
+convolution's border and by the head's GroupNorm statistics, and the head predicts in it, so an
+image padded more in a batch than alone is not computed as alone; masked (the default,
+:class:`~dual_weighting.layers.BatchPadding`) it is, to rounding. The generated validation split
+has one image size (256x320, no padding at all); its "mixed" variant resizes each image to a
+shorter side of 160, 208 or 256 (by image id), so that batches mix sizes as COCO's do.
 """
 
 import contextlib
@@ -140,26 +142,34 @@ def compare_detections(reference, other):
     }
 
 
-def throughput(model, inputs, batch_sizes, device, warmup, repeats):
-    """Images per second of ``model`` on the mapped ``inputs`` at each batch size, the batch
-    sizes interleaved round by round (so load from other processes hits them alike).
+def throughput(model, cases, device, warmup, repeats):
+    """Images per second of ``model`` in each case, the cases interleaved round by round (so
+    load from other processes hits them alike).
+
+    Args:
+        cases: {key: (mapped inputs, batch size, test_mask_padding)}.
 
     Returns:
-        {batch size: [images/s of every timed round]}
+        {key: [images/s of every timed round]}
     """
     dev = Device(device)
+    mask_before = model.test_mask_padding
 
-    def run(batch_size):
+    def run(inputs, batch_size):
         with torch.no_grad():
             for i in range(0, len(inputs), batch_size):
                 model(inputs[i : i + batch_size])
 
-    rates = {b: [] for b in batch_sizes}
-    for r in range(warmup + repeats):
-        for b in batch_sizes:
-            seconds = dev.time(lambda: run(b))  # noqa: B023 (called at once)
-            if r >= warmup:
-                rates[b].append(len(inputs) / seconds)
+    rates = {key: [] for key in cases}
+    try:
+        for r in range(warmup + repeats):
+            for key, (inputs, batch_size, mask) in cases.items():
+                model.test_mask_padding = mask
+                seconds = dev.time(lambda: run(inputs, batch_size))  # noqa: B023 (called at once)
+                if r >= warmup:
+                    rates[key].append(len(inputs) / seconds)
+    finally:
+        model.test_mask_padding = mask_before
     return rates
 
 
@@ -195,14 +205,26 @@ def format_exactness(rows_by_variant, batch_sizes):
 
 
 def format_throughput(rates):
-    """Median images/s per batch size and its ratio to the first batch size's (the median of
-    same-round ratios, as the speed section's)."""
-    base = next(iter(rates.values()))
-    rows = [
-        [str(b), f"{statistics.median(r):.1f}", f"{paired_ratio(r, base):.2f}x"]
-        for b, r in rates.items()
-    ]
-    return format_table(["batch", "images/s", "ratio"], rows)
+    """Median images/s per case and its ratio to the first case of the same images (the median of
+    same-round ratios, as the speed section's).
+
+    Args:
+        rates: {(images, padding, batch size): [images/s]}, as :func:`throughput` returns.
+    """
+    first = {}
+    rows = []
+    for (images, padding, batch), r in rates.items():
+        base = first.setdefault(images, r)
+        rows.append(
+            [
+                images,
+                padding,
+                str(batch),
+                f"{statistics.median(r):.1f}",
+                f"{paired_ratio(r, base):.2f}x",
+            ]
+        )
+    return format_table(["images", "padding", "batch", "images/s", "ratio"], rows)
 
 
 def run_batched(args, out):
@@ -218,41 +240,65 @@ def run_batched(args, out):
     cfg = make_cfg(SMALL_CONFIG, "dw", device=args.device)
     model = load_model(cfg, args.weights)
     dataset = cfg.DATASETS.TEST[0]
+    dicts = DatasetCatalog.get(dataset)[: args.batched_images]
     # Throughput first: its warm-up also warms the model up for the passes below.
-    test_mapper = DatasetMapper(cfg, is_train=False)
-    mapped = [test_mapper(d) for d in DatasetCatalog.get(dataset)[: args.batched_images]]
+    mapped = {
+        "one size": [DatasetMapper(cfg, is_train=False)(d) for d in dicts],
+        "mixed sizes": [MixedSizeMapper(cfg)(d) for d in dicts],
+    }
+    cases = {}
+    for images, padding, mask in (
+        ("one size", "", True),
+        ("mixed sizes", "masked", True),
+        ("mixed sizes", "plain", False),
+    ):
+        for b in args.batch_sizes:
+            cases[(images, padding, b)] = (mapped[images], b, mask)
     print("  throughput ...", flush=True)
-    rates = throughput(model, mapped, args.batch_sizes, args.device, args.warmup, args.repeats)
+    rates = throughput(model, cases, args.device, args.warmup, args.repeats)
     exact = {}
-    for variant, mapper in (("same size", None), ("mixed sizes", MixedSizeMapper(cfg))):
+    for variant, mapper, mask in (
+        ("one size", None, True),
+        ("mixed sizes, masked padding (TEST_MASK_PADDING True, the default)", "mixed", True),
+        ("mixed sizes, plain padding (TEST_MASK_PADDING False)", "mixed", False),
+    ):
+        model.test_mask_padding = mask
         exact[variant] = {}
         for b in args.batch_sizes:
             print(f"  {variant}, batch {b} ...", flush=True)
-            predictions, seconds = predict(model, cfg, dataset, b, mapper)
+            predictions, seconds = predict(
+                model, cfg, dataset, b, MixedSizeMapper(cfg) if mapper else None
+            )
             exact[variant][b] = {"predictions": predictions, "seconds": seconds}
         reference = exact[variant][args.batch_sizes[0]]["predictions"]
         for r in exact[variant].values():
             r["comparison"] = compare_detections(reference, r["predictions"])
             r["ap"] = coco_ap(dataset, r["predictions"])
             r["images"] = len(r.pop("predictions"))
-    out["batched"] = {"exactness": exact, "images_per_s": rates}
+    model.test_mask_padding = True
+    out["batched"] = {
+        "exactness": exact,
+        "images_per_s": {" / ".join(map(str, k)): v for k, v in rates.items()},
+    }
     print(
         f"Demo model ({args.weights}), {dataset}, {args.device}; detections compared with batch "
         f"{args.batch_sizes[0]} (same class, IoU >= {MATCH_IOU}):\n"
         + format_exactness(exact, args.batch_sizes)
-        + f"\n\nModel calls on the first {len(mapped)} mapped images (256x320), median of "
-        f"{args.repeats} rounds after {args.warmup} warm-up, batch sizes interleaved; ratio = "
-        "median of same-round ratios:\n" + format_throughput(rates),
+        + f"\n\nModel calls on the first {len(dicts)} mapped images (as they are, 256x320, and "
+        f"mixed sizes), median of {args.repeats} rounds after {args.warmup} warm-up, cases "
+        "interleaved; ratio = median of same-round ratios to batch "
+        f"{args.batch_sizes[0]} of the same images:\n" + format_throughput(rates),
         flush=True,
     )
     path = Path(args.output_dir) / "batched_images_per_s.png"
-    base = args.batch_sizes[0]
+    groups = {}
+    for (images, padding, b), r in rates.items():
+        groups.setdefault(f"batch {b}", {})[f"{images} {padding}".strip()] = statistics.median(r)
     bar_chart(
-        {f"batch {b}": {"images/s": statistics.median(r)} for b, r in rates.items()},
+        groups,
         path,
-        f"Demo model inference on {args.device}, images per second at each batch size "
-        f"({', '.join(f'{paired_ratio(r, rates[base]):.2f}x' for r in rates.values())} of "
-        f"batch {base}'s), same run as the tables",
+        f"Demo model inference on {args.device}, images per second at each batch size and "
+        "padding, same run as the tables",
         "images / s",
         value_format="{:.1f}",
     )

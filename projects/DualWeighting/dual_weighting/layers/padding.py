@@ -185,7 +185,9 @@ class BatchPadding:
         valid = self.valid_mask(*x.shape[-2:], x.device)
         if valid is None:
             return None
-        return masked_group_norm(x, valid, module.num_groups, module.weight, module.bias, module.eps)
+        return masked_group_norm(
+            x, valid, module.num_groups, module.weight, module.bias, module.eps
+        )
 
     @contextlib.contextmanager
     def masking(self, **modules: nn.Module):
