@@ -95,8 +95,9 @@ dataloader.train.mapper.image_format = "RGB"
 dataloader.train.mapper.use_instance_mask = False
 # Shorter side 800 (one size), longer side at most 1333, and the horizontal flip.
 dataloader.train.mapper.augmentations[0].short_edge_length = [800]
-# Images of different sizes padded into one batch are not computed exactly as alone (the head's
-# GroupNorm sees the padding): one a batch for the published numbers (MODEL.DW.TEST_IMS_PER_BATCH).
+# One a batch: the published numbers' path bit for bit (MODEL.DW.TEST_IMS_PER_BATCH). More is
+# faster with the same detections to rounding (model.test_mask_padding computes each image of a
+# batch as if alone).
 dataloader.test.batch_size = 1
 dataloader.evaluator = L(DWCOCOEvaluator)(
     dataset_name="${..test.dataset.names}",

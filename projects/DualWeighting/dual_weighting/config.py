@@ -55,13 +55,14 @@ def add_dw_config(cfg):
     cfg.MODEL.DW.TEST_TOPK_CANDIDATES = 1000
     cfg.MODEL.DW.TEST_NMS_THRESH = 0.6
     cfg.MODEL.DW.MAX_DETECTIONS_PER_IMAGE = 100
-    # Images per batch of the evaluation loader. Images of different sizes padded into one batch
-    # are not computed exactly as alone (the head's GroupNorm sees the padding), so 1 where
-    # exactness matters (published numbers); more is faster (README, "Batched evaluation").
+    # Images per batch of the evaluation loader. With TEST_MASK_PADDING each image of a batch is
+    # computed as if alone (to float rounding), so more is faster with the same detections; 1 is
+    # the published numbers' path bit for bit (README, "Batched evaluation").
     cfg.MODEL.DW.TEST_IMS_PER_BATCH = 1
     # Compute each image of a test batch as if alone: outside an image's own padded extent every
     # convolution's output is zeroed, GroupNorm leaves those cells out and no detection comes
-    # from them (dual_weighting.layers.BatchPadding). False: detectron2's plain padding.
+    # from them (dual_weighting.layers.BatchPadding). False: detectron2's plain padding, where an
+    # image padded further in its batch than alone gets other detections.
     cfg.MODEL.DW.TEST_MASK_PADDING = True
     # COCOeval used by evaluation (dual_weighting.evaluation): "auto" (faster-coco-eval when
     # installed, same numbers), "faster_coco_eval", "detectron2" (its compiled COCOeval_opt) or

@@ -11,7 +11,8 @@ there.
 :meth:`BatchPadding.masking` zeroes every convolution's output outside those extents and leaves
 the cells outside out of every GroupNorm's statistics. Each image's features inside its extent
 are then those it has alone, to rounding, for networks built from convolutions, GroupNorm,
-per-cell layers and max pooling of non-negative values (ResNet and RegNetX with FPN, the DW head).
+per-cell layers, nearest upsampling by 2 and max pooling of a wider convolution's non-negative
+output (ResNet and RegNetX with FPN, the DW head).
 A layer whose mixing of cells the masking does not follow (global pooling, attention, a max pool
 module) is refused by name.
 
@@ -20,6 +21,7 @@ Shapes: N images; a feature map (N, C, H, W) at stride s has ``H = ceil(H_batch 
 
 import contextlib
 import math
+import weakref
 from typing import Optional
 
 import torch
@@ -118,7 +120,10 @@ class BatchPadding:
     def __init__(self, own_sizes: list[tuple[int, int]], batch_size: tuple[int, int]):
         self.own_sizes = [tuple(int(v) for v in s) for s in own_sizes]
         self.batch_size = tuple(int(v) for v in batch_size)
+        # (height, width, device) -> None or (mask, its complement).
         self._masks = {}
+        # id -> (weak reference, version) of the tensors _zero_outside returned.
+        self._zeroed = {}
 
     @classmethod
     def of(cls, images: ImageList, backbone) -> "BatchPadding":
@@ -158,6 +163,10 @@ class BatchPadding:
     def valid_mask(self, height: int, width: int, device) -> Optional[torch.Tensor]:
         """(N, 1, height, width) bool, True inside each image's extent; None where every image
         fills the map."""
+        masks = self._mask_and_complement(height, width, device)
+        return None if masks is None else masks[0]
+
+    def _mask_and_complement(self, height, width, device):
         key = (height, width, str(device))
         if key not in self._masks:
             extents = torch.tensor(self.extents(height, width), device=device)
@@ -166,36 +175,58 @@ class BatchPadding:
             else:
                 rows = torch.arange(height, device=device).view(1, 1, height, 1)
                 cols = torch.arange(width, device=device).view(1, 1, 1, width)
-                self._masks[key] = (rows < extents[:, 0].view(-1, 1, 1, 1)) & (
+                valid = (rows < extents[:, 0].view(-1, 1, 1, 1)) & (
                     cols < extents[:, 1].view(-1, 1, 1, 1)
                 )
+                self._masks[key] = (valid, ~valid)
         return self._masks[key]
+
+    def _zero_outside(self, x):
+        """``x`` (N, C, H, W) zeroed outside each image's extent, or None if nothing is to be
+        done: it has no such cells, or it is a tensor this method returned and nothing has
+        changed it since (a convolution's masked output fed to the next one).
+
+        In place without autograd: no layer reads what lies outside unmasked, so a copy would
+        only cost memory traffic."""
+        zeroed = self._zeroed.get(id(x))
+        if zeroed is not None and zeroed[0]() is x and zeroed[1] == x._version:
+            return None
+        masks = self._mask_and_complement(*x.shape[-2:], x.device)
+        if masks is None:
+            return None
+        if torch.is_grad_enabled():  # autograd may need the values as they are
+            x = torch.where(masks[0], x, 0)
+        else:
+            x = x.masked_fill_(masks[1], 0)
+        self._zeroed[id(x)] = (weakref.ref(x), x._version)
+        return x
 
     def _mask_input(self, module, inputs):
         x, *rest = inputs
-        valid = self.valid_mask(*x.shape[-2:], x.device)
-        return None if valid is None else (torch.where(valid, x, 0), *rest)
+        x = self._zero_outside(x)
+        return None if x is None else (x, *rest)
 
     def _mask_output(self, module, inputs, output):
-        valid = self.valid_mask(*output.shape[-2:], output.device)
-        return None if valid is None else torch.where(valid, output, 0)
+        return self._zero_outside(output)
 
     def _group_norm(self, module, inputs, output):
         (x,) = inputs
         valid = self.valid_mask(*x.shape[-2:], x.device)
         if valid is None:
             return None
-        return masked_group_norm(
-            x, valid, module.num_groups, module.weight, module.bias, module.eps
-        )
+        out = masked_group_norm(x, valid, module.num_groups, module.weight, module.bias, module.eps)
+        return out.to(output.dtype)  # autocast runs GroupNorm in float32
 
     @contextlib.contextmanager
     def masking(self, **modules: nn.Module):
-        """Within the block, every convolution of ``modules`` (name -> module) has its output,
-        and if its kernel reads more than one cell its input, zeroed outside each image's extent,
-        and every GroupNorm normalises over the extent only
-        (forward hooks, removed on exit). Nothing changes when no image is padded further than
-        alone. Raises the ValueError of :func:`check_maskable` first."""
+        """Within the block, every convolution of ``modules`` (name -> module) whose kernel
+        reads more than one cell (deformable ones included) has its input and output zeroed
+        outside each image's extent, and every GroupNorm normalises over the extent only and
+        outputs zeros outside it (forward hooks, removed on exit). Nothing changes when no image
+        is padded further than alone. Raises the ValueError of :func:`check_maskable` first.
+
+        Without autograd the zeroing is in place: a tensor that a masked convolution reads
+        loses what it held outside the extents (what no masked layer uses)."""
         if not self.needed:
             yield
             return
@@ -204,12 +235,15 @@ class BatchPadding:
         try:
             for module in modules.values():
                 for layer in module.modules():
-                    if isinstance(layer, _CONVOLUTIONS):
-                        # Inputs too: a max pool or an upsampling between two convolutions
-                        # carries values past the extent, which a kernel wider than one cell
-                        # (or a deformable one) would read.
-                        if isinstance(layer, ModulatedDeformConv) or layer.kernel_size != (1, 1):
-                            handles.append(layer.register_forward_pre_hook(self._mask_input))
+                    # A 1x1 convolution reads one cell: inside the extent, it reads inside.
+                    if isinstance(layer, ModulatedDeformConv) or (
+                        isinstance(layer, nn.Conv2d) and layer.kernel_size != (1, 1)
+                    ):
+                        # The input: whatever ran since the last mask (a per-cell layer's
+                        # constant, a 1x1 convolution's bias, a max pool's reach) made values
+                        # past the extent that this kernel would read. The output: for
+                        # functional code that reads it next (a max pool).
+                        handles.append(layer.register_forward_pre_hook(self._mask_input))
                         handles.append(layer.register_forward_hook(self._mask_output))
                     elif isinstance(layer, nn.GroupNorm):
                         handles.append(layer.register_forward_hook(self._group_norm))
