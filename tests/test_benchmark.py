@@ -299,6 +299,10 @@ def test_batches_of_one_size_give_the_detections_of_one_image(batched_cfg, tmp_p
     c = batched.compare_detections(alone, plain)
     assert c["unmatched"] > 0 and c["score_diff"] > 1e-3
     loaded.test_mask_padding = True
+    ordered, _ = batched.predict(loaded, batched_cfg, dataset, 2, mapper=mixed, ordered=True)
+    assert batched.compare_detections(alone, ordered)["score_diff"] < 1e-5
+    for d in DatasetCatalog.get(dataset):
+        assert mixed.output_size(d) == tuple(mixed(d)["image"].shape[1:])
 
     mapped = [DatasetMapper(batched_cfg, is_train=False)(d) for d in DatasetCatalog.get(dataset)]
     cases = {("one size", "", 1): (mapped, 1, True), ("one size", "", 2): (mapped, 2, False)}

@@ -13,7 +13,7 @@ from detectron2.utils.events import EventStorage
 from omegaconf import ListConfig
 from test_model_e2e import THIN, images, instances, thin_model
 
-from dual_weighting.data import build_test_augmentation
+from dual_weighting.data import build_dw_test_loader, build_test_augmentation
 from dual_weighting.engine import load_lazy_config, load_yacs_config
 from dual_weighting.evaluation import DWCOCOEvaluator
 
@@ -205,6 +205,7 @@ def test_twins_read_the_same_data(yaml, py):
     assert test.dataset.filter_empty is False
     assert train.num_workers == test.num_workers == cfg.DATALOADER.NUM_WORKERS
     assert test.batch_size == cfg.MODEL.DW.TEST_IMS_PER_BATCH == 1
+    assert test._target_ is build_dw_test_loader  # DWTrainer.build_test_loader's
 
     evaluator = lazy.dataloader.evaluator
     assert evaluator._target_ is DWCOCOEvaluator

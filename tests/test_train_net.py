@@ -83,8 +83,8 @@ def test_train_writes_checkpoint_and_metrics_then_eval_only_prints_ap(dataset, t
     assert "copypaste: AP,AP50,AP75,APs,APm,APl" in log
     assert "COCOeval backend: faster_coco_eval" in log  # the default where it is installed
 
-    # pycocotools forced, and 3 images a batch: the same numbers. The generated images share one
-    # size, so batching pads nothing here (README states the difference with padding).
+    # pycocotools forced, and 3 images a batch: the same numbers (tests/test_padding.py checks
+    # batches of mixed sizes).
     proc = run(
         ["--eval-only"]
         + tiny_args(dataset, tmp_path / "eval_pycocotools", "MODEL.WEIGHTS",

@@ -71,13 +71,15 @@ the AP table, per-class AP and the 12 AP/AR numbers equal the first backend's (t
 
 **batched** (not part of "all"): the trained demo model (``--weights``, default ``make demo``'s
 ``output/demo/model_final.pth``) on the generated validation split through detectron2's test
-loader at every batch size of ``--batch-sizes``, once with the split as it is (one image size)
-and once with mixed sizes (shorter side 160, 208 or 256 by image id): COCO AP, detections per
-image, and against the first batch size the images whose detection count differs, detections
-without a same-class match at IoU 0.5 and the largest score and box difference of matched ones.
-Then images per second of model calls at each batch size on the first ``--batched-images``
-mapped images (``--warmup``, ``--repeats`` rounds, batch sizes interleaved; ratio = median of
-same-round ratios). ``batched_images_per_s.png`` shows the rates.
+loader at every batch size of ``--batch-sizes``: the split as it is (one image size), then with
+mixed sizes (shorter side 160, 208 or 256 by image id) with the padding masked (the default),
+plain, and masked with the images ordered by size: COCO AP, detections per image, the seconds
+of the pass, and against the first batch size the images whose detection count differs,
+detections without a same-class match at IoU 0.5 and the largest score and box difference of
+matched ones. Then images per second of model calls at each batch size on the first
+``--batched-images`` mapped images in each of those settings (``--warmup``, ``--repeats``
+rounds, cases interleaved; ratio = median of same-round ratios to batch 1 of the same images).
+``batched_images_per_s.png`` shows the rates.
 
 **export** (not part of "all"): per setting of ``--export-settings`` (``r50``: R-50-FPN at
 800x1216, 80 classes; ``r50_refine``: the same with box refine; ``demo``: the demo model at
@@ -226,7 +228,7 @@ def argument_parser():
         help="the first is the reference (default: 1,4,8)",
     )
     b.add_argument(
-        "--batched-images", type=int, default=8, help="images of a timed round (default 8)"
+        "--batched-images", type=int, default=24, help="images of a timed round (default 24)"
     )
     b.add_argument(
         "--weights",

@@ -13,6 +13,7 @@ from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from dual_weighting import DWFCOS, DWHead
 from dual_weighting.backbone import dw_fpn, dw_resnet
+from dual_weighting.data import build_dw_test_loader
 from dual_weighting.engine.lazy import model_zoo
 from dual_weighting.evaluation import DWCOCOEvaluator
 
@@ -95,6 +96,8 @@ dataloader.train.mapper.image_format = "RGB"
 dataloader.train.mapper.use_instance_mask = False
 # Shorter side 800 (one size), longer side at most 1333, and the horizontal flip.
 dataloader.train.mapper.augmentations[0].short_edge_length = [800]
+# detectron2's test loader, which orders the images by size when batching (build_dw_test_loader).
+dataloader.test._target_ = build_dw_test_loader
 # One a batch: the published numbers' path bit for bit (MODEL.DW.TEST_IMS_PER_BATCH). More is
 # faster with the same detections to rounding (model.test_mask_padding computes each image of a
 # batch as if alone).

@@ -22,7 +22,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import pairwise_iou
 
 from ..checkpoint import DWCheckpointer
-from ..data import default_synthetic_root, ensure_synthetic
+from ..data import SizeOrderedInferenceSampler, default_synthetic_root, ensure_synthetic
 from ..evaluation import DWCOCOEvaluator
 from .detectors import SMALL_CONFIG, make_cfg
 from .plots import bar_chart
@@ -41,14 +41,24 @@ class MixedSizeMapper:
     so consecutive images differ in size."""
 
     def __init__(self, cfg, short_sides=MIXED_SHORT_SIDES):
-        max_size = cfg.INPUT.MAX_SIZE_TEST
+        self.short_sides = short_sides
+        self.max_size = cfg.INPUT.MAX_SIZE_TEST
         self.mappers = [
-            DatasetMapper(cfg, is_train=False, augmentations=[T.ResizeShortestEdge(s, max_size)])
+            DatasetMapper(
+                cfg, is_train=False, augmentations=[T.ResizeShortestEdge(s, self.max_size)]
+            )
             for s in short_sides
         ]
 
     def __call__(self, dataset_dict):
         return self.mappers[dataset_dict["image_id"] % len(self.mappers)](dataset_dict)
+
+    def output_size(self, dataset_dict):
+        """(height, width) of the image this mapper makes of ``dataset_dict``."""
+        short = self.short_sides[dataset_dict["image_id"] % len(self.short_sides)]
+        return T.ResizeShortestEdge.get_output_shape(
+            dataset_dict["height"], dataset_dict["width"], short, self.max_size
+        )
 
 
 def load_model(cfg, weights):
@@ -59,14 +69,25 @@ def load_model(cfg, weights):
     return model.eval()
 
 
-def predict(model, cfg, dataset_name, batch_size, mapper=None):
-    """Run ``model`` over ``dataset_name`` through detectron2's test loader at ``batch_size``.
+def predict(model, cfg, dataset_name, batch_size, mapper=None, ordered=False):
+    """Run ``model`` over ``dataset_name`` through detectron2's test loader at ``batch_size``,
+    the images in dataset order or, if ``ordered``, by the size ``mapper`` gives them
+    (:class:`SizeOrderedInferenceSampler`).
 
     Returns:
         (dict, float): per image id, the loader's input dict (without the image) and the
         output ``Instances`` on the CPU; seconds of the whole loop (loader and model).
     """
-    loader = build_detection_test_loader(cfg, dataset_name, mapper=mapper, batch_size=batch_size)
+    sampler = None
+    if ordered:
+        sizes = [
+            mapper.output_size(d) if mapper else (d["height"], d["width"])
+            for d in DatasetCatalog.get(dataset_name)
+        ]
+        sampler = SizeOrderedInferenceSampler(sizes)
+    loader = build_detection_test_loader(
+        cfg, dataset_name, mapper=mapper, batch_size=batch_size, sampler=sampler
+    )
     device, results = Device(cfg.MODEL.DEVICE), {}
 
     def loop():
@@ -174,7 +195,8 @@ def throughput(model, cases, device, warmup, repeats):
 
 
 def format_exactness(rows_by_variant, batch_sizes):
-    """A table per dataset variant: AP and the difference of detections to batch 1."""
+    """A table per dataset variant: AP, the difference of detections to batch 1, and the seconds
+    of the whole pass (loader and model, one pass, not interleaved)."""
     parts = []
     for variant, runs in rows_by_variant.items():
         ref_ap = runs[batch_sizes[0]]["ap"]["AP"]
@@ -194,11 +216,12 @@ def format_exactness(rows_by_variant, batch_sizes):
                     f"{c['score_diff']:.1e}",
                     f"{c['mean_score_diff']:.1e}",
                     f"{c['box_diff']:.1e}",
+                    f"{r['seconds']:.1f}",
                 ]
             )
         header = [
             "batch", "AP", "AP diff", "AP50", "dets/img", "images w/ other count", "unmatched",
-            "max score diff", "mean score diff", "max box diff px",
+            "max score diff", "mean score diff", "max box diff px", "pass s",
         ]  # fmt: skip
         parts.append(f"{variant}:\n{format_table(header, rows)}")
     return "\n\n".join(parts)
@@ -242,33 +265,37 @@ def run_batched(args, out):
     dataset = cfg.DATASETS.TEST[0]
     dicts = DatasetCatalog.get(dataset)[: args.batched_images]
     # Throughput first: its warm-up also warms the model up for the passes below.
+    mixed_mapper = MixedSizeMapper(cfg)
+    mixed = [mixed_mapper(d) for d in dicts]
+    order = SizeOrderedInferenceSampler([mixed_mapper.output_size(d) for d in dicts])
     mapped = {
         "one size": [DatasetMapper(cfg, is_train=False)(d) for d in dicts],
-        "mixed sizes": [MixedSizeMapper(cfg)(d) for d in dicts],
+        "mixed sizes": mixed,
+        "mixed sizes, ordered": [mixed[i] for i in order],
     }
     cases = {}
     for images, padding, mask in (
         ("one size", "", True),
         ("mixed sizes", "masked", True),
         ("mixed sizes", "plain", False),
+        ("mixed sizes, ordered", "masked", True),
     ):
         for b in args.batch_sizes:
             cases[(images, padding, b)] = (mapped[images], b, mask)
     print("  throughput ...", flush=True)
     rates = throughput(model, cases, args.device, args.warmup, args.repeats)
     exact = {}
-    for variant, mapper, mask in (
-        ("one size", None, True),
-        ("mixed sizes, masked padding (TEST_MASK_PADDING True, the default)", "mixed", True),
-        ("mixed sizes, plain padding (TEST_MASK_PADDING False)", "mixed", False),
-    ):
+    for variant, mapper, mask, ordered in (
+        ("one size", None, True, False),
+        ("mixed sizes, masked padding (TEST_MASK_PADDING, default)", mixed_mapper, True, False),
+        ("mixed sizes, plain padding (TEST_MASK_PADDING False)", mixed_mapper, False, False),
+        ("mixed sizes, masked, ordered by size (build_dw_test_loader)", mixed_mapper, True, True),
+    ):  # fmt: skip
         model.test_mask_padding = mask
         exact[variant] = {}
         for b in args.batch_sizes:
             print(f"  {variant}, batch {b} ...", flush=True)
-            predictions, seconds = predict(
-                model, cfg, dataset, b, MixedSizeMapper(cfg) if mapper else None
-            )
+            predictions, seconds = predict(model, cfg, dataset, b, mapper, ordered=ordered)
             exact[variant][b] = {"predictions": predictions, "seconds": seconds}
         reference = exact[variant][args.batch_sizes[0]]["predictions"]
         for r in exact[variant].values():

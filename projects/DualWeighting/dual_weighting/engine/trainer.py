@@ -7,12 +7,12 @@ import os
 from unittest import mock
 
 import torch
-from detectron2.data import DatasetMapper, build_detection_test_loader
+from detectron2.data import DatasetMapper, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
 
 from ..checkpoint import DWCheckpointer
-from ..data import build_test_augmentation
+from ..data import build_dw_test_loader, build_test_augmentation
 from ..evaluation import DWCOCOEvaluator
 
 # detectron2's own, kept before DWTrainer patches the name in detectron2.engine.defaults.
@@ -41,12 +41,16 @@ class DWTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        """detectron2's test loader with ``MODEL.DW.TEST_IMS_PER_BATCH`` images a batch; it resizes
-        as the release does when ``INPUT.RELEASE_TEST_RESIZE`` is on
+        """detectron2's test loader with ``MODEL.DW.TEST_IMS_PER_BATCH`` images a batch, ordered
+        by size when more than one (:func:`..data.build_dw_test_loader`); it resizes as the
+        release does when ``INPUT.RELEASE_TEST_RESIZE`` is on
         (:func:`..data.build_test_augmentation`)."""
         mapper = DatasetMapper(cfg, is_train=False, augmentations=build_test_augmentation(cfg))
-        return build_detection_test_loader(
-            cfg, dataset_name, mapper=mapper, batch_size=cfg.MODEL.DW.TEST_IMS_PER_BATCH
+        return build_dw_test_loader(
+            get_detection_dataset_dicts([dataset_name], filter_empty=False),
+            mapper=mapper,
+            batch_size=cfg.MODEL.DW.TEST_IMS_PER_BATCH,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
 
     @classmethod
