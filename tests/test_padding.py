@@ -8,16 +8,19 @@ the mask off (so the comparison can fail).
 
 import pytest
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import LazyCall as L
+from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.layers import Conv2d
-from detectron2.modeling import Backbone, ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec, build_model
 from detectron2.modeling.backbone.regnet import SE
 from detectron2.structures import ImageList
+from omegaconf import OmegaConf
 from test_model_e2e import YAMLS, thin_model
 from torch import nn
 from torch.nn import functional as F
 
-from dual_weighting import DWFCOS, DWHead
+from dual_weighting import DWFCOS, DWHead, add_dw_config
+from dual_weighting.engine.lazy import build_lazy_model
 from dual_weighting.layers import BatchPadding, check_maskable, masked_group_norm
 
 # Image 0 fills the batch (160 x 128 after padding to 32); 1 and 2 are padded further.
@@ -193,21 +196,71 @@ class _SqueezedBackbone(Backbone):
         return {"p3": ShapeSpec(channels=8, stride=8)}
 
 
-def test_a_layer_the_mask_cannot_follow_is_refused_by_name():
-    backbone = _SqueezedBackbone()
+def squeezed_model(**kwargs):
     head = DWHead(input_shape=[ShapeSpec(channels=8, stride=8)], num_classes=2, norm="")
-    kwargs = {"backbone": backbone, "head": head, "head_in_features": ["p3"], "num_classes": 2}
-    kwargs.update(pixel_mean=[0.0, 0.0, 0.0], pixel_std=[1.0, 1.0, 1.0])
-    with pytest.raises(ValueError, match=r"backbone\.se\.avg_pool \(AdaptiveAvgPool2d\).*"
-                       r"MODEL\.DW\.TEST_MASK_PADDING False"):  # fmt: skip
-        DWFCOS(**kwargs)
-    # With the mask off, detectron2's plain padding: the model builds and runs a mixed batch.
-    model = DWFCOS(**kwargs, test_mask_padding=False).eval()
+    return DWFCOS(
+        backbone=_SqueezedBackbone(), head=head, head_in_features=["p3"], num_classes=2,
+        pixel_mean=[0.0, 0.0, 0.0], pixel_std=[1.0, 1.0, 1.0], **kwargs,
+    ).eval()  # fmt: skip
+
+
+def test_a_layer_the_mask_cannot_follow_is_refused_by_name():
+    images = [{"image": torch.rand(3, h, w) * 255} for h, w in SIZES]
+    model = squeezed_model()
     with torch.no_grad():
-        outputs = model([{"image": torch.rand(3, h, w) * 255} for h, w in SIZES])
+        # One image a batch, or images of one size, need no mask: they run.
+        assert len(model(images[:1])) == 1
+        assert len(model([images[0], images[0]])) == 2
+        with pytest.raises(
+            ValueError,
+            match=r"backbone\.se\.avg_pool \(AdaptiveAvgPool2d\).*TEST_MASK_PADDING False",
+        ):
+            model(images)
+        # With the mask off, detectron2's plain padding: the mixed batch runs.
+        outputs = squeezed_model(test_mask_padding=False)(images)
     assert [o["instances"].image_size for o in outputs] == SIZES
     with pytest.raises(ValueError, match="backbone.se.avg_pool"):
-        check_maskable(backbone=backbone)
+        check_maskable(backbone=_SqueezedBackbone())
+
+
+def build_squeezed_backbone_for_tests(cfg, input_shape):
+    return _SqueezedBackbone()
+
+
+@pytest.fixture
+def squeezed_backbone_registered():
+    BACKBONE_REGISTRY.register(build_squeezed_backbone_for_tests)
+    yield build_squeezed_backbone_for_tests.__name__
+    BACKBONE_REGISTRY._obj_map.pop(build_squeezed_backbone_for_tests.__name__)
+
+
+@pytest.mark.parametrize("kind", ["yacs", "lazy"])
+def test_a_config_that_batches_test_images_refuses_at_build(kind, squeezed_backbone_registered):
+    if kind == "yacs":
+        cfg = get_cfg()
+        add_dw_config(cfg)
+        cfg.merge_from_list([
+            "MODEL.META_ARCHITECTURE", "DWFCOS", "MODEL.DEVICE", "cpu",
+            "MODEL.BACKBONE.NAME", squeezed_backbone_registered,
+            "MODEL.DW.IN_FEATURES", "['p3']", "MODEL.DW.NORM", "",
+        ])  # fmt: skip
+        build_model(cfg)  # one image a batch: nothing to check
+        cfg.MODEL.DW.TEST_IMS_PER_BATCH = 4
+        with pytest.raises(ValueError, match="backbone.se.avg_pool"):
+            build_model(cfg)
+        cfg.MODEL.DW.TEST_MASK_PADDING = False
+        assert not build_model(cfg).test_mask_padding
+    else:
+        cfg = OmegaConf.create(
+            {"dataloader": {"test": {"batch_size": 1}}, "train": {"device": "cpu"}}
+        )
+        cfg.model = L(squeezed_model)()
+        assert build_lazy_model(cfg).test_mask_padding
+        cfg.dataloader.test.batch_size = 4
+        with pytest.raises(ValueError, match="backbone.se.avg_pool"):
+            build_lazy_model(cfg)
+        cfg.model.test_mask_padding = False
+        assert not build_lazy_model(cfg).test_mask_padding
 
 
 def test_hooks_are_removed_and_nothing_changes_without_padding():

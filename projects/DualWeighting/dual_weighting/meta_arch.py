@@ -65,8 +65,9 @@ class DWFCOS(DenseDetector):
             test_mask_padding: at inference, compute each image of a batch as if alone
                 (:class:`~.layers.BatchPadding`): outside an image's own padded extent every
                 convolution's output is zeroed, GroupNorm leaves the cells out and no detection
-                comes from them. Raises a ValueError here if the backbone or head has a layer
-                the mask cannot follow (:func:`~.layers.check_maskable`).
+                comes from them. A batch of mixed sizes raises a ValueError if the backbone or
+                head has a layer the mask cannot follow (:func:`~.layers.check_maskable`);
+                built from a config that batches test images, the model raises it at once.
             pixel_mean, pixel_std: input normalisation, in the input's channel order.
         """
         super().__init__(
@@ -79,8 +80,6 @@ class DWFCOS(DenseDetector):
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
         self.test_mask_padding = test_mask_padding
-        if test_mask_padding:
-            check_maskable(backbone=backbone, head=head)
         self._head_takes_valid_masks = "valid_masks" in inspect.signature(head.forward).parameters
 
         shapes = backbone.output_shape()
@@ -105,9 +104,13 @@ class DWFCOS(DenseDetector):
                 f"{cfg.MODEL.BACKBONE.NAME} does not output (it has {sorted(shapes)})"
             )
         dw = cfg.MODEL.DW
+        head = build_dw_head(cfg, [shapes[f] for f in in_features])
+        if dw.TEST_MASK_PADDING and dw.TEST_IMS_PER_BATCH > 1:
+            # Refused now rather than at the first evaluation, hours into training.
+            check_maskable(backbone=backbone, head=head)
         return {
             "backbone": backbone,
-            "head": build_dw_head(cfg, [shapes[f] for f in in_features]),
+            "head": head,
             "head_in_features": in_features,
             "num_classes": dw.NUM_CLASSES,
             "loss_kwargs": {

@@ -16,6 +16,7 @@ from detectron2.solver import LRMultiplier
 from detectron2.utils import comm
 
 from ..checkpoint import DWCheckpointer
+from ..layers import check_maskable
 from .checks import check_lazy_overrides, require_kind
 from .trainer import create_ddp_model_on
 
@@ -95,12 +96,23 @@ def _hooks(cfg, model, optimizer, checkpointer):
     ]
 
 
+def build_lazy_model(cfg):
+    """``cfg.model`` instantiated on ``cfg.train.device``. A DW-FCOS that will batch test images
+    with its padding masked (``model.test_mask_padding`` and ``dataloader.test.batch_size`` > 1)
+    is checked now (:func:`~..layers.check_maskable`), not at the first evaluation."""
+    model = instantiate(cfg.model)
+    batch_size = cfg.dataloader.get("test", {}).get("batch_size", 1)
+    if getattr(model, "test_mask_padding", False) and batch_size > 1:
+        check_maskable(backbone=model.backbone, head=model.head)
+    return model.to(cfg.train.device)
+
+
 def do_train(args, cfg):
     """Train ``cfg.model`` from ``cfg.train.init_checkpoint`` (or, with ``args.resume``, from the
     last checkpoint in ``cfg.train.output_dir``, with its iteration, optimizer and schedule) for
     ``cfg.train.max_iter`` iterations, on ``cfg.train.device``."""
     train = cfg.train
-    model = instantiate(cfg.model).to(train.device)
+    model = build_lazy_model(cfg)
     logger.info(f"Model:\n{model}")
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
@@ -122,7 +134,7 @@ def lazy_main(args):
     cfg = setup_lazy_cfg(args)
     if not args.eval_only:
         return do_train(args, cfg)
-    model = instantiate(cfg.model).to(cfg.train.device)
+    model = build_lazy_model(cfg)
     model = create_ddp_model_on(model, cfg.train.device)
     # Strict: evaluating a checkpoint that leaves weights at their init is always a mistake.
     DWCheckpointer(model, cfg.train.output_dir, strict=True).resume_or_load(
