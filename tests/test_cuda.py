@@ -17,6 +17,8 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from test_losses import LOSS_NAMES, losses_and_grads, make_case
+from test_model_e2e import YAMLS, thin_model
+from test_padding import float64_images, largest_relative_difference, perturbed
 from test_robustness import small_cfg, two_box_batch
 from test_train_net import run, tiny_args
 
@@ -149,3 +151,12 @@ def test_nan_offsets_on_cuda_give_nan_cells():
     raw = lines[1] if len(lines) > 1 else proc.stderr.strip()[-300:]
     message = f"torchvision's CUDA deform_conv2d on all-NaN offsets: exit {proc.returncode}, {raw}"
     warnings.warn(message, stacklevel=1)
+
+
+def test_mixed_size_batch_on_cuda_is_computed_as_one_image_at_a_time():
+    path = next(p for p in YAMLS if "DCN" in p.name)  # DCN and refinement: every masked layer
+    model = perturbed(thin_model(path)).to(CUDA)
+    images = [x.to(CUDA) for x in float64_images()]
+    assert largest_relative_difference(model, images) < 1e-10
+    model.test_mask_padding = False
+    assert largest_relative_difference(model, images) > 1e-3

@@ -169,10 +169,11 @@ class BatchPadding:
     def _mask_and_complement(self, height, width, device):
         key = (height, width, str(device))
         if key not in self._masks:
-            extents = torch.tensor(self.extents(height, width), device=device)
-            if bool((extents == torch.tensor([height, width], device=device)).all()):
+            own = self.extents(height, width)
+            if all(e == (height, width) for e in own):
                 self._masks[key] = None
             else:
+                extents = torch.tensor(own, device=device)
                 rows = torch.arange(height, device=device).view(1, 1, height, 1)
                 cols = torch.arange(width, device=device).view(1, 1, 1, width)
                 valid = (rows < extents[:, 0].view(-1, 1, 1, 1)) & (
