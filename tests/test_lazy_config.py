@@ -80,6 +80,7 @@ def test_twins_build_the_same_model(yaml, py, tmp_path):
         "test_nms_thresh",
         "max_detections_per_image",
         "test_mask_padding",
+        "release_postprocess",
     ):
         assert getattr(lazy_model, name) == getattr(yacs_model, name), name
     assert lazy_model.head.strides == yacs_model.head.strides == [8, 16, 32, 64, 128]

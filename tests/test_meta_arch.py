@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -12,6 +13,7 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 
 from dual_weighting import DWFCOS, DWHead
+from dual_weighting.layers import batched_nms_float32
 
 C = 3
 # Image 32 x 48: level "p3" (stride 8) is 4 x 6 cells, "p4" (stride 16) is 2 x 3.
@@ -237,3 +239,74 @@ def test_checkpoint_round_trip(tmp_path):
         b = restored(inputs)[0]["instances"]
     torch.testing.assert_close(a.pred_boxes.tensor, b.pred_boxes.tensor)
     torch.testing.assert_close(a.scores, b.scores)
+
+
+def test_release_postprocess_rescales_first_and_keeps_what_detectron2_drops():
+    """Hand-made predictions of a 32 x 48 input from a 64 x 96 image, plus F: p4 (1, 2), centre
+    (40, 24), class 1, box (40, 20, 40, 30), of zero width."""
+    logits, ltrb, ctr = hand_made_predictions()
+    logits[1][0, 1, 1, 2] = 0.0
+    ltrb[1][0, :, 1, 2] = torch.tensor([0.0, 4, 0, 6])
+    detectron2_way = run_inference(make_model(FixedHead(logits, ltrb, ctr)), 64, 96)
+    release_way = run_inference(
+        make_model(FixedHead(logits, ltrb, ctr), release_postprocess=True), 64, 96
+    )
+    kept = 2 * torch.tensor([[4.0, 4, 24, 20], [6, 4, 26, 20], [30, 0, 48, 18]])
+    torch.testing.assert_close(detectron2_way.pred_boxes.tensor, kept)
+    assert release_way.image_size == (64, 96)
+    # Scores sig(2), sig(1), sig(0), sig(0): F, an empty box, stays (the release keeps it).
+    torch.testing.assert_close(
+        release_way.pred_boxes.tensor, torch.cat([kept, torch.tensor([[80.0, 40, 80, 60]])])
+    )
+    assert release_way.pred_classes.tolist() == [0, 1, 2, 1]
+
+
+def test_release_postprocess_decides_nms_on_original_coordinates():
+    """Per class, a box A and a box B inside it with IoU 0.6 up to float32 rounding (B's height
+    0.6 of A's), at COCO's commonest resize (480 x 640 -> 800 x 1067): whether B survives the NMS
+    hangs on rounding, so it must be decided on the boxes clipped to the resized image and
+    divided by float32(new / old), as in the release; the frame must matter for some pairs, or
+    this test could not fail."""
+    model = make_model(FixedHead(*hand_made_predictions()), release_postprocess=True)
+    resized, original = (800, 1067), (480, 640)
+    w_scale, h_scale = np.float32(1067 / 640), np.float32(800 / 480)
+    factors = torch.tensor([w_scale, h_scale, w_scale, h_scale])
+    g = torch.Generator().manual_seed(0)
+    frames_differ = 0
+    for _ in range(20):
+        num_classes = 50  # 100 candidates: the 100-detection cut keeps every survivor
+        corner = torch.rand(num_classes, 2, generator=g) * torch.tensor([900.0, 600])
+        size = torch.rand(num_classes, 2, generator=g) * 150 + 10
+        a = torch.cat([corner, corner + size], dim=1)
+        b = a.clone()
+        b[:, 3] = b[:, 1] + 0.6 * size[:, 1]
+        boxes = torch.cat([a, b])  # candidate i of class i % 80
+        classes = torch.arange(2 * num_classes) % num_classes
+        points = (boxes[:, :2] + boxes[:, 2:]) / 2
+        ltrb = torch.cat([points - boxes[:, :2], boxes[:, 2:] - points], dim=1)
+        candidate_scores = torch.cat(
+            [torch.full((num_classes,), 0.9), torch.full((num_classes,), 0.5)]
+        )
+        scores = torch.zeros(2 * num_classes, num_classes)
+        scores[torch.arange(2 * num_classes), classes] = candidate_scores
+        # Anchors of side 2 around the points.
+        anchors = Boxes(torch.cat([points - 1, points + 1], dim=1))
+        inst = model.inference_single_image([anchors], [scores], [ltrb], resized, original)
+
+        # Decoded from the anchors' centres as detectron2's linear transform does.
+        centres = anchors.get_centers()
+        decoded = torch.cat([centres - ltrb[:, :2], centres + ltrb[:, 2:]], dim=1)
+        decoded[:, 0::2] = decoded[:, 0::2].clamp(0, 1067)
+        decoded[:, 1::2] = decoded[:, 1::2].clamp(0, 800)
+        in_original = decoded / factors
+        keep = batched_nms_float32(in_original, candidate_scores, classes, 0.6)[:100]
+        assert inst.image_size == original
+        # Equal scores leave the order open: compare by (class, A before B).
+        got = sorted(zip(inst.pred_classes.tolist(), (-inst.scores).tolist(),
+                         inst.pred_boxes.tensor.tolist()))  # fmt: skip
+        want = sorted(zip(classes[keep].tolist(), (-candidate_scores[keep]).tolist(),
+                          in_original[keep].tolist()))  # fmt: skip
+        assert got == want
+        keep_resized = batched_nms_float32(decoded, candidate_scores, classes, 0.6)[:100]
+        frames_differ += len(set(keep.tolist()) ^ set(keep_resized.tolist()))
+    assert frames_differ > 0

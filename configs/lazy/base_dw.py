@@ -86,6 +86,8 @@ model = L(DWFCOS)(
     max_detections_per_image=100,
     # Each image of a test batch computed as if alone (MODEL.DW.TEST_MASK_PADDING).
     test_mask_padding=True,
+    # detectron2's post-processing (MODEL.DW.RELEASE_TEST_POSTPROCESS).
+    release_postprocess=False,
     # torchvision ResNets: RGB input, torchvision's mean/std.
     pixel_mean=[123.675, 116.28, 103.53],
     pixel_std=[58.395, 57.12, 57.375],

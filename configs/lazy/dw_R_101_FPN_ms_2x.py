@@ -13,6 +13,9 @@ dataloader.train.mapper.augmentations[0].short_edge_length = [480, 960]
 dataloader.train.mapper.augmentations[0].sample_style = "range"
 # Test images resized exactly as the release's (OpenCV bilinear, mmcv's size rounding).
 dataloader.test.mapper.augmentations = [L(ReleaseResizeShortestEdge)(short=800, max_size=1333)]
+# Boxes to the original image's size as the release's post-processing brings them (before the
+# NMS, no second clip, empty boxes kept).
+model.release_postprocess = True
 # The release's 2x: 24 epochs of 7,330 iterations, lr x0.1 after epochs 16 and 22 (see
 # base_dw.py).
 train.max_iter = 175920

@@ -9,3 +9,6 @@ from .base_dw import dataloader, lr_multiplier, model, optimizer, train  # noqa:
 train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
 # Test images resized exactly as the release's (OpenCV bilinear, mmcv's size rounding).
 dataloader.test.mapper.augmentations = [L(ReleaseResizeShortestEdge)(short=800, max_size=1333)]
+# Boxes to the original image's size as the release's post-processing brings them (before the
+# NMS, no second clip, empty boxes kept).
+model.release_postprocess = True

@@ -64,6 +64,11 @@ def add_dw_config(cfg):
     # from them (dual_weighting.layers.BatchPadding). False: detectron2's plain padding, where an
     # image padded further in its batch than alone gets other detections.
     cfg.MODEL.DW.TEST_MASK_PADDING = True
+    # Bring the boxes to the original image's size as the release does: divided by the float32
+    # resize factors before the NMS (which then decides on original-image coordinates), no
+    # second clip, empty boxes kept. Off: detectron2's detector_postprocess after the NMS. On in
+    # the published-model configs, with INPUT.RELEASE_TEST_RESIZE.
+    cfg.MODEL.DW.RELEASE_TEST_POSTPROCESS = False
     # COCOeval used by evaluation (dual_weighting.evaluation): "auto" (faster-coco-eval when
     # installed, same numbers), "faster_coco_eval", "detectron2" (its compiled COCOeval_opt) or
     # "pycocotools".

@@ -4,6 +4,7 @@ Shapes: N images, C classes, P anchor points over all levels, L levels.
 """
 
 import inspect
+from contextlib import nullcontext
 from typing import Optional
 
 import numpy as np
@@ -47,6 +48,7 @@ class DWFCOS(DenseDetector):
         test_nms_thresh: float = 0.6,
         max_detections_per_image: int = 100,
         test_mask_padding: bool = True,
+        release_postprocess: bool = False,
         pixel_mean,
         pixel_std,
     ):
@@ -68,6 +70,10 @@ class DWFCOS(DenseDetector):
                 comes from them. A batch of mixed sizes raises a ValueError if the backbone or
                 head has a layer the mask cannot follow (:func:`~.layers.check_maskable`);
                 built from a config that batches test images, the model raises it at once.
+            release_postprocess: at inference, rescale the boxes to the original image as the
+                release does, before the NMS (:meth:`inference_single_image`), instead of after
+                it with detectron2's ``detector_postprocess`` (which also clips again and drops
+                empty boxes).
             pixel_mean, pixel_std: input normalisation, in the input's channel order.
         """
         super().__init__(
@@ -80,6 +86,7 @@ class DWFCOS(DenseDetector):
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
         self.test_mask_padding = test_mask_padding
+        self.release_postprocess = release_postprocess
         self._head_takes_valid_masks = "valid_masks" in inspect.signature(head.forward).parameters
 
         shapes = backbone.output_shape()
@@ -128,6 +135,7 @@ class DWFCOS(DenseDetector):
             "test_nms_thresh": dw.TEST_NMS_THRESH,
             "max_detections_per_image": dw.MAX_DETECTIONS_PER_IMAGE,
             "test_mask_padding": dw.TEST_MASK_PADDING,
+            "release_postprocess": dw.RELEASE_TEST_POSTPROCESS,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
@@ -148,28 +156,32 @@ class DWFCOS(DenseDetector):
         """detectron2's :meth:`DenseDetector.forward`. At inference with ``test_mask_padding``,
         the backbone and head run under :meth:`BatchPadding.masking`, so an image padded further
         in its batch than alone gets the features, and then the detections, it gets alone (to
-        rounding)."""
-        if (
-            self.training
-            or not self.test_mask_padding
-            or torch.jit.is_scripting()
-            or torch.jit.is_tracing()
-        ):
+        rounding). With ``release_postprocess``, boxes reach the original image's size (each
+        input's ``height`` and ``width``) as in the release (:meth:`inference_single_image`)
+        instead of through detectron2's ``detector_postprocess``."""
+        if self.training or torch.jit.is_scripting() or torch.jit.is_tracing():
             return super().forward(batched_inputs)
         images = self.preprocess_image(batched_inputs)
         padding = BatchPadding.of(images, self.backbone)
-        with padding.masking(backbone=self.backbone, head=self.head):
+        masked = self.test_mask_padding and padding.needed
+        with padding.masking(backbone=self.backbone, head=self.head) if masked else nullcontext():
             features = self.backbone(images.tensor)
             features = [features[f] for f in self.head_in_features]
-            if padding.needed and self._head_takes_valid_masks:
+            if masked and self._head_takes_valid_masks:
                 masks = [padding.valid_mask(*f.shape[-2:], f.device) for f in features]
                 predictions = self.head(features, valid_masks=masks)
             else:
                 predictions = self.head(features)
+        output_sizes = [
+            (x.get("height", hw[0]), x.get("width", hw[1]))
+            for x, hw in zip(batched_inputs, images.image_sizes)
+        ]
+        if self.release_postprocess:
+            results = self.forward_inference(images, features, predictions, output_sizes)
+            return [{"instances": r} for r in results]
         results = self.forward_inference(images, features, predictions)
         return [
-            {"instances": detector_postprocess(r, x.get("height", hw[0]), x.get("width", hw[1]))}
-            for r, x, hw in zip(results, batched_inputs, images.image_sizes)
+            {"instances": detector_postprocess(r, *size)} for r, size in zip(results, output_sizes)
         ]
 
     def anchor_points(self, features: list[torch.Tensor]):
@@ -219,8 +231,15 @@ class DWFCOS(DenseDetector):
             )
 
     def forward_inference(
-        self, images: ImageList, features: list[torch.Tensor], predictions: list[list[torch.Tensor]]
+        self,
+        images: ImageList,
+        features: list[torch.Tensor],
+        predictions: list[list[torch.Tensor]],
+        output_sizes: Optional[list[tuple[int, int]]] = None,
     ):
+        """Detections of each image, in its resized frame, or with ``output_sizes`` (one
+        (height, width) an image) rescaled to that size as the release does
+        (:meth:`inference_single_image`)."""
         logits, box_ltrb, centerness = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
@@ -237,7 +256,10 @@ class DWFCOS(DenseDetector):
                 scores = [x if c is None else x[c] for x, c in zip(scores, cells)]
                 ltrb = [x if c is None else x[c] for x, c in zip(ltrb, cells)]
                 image_anchors = [x if c is None else x[c] for x, c in zip(anchors, cells)]
-            results.append(self.inference_single_image(image_anchors, scores, ltrb, image_size))
+            output_size = None if output_sizes is None else output_sizes[i]
+            results.append(
+                self.inference_single_image(image_anchors, scores, ltrb, image_size, output_size)
+            )
         return results
 
     def _own_cells(self, images: ImageList, features: list[torch.Tensor]):
@@ -269,6 +291,7 @@ class DWFCOS(DenseDetector):
         scores: list[torch.Tensor],
         box_ltrb: list[torch.Tensor],
         image_size,
+        output_size=None,
     ) -> Instances:
         """
         Args:
@@ -276,6 +299,11 @@ class DWFCOS(DenseDetector):
             scores: L tensors (H_l * W_l, C), joint scores in [0, 1].
             box_ltrb: L tensors (H_l * W_l, 4), distances in pixels.
             image_size: (height, width) of the resized input, before padding.
+            output_size: optional (height, width) of the original image. Given, the release's
+                post-processing: the boxes, clipped to the resized image, are divided by the
+                float32 resize factors ``new / old`` per axis *before* the NMS, which then
+                decides on original-image coordinates; no second clip, and boxes of zero width
+                or height stay. The Instances then have ``image_size = output_size``.
 
         Candidates with a NaN score fail the threshold; those with an infinite or NaN box
         (non-finite predictions, from a diverged model or overflowing half precision) are
@@ -294,10 +322,27 @@ class DWFCOS(DenseDetector):
         )
         pred = pred[torch.isfinite(pred.pred_boxes.tensor).all(dim=1)]
         pred.pred_boxes.clip(image_size)
+        if output_size is not None:
+            pred = _rescale_as_release(pred, output_size)
         # The release's rule: IoU against the threshold in float32 (torchvision's is double).
         nms = _traceable_batched_nms if torch.jit.is_tracing() else batched_nms_float32
         keep = nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
         return pred[keep[: self.max_detections_per_image]]
+
+
+def _rescale_as_release(pred: Instances, output_size) -> Instances:
+    """``pred`` (of the resized image) with its boxes divided by the release's resize factors,
+    ``float32(new_w / old_w)`` and ``float32(new_h / old_h)`` (mmcv's ``imresize`` scales, which
+    MMDetection stores as a float32 ``scale_factor``), as an Instances of ``output_size``."""
+    (new_h, new_w), (old_h, old_w) = pred.image_size, output_size
+    w_scale, h_scale = np.float32(new_w / old_w), np.float32(new_h / old_h)
+    boxes = pred.pred_boxes.tensor
+    factors = torch.tensor([w_scale, h_scale, w_scale, h_scale], dtype=torch.float32)
+    rescaled = Instances((int(old_h), int(old_w)))
+    rescaled.pred_boxes = Boxes(boxes / factors.to(boxes))
+    rescaled.scores = pred.scores
+    rescaled.pred_classes = pred.pred_classes
+    return rescaled
 
 
 def _traceable_batched_nms(boxes, scores, classes, iou_threshold):

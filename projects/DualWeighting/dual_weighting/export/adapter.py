@@ -44,6 +44,9 @@ def build_export_model(cfg, seed=0):
     or, with ``MODEL.WEIGHTS`` empty, initialised from ``seed``."""
     torch.manual_seed(seed)
     model = build_model(cfg).eval()
+    # A graph takes the input image alone, so it returns boxes in its pixels, NMS'd there
+    # (detectron2's post-processing); the release's rescaling needs the original size.
+    model.release_postprocess = False
     if cfg.MODEL.WEIGHTS:
         DWCheckpointer(model, strict=True).load(cfg.MODEL.WEIGHTS)
     return model
