@@ -8,11 +8,11 @@ alone they read zero padding, GroupNorm statistics take those cells in, and the 
 there.
 
 :class:`BatchPadding` knows each image's own padded extent at every power-of-two stride;
-:meth:`BatchPadding.masking` zeroes every convolution's output outside those extents and leaves
-the cells outside out of every GroupNorm's statistics. Each image's features inside its extent
-are then those it has alone, to rounding, for networks built from convolutions, GroupNorm,
-per-cell layers, nearest upsampling by 2 and max pooling of a wider convolution's non-negative
-output (ResNet and RegNetX with FPN, the DW head).
+:meth:`BatchPadding.masking` zeroes the inputs and outputs of every convolution wider than one
+cell outside those extents and leaves the cells outside out of every GroupNorm's statistics.
+Each image's features inside its extent are then those it has alone, to rounding, for networks
+built from convolutions, GroupNorm, per-cell layers, nearest upsampling by 2 and max pooling of
+a wider convolution's non-negative output (ResNet and RegNetX with FPN, the DW head).
 A layer whose mixing of cells the masking does not follow (global pooling, attention, a max pool
 module) is refused by name.
 
@@ -33,7 +33,8 @@ from ..deform_conv import ModulatedDeformConv
 
 __all__ = ["BatchPadding", "check_maskable", "masked_group_norm"]
 
-# Layers whose outputs the masking zeroes outside each image's extent.
+# Convolutions: those wider than one cell, and deformable ones, are masked; a 1x1 one reads
+# inside the extent for every output cell inside it.
 _CONVOLUTIONS = (nn.Conv2d, ModulatedDeformConv)
 # Layers that compute each cell from that cell alone (BatchNorm in eval mode, as at inference),
 # so zeros stay zeros up to a per-channel constant the next convolution's mask removes.
@@ -101,11 +102,12 @@ def check_maskable(**modules: nn.Module):
             if leaf and not isinstance(layer, (*_CONVOLUTIONS, nn.GroupNorm, *_PER_CELL)):
                 raise ValueError(
                     f"Batched inference cannot be made exact for {name} "
-                    f"({type(layer).__name__}): it mixes cells in a way the padding mask does "
-                    "not follow. Turn the mask off (MODEL.DW.TEST_MASK_PADDING False, or "
-                    "model.test_mask_padding=False in a LazyConfig) to run batches with "
-                    "detectron2's plain padding, or evaluate one image a batch "
-                    "(MODEL.DW.TEST_IMS_PER_BATCH 1)."
+                    f"({type(layer).__name__}): the padding mask follows convolutions, "
+                    "GroupNorm and per-cell layers only, and this layer may mix cells otherwise "
+                    "(global pooling, attention). Turn the mask off (MODEL.DW.TEST_MASK_PADDING "
+                    "False, or model.test_mask_padding=False in a LazyConfig) to run batches "
+                    "with detectron2's plain padding, or evaluate one image a batch "
+                    "(MODEL.DW.TEST_IMS_PER_BATCH 1 / dataloader.test.batch_size=1)."
                 )
 
 
