@@ -95,6 +95,21 @@ def test_train_writes_checkpoint_and_metrics_then_eval_only_prints_ap(dataset, t
     assert "COCOeval backend: pycocotools" in forced
     assert copypaste_numbers(forced) == copypaste_numbers(log)
 
+    # The release's test pipeline at another size than the images' (so boxes are rescaled):
+    # post-processed the release's way (rescaled before the NMS) or detectron2's, the AP is that
+    # of one model up to the few boxes the NMS frame and the second clip decide.
+    aps = []
+    for release in ("True", "False"):
+        proc = run(
+            ["--eval-only"]
+            + tiny_args(dataset, tmp_path / f"eval_release_{release}", "MODEL.WEIGHTS",
+                        str(out / "model_final.pth"), "INPUT.MIN_SIZE_TEST", "160",
+                        "INPUT.MAX_SIZE_TEST", "200", "INPUT.RELEASE_TEST_RESIZE", "True",
+                        "MODEL.DW.RELEASE_TEST_POSTPROCESS", release)
+        )  # fmt: skip
+        aps.append(float(copypaste_numbers(proc.stdout + proc.stderr).split(",")[0]))
+    assert abs(aps[0] - aps[1]) < 1.0, aps
+
 
 def copypaste_numbers(log):
     """The AP numbers of detectron2's "copypaste:" line that follows the metric names."""
