@@ -45,24 +45,8 @@ def perturbed(model):
 
 
 def raw_predictions(model, inputs):
-    """The head's outputs of ``model`` on ``inputs``, under the mask when ``test_mask_padding``
-    (as DWFCOS.forward runs them)."""
-    images = model.preprocess_image(inputs)
-    padding = BatchPadding.of(images, model.backbone)
-    masked = model.test_mask_padding and padding.needed
-    with padding.masking(backbone=model.backbone, head=model.head) if masked else _nothing():
-        features = model.backbone(images.tensor)
-        features = [features[f] for f in model.head_in_features]
-        masks = [padding.valid_mask(*f.shape[-2:], f.device) for f in features]
-        return model.head(features, valid_masks=masks if masked else None)
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *args):
-        return False
+    """The head's outputs of ``model`` on ``inputs``, as ``DWFCOS.forward`` computes them."""
+    return model.dense_predictions(model.preprocess_image(inputs))[1]
 
 
 def largest_relative_difference(model, images):

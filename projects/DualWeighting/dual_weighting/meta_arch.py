@@ -162,16 +162,7 @@ class DWFCOS(DenseDetector):
         if self.training or torch.jit.is_scripting() or torch.jit.is_tracing():
             return super().forward(batched_inputs)
         images = self.preprocess_image(batched_inputs)
-        padding = BatchPadding.of(images, self.backbone)
-        masked = self.test_mask_padding and padding.needed
-        with padding.masking(backbone=self.backbone, head=self.head) if masked else nullcontext():
-            features = self.backbone(images.tensor)
-            features = [features[f] for f in self.head_in_features]
-            if masked and self._head_takes_valid_masks:
-                masks = [padding.valid_mask(*f.shape[-2:], f.device) for f in features]
-                predictions = self.head(features, valid_masks=masks)
-            else:
-                predictions = self.head(features)
+        features, predictions = self.dense_predictions(images)
         output_sizes = [
             (x.get("height", hw[0]), x.get("width", hw[1]))
             for x, hw in zip(batched_inputs, images.image_sizes)
@@ -183,6 +174,21 @@ class DWFCOS(DenseDetector):
         return [
             {"instances": detector_postprocess(r, *size)} for r, size in zip(results, output_sizes)
         ]
+
+    def dense_predictions(self, images: ImageList):
+        """The backbone's features (the head's L levels) and the head's predictions of
+        ``images``, under :meth:`BatchPadding.masking` when ``test_mask_padding`` and some image
+        is padded further in the batch than alone (the head also gets ``valid_masks`` if its
+        ``forward`` takes them)."""
+        padding = BatchPadding.of(images, self.backbone)
+        masked = self.test_mask_padding and padding.needed
+        with padding.masking(backbone=self.backbone, head=self.head) if masked else nullcontext():
+            features = self.backbone(images.tensor)
+            features = [features[f] for f in self.head_in_features]
+            if masked and self._head_takes_valid_masks:
+                masks = [padding.valid_mask(*f.shape[-2:], f.device) for f in features]
+                return features, self.head(features, valid_masks=masks)
+            return features, self.head(features)
 
     def anchor_points(self, features: list[torch.Tensor]):
         """Anchor points of all levels, finest first.
