@@ -96,10 +96,9 @@ def test_config_matches_the_release(name):
     assert list(cfg.MODEL.PIXEL_MEAN) == [123.675, 116.28, 103.53]
     assert list(cfg.MODEL.PIXEL_STD) == [58.395, 57.12, 57.375]
     assert cfg.MODEL.BACKBONE.FREEZE_AT == 2
-    # The release's BN (statistics frozen, affine trained), test-time resize and
-    # post-processing.
+    # The release's BN (statistics frozen, affine trained), resize and post-processing.
     assert cfg.MODEL.RESNETS.NORM == "FrozenStatsBN"
-    assert cfg.INPUT.RELEASE_TEST_RESIZE is True
+    assert cfg.INPUT.RELEASE_TEST_RESIZE is True and cfg.INPUT.RELEASE_TRAIN_RESIZE is True
     assert cfg.MODEL.DW.RELEASE_TEST_POSTPROCESS is True
     assert cfg.DATASETS.TEST == ("coco_2017_val",)
 

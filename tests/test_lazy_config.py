@@ -13,7 +13,11 @@ from detectron2.utils.events import EventStorage
 from omegaconf import ListConfig
 from test_model_e2e import THIN, images, instances, thin_model
 
-from dual_weighting.data import build_dw_test_loader, build_test_augmentation
+from dual_weighting.data import (
+    build_dw_test_loader,
+    build_test_augmentation,
+    build_train_augmentation,
+)
 from dual_weighting.engine import load_lazy_config, load_yacs_config
 from dual_weighting.evaluation import DWCOCOEvaluator
 
@@ -190,7 +194,8 @@ def mapper_settings(mapper):
 def test_twins_read_the_same_data(yaml, py):
     cfg = load_yacs_config(str(yaml))
     lazy = LazyConfig.load(str(py))
-    train_mapper = DatasetMapper(cfg, is_train=True)
+    # The augmentations DWTrainer's training loader uses (the release's resize where configured).
+    train_mapper = DatasetMapper(cfg, is_train=True, augmentations=build_train_augmentation(cfg))
     assert mapper_settings(instantiate(lazy.dataloader.train.mapper)) == mapper_settings(
         train_mapper
     )

@@ -16,6 +16,7 @@ from dual_weighting.data import (
     OpenCVResizeTransform,
     ReleaseResizeShortestEdge,
     build_test_augmentation,
+    build_train_augmentation,
     release_resize_shape,
 )
 from dual_weighting.engine import DWTrainer
@@ -76,8 +77,12 @@ def test_resize_is_opencv_bilinear_not_pil(new_size):
 
 
 def test_augmentation_checks_sizes():
-    with pytest.raises(ValueError, match="INPUT.MIN_SIZE_TEST=0"):
+    with pytest.raises(ValueError, match=r"positive sizes, got shorter side \(0, 0\)"):
         ReleaseResizeShortestEdge(0, 1333)
+    with pytest.raises(ValueError, match="'range' takes \\(min, max\\) sizes"):
+        ReleaseResizeShortestEdge((480, 640, 800), 1333, "range")
+    with pytest.raises(ValueError, match="sample_style must be"):
+        ReleaseResizeShortestEdge(800, 1333, "value")
     transform = ReleaseResizeShortestEdge(800, 1333).get_transform(np.zeros((6, 124, 3), np.uint8))
     assert (transform.new_h, transform.new_w) == (65, 1333)
     with pytest.raises(ValueError, match="expected an image of"):
@@ -120,3 +125,81 @@ def test_trainer_test_loader_follows_the_option(tmp_path):
     expected = cv2.resize(image, (1333, 65), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_array_equal(images[True], expected)
     assert images[False].shape == (64, 1333, 3)
+
+
+def test_training_sizes_are_drawn_as_detectron2_and_mmdetection_draw_them():
+    image = np.zeros((480, 640, 3), np.uint8)
+    np.random.seed(0)
+    ranged = ReleaseResizeShortestEdge((480, 960), 1333, "range")
+    shorts = {ranged.get_transform(image).new_h for _ in range(3000)}
+    # Every integer shorter side from 480 to 960 inclusive (a 640-wide image stays under 1333).
+    assert shorts == set(range(480, 961))
+    chosen = ReleaseResizeShortestEdge((640, 800), 1333, "choice")
+    assert {chosen.get_transform(image).new_h for _ in range(200)} == {640, 800}
+    # The same attributes as detectron2's augmentation, so that configs can swap the two.
+    theirs = ResizeShortestEdge((480, 960), 1333, "range")
+    for key in ("short_edge_length", "max_size", "sample_style", "is_range"):
+        assert getattr(ranged, key) == getattr(theirs, key), key
+
+
+def test_training_boxes_scale_in_float32_as_mmdetection():
+    transform = ReleaseResizeShortestEdge(800, 1333).get_transform(np.zeros((480, 640), np.uint8))
+    assert (transform.new_h, transform.new_w) == (800, 1067)
+    boxes = np.array([[10.3, 20.7, 333.1, 479.9], [0.0, 0.0, 640.0, 480.0]])
+    # MMDetection: float32 boxes times its float32 scale_factor (w, h, w, h) = new / old.
+    factor = np.array([1067 / 640, 800 / 480, 1067 / 640, 800 / 480], dtype=np.float32)
+    expected = boxes.astype(np.float32) * factor
+    got = transform.apply_box(boxes)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    # detectron2's float64 product, rounded once to float32, differs in the last bit for most
+    # coordinates here, so the test tells the two apart.
+    corners = np.random.default_rng(0).uniform(0, 240, (100, 4))
+    many = np.concatenate([corners[:, :2], corners[:, :2] + corners[:, 2:]], axis=1)
+    release = many.astype(np.float32) * factor
+    np.testing.assert_array_equal(transform.apply_box(many), release)
+    theirs = ResizeTransform(480, 640, 800, 1067).apply_box(many).astype(np.float32)
+    assert (theirs != release).sum() > 100
+
+
+def test_trainer_train_loader_follows_the_option(tmp_path):
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    path = tmp_path / "train.png"
+    Image.fromarray(image).save(path)
+    name = "dw_train_release_resize"
+    box = [10.3, 20.7, 30.1, 25.9]  # XYWH
+    DatasetCatalog.register(
+        name,
+        lambda: [
+            {
+                "file_name": str(path), "height": 60, "width": 80, "image_id": 0,
+                "annotations": [{"bbox": box, "bbox_mode": 1, "category_id": 0}],
+            }
+        ],
+    )  # fmt: skip
+    MetadataCatalog.get(name).thing_classes = ["thing"]
+    try:
+        cfg = _cfg(False)
+        cfg.merge_from_list([
+            "DATASETS.TRAIN", f"('{name}',)", "SOLVER.IMS_PER_BATCH", "1",
+            "INPUT.MIN_SIZE_TRAIN", "(90,)", "INPUT.MAX_SIZE_TRAIN", "1333",
+            "INPUT.RANDOM_FLIP", "none", "INPUT.RELEASE_TRAIN_RESIZE", "True",
+        ])  # fmt: skip
+        augs = build_train_augmentation(cfg)
+        assert [type(a) for a in augs] == [ReleaseResizeShortestEdge]
+        (batch,) = itertools.islice(DWTrainer.build_train_loader(cfg), 1)
+        cfg.INPUT.CROP.ENABLED = True
+        with pytest.raises(ValueError, match="no random crop"):
+            build_train_augmentation(cfg)
+        cfg.INPUT.RELEASE_TRAIN_RESIZE = False
+        assert type(build_train_augmentation(cfg)[0]) is ResizeShortestEdge
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    expected = cv2.resize(image, (120, 90), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(batch[0]["image"].permute(1, 2, 0).numpy(), expected)
+    x, y, w, h = box
+    scale = np.float32(120 / 80), np.float32(90 / 60)
+    xyxy = np.array([x, y, x + w, y + h], dtype=np.float32) * np.array(scale * 2, np.float32)
+    np.testing.assert_array_equal(batch[0]["instances"].gt_boxes.tensor[0].numpy(), xyxy)

@@ -11,8 +11,12 @@ train.init_checkpoint = "pretrained/torchvision_R_101.pkl"
 model.backbone.bottom_up.depth = 101
 dataloader.train.mapper.augmentations[0].short_edge_length = [480, 960]
 dataloader.train.mapper.augmentations[0].sample_style = "range"
-# Test images resized exactly as the release's (OpenCV bilinear, mmcv's size rounding).
-dataloader.test.mapper.augmentations = [L(ReleaseResizeShortestEdge)(short=800, max_size=1333)]
+# Images resized exactly as the release's (OpenCV bilinear, mmcv's size rounding), in training
+# (the sizes drawn as before) and at test.
+dataloader.train.mapper.augmentations[0]._target_ = ReleaseResizeShortestEdge
+dataloader.test.mapper.augmentations = [
+    L(ReleaseResizeShortestEdge)(short_edge_length=800, max_size=1333)
+]
 # Boxes to the original image's size as the release's post-processing brings them (before the
 # NMS, no second clip, empty boxes kept).
 model.release_postprocess = True

@@ -7,8 +7,12 @@ from .base_dw import dataloader, lr_multiplier, model, optimizer, train  # noqa:
 
 # torchvision's ImageNet ResNet-50, converted by detectron2.
 train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
-# Test images resized exactly as the release's (OpenCV bilinear, mmcv's size rounding).
-dataloader.test.mapper.augmentations = [L(ReleaseResizeShortestEdge)(short=800, max_size=1333)]
+# Images resized exactly as the release's (OpenCV bilinear, mmcv's size rounding), in training
+# (the sizes drawn as before) and at test.
+dataloader.train.mapper.augmentations[0]._target_ = ReleaseResizeShortestEdge
+dataloader.test.mapper.augmentations = [
+    L(ReleaseResizeShortestEdge)(short_edge_length=800, max_size=1333)
+]
 # Boxes to the original image's size as the release's post-processing brings them (before the
 # NMS, no second clip, empty boxes kept).
 model.release_postprocess = True

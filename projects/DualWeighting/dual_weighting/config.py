@@ -80,3 +80,7 @@ def add_dw_config(cfg):
     # option, so under INPUT where detectron2 keeps the resize keys. Off here (detectron2's
     # behaviour); the published-model configs turn it on.
     cfg.INPUT.RELEASE_TEST_RESIZE = False
+    # The same resize for training images (dual_weighting.data.build_train_augmentation), drawing
+    # the shorter side from MIN_SIZE_TRAIN by MIN_SIZE_TRAIN_SAMPLING as detectron2 does, and
+    # scaling boxes in float32 as MMDetection does. Off here; on in the published-model configs.
+    cfg.INPUT.RELEASE_TRAIN_RESIZE = False

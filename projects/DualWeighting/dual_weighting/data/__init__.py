@@ -18,6 +18,7 @@ from .transforms import (
     OpenCVResizeTransform,
     ReleaseResizeShortestEdge,
     build_test_augmentation,
+    build_train_augmentation,
     release_resize_shape,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "SizeOrderedInferenceSampler",
     "build_dw_test_loader",
     "build_test_augmentation",
+    "build_train_augmentation",
     "default_synthetic_root",
     "ensure_synthetic",
     "generate_synthetic_coco",

@@ -1,9 +1,9 @@
-"""The release's test-time resize (MMDetection 2.x ``Resize(keep_ratio=True)`` through mmcv), as a
-detectron2 augmentation, for evaluating converted release checkpoints exactly.
+"""The release's resize (MMDetection 2.x ``Resize(keep_ratio=True)`` through mmcv), as a detectron2
+augmentation, for training and evaluating exactly as the release does.
 
 detectron2's ``ResizeShortestEdge`` and the release agree on the target (shorter side to
-``short``, longer side at most ``max_size``) but differ in two measurable ways
-(docs/RELEASE_DIFFERENCES.md):
+``short``, longer side at most ``max_size``) and on how a training size is drawn, but differ in
+two measurable ways (docs/RELEASE_DIFFERENCES.md):
 
 - interpolation: detectron2 resizes uint8 images with PIL's bilinear filter, the release with
   OpenCV's ``INTER_LINEAR`` (fixed-point, half-pixel centres, no antialiasing): upscaled COCO
@@ -12,6 +12,9 @@ detectron2's ``ResizeShortestEdge`` and the release agree on the target (shorter
   mmcv takes ``scale = min(max_size / long, short / short_side)`` once and rounds
   ``int(side * scale + 0.5)``; 476 of the 2.56 million sizes up to 1600 x 1600 get a size one
   pixel apart (none with a 640-pixel longer side, COCO's usual).
+
+Training boxes are scaled as MMDetection scales them: float32 coordinates times the float32
+factors ``new / old``.
 """
 
 import cv2
@@ -23,6 +26,7 @@ __all__ = [
     "OpenCVResizeTransform",
     "ReleaseResizeShortestEdge",
     "build_test_augmentation",
+    "build_train_augmentation",
     "release_resize_shape",
 ]
 
@@ -54,29 +58,56 @@ class OpenCVResizeTransform(ResizeTransform):
         # OpenCV drops a trailing channel axis of length 1.
         return out.reshape(self.new_h, self.new_w, *img.shape[2:])
 
+    def apply_coords(self, coords):
+        """(N, 2) x, y -> float32, times ``float32(new / old)`` per axis in float32, as
+        MMDetection's ``Resize`` scales its float32 boxes by its ``scale_factor``."""
+        coords = np.asarray(coords, dtype=np.float32).copy()
+        coords[:, 0] *= np.float32(self.new_w / self.w)
+        coords[:, 1] *= np.float32(self.new_h / self.h)
+        return coords
+
 
 class ReleaseResizeShortestEdge(Augmentation):
-    """Resize to the shorter side ``short`` with the longer side at most ``max_size``, as the
-    release's test pipeline: mmcv's output size (:func:`release_resize_shape`) and OpenCV's
-    bilinear resize (:class:`OpenCVResizeTransform`)."""
+    """Resize to a shorter side ``short`` with the longer side at most ``max_size``, as the
+    release's pipelines: mmcv's output size (:func:`release_resize_shape`) and OpenCV's bilinear
+    resize (:class:`OpenCVResizeTransform`). Its arguments and attributes are those of
+    detectron2's ``ResizeShortestEdge``, so that either can stand in a config for the other."""
 
-    def __init__(self, short, max_size):
+    def __init__(self, short_edge_length, max_size, sample_style="range"):
         """
         Args:
-            short: target of the shorter side, pixels (``INPUT.MIN_SIZE_TEST``).
-            max_size: cap of the longer side, pixels (``INPUT.MAX_SIZE_TEST``).
+            short_edge_length: the shorter side, pixels: one size, or sizes to draw ``short``
+                from, as ``sample_style`` says.
+            max_size: cap of the longer side, pixels.
+            sample_style: ``"range"``: ``short`` uniform among the integers from
+                ``short_edge_length[0]`` to ``[1]`` (MMDetection's ``multiscale_mode="range"``);
+                ``"choice"``: one of ``short_edge_length`` (``"value"`` there).
         """
         super().__init__()
-        if short <= 0 or max_size <= 0:
+        if isinstance(short_edge_length, int):
+            short_edge_length = (short_edge_length, short_edge_length)
+        short_edge_length = tuple(int(s) for s in short_edge_length)
+        if sample_style not in ("range", "choice"):
+            raise ValueError(f"sample_style must be 'range' or 'choice', got {sample_style!r}")
+        if sample_style == "range" and len(short_edge_length) != 2:
             raise ValueError(
-                f"The release's resize needs positive sizes, got INPUT.MIN_SIZE_TEST={short} "
-                f"and INPUT.MAX_SIZE_TEST={max_size}"
+                f"sample_style 'range' takes (min, max) sizes, got {short_edge_length}"
             )
+        if min(short_edge_length) <= 0 or max_size <= 0:
+            raise ValueError(
+                f"The release's resize needs positive sizes, got shorter side "
+                f"{short_edge_length} and max_size {max_size} (INPUT.MIN_SIZE_* / MAX_SIZE_*)"
+            )
+        is_range = sample_style == "range"
         self._init(locals())
 
     def get_transform(self, image):
         h, w = image.shape[:2]
-        return OpenCVResizeTransform(h, w, *release_resize_shape(h, w, self.short, self.max_size))
+        if self.is_range:
+            short = np.random.randint(self.short_edge_length[0], self.short_edge_length[1] + 1)
+        else:
+            short = np.random.choice(self.short_edge_length)
+        return OpenCVResizeTransform(h, w, *release_resize_shape(h, w, short, self.max_size))
 
 
 def build_test_augmentation(cfg):
@@ -85,3 +116,22 @@ def build_test_augmentation(cfg):
     if cfg.INPUT.RELEASE_TEST_RESIZE:
         return [ReleaseResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)]
     return detection_utils.build_augmentation(cfg, is_train=False)
+
+
+def build_train_augmentation(cfg):
+    """The training augmentations of ``cfg``: detectron2's (resize, then the flip of
+    ``INPUT.RANDOM_FLIP``), the resize the release's when ``INPUT.RELEASE_TRAIN_RESIZE`` is on
+    (same ``MIN_SIZE_TRAIN``, ``MAX_SIZE_TRAIN`` and ``MIN_SIZE_TRAIN_SAMPLING``). The release
+    has no random crop: ``INPUT.CROP.ENABLED`` with it is refused."""
+    augmentations = detection_utils.build_augmentation(cfg, is_train=True)
+    if not cfg.INPUT.RELEASE_TRAIN_RESIZE:
+        return augmentations
+    if cfg.INPUT.CROP.ENABLED:
+        raise ValueError(
+            "INPUT.RELEASE_TRAIN_RESIZE reproduces the release's pipeline, which has no random "
+            "crop: turn INPUT.CROP.ENABLED off, or INPUT.RELEASE_TRAIN_RESIZE"
+        )
+    augmentations[0] = ReleaseResizeShortestEdge(
+        cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+    )
+    return augmentations

@@ -7,12 +7,16 @@ import os
 from unittest import mock
 
 import torch
-from detectron2.data import DatasetMapper, get_detection_dataset_dicts
+from detectron2.data import (
+    DatasetMapper,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
 
 from ..checkpoint import DWCheckpointer
-from ..data import build_dw_test_loader, build_test_augmentation
+from ..data import build_dw_test_loader, build_test_augmentation, build_train_augmentation
 from ..evaluation import DWCOCOEvaluator
 
 # detectron2's own, kept before DWTrainer patches the name in detectron2.engine.defaults.
@@ -38,6 +42,15 @@ class DWTrainer(DefaultTrainer):
         cpu_ddp = functools.partial(create_ddp_model_on, device="cpu")
         with mock.patch.object(d2_defaults, "create_ddp_model", cpu_ddp):
             super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        """detectron2's training loader; its resize is the release's when
+        ``INPUT.RELEASE_TRAIN_RESIZE`` is on (:func:`..data.build_train_augmentation`)."""
+        if not cfg.INPUT.RELEASE_TRAIN_RESIZE:
+            return super().build_train_loader(cfg)
+        mapper = DatasetMapper(cfg, is_train=True, augmentations=build_train_augmentation(cfg))
+        return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
