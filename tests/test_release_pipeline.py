@@ -1,6 +1,7 @@
 """The release's test-time resize (INPUT.RELEASE_TEST_RESIZE): mmcv's output size, OpenCV's
 bilinear interpolation, and DWTrainer's test loader using them."""
 
+import contextlib
 import itertools
 
 import cv2
@@ -98,17 +99,31 @@ def _cfg(release):
     return cfg
 
 
-def test_trainer_test_loader_follows_the_option(tmp_path):
-    rng = np.random.default_rng(1)
-    image = rng.integers(0, 256, (6, 124, 3), dtype=np.uint8)
-    path = tmp_path / "wide.png"
+@contextlib.contextmanager
+def one_image_dataset(tmp_path, name, shape, seed, annotations=None):
+    """A registered dataset of one random image of ``shape`` (saved as PNG), removed on exit.
+
+    Yields:
+        (H, W, 3) uint8, the image.
+    """
+    image = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    path = tmp_path / f"{name}.png"
     Image.fromarray(image).save(path)
-    name = "dw_test_release_resize"
-    DatasetCatalog.register(
-        name, lambda: [{"file_name": str(path), "height": 6, "width": 124, "image_id": 0}]
-    )
+    record = {"file_name": str(path), "height": shape[0], "width": shape[1], "image_id": 0}
+    if annotations is not None:
+        record["annotations"] = annotations
+    DatasetCatalog.register(name, lambda: [record])
     MetadataCatalog.get(name).thing_classes = ["thing"]
     try:
+        yield image
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_trainer_test_loader_follows_the_option(tmp_path):
+    name = "dw_test_release_resize"
+    with one_image_dataset(tmp_path, name, (6, 124, 3), seed=1) as image:
         images = {}
         for release in (True, False):
             cfg = _cfg(release)
@@ -118,9 +133,6 @@ def test_trainer_test_loader_follows_the_option(tmp_path):
             (batch,) = itertools.islice(DWTrainer.build_test_loader(cfg, name), 1)
             assert (batch[0]["height"], batch[0]["width"]) == (6, 124)
             images[release] = batch[0]["image"].permute(1, 2, 0).numpy()
-    finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
     # mmcv's imrescale: its size rule, then cv2.resize(img, (w, h), INTER_LINEAR).
     expected = cv2.resize(image, (1333, 65), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_array_equal(images[True], expected)
@@ -163,23 +175,10 @@ def test_training_boxes_scale_in_float32_as_mmdetection():
 
 
 def test_trainer_train_loader_follows_the_option(tmp_path):
-    rng = np.random.default_rng(2)
-    image = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
-    path = tmp_path / "train.png"
-    Image.fromarray(image).save(path)
     name = "dw_train_release_resize"
     box = [10.3, 20.7, 30.1, 25.9]  # XYWH
-    DatasetCatalog.register(
-        name,
-        lambda: [
-            {
-                "file_name": str(path), "height": 60, "width": 80, "image_id": 0,
-                "annotations": [{"bbox": box, "bbox_mode": 1, "category_id": 0}],
-            }
-        ],
-    )  # fmt: skip
-    MetadataCatalog.get(name).thing_classes = ["thing"]
-    try:
+    annotations = [{"bbox": box, "bbox_mode": 1, "category_id": 0}]
+    with one_image_dataset(tmp_path, name, (60, 80, 3), seed=2, annotations=annotations) as image:
         cfg = _cfg(False)
         cfg.merge_from_list([
             "DATASETS.TRAIN", f"('{name}',)", "SOLVER.IMS_PER_BATCH", "1",
@@ -194,9 +193,6 @@ def test_trainer_train_loader_follows_the_option(tmp_path):
             build_train_augmentation(cfg)
         cfg.INPUT.RELEASE_TRAIN_RESIZE = False
         assert type(build_train_augmentation(cfg)[0]) is ResizeShortestEdge
-    finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
     expected = cv2.resize(image, (120, 90), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_array_equal(batch[0]["image"].permute(1, 2, 0).numpy(), expected)
     x, y, w, h = box
