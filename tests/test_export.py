@@ -44,8 +44,7 @@ from dual_weighting.export import (
     match_detections,
     script_model,
 )
-from dual_weighting.layers import batched_nms_float32
-from dual_weighting.meta_arch import _traceable_batched_nms
+from dual_weighting.layers import batched_nms_float32, traceable_batched_nms
 
 pytest.importorskip("onnxruntime", reason="needs the export extra: pip install -e .[export]")
 onnx = pytest.importorskip("onnx", reason="needs the export extra: pip install -e .[export]")
@@ -147,7 +146,7 @@ def test_exported_detections_equal_pytorch(name, fmt, tmp_path):
 
 class TracedNMS(torch.nn.Module):
     def forward(self, boxes, scores, classes):
-        return _traceable_batched_nms(boxes, scores, classes, 0.6)
+        return traceable_batched_nms(boxes, scores, classes, 0.6)
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])

@@ -129,6 +129,12 @@ def test_own_extents_at_every_stride_by_hand():
     assert padding.valid_mask(1, 1, "cpu") is None  # every image fills it
     with pytest.raises(ValueError, match="12x8 is not the padded batch \\(128x64\\)"):
         padding.extents(12, 8)
+    # Detections come from each image's own cells, row by row as in its map alone.
+    wide_tall = BatchPadding([(32, 64), (64, 32)], (64, 64))
+    first, second = wide_tall.own_cells(8, 8, "cpu")  # stride 8: 4x8 and 8x4 cells
+    assert first.tolist() == list(range(32))
+    assert second.tolist() == [r * 8 + c for r in range(8) for c in range(4)]
+    assert padding.own_cells(16, 8, "cpu")[0] is None
 
 
 def test_odd_sizes_follow_stride_two_convolutions():

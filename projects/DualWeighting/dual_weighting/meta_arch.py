@@ -9,7 +9,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torchvision
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
@@ -21,7 +20,7 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from .head import build_dw_head
-from .layers import BatchPadding, batched_nms_float32, check_maskable
+from .layers import BatchPadding, batched_nms_float32, check_maskable, traceable_batched_nms
 from .losses import dw_losses
 
 
@@ -269,26 +268,15 @@ class DWFCOS(DenseDetector):
         return results
 
     def _own_cells(self, images: ImageList, features: list[torch.Tensor]):
-        """With ``test_mask_padding`` and images padded further in the batch than alone: per
-        image, per level, the flat (row-major) indices of the cells of that image's own extent,
-        or None for a level it fills; else None. Detections then come from the cells the image
-        has alone, in the same order."""
+        """With ``test_mask_padding``: per image, per level, :meth:`BatchPadding.own_cells` (None
+        for a level the image fills); None when no image is padded further than alone.
+        Detections then come from the cells the image has alone, in the same order."""
         if not self.test_mask_padding or torch.jit.is_tracing():
             return None
         padding = BatchPadding.of(images, self.backbone)
         if not padding.needed:
             return None
-        per_level = []
-        for f in features:
-            height, width = f.shape[-2:]
-            cells = []
-            for rows, cols in padding.extents(height, width):
-                if (rows, cols) == (height, width):
-                    cells.append(None)
-                else:
-                    grid = torch.arange(height * width, device=f.device).view(height, width)
-                    cells.append(grid[:rows, :cols].reshape(-1))
-            per_level.append(cells)
+        per_level = [padding.own_cells(*f.shape[-2:], f.device) for f in features]
         return list(zip(*per_level))
 
     def inference_single_image(
@@ -316,7 +304,7 @@ class DWFCOS(DenseDetector):
         dropped, so every returned box is finite, as ``Boxes.clip`` requires.
 
         A traced graph (an exported model) cannot record the release's NMS, a data-dependent
-        loop: it runs :func:`_traceable_batched_nms`, one graph op, instead.
+        loop: it runs :func:`~.layers.traceable_batched_nms`, one graph op, instead.
         """
         pred = self._decode_multi_level_predictions(
             anchors,
@@ -331,7 +319,7 @@ class DWFCOS(DenseDetector):
         if output_size is not None:
             pred = _rescale_as_release(pred, output_size)
         # The release's rule: IoU against the threshold in float32 (torchvision's is double).
-        nms = _traceable_batched_nms if torch.jit.is_tracing() else batched_nms_float32
+        nms = traceable_batched_nms if torch.jit.is_tracing() else batched_nms_float32
         keep = nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
         return pred[keep[: self.max_detections_per_image]]
 
@@ -349,34 +337,6 @@ def _rescale_as_release(pred: Instances, output_size) -> Instances:
     rescaled.scores = pred.scores
     rescaled.pred_classes = pred.pred_classes
     return rescaled
-
-
-def _traceable_batched_nms(boxes, scores, classes, iou_threshold):
-    """Class-aware NMS as one ``torchvision.ops.nms`` op on boxes shifted apart by class, for
-    traced graphs: TorchScript keeps the op, ONNX export maps it to NonMaxSuppression.
-
-    The shift is the release's, ``class * (max coordinate + 1)`` in float32, so the IoUs come
-    from the same shifted boxes as in eager mode. torchvision compares its float32 IoU with the
-    threshold in double; given the threshold rounded to float32, it decides as the release's
-    CPU kernel does, ``IoU > float32(threshold)``, which agrees with the eager rule
-    (:func:`~.layers.batched_nms_float32`) on every exact tie, and ONNX Runtime's
-    NonMaxSuppression compares in float32 too. An empty input gives an empty output
-    (``batched_nms`` has a Python branch for it, which tracing would freeze).
-
-    Args:
-        boxes: (R, 4) XYXY boxes, clipped to the image (coordinates >= 0).
-        scores, classes: (R,) scores and integer classes.
-        iou_threshold: a box is dropped when its IoU with a kept, higher-scoring box of its class
-            exceeds this.
-
-    Returns:
-        (K,) int64 indices of the kept boxes, by decreasing score.
-    """
-    boxes = boxes.float()
-    # The appended 0 leaves the maximum of clipped boxes unchanged and defines it for no box.
-    max_coordinate = torch.cat((boxes.reshape(-1), boxes.new_zeros(1))).max()
-    shifted = boxes + (classes.to(boxes) * (max_coordinate + 1))[:, None]
-    return torchvision.ops.nms(shifted, scores, float(np.float32(iou_threshold)))
 
 
 def _check_finite_images(batched_inputs: list[dict]):

@@ -3,7 +3,7 @@ with frozen statistics and trained affine parameters, and the NMS's float32 deci
 padding mask that computes a batch of images of different sizes as if one at a time."""
 
 from .batch_norm import FrozenStatsBatchNorm2d, resolve_norm
-from .nms import batched_nms_float32
+from .nms import batched_nms_float32, traceable_batched_nms
 from .padding import BatchPadding, check_maskable, masked_group_norm
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "check_maskable",
     "masked_group_norm",
     "resolve_norm",
+    "traceable_batched_nms",
 ]

@@ -16,9 +16,11 @@ the IoU comes from the same shifted coordinates as in the release.
 Shapes: R = boxes, B = boxes per block, K = boxes of one class kept so far.
 """
 
+import numpy as np
 import torch
+import torchvision
 
-__all__ = ["batched_nms_float32"]
+__all__ = ["batched_nms_float32", "traceable_batched_nms"]
 
 # Boxes per block of the greedy pass. Memory is O(B * (B + K)), not O(R^2). On the CPU the
 # (B, B) work within blocks dominates (128 was fastest for 1,000-5,000 boxes); on a GPU every
@@ -122,3 +124,31 @@ def batched_nms_float32(boxes, scores, idxs, iou_threshold, *, block_size=None):
     keep = _greedy_keep(shifted[order], first_of_class, threshold, block_size)
     kept = order[keep].sort().values
     return kept[scores[kept].argsort(descending=True, stable=True)]
+
+
+def traceable_batched_nms(boxes, scores, classes, iou_threshold):
+    """Class-aware NMS as one ``torchvision.ops.nms`` op on boxes shifted apart by class, for
+    traced graphs: TorchScript keeps the op, ONNX export maps it to NonMaxSuppression.
+
+    The shift is the release's, ``class * (max coordinate + 1)`` in float32, so the IoUs come
+    from the same shifted boxes as in eager mode. torchvision compares its float32 IoU with the
+    threshold in double; given the threshold rounded to float32, it decides as the release's
+    CPU kernel does, ``IoU > float32(threshold)``, which agrees with the eager rule
+    (:func:`batched_nms_float32`) on every exact tie, and ONNX Runtime's
+    NonMaxSuppression compares in float32 too. An empty input gives an empty output
+    (``batched_nms`` has a Python branch for it, which tracing would freeze).
+
+    Args:
+        boxes: (R, 4) XYXY boxes, clipped to the image (coordinates >= 0).
+        scores, classes: (R,) scores and integer classes.
+        iou_threshold: a box is dropped when its IoU with a kept, higher-scoring box of its class
+            exceeds this.
+
+    Returns:
+        (K,) int64 indices of the kept boxes, by decreasing score.
+    """
+    boxes = boxes.float()
+    # The appended 0 leaves the maximum of clipped boxes unchanged and defines it for no box.
+    max_coordinate = torch.cat((boxes.reshape(-1), boxes.new_zeros(1))).max()
+    shifted = boxes + (classes.to(boxes) * (max_coordinate + 1))[:, None]
+    return torchvision.ops.nms(shifted, scores, float(np.float32(iou_threshold)))

@@ -168,6 +168,21 @@ class BatchPadding:
         masks = self._mask_and_complement(height, width, device)
         return None if masks is None else masks[0]
 
+    def own_cells(self, height: int, width: int, device) -> list[Optional[torch.Tensor]]:
+        """Per image, the flat (row-major) indices of its own extent's cells in a feature map of
+        ``height`` x ``width``, in the order they have in the image's map alone; None for an
+        image that fills the map."""
+        grid = None
+        cells = []
+        for rows, cols in self.extents(height, width):
+            if (rows, cols) == (height, width):
+                cells.append(None)
+                continue
+            if grid is None:
+                grid = torch.arange(height * width, device=device).view(height, width)
+            cells.append(grid[:rows, :cols].reshape(-1))
+        return cells
+
     def _mask_and_complement(self, height, width, device):
         key = (height, width, str(device))
         if key not in self._masks:
