@@ -1,21 +1,12 @@
 """The package's installation contract: import guard, detectron2 route, version ranges."""
 
-import importlib.util
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-# The installer is the one script loaded by path: it runs before detectron2 and the package exist,
-# so it cannot live in the package, and its functions are tested here without running it.
-_spec = importlib.util.spec_from_file_location(
-    "install_detectron2", REPO / "tools" / "install_detectron2.py"
-)
-install_detectron2 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(install_detectron2)
+from tools import install_detectron2
 
 
 def test_import_without_detectron2_says_how_to_install(tmp_path):
