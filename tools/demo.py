@@ -16,14 +16,13 @@ Examples:
         --output street_dw.mp4 --opts MODEL.WEIGHTS converted.pth
 """
 
-import argparse
 import time
 
 from detectron2.data.detection_utils import read_image
 from PIL import Image
 
 from dual_weighting.data import default_synthetic_root, register_synthetic
-from dual_weighting.engine import SetupError
+from dual_weighting.engine import SetupError, parse_tool_args, tool_argument_parser
 from dual_weighting.visualize import (
     DetectionDemo,
     demo_cfg,
@@ -34,12 +33,7 @@ from dual_weighting.visualize import (
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="Examples:" + __doc__.split("Examples:")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="model config")
+    parser = tool_argument_parser(__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--input", nargs="+", metavar="IMAGE", help="image files or glob patterns (quote them)"
@@ -56,13 +50,7 @@ def parse_args(argv=None):
         default=0.5,
         help="lowest score drawn (also the model's MODEL.DW.TEST_SCORE_THRESH)",
     )
-    parser.add_argument(
-        "--opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="config overrides, KEY VALUE pairs (e.g. MODEL.WEIGHTS model_final.pth)",
-    )
-    return parser.parse_args(argv)
+    return parse_tool_args(parser, argv)
 
 
 def main(argv=None):

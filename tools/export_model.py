@@ -24,7 +24,6 @@ Examples:
         --opts MODEL.WEIGHTS dw_dcn.pth MODEL.DEVICE cpu
 """
 
-import argparse
 import os
 import time
 import warnings
@@ -33,7 +32,12 @@ import torch
 from detectron2.evaluation import print_csv_format
 from detectron2.utils.logger import setup_logger
 
-from dual_weighting.engine import SetupError, register_datasets
+from dual_weighting.engine import (
+    SetupError,
+    parse_tool_args,
+    register_datasets,
+    tool_argument_parser,
+)
 from dual_weighting.export import (
     ExportError,
     OnnxRuntimeDetector,
@@ -51,12 +55,7 @@ from dual_weighting.visualize import load_cfg
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="Examples:" + __doc__.split("Examples:")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="model config")
+    parser = tool_argument_parser(__doc__, register_coco=True)
     parser.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
     parser.add_argument(
         "--export-method",
@@ -75,20 +74,7 @@ def parse_args(argv=None):
         action="store_true",
         help="COCO-evaluate the exported model on the config's first DATASETS.TEST",
     )
-    parser.add_argument(
-        "--register-coco",
-        action="append",
-        default=[],
-        metavar="NAME=JSON:IMAGE_ROOT",
-        help="register a COCO-format dataset under NAME first (repeatable)",
-    )
-    parser.add_argument(
-        "--opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="config overrides, KEY VALUE pairs (e.g. MODEL.WEIGHTS model_final.pth)",
-    )
-    return parser.parse_args(argv)
+    return parse_tool_args(parser, argv)
 
 
 def export(args, cfg, model, image):

@@ -26,13 +26,17 @@ Examples:
         --opts MODEL.WEIGHTS "" MODEL.DEVICE cpu
 """
 
-import argparse
 import os
 from pathlib import Path
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from dual_weighting.engine import SetupError, register_datasets
+from dual_weighting.engine import (
+    SetupError,
+    parse_tool_args,
+    register_datasets,
+    tool_argument_parser,
+)
 from dual_weighting.visualize import (
     compute_assignment,
     describe_assignment,
@@ -47,12 +51,7 @@ from dual_weighting.visualize import (
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("Examples:")[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser = tool_argument_parser(__doc__, register_coco=True)
     parser.add_argument(
         "--dataset", help="registered dataset name (default: the config's first DATASETS.TRAIN)"
     )
@@ -62,13 +61,6 @@ def parse_args(argv=None):
     )
     which.add_argument(
         "--images", nargs="+", metavar="FILE_NAME", help="records to draw, by image file name"
-    )
-    parser.add_argument(
-        "--register-coco",
-        action="append",
-        default=[],
-        metavar="NAME=JSON:IMAGE_ROOT",
-        help="register a COCO-format dataset under NAME first (repeatable)",
     )
     parser.add_argument("--output", required=True, help="folder for the PNG files")
     parser.add_argument("--max-boxes", type=int, default=4, help="boxes drawn per image")
@@ -80,10 +72,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0, help="random init when MODEL.WEIGHTS is ''")
     parser.add_argument("--dpi", type=int, default=90)
-    parser.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides, KEY VALUE pairs"
-    )
-    return parser.parse_args(argv)
+    return parse_tool_args(parser, argv)
 
 
 def main(argv=None):

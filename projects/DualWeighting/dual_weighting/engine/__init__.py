@@ -7,8 +7,10 @@ from .defaults import (
     check_command_line,
     default_dw_argument_parser,
     load_yacs_config,
+    parse_tool_args,
     register_datasets,
     setup_cfg,
+    tool_argument_parser,
 )
 from .lazy import do_test, do_train, lazy_main, load_lazy_config, setup_lazy_cfg
 from .trainer import DWTrainer
@@ -24,7 +26,9 @@ __all__ = [
     "lazy_main",
     "load_lazy_config",
     "load_yacs_config",
+    "parse_tool_args",
     "register_datasets",
     "setup_cfg",
+    "tool_argument_parser",
     "setup_lazy_cfg",
 ]

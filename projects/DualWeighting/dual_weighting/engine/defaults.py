@@ -2,6 +2,8 @@
 config setup (yacs here, LazyConfig in :mod:`.lazy`), the dataset registration every worker runs
 and the checks run before any worker starts."""
 
+import argparse
+
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from omegaconf import OmegaConf
@@ -21,7 +23,11 @@ from .lazy import load_lazy_config
 
 def default_dw_argument_parser(epilog=None):
     """detectron2's ``default_argument_parser`` plus ``--register-coco NAME=JSON:IMAGE_ROOT``."""
-    parser = default_argument_parser(epilog=epilog)
+    return _with_register_coco(default_argument_parser(epilog=epilog))
+
+
+def _with_register_coco(parser):
+    """``parser`` with ``--register-coco`` (read by :func:`register_datasets`)."""
     parser.add_argument(
         "--register-coco",
         action="append",
@@ -30,6 +36,33 @@ def default_dw_argument_parser(epilog=None):
         help="register a COCO-format dataset under NAME (repeatable)",
     )
     return parser
+
+
+def tool_argument_parser(doc, config_help="model config", register_coco=False):
+    """The command line shared by the tools that load one config (``tools/demo.py``,
+    ``export_model.py``, ``visualize_assignment.py``): the tool's docstring ``doc`` as its help
+    (first paragraph the description, the text from "Examples:" on the epilog, layout kept), a
+    required ``--config-file`` and, if ``register_coco``, ``--register-coco``. The tool adds its
+    own arguments, then parses with :func:`parse_tool_args`."""
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        epilog="Examples:" + doc.split("Examples:")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE", help=config_help)
+    return _with_register_coco(parser) if register_coco else parser
+
+
+def parse_tool_args(parser, argv=None):
+    """``parser.parse_args(argv)`` after adding ``--opts``, last (it takes everything after it):
+    config overrides, as ``train_net.py``'s trailing KEY VALUE pairs."""
+    parser.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="config overrides, KEY VALUE pairs (e.g. MODEL.WEIGHTS model_final.pth)",
+    )
+    return parser.parse_args(argv)
 
 
 def load_yacs_config(config_file, opts=()):
