@@ -161,25 +161,27 @@ class DWFCOS(DenseDetector):
         if self.training or torch.jit.is_scripting() or torch.jit.is_tracing():
             return super().forward(batched_inputs)
         images = self.preprocess_image(batched_inputs)
-        features, predictions = self.dense_predictions(images)
+        padding = BatchPadding.of(images, self.backbone)
+        features, predictions = self.dense_predictions(images, padding)
         output_sizes = [
             (x.get("height", hw[0]), x.get("width", hw[1]))
             for x, hw in zip(batched_inputs, images.image_sizes)
         ]
         if self.release_postprocess:
-            results = self.forward_inference(images, features, predictions, output_sizes)
+            results = self.forward_inference(images, features, predictions, output_sizes, padding)
             return [{"instances": r} for r in results]
-        results = self.forward_inference(images, features, predictions)
+        results = self.forward_inference(images, features, predictions, padding=padding)
         return [
             {"instances": detector_postprocess(r, *size)} for r, size in zip(results, output_sizes)
         ]
 
-    def dense_predictions(self, images: ImageList):
+    def dense_predictions(self, images: ImageList, padding: Optional[BatchPadding] = None):
         """The backbone's features (the head's L levels) and the head's predictions of
         ``images``, under :meth:`BatchPadding.masking` when ``test_mask_padding`` and some image
         is padded further in the batch than alone (the head also gets ``valid_masks`` if its
-        ``forward`` takes them)."""
-        padding = BatchPadding.of(images, self.backbone)
+        ``forward`` takes them). ``padding``: the batch's, if already computed."""
+        if padding is None:
+            padding = BatchPadding.of(images, self.backbone)
         masked = self.test_mask_padding and padding.needed
         with padding.masking(backbone=self.backbone, head=self.head) if masked else nullcontext():
             features = self.backbone(images.tensor)
@@ -241,15 +243,16 @@ class DWFCOS(DenseDetector):
         features: list[torch.Tensor],
         predictions: list[list[torch.Tensor]],
         output_sizes: Optional[list[tuple[int, int]]] = None,
+        padding: Optional[BatchPadding] = None,
     ):
         """Detections of each image, in its resized frame, or with ``output_sizes`` (one
         (height, width) an image) rescaled to that size as the release does
-        (:meth:`inference_single_image`)."""
+        (:meth:`inference_single_image`). ``padding``: the batch's, if already computed."""
         logits, box_ltrb, centerness = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
         anchors = self.anchor_generator(features)
-        own_cells = self._own_cells(images, features)
+        own_cells = self._own_cells(images, features, padding)
         results: list[Instances] = []
         for i, image_size in enumerate(images.image_sizes):
             # Joint score s * o, without the square root of detectron2's FCOS.
@@ -267,13 +270,14 @@ class DWFCOS(DenseDetector):
             )
         return results
 
-    def _own_cells(self, images: ImageList, features: list[torch.Tensor]):
+    def _own_cells(self, images: ImageList, features: list[torch.Tensor], padding=None):
         """With ``test_mask_padding``: per image, per level, :meth:`BatchPadding.own_cells` (None
         for a level the image fills); None when no image is padded further than alone.
         Detections then come from the cells the image has alone, in the same order."""
         if not self.test_mask_padding or torch.jit.is_tracing():
             return None
-        padding = BatchPadding.of(images, self.backbone)
+        if padding is None:
+            padding = BatchPadding.of(images, self.backbone)
         if not padding.needed:
             return None
         per_level = [padding.own_cells(*f.shape[-2:], f.device) for f in features]
