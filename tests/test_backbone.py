@@ -11,9 +11,9 @@ from detectron2.modeling import build_backbone
 from detectron2.modeling.backbone.resnet import BottleneckBlock
 from detectron2.structures import ImageList
 
-import dual_weighting.backbone  # noqa: F401  (registers build_dw_resnet_fpn_backbone)
-from dual_weighting.backbone import ModulatedDeformBottleneckBlock, build_dw_resnet
-from dual_weighting.deform_conv import ModulatedDeformConv
+import dual_weighting.modeling.backbone  # noqa: F401  (registers build_dw_resnet_fpn_backbone)
+from dual_weighting.layers.deform_conv import ModulatedDeformConv
+from dual_weighting.modeling.backbone import ModulatedDeformBottleneckBlock, build_dw_resnet
 
 
 def _bilinear(img, y, x):

@@ -18,13 +18,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dual_weighting import add_dw_config
-from dual_weighting.backbone import build_dw_resnet
 from dual_weighting.checkpoint import (
     convert_mmdet_state_dict,
     convert_torchvision_resnet,
     save_detectron2_checkpoint,
 )
 from dual_weighting.layers import FrozenStatsBatchNorm2d
+from dual_weighting.modeling.backbone import build_dw_resnet
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # Narrow R-50 (same blocks and names, fewer channels) for the training tests.

@@ -10,8 +10,8 @@ import torch
 from torchvision.ops import deform_conv2d
 
 from dual_weighting import refine_boxes
-from dual_weighting.box_refine import read_at_offsets
-from dual_weighting.deform_conv import deform_conv2d_full_precision
+from dual_weighting.layers.deform_conv import deform_conv2d_full_precision
+from dual_weighting.modeling.box_refine import read_at_offsets
 
 
 def bilinear(channel, y, x):

@@ -11,7 +11,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from dual_weighting import DWFCOS, add_dw_config
-from dual_weighting.deform_conv import ModulatedDeformConv
+from dual_weighting.layers.deform_conv import ModulatedDeformConv
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ALL_YAMLS = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base-"))

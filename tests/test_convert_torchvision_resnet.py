@@ -15,7 +15,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 from torch import nn
 
-import dual_weighting.backbone  # noqa: F401  (registers build_dw_resnet_fpn_backbone)
+import dual_weighting.modeling.backbone  # noqa: F401  (registers build_dw_resnet_fpn_backbone)
 from dual_weighting.checkpoint import (
     convert_torchvision_resnet,
     load_torchvision_state_dict,

@@ -24,7 +24,7 @@ from test_train_net import run, tiny_args
 
 from dual_weighting import dw_losses
 from dual_weighting.data import generate_synthetic_coco
-from dual_weighting.deform_conv import ModulatedDeformConv
+from dual_weighting.layers.deform_conv import ModulatedDeformConv
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -124,7 +124,7 @@ def test_train_net_with_amp_on_cuda(tmp_path):
 CUDA_NAN_OFFSETS = """
 import torch
 from torchvision.ops import deform_conv2d
-from dual_weighting.deform_conv import deform_conv2d_full_precision
+from dual_weighting.layers.deform_conv import deform_conv2d_full_precision
 x = torch.rand(1, 8, 16, 16, device="cuda")
 weight = torch.ones(8, 8, 3, 3, device="cuda")
 offset = torch.zeros(1, 18, 16, 16, device="cuda")

@@ -7,7 +7,7 @@ import torch
 from detectron2.layers import ShapeSpec
 
 from dual_weighting import DWHead, refine_boxes
-from dual_weighting.head import ModulatedDeformConvPack
+from dual_weighting.layers import ModulatedDeformConvPack
 
 STRIDES = (8, 16, 32)
 SIZES = ((12, 20), (6, 10), (3, 5))

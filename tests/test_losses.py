@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dual_weighting.assignment as assignment
+import dual_weighting.modeling.assignment as assignment
 from dual_weighting import dw_losses
-from dual_weighting.losses import negative_loss
+from dual_weighting.modeling.losses import negative_loss
 
 LOSS_NAMES = ("loss_cls_pos", "loss_loc", "loss_cls_neg")
 SIGMA = 1.11

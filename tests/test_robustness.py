@@ -23,10 +23,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.ops import deform_conv2d
 
 from dual_weighting import DWHead, add_dw_config, dw_losses
-from dual_weighting.backbone import ModulatedDeformBottleneckBlock
 from dual_weighting.checkpoint import DWCheckpointer
 from dual_weighting.data import generate_synthetic_coco
-from dual_weighting.deform_conv import deform_conv2d_full_precision
+from dual_weighting.layers.deform_conv import deform_conv2d_full_precision
+from dual_weighting.modeling.backbone import ModulatedDeformBottleneckBlock
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 

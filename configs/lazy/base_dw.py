@@ -12,10 +12,10 @@ from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from dual_weighting import DWFCOS, DWHead
-from dual_weighting.backbone import dw_fpn, dw_resnet
 from dual_weighting.data import build_dw_test_loader
 from dual_weighting.engine.lazy import model_zoo
 from dual_weighting.evaluation import DWCOCOEvaluator
+from dual_weighting.modeling.backbone import dw_fpn, dw_resnet
 
 
 def step_schedule(max_iter, steps, warmup_iters=1000):

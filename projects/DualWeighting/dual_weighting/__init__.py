@@ -14,13 +14,17 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
         "https://detectron2.readthedocs.io/en/latest/tutorials/install.html"
     ) from e
 
-from . import backbone as _backbone  # noqa: F401  (registers build_dw_resnet_fpn_backbone)
-from .assignment import DWAssignment, dw_assign
-from .box_refine import refine_boxes
 from .config import add_dw_config
-from .head import DW_HEAD_REGISTRY, DWHead, build_dw_head
-from .losses import dw_losses
-from .meta_arch import DWFCOS
+from .modeling import (
+    DW_HEAD_REGISTRY,
+    DWFCOS,
+    DWAssignment,
+    DWHead,
+    build_dw_head,
+    dw_assign,
+    dw_losses,
+    refine_boxes,
+)
 
 __version__ = "0.1.0"
 __all__ = [

@@ -14,7 +14,7 @@ def add_dw_config(cfg):
         cfg.merge_from_file("configs/DW_R_50_FPN_1x.yaml")
     """
     cfg.MODEL.DW = CN()
-    # Name of the head in dual_weighting.head.DW_HEAD_REGISTRY.
+    # Name of the head in dual_weighting.modeling.head.DW_HEAD_REGISTRY.
     cfg.MODEL.DW.HEAD_NAME = "DWHead"
     # Number of foreground classes (C); COCO has 80.
     cfg.MODEL.DW.NUM_CLASSES = 80

@@ -11,7 +11,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..losses import dw_losses
+from ..modeling.losses import dw_losses
 from .memory import peak_rss_growth_mib
 
 STRIDES = (8, 16, 32, 64, 128)

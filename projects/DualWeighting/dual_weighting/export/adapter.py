@@ -20,7 +20,7 @@ from detectron2.structures import Boxes
 
 from ..checkpoint import DWCheckpointer
 from ..data import build_test_augmentation, render_image
-from ..deform_conv import ModulatedDeformConv
+from ..layers import ModulatedDeformConv
 
 __all__ = [
     "ExportError",

@@ -3,12 +3,15 @@ with frozen statistics and trained affine parameters, and the NMS's float32 deci
 padding mask that computes a batch of images of different sizes as if one at a time."""
 
 from .batch_norm import FrozenStatsBatchNorm2d, resolve_norm
+from .deform_conv import ModulatedDeformConv, ModulatedDeformConvPack
 from .nms import batched_nms_float32, traceable_batched_nms
 from .padding import BatchPadding, check_maskable, masked_group_norm
 
 __all__ = [
     "BatchPadding",
     "FrozenStatsBatchNorm2d",
+    "ModulatedDeformConv",
+    "ModulatedDeformConvPack",
     "batched_nms_float32",
     "check_maskable",
     "masked_group_norm",

@@ -29,7 +29,7 @@ from detectron2.layers import FrozenBatchNorm2d
 from detectron2.structures import ImageList
 from torch import nn
 
-from ..deform_conv import ModulatedDeformConv
+from .deform_conv import ModulatedDeformConv
 
 __all__ = ["BatchPadding", "check_maskable", "masked_group_norm"]
 

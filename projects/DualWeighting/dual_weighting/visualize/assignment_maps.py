@@ -1,8 +1,8 @@
 """What Dual Weighting assigns in one image, per ground-truth box and anchor point, for pictures.
 
-The training losses (:func:`dual_weighting.losses.dw_losses`) only need the ``K`` (point, box)
+The training losses (:func:`dual_weighting.modeling.losses.dw_losses`) only need the ``K`` (point, box)
 pairs whose point is inside the box, and reduce them right away. Here the same pairs, from the
-same :func:`dual_weighting.assignment.dw_assign`, are written into dense per-box maps over all
+same :func:`dual_weighting.modeling.assignment.dw_assign`, are written into dense per-box maps over all
 points, so that a picture (:mod:`.assignment_figure`, ``tools/visualize_assignment.py``) can show
 the center prior, the positive weight and the negative weight of every point.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..assignment import dw_assign
+from ..modeling.assignment import dw_assign
 
 __all__ = ["dw_assignment_maps", "split_levels", "strong_positives"]
 

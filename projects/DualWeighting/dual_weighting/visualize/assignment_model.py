@@ -11,7 +11,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetMapper, detection_utils
 from detectron2.modeling import build_model
 
-from ..assignment import dw_assign
+from ..modeling.assignment import dw_assign
 from .assignment_maps import dw_assignment_maps
 
 __all__ = ["compute_assignment", "load_model", "select_records", "training_mapper"]

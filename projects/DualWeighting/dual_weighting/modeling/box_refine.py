@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .deform_conv import deform_conv2d_full_precision, split_nan_offsets
+from ..layers.deform_conv import deform_conv2d_full_precision, split_nan_offsets
 
 __all__ = ["read_at_offsets", "refine_boxes"]
 

@@ -19,8 +19,8 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
+from ..layers import BatchPadding, batched_nms_float32, check_maskable, traceable_batched_nms
 from .head import build_dw_head
-from .layers import BatchPadding, batched_nms_float32, check_maskable, traceable_batched_nms
 from .losses import dw_losses
 
 

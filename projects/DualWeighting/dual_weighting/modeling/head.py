@@ -13,8 +13,8 @@ from detectron2.utils.registry import Registry
 from torch import nn
 from torch.nn import functional as F
 
+from ..layers import ModulatedDeformConvPack
 from .box_refine import refine_boxes
-from .deform_conv import ModulatedDeformConv
 
 DW_HEAD_REGISTRY = Registry("DW_HEAD")
 DW_HEAD_REGISTRY.__doc__ = """
@@ -30,33 +30,6 @@ image's own part of the padded batch (see :meth:`DWHead.forward`).
 def build_dw_head(cfg, input_shape: list[ShapeSpec]):
     """Build the head named by ``cfg.MODEL.DW.HEAD_NAME``."""
     return DW_HEAD_REGISTRY.get(cfg.MODEL.DW.HEAD_NAME)(cfg, input_shape)
-
-
-class ModulatedDeformConvPack(ModulatedDeformConv):
-    """DCNv2 conv that predicts its own offsets and modulation mask with a 3x3 conv.
-
-    The offset conv (``conv_offset``) starts at zero, so the layer starts as a plain conv whose
-    sampling grid is then learned. Its output is split like detectron2's and MMCV's: two offset
-    halves and a mask passed through a sigmoid.
-    """
-
-    def __init__(self, in_channels, out_channels, kernel_size, **kwargs):
-        super().__init__(in_channels, out_channels, kernel_size, **kwargs)
-        k = self.kernel_size[0] * self.kernel_size[1]
-        self.conv_offset = nn.Conv2d(
-            in_channels,
-            3 * self.deformable_groups * k,
-            kernel_size=self.kernel_size,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-        )
-        nn.init.zeros_(self.conv_offset.weight)
-        nn.init.zeros_(self.conv_offset.bias)
-
-    def forward(self, x):
-        offset_x, offset_y, mask = torch.chunk(self.conv_offset(x), 3, dim=1)
-        return super().forward(x, torch.cat((offset_x, offset_y), dim=1), mask.sigmoid())
 
 
 @DW_HEAD_REGISTRY.register()

@@ -2,7 +2,7 @@
 candidates, and how positive and how negative each prediction is.
 
 Follows docs/DW_SPEC.md ("Training targets and losses"), i.e. the authors' release. The losses
-that consume this assignment are in :mod:`dual_weighting.losses` (as Mask2Former keeps its
+that consume this assignment are in :mod:`dual_weighting.modeling.losses` (as Mask2Former keeps its
 matcher apart from its criterion).
 
 Index letters, used in every shape below:

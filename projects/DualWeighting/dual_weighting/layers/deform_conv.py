@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 from torchvision.ops import deform_conv2d
 
-__all__ = ["ModulatedDeformConv", "deform_conv2d_full_precision"]
+__all__ = ["ModulatedDeformConv", "ModulatedDeformConvPack", "deform_conv2d_full_precision"]
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -175,3 +175,30 @@ class ModulatedDeformConv(nn.Module):
             f"dilation={self.dilation}, groups={self.groups}, "
             f"deformable_groups={self.deformable_groups}, bias={self.with_bias}"
         )
+
+
+class ModulatedDeformConvPack(ModulatedDeformConv):
+    """DCNv2 conv that predicts its own offsets and modulation mask with a 3x3 conv.
+
+    The offset conv (``conv_offset``) starts at zero, so the layer starts as a plain conv whose
+    sampling grid is then learned. Its output is split like detectron2's and MMCV's: two offset
+    halves and a mask passed through a sigmoid.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, **kwargs):
+        super().__init__(in_channels, out_channels, kernel_size, **kwargs)
+        k = self.kernel_size[0] * self.kernel_size[1]
+        self.conv_offset = nn.Conv2d(
+            in_channels,
+            3 * self.deformable_groups * k,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+        )
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+
+    def forward(self, x):
+        offset_x, offset_y, mask = torch.chunk(self.conv_offset(x), 3, dim=1)
+        return super().forward(x, torch.cat((offset_x, offset_y), dim=1), mask.sigmoid())

@@ -3,7 +3,7 @@
 Shape shorthand: N = images, H, W = padded input size (multiples of 32), C = FPN.OUT_CHANNELS.
 Outputs ``p3``..``p7`` are (N, C, ceil(H / s), ceil(W / s)) for strides s = 8, 16, 32, 64, 128.
 
-DCNv2 blocks use :class:`dual_weighting.deform_conv.ModulatedDeformConv` (torchvision ops)
+DCNv2 blocks use :class:`dual_weighting.layers.ModulatedDeformConv` (torchvision ops)
 instead of detectron2's compiled layer, with detectron2's parameter names, so checkpoints move
 freely between the two.
 
@@ -25,8 +25,7 @@ from detectron2.modeling.backbone.resnet import (
 from fvcore.nn import weight_init
 from torch import nn
 
-from .deform_conv import ModulatedDeformConv
-from .layers import resolve_norm
+from ..layers import ModulatedDeformConv, resolve_norm
 
 __all__ = [
     "ModulatedDeformBottleneckBlock",

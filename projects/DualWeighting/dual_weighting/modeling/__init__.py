@@ -1,0 +1,26 @@
+"""The DW-FCOS model: meta-architecture, head, DW criterion, backbone and box refinement.
+
+Importing it registers ``DWFCOS`` (META_ARCH_REGISTRY), ``DWHead`` (DW_HEAD_REGISTRY) and
+``build_dw_resnet_fpn_backbone`` (BACKBONE_REGISTRY).
+"""
+
+from .assignment import DWAssignment, dw_assign
+from .backbone import build_dw_resnet_fpn_backbone, dw_fpn, dw_resnet
+from .box_refine import refine_boxes
+from .head import DW_HEAD_REGISTRY, DWHead, build_dw_head
+from .losses import dw_losses
+from .meta_arch import DWFCOS
+
+__all__ = [
+    "DWAssignment",
+    "DWFCOS",
+    "DWHead",
+    "DW_HEAD_REGISTRY",
+    "build_dw_head",
+    "build_dw_resnet_fpn_backbone",
+    "dw_assign",
+    "dw_fpn",
+    "dw_losses",
+    "dw_resnet",
+    "refine_boxes",
+]
