@@ -1,8 +1,8 @@
 """Dual Weighting (DW) training losses, as pure tensor functions.
 
 Follows docs/DW_SPEC.md ("Training targets and losses"), i.e. the authors' release. The weights
-come from :func:`dual_weighting.modeling.assignment.dw_assign`; index letters as there (``N`` images,
-``P`` points, ``C`` classes, ``G`` boxes, ``K`` inside pairs).
+come from :func:`.assignment.dw_assign`; index letters as there (``N`` images, ``P`` points,
+``C`` classes, ``G`` boxes, ``K`` inside pairs).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What Dual Weighting assigns in one image, per ground-truth box and anchor point, for pictures.
 
-The training losses (:func:`dual_weighting.modeling.losses.dw_losses`) only need the ``K`` (point, box)
+The training losses (:func:`~dual_weighting.modeling.dw_losses`) only need the ``K`` (point, box)
 pairs whose point is inside the box, and reduce them right away. Here the same pairs, from the
-same :func:`dual_weighting.modeling.assignment.dw_assign`, are written into dense per-box maps over all
+same :func:`~dual_weighting.modeling.dw_assign`, are written into dense per-box maps over all
 points, so that a picture (:mod:`.assignment_figure`, ``tools/visualize_assignment.py``) can show
 the center prior, the positive weight and the negative weight of every point.
 
