@@ -1,6 +1,7 @@
 """Checkpoints: loading that fails clearly (:class:`DWCheckpointer`) and converters from the
-authors' MMDetection release (:mod:`.release`) and from torchvision's ImageNet ResNets
-(:mod:`.torchvision_resnet`) to detectron2 names. ``tools/convert_*.py`` are their command lines.
+authors' release (:mod:`.release`; its files are MMDetection 2.x checkpoints) and from
+torchvision's ImageNet ResNets (:mod:`.torchvision_resnet`) to detectron2 names.
+``tools/convert_*.py`` are their command lines.
 """
 
 from .checkpointer import DWCheckpointer
@@ -8,8 +9,8 @@ from .release import (
     check_against_model,
     check_center_prior,
     convert_for_config,
-    convert_mmdet_state_dict,
-    load_mmdet_state_dict,
+    convert_release_state_dict,
+    load_release_state_dict,
     save_converted_release,
 )
 from .torchvision_resnet import (
@@ -23,9 +24,9 @@ __all__ = [
     "check_against_model",
     "check_center_prior",
     "convert_for_config",
-    "convert_mmdet_state_dict",
+    "convert_release_state_dict",
     "convert_torchvision_resnet",
-    "load_mmdet_state_dict",
+    "load_release_state_dict",
     "load_torchvision_state_dict",
     "save_converted_release",
     "save_detectron2_checkpoint",

@@ -14,7 +14,7 @@ lists what is missing, unexpected or mis-shaped. Pair each release file with its
     dw_r101_fpn_worefine_mstrain_2x_coco      configs/dw_R_101_FPN_ms_2x.yaml
     dw_r101_fpn_1x_coco (config only)         configs/dw_R_101_FPN_refine_1x.yaml
 
-Names (MMDetection -> detectron2; ``K`` = MMDetection's layer index, stage ``K + 1`` here):
+Names (release -> detectron2; ``K`` = MMDetection's ResNet layer index, stage ``K + 1`` here):
 
     backbone.conv1 / backbone.bn1             backbone.bottom_up.stem.conv1 / .conv1.norm
     backbone.layerK.i.convJ / .bnJ            backbone.bottom_up.res{K+1}.i.convJ / .convJ.norm
@@ -36,14 +36,14 @@ fixed (not trained) per-class copies of the prior's mu and sigma: they are check
 ``MODEL.DW.CENTER_PRIOR_MU`` / ``CENTER_PRIOR_SIGMA`` and dropped. Class order needs no change:
 MMDetection's COCO labels and detectron2's contiguous COCO ids both sort the category ids.
 
-Input: ``torch.save``-d ``{"meta": ..., "state_dict": {...}}`` (MMDetection's format) or a raw
-state dict; a leading ``module.`` (DataParallel) is stripped. Output
-(:func:`save_converted_release`): ``{"model": {...}, "__author__": ..., "matching_heuristics":
-False}`` for ``MODEL.WEIGHTS``. ``tools/convert_official_checkpoint.py`` is the command line; in
-Python::
+Input (:func:`load_release_state_dict`): a release checkpoint file in MMDetection's format,
+``torch.save``-d ``{"meta": ..., "state_dict": {...}}``, or a raw state dict; a leading
+``module.`` (DataParallel) is stripped. Output (:func:`save_converted_release`): ``{"model":
+{...}, "__author__": ..., "matching_heuristics": False}`` for ``MODEL.WEIGHTS``.
+``tools/convert_release_checkpoint.py`` is the command line; in Python::
 
     cfg = build_cfg("configs/dw_R_50_FPN_refine_1x.yaml")
-    model = convert_for_config(load_mmdet_state_dict("dw_r50_1x.pth"), cfg)
+    model = convert_for_config(load_release_state_dict("dw_r50_1x.pth"), cfg)
     save_converted_release(model, "dw_R_50_FPN_refine_1x.pth")
 """
 
@@ -63,9 +63,9 @@ __all__ = [
     "check_against_model",
     "check_center_prior",
     "convert_for_config",
-    "convert_mmdet_state_dict",
+    "convert_release_state_dict",
     "fpn_stages_of",
-    "load_mmdet_state_dict",
+    "load_release_state_dict",
     "rename",
     "save_converted_release",
 ]
@@ -138,7 +138,7 @@ def _rename_head(key):
 
 
 def rename(key, fpn_stages=(3, 4, 5)):
-    """detectron2 name of MMDetection ``key``: "" if it is dropped, None if it is unknown.
+    """detectron2 name of the release's ``key``: "" if it is dropped, None if it is unknown.
 
     Args:
         key: a key of the release's state dict (without ``module.``).
@@ -156,7 +156,7 @@ def rename(key, fpn_stages=(3, 4, 5)):
     return None
 
 
-def convert_mmdet_state_dict(state_dict, fpn_stages=(3, 4, 5)):
+def convert_release_state_dict(state_dict, fpn_stages=(3, 4, 5)):
     """Rename the release's state dict to detectron2 names.
 
     Returns:
@@ -252,8 +252,9 @@ def check_against_model(converted, model_state):
     return result
 
 
-def load_mmdet_state_dict(path, unsafe_load=False):
-    """The state dict of an MMDetection checkpoint (``{"meta", "state_dict"}``) or a raw one.
+def load_release_state_dict(path, unsafe_load=False):
+    """The state dict of a release checkpoint: MMDetection's checkpoint format (``{"meta",
+    "state_dict"}``) or a raw state dict.
 
     Read with ``torch.load(weights_only=True)`` unless ``unsafe_load``, which unpickles
     arbitrary objects (only for files you trust).
@@ -297,7 +298,7 @@ def fpn_stages_of(model_state):
 def convert_for_config(state_dict, cfg):
     """Convert ``state_dict`` and check it against the model built from ``cfg``."""
     model_state = build_model(cfg).state_dict()
-    converted, center_prior = convert_mmdet_state_dict(state_dict, fpn_stages_of(model_state))
+    converted, center_prior = convert_release_state_dict(state_dict, fpn_stages_of(model_state))
     check_center_prior(center_prior, cfg.MODEL.DW.CENTER_PRIOR_MU, cfg.MODEL.DW.CENTER_PRIOR_SIGMA)
     return check_against_model(converted, model_state)
 
@@ -308,7 +309,7 @@ def save_converted_release(model, path):
     torch.save(
         {
             "model": model,
-            "__author__": "DW release (MMDetection), tools/convert_official_checkpoint.py",
+            "__author__": "DW release (MMDetection 2.x), tools/convert_release_checkpoint.py",
             "matching_heuristics": False,
         },
         path,

@@ -6,7 +6,7 @@ Each release file goes with one config of this project (the table, and the name 
 exactly, or the tool stops and lists what is missing, unexpected or mis-shaped.
 
 Usage:
-    python tools/convert_official_checkpoint.py dw_r50_1x.pth dw_R_50_FPN_refine_1x.pth \\
+    python tools/convert_release_checkpoint.py dw_r50_1x.pth dw_R_50_FPN_refine_1x.pth \\
         --config-file configs/dw_R_50_FPN_refine_1x.yaml
     python train_net.py --config-file configs/dw_R_50_FPN_refine_1x.yaml --eval-only \\
         MODEL.WEIGHTS dw_R_50_FPN_refine_1x.pth
@@ -17,7 +17,7 @@ import sys
 
 from dual_weighting.checkpoint import (
     convert_for_config,
-    load_mmdet_state_dict,
+    load_release_state_dict,
     save_converted_release,
 )
 from dual_weighting.checkpoint.release import build_cfg
@@ -31,7 +31,11 @@ def main(argv=None):
         "dual_weighting/checkpoint/release.py (python -m pydoc dual_weighting.checkpoint.release)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", help="MMDetection checkpoint ({'meta', 'state_dict'} or raw)")
+    parser.add_argument(
+        "input",
+        help="release checkpoint, in MMDetection's format ({'meta', 'state_dict'}) or a raw "
+        "state dict",
+    )
     parser.add_argument("output", help="detectron2 checkpoint to write (.pth)")
     parser.add_argument("--config-file", required=True, help="config the checkpoint is for")
     parser.add_argument(
@@ -46,7 +50,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = build_cfg(args.config_file, args.opts)
     try:
-        model = convert_for_config(load_mmdet_state_dict(args.input, args.unsafe_load), cfg)
+        model = convert_for_config(load_release_state_dict(args.input, args.unsafe_load), cfg)
     except ValueError as e:
         parser.exit(1, f"error: {args.input}: {e}\n")
     save_converted_release(model, args.output)

@@ -1,7 +1,7 @@
-"""DW release (MMDetection) -> detectron2 checkpoint conversion: ``dual_weighting.checkpoint``
-and ``tools/convert_official_checkpoint.py`` run as users run it.
+"""DW release -> detectron2 checkpoint conversion: ``dual_weighting.checkpoint``
+and ``tools/convert_release_checkpoint.py`` run as users run it.
 
-The MMDetection state dicts here are written from MMDetection's naming rules (ResNet ``layerK``
+The release state dicts here are written from MMDetection's naming rules (ResNet ``layerK``
 blocks, FPN ``lateral_convs``/``fpn_convs``, ``DWHead``), not from the converter's table, and each
 of their tensors is also written straight into a reference model by walking its modules. The
 converted checkpoint must load into a fresh model with no missing or unexpected key and give
@@ -22,11 +22,11 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from dual_weighting.checkpoint import convert_for_config, load_mmdet_state_dict
+from dual_weighting.checkpoint import convert_for_config, load_release_state_dict
 from dual_weighting.checkpoint.release import build_cfg, rename
 
 REPO = Path(__file__).resolve().parents[1]
-TOOL = REPO / "tools" / "convert_official_checkpoint.py"
+TOOL = REPO / "tools" / "convert_release_checkpoint.py"
 
 TINY = [
     "MODEL.RESNETS.STEM_OUT_CHANNELS", "16",
@@ -41,7 +41,7 @@ PLAIN = REPO / "configs" / "dw_R_50_FPN_1x.yaml"
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
-def mmdet_keys(*, dcn_layers=(), dcn_head=False, refine=False):
+def release_keys(*, dcn_layers=(), dcn_head=False, refine=False):
     """Keys of the release's R-50 FCOS + DWHead, in MMDetection's naming."""
     keys = ["backbone.conv1.weight"] + [f"backbone.bn1.{p}" for p in BN]
     for layer, num_blocks in enumerate((3, 4, 6, 3), start=1):
@@ -71,7 +71,7 @@ def mmdet_keys(*, dcn_layers=(), dcn_head=False, refine=False):
 
 
 def reference_tensor(model, key):
-    """The tensor of ``model`` that MMDetection's ``key`` holds, found by walking the modules;
+    """The tensor of ``model`` that the release's ``key`` holds, found by walking the modules;
     None for the release's tensors with no counterpart."""
     top, *rest = key.split(".")
     if rest[-1] == "num_batches_tracked" or rest[0] == "center_prior":
@@ -131,7 +131,7 @@ def random_value(key, shape, generator):
 
 
 def make_release_checkpoint(reference, keys, num_classes=3, seed=0):
-    """An MMDetection state dict with ``keys``; each tensor is also copied into ``reference``."""
+    """A release state dict with ``keys``; each tensor is also copied into ``reference``."""
     generator = torch.Generator().manual_seed(seed)
     state, written = {}, set()
     for key in keys:
@@ -179,7 +179,7 @@ def outputs(model, image):
 )
 def test_converted_model_equals_directly_set_model(tmp_path, config, variant):
     reference = build(config)
-    keys = mmdet_keys(**variant)
+    keys = release_keys(**variant)
     state, written = make_release_checkpoint(reference, keys)
     # Every tensor of the model was set from the release dict, through the module walk.
     assert written == {t.data_ptr() for t in reference.state_dict().values()}
@@ -211,7 +211,7 @@ def test_converted_model_equals_directly_set_model(tmp_path, config, variant):
 
 
 def run_tool(src, dst, config):
-    """``tools/convert_official_checkpoint.py SRC DST --config-file CONFIG --opts TINY``."""
+    """``tools/convert_release_checkpoint.py SRC DST --config-file CONFIG --opts TINY``."""
     return subprocess.run(
         [sys.executable, str(TOOL), str(src), str(dst), "--config-file", str(config),
          "--opts", *TINY],
@@ -225,14 +225,14 @@ def _convert_expecting_error(tmp_path, state, config=REFINE):
     src = tmp_path / "release.pth"
     torch.save(state, src)
     with pytest.raises(ValueError) as error:
-        convert_for_config(load_mmdet_state_dict(src), build_cfg(str(config), TINY))
+        convert_for_config(load_release_state_dict(src), build_cfg(str(config), TINY))
     return str(error.value)
 
 
 @pytest.fixture(scope="module")
 def refine_release():
     reference = build(REFINE)
-    keys = mmdet_keys(refine=True)
+    keys = release_keys(refine=True)
     return make_release_checkpoint(reference, keys)[0]
 
 
