@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dual_weighting import add_dw_config
 from dual_weighting.checkpoint import (
-    convert_mmdet_state_dict,
+    convert_release_state_dict,
     convert_torchvision_resnet,
     save_detectron2_checkpoint,
 )
@@ -163,7 +163,7 @@ def _write_converted_release(tv, path):
     """The release's ResNet (MMDetection) has torchvision's names under "backbone.", BN counts
     included; the converter renames them and drops the counts."""
     release = {f"backbone.{k}": v for k, v in tv.items() if not k.startswith("fc.")}
-    converted, _ = convert_mmdet_state_dict(release)
+    converted, _ = convert_release_state_dict(release)
     torch.save({"model": converted, "matching_heuristics": False}, path)
 
 
