@@ -11,6 +11,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from dual_weighting import DWFCOS, add_dw_config
+from dual_weighting.engine import load_yacs_config
 from dual_weighting.layers.deform_conv import ModulatedDeformConv
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -98,8 +99,8 @@ def test_config_matches_the_release(name):
     assert cfg.MODEL.BACKBONE.FREEZE_AT == 2
     # The release's BN (statistics frozen, affine trained), resize and post-processing.
     assert cfg.MODEL.RESNETS.NORM == "FrozenStatsBN"
-    assert cfg.INPUT.RELEASE_TEST_RESIZE is True and cfg.INPUT.RELEASE_TRAIN_RESIZE is True
-    assert cfg.MODEL.DW.RELEASE_TEST_POSTPROCESS is True
+    assert cfg.INPUT.RELEASE_RESIZE_TEST is True and cfg.INPUT.RELEASE_RESIZE_TRAIN is True
+    assert cfg.MODEL.DW.RELEASE_POSTPROCESS_TEST is True
     assert cfg.DATASETS.TEST == ("coco_2017_val",)
 
 
@@ -111,8 +112,47 @@ def test_dw_defaults_equal_the_release():
     assert (dw.CENTER_PRIOR_MU, dw.CENTER_PRIOR_SIGMA, dw.LOC_SCORE_SCALE) == (0.0, 1.11, 5.0)
     assert (dw.POS_WEIGHT_NUM_SCALE, dw.POS_WEIGHT_DEN_SCALE) == (5.0, 3.0)
     assert (dw.POS_CLS_LOSS_WEIGHT, dw.POS_LOC_LOSS_WEIGHT, dw.NEG_IOU_THRESH) == (0.25, 0.25, 0.5)
-    assert (dw.TEST_SCORE_THRESH, dw.TEST_TOPK_CANDIDATES, dw.TEST_NMS_THRESH) == (0.05, 1000, 0.6)
-    assert dw.MAX_DETECTIONS_PER_IMAGE == 100
+    assert (dw.SCORE_THRESH_TEST, dw.TOPK_CANDIDATES_TEST, dw.NMS_THRESH_TEST) == (0.05, 1000, 0.6)
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == 100
+    assert (cfg.TEST.IMS_PER_BATCH, cfg.TEST.COCO_EVAL) == (1, "auto")
+
+
+def test_old_keys_load_with_a_deprecation_naming_the_new_key(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text(
+        f'_BASE_: "{CONFIGS / "dw_R_50_FPN_1x.yaml"}"\n'
+        "MODEL:\n  DW:\n    TEST_SCORE_THRESH: 0.3\n    MAX_DETECTIONS_PER_IMAGE: 7\n"
+        "    COCO_EVAL: pycocotools\nINPUT:\n  RELEASE_TEST_RESIZE: False\n"
+    )
+    with pytest.warns(FutureWarning) as caught:
+        cfg = load_yacs_config(str(old))
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 4
+    assert any(
+        "MODEL.DW.TEST_SCORE_THRESH is deprecated" in m and "use MODEL.DW.SCORE_THRESH_TEST" in m
+        for m in messages
+    )
+    assert any("use TEST.DETECTIONS_PER_IMAGE" in m for m in messages)
+    assert cfg.MODEL.DW.SCORE_THRESH_TEST == 0.3 and cfg.TEST.DETECTIONS_PER_IMAGE == 7
+    assert cfg.TEST.COCO_EVAL == "pycocotools" and cfg.INPUT.RELEASE_RESIZE_TEST is False
+    assert cfg.MODEL.DW.TEST_SCORE_THRESH is None  # moved, not kept twice
+    # A model built straight from a config that was never upgraded reads the old values too.
+    raw = load(CONFIGS / "dw_R_18_FPN_synthetic_demo.yaml")
+    raw.merge_from_list(["MODEL.DW.TEST_NMS_THRESH", 0.45])
+    with pytest.warns(FutureWarning, match="use MODEL.DW.NMS_THRESH_TEST"):
+        model = DWFCOS(raw)
+    assert model.test_nms_thresh == 0.45
+    assert raw.MODEL.DW.TEST_NMS_THRESH == 0.45  # the caller's config is left as it was
+
+
+def test_an_old_key_overrides_its_new_key_from_a_base(tmp_path):
+    leaf = tmp_path / "leaf.yaml"
+    leaf.write_text(
+        f'_BASE_: "{CONFIGS / "dw_R_50_FPN_1x.yaml"}"\nINPUT:\n  RELEASE_TEST_RESIZE: False\n'
+    )
+    assert load_yacs_config(str(CONFIGS / "dw_R_50_FPN_1x.yaml")).INPUT.RELEASE_RESIZE_TEST
+    with pytest.warns(FutureWarning, match="INPUT.RELEASE_RESIZE_TEST = False .*replacing True"):
+        assert load_yacs_config(str(leaf)).INPUT.RELEASE_RESIZE_TEST is False
 
 
 def test_typo_and_wrong_type_fail_naming_the_key(tmp_path):
@@ -175,5 +215,5 @@ def test_config_builds_trains_one_step_and_infers(path):
         (out,) = model([{"image": small_batch()[0]["image"], "height": 48, "width": 64}])
     inst = out["instances"]
     assert inst.image_size == (48, 64)
-    assert len(inst) <= cfg.MODEL.DW.MAX_DETECTIONS_PER_IMAGE
-    assert (inst.scores > cfg.MODEL.DW.TEST_SCORE_THRESH).all()
+    assert len(inst) <= cfg.TEST.DETECTIONS_PER_IMAGE
+    assert (inst.scores > cfg.MODEL.DW.SCORE_THRESH_TEST).all()

@@ -16,13 +16,13 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+from helpers import fcos_dw_losses as dw_losses
 from test_losses import LOSS_NAMES, losses_and_grads, make_case
 from test_model_e2e import YAMLS, thin_model
 from test_padding import float64_images, largest_relative_difference, perturbed
 from test_robustness import small_cfg, two_box_batch
 from test_train_net import run, tiny_args
 
-from dual_weighting import dw_losses
 from dual_weighting.data import generate_synthetic_coco
 from dual_weighting.layers.deform_conv import ModulatedDeformConv
 

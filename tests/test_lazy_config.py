@@ -13,6 +13,7 @@ from detectron2.utils.events import EventStorage
 from omegaconf import ListConfig
 from test_model_e2e import THIN, images, instances, thin_model
 
+from dual_weighting import DWCriterion
 from dual_weighting.data import (
     build_dw_test_loader,
     build_test_augmentation,
@@ -78,15 +79,16 @@ def test_twins_build_the_same_model(yaml, py, tmp_path):
     for name in (
         "head_in_features",
         "num_classes",
-        "loss_kwargs",
         "test_score_thresh",
         "test_topk_candidates",
         "test_nms_thresh",
         "max_detections_per_image",
         "test_mask_padding",
-        "release_postprocess",
+        "test_release_postprocess",
     ):
         assert getattr(lazy_model, name) == getattr(yacs_model, name), name
+    for name in DWCriterion.defaults():
+        assert getattr(lazy_model.criterion, name) == getattr(yacs_model.criterion, name), name
     assert lazy_model.head.strides == yacs_model.head.strides == [8, 16, 32, 64, 128]
     assert torch.equal(lazy_model.pixel_mean, yacs_model.pixel_mean)
     assert torch.equal(lazy_model.pixel_std, yacs_model.pixel_std)
@@ -210,11 +212,11 @@ def test_twins_read_the_same_data(yaml, py):
     assert train.dataset.get("filter_empty", True) == cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
     assert test.dataset.filter_empty is False
     assert train.num_workers == test.num_workers == cfg.DATALOADER.NUM_WORKERS
-    assert test.batch_size == cfg.MODEL.DW.TEST_IMS_PER_BATCH == 1
+    assert test.batch_size == cfg.TEST.IMS_PER_BATCH == 1
     assert test._target_ is build_dw_test_loader  # DWTrainer.build_test_loader's
 
     evaluator = lazy.dataloader.evaluator
     assert evaluator._target_ is DWCOCOEvaluator
     assert evaluator.dataset_name == cfg.DATASETS.TEST[0]
-    assert list(evaluator.tasks) == ["bbox"] and evaluator.backend == cfg.MODEL.DW.COCO_EVAL
+    assert list(evaluator.tasks) == ["bbox"] and evaluator.backend == cfg.TEST.COCO_EVAL
     assert evaluator.output_dir == f"{lazy.train.output_dir}/inference"

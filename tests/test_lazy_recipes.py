@@ -12,7 +12,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling.backbone import RegNet
 from omegaconf import OmegaConf
 
-from dual_weighting import DWFCOS, DWHead
+from dual_weighting import DWFCOS, DWCriterion, DWHead
 from dual_weighting.data import generate_synthetic_coco, register_coco_from_spec
 from dual_weighting.engine import do_train, load_lazy_config
 from dual_weighting.engine.lazy import model_zoo
@@ -34,9 +34,12 @@ def test_only_the_model_changes_in_detectron2s_fcos_config():
     assert plain(recipe.model.backbone) == plain(fcos.model.backbone)
     for key in ("head_in_features", "num_classes", "pixel_mean", "pixel_std"):
         assert recipe.model[key] == fcos.model[key], key
-    # Everything else of the model is DW's: its meta-architecture and head, at their defaults.
+    # Everything else of the model is DW's: its meta-architecture, head and criterion, at their
+    # defaults (the criterion's written out, so that they can be overridden).
     assert recipe.model._target_ is DWFCOS and recipe.model.head._target_ is DWHead
-    assert set(recipe.model) - set(fcos.model) == set()
+    assert set(recipe.model) - set(fcos.model) == {"criterion"}
+    criterion = recipe.model.criterion
+    assert criterion.pop("_target_") is DWCriterion and dict(criterion) == DWCriterion.defaults()
     assert set(recipe.model.head) == {"_target_", "input_shape", "num_classes"}
 
 

@@ -11,9 +11,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import fcos_dw_losses as dw_losses
 
 import dual_weighting.modeling.assignment as assignment
-from dual_weighting import dw_losses
 from dual_weighting.modeling.losses import negative_loss
 
 LOSS_NAMES = ("loss_cls_pos", "loss_loc", "loss_cls_neg")

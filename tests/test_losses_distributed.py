@@ -10,8 +10,7 @@ import test_losses as reference
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-from dual_weighting import dw_losses
+from helpers import fcos_dw_losses as dw_losses
 
 WORLD_SIZE = 2
 LOSS_NAMES = ("loss_cls_pos", "loss_loc", "loss_cls_neg")

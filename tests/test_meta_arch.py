@@ -249,7 +249,7 @@ def test_release_postprocess_rescales_first_and_keeps_what_detectron2_drops():
     ltrb[1][0, :, 1, 2] = torch.tensor([0.0, 4, 0, 6])
     detectron2_way = run_inference(make_model(FixedHead(logits, ltrb, ctr)), 64, 96)
     release_way = run_inference(
-        make_model(FixedHead(logits, ltrb, ctr), release_postprocess=True), 64, 96
+        make_model(FixedHead(logits, ltrb, ctr), test_release_postprocess=True), 64, 96
     )
     kept = 2 * torch.tensor([[4.0, 4, 24, 20], [6, 4, 26, 20], [30, 0, 48, 18]])
     torch.testing.assert_close(detectron2_way.pred_boxes.tensor, kept)
@@ -267,7 +267,7 @@ def test_release_postprocess_decides_nms_on_original_coordinates():
     hangs on rounding, so it must be decided on the boxes clipped to the resized image and
     divided by float32(new / old), as in the release; the frame must matter for some pairs, or
     this test could not fail."""
-    model = make_model(FixedHead(*hand_made_predictions()), release_postprocess=True)
+    model = make_model(FixedHead(*hand_made_predictions()), test_release_postprocess=True)
     resized, original = (800, 1067), (480, 640)
     w_scale, h_scale = np.float32(1067 / 640), np.float32(800 / 480)
     factors = torch.tensor([w_scale, h_scale, w_scale, h_scale])

@@ -203,7 +203,7 @@ def test_a_layer_the_mask_cannot_follow_is_refused_by_name():
         assert len(model([images[0], images[0]])) == 2
         with pytest.raises(
             ValueError,
-            match=r"backbone\.se\.avg_pool \(AdaptiveAvgPool2d\).*TEST_MASK_PADDING False",
+            match=r"backbone\.se\.avg_pool \(AdaptiveAvgPool2d\).*MASK_PADDING_TEST False",
         ):
             model(images)
         # With the mask off, detectron2's plain padding: the mixed batch runs.
@@ -235,10 +235,10 @@ def test_a_config_that_batches_test_images_refuses_at_build(kind, squeezed_backb
             "MODEL.DW.IN_FEATURES", "['p3']", "MODEL.DW.NORM", "",
         ])  # fmt: skip
         build_model(cfg)  # one image a batch: nothing to check
-        cfg.MODEL.DW.TEST_IMS_PER_BATCH = 4
+        cfg.TEST.IMS_PER_BATCH = 4
         with pytest.raises(ValueError, match="backbone.se.avg_pool"):
             build_model(cfg)
-        cfg.MODEL.DW.TEST_MASK_PADDING = False
+        cfg.MODEL.DW.MASK_PADDING_TEST = False
         assert not build_model(cfg).test_mask_padding
     else:
         cfg = OmegaConf.create(

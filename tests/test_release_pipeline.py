@@ -1,4 +1,4 @@
-"""The release's test-time resize (INPUT.RELEASE_TEST_RESIZE): mmcv's output size, OpenCV's
+"""The release's test-time resize (INPUT.RELEASE_RESIZE_TEST): mmcv's output size, OpenCV's
 bilinear interpolation, and DWTrainer's test loader using them."""
 
 import contextlib
@@ -93,7 +93,7 @@ def test_augmentation_checks_sizes():
 def _cfg(release):
     cfg = get_cfg()
     add_dw_config(cfg)
-    cfg.INPUT.RELEASE_TEST_RESIZE = release
+    cfg.INPUT.RELEASE_RESIZE_TEST = release
     cfg.INPUT.FORMAT = "RGB"  # as in Base-DW.yaml
     cfg.DATALOADER.NUM_WORKERS = 0
     return cfg
@@ -183,7 +183,7 @@ def test_trainer_train_loader_follows_the_option(tmp_path):
         cfg.merge_from_list([
             "DATASETS.TRAIN", f"('{name}',)", "SOLVER.IMS_PER_BATCH", "1",
             "INPUT.MIN_SIZE_TRAIN", "(90,)", "INPUT.MAX_SIZE_TRAIN", "1333",
-            "INPUT.RANDOM_FLIP", "none", "INPUT.RELEASE_TRAIN_RESIZE", "True",
+            "INPUT.RANDOM_FLIP", "none", "INPUT.RELEASE_RESIZE_TRAIN", "True",
         ])  # fmt: skip
         augs = build_train_augmentation(cfg)
         assert [type(a) for a in augs] == [ReleaseResizeShortestEdge]
@@ -191,7 +191,7 @@ def test_trainer_train_loader_follows_the_option(tmp_path):
         cfg.INPUT.CROP.ENABLED = True
         with pytest.raises(ValueError, match="no random crop"):
             build_train_augmentation(cfg)
-        cfg.INPUT.RELEASE_TRAIN_RESIZE = False
+        cfg.INPUT.RELEASE_RESIZE_TRAIN = False
         assert type(build_train_augmentation(cfg)[0]) is ResizeShortestEdge
     expected = cv2.resize(image, (120, 90), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_array_equal(batch[0]["image"].permute(1, 2, 0).numpy(), expected)

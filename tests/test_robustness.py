@@ -18,11 +18,12 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
+from helpers import fcos_dw_losses as dw_losses
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.ops import deform_conv2d
 
-from dual_weighting import DWHead, add_dw_config, dw_losses
+from dual_weighting import DWHead, add_dw_config
 from dual_weighting.checkpoint import DWCheckpointer
 from dual_weighting.data import generate_synthetic_coco
 from dual_weighting.layers.deform_conv import deform_conv2d_full_precision

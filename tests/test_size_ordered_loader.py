@@ -81,11 +81,11 @@ def test_trainer_test_loader_orders_when_batching():
     try:
         cfg = get_cfg()
         add_dw_config(cfg)
-        cfg.merge_from_list(["DATALOADER.NUM_WORKERS", "0", "MODEL.DW.TEST_IMS_PER_BATCH", "2"])
+        cfg.merge_from_list(["DATALOADER.NUM_WORKERS", "0", "TEST.IMS_PER_BATCH", "2"])
         loader = DWTrainer.build_test_loader(cfg, name)
         assert isinstance(loader.sampler, SizeOrderedInferenceSampler)
         assert list(loader.sampler) == [3, 0, 2, 5, 1, 4] and loader.batch_size == 2
-        cfg.MODEL.DW.TEST_IMS_PER_BATCH = 1
+        cfg.TEST.IMS_PER_BATCH = 1
         loader = DWTrainer.build_test_loader(cfg, name)
         assert type(loader.sampler) is InferenceSampler and loader.batch_size == 1
     finally:

@@ -88,8 +88,8 @@ def test_train_writes_checkpoint_and_metrics_then_eval_only_prints_ap(dataset, t
     proc = run(
         ["--eval-only"]
         + tiny_args(dataset, tmp_path / "eval_pycocotools", "MODEL.WEIGHTS",
-                    str(out / "model_final.pth"), "MODEL.DW.COCO_EVAL", "pycocotools",
-                    "MODEL.DW.TEST_IMS_PER_BATCH", "3")
+                    str(out / "model_final.pth"), "TEST.COCO_EVAL", "pycocotools",
+                    "TEST.IMS_PER_BATCH", "3")
     )  # fmt: skip
     forced = proc.stdout + proc.stderr
     assert "COCOeval backend: pycocotools" in forced
@@ -104,8 +104,8 @@ def test_train_writes_checkpoint_and_metrics_then_eval_only_prints_ap(dataset, t
             ["--eval-only"]
             + tiny_args(dataset, tmp_path / f"eval_release_{release}", "MODEL.WEIGHTS",
                         str(out / "model_final.pth"), "INPUT.MIN_SIZE_TEST", "160",
-                        "INPUT.MAX_SIZE_TEST", "200", "INPUT.RELEASE_TEST_RESIZE", "True",
-                        "MODEL.DW.RELEASE_TEST_POSTPROCESS", release)
+                        "INPUT.MAX_SIZE_TEST", "200", "INPUT.RELEASE_RESIZE_TEST", "True",
+                        "MODEL.DW.RELEASE_POSTPROCESS_TEST", release)
         )  # fmt: skip
         aps.append(float(copypaste_numbers(proc.stdout + proc.stderr).split(",")[0]))
     assert abs(aps[0] - aps[1]) < 1.0, aps

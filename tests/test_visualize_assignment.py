@@ -13,10 +13,12 @@ import torch
 import torch.nn.functional as F
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.events import EventStorage
+from helpers import fcos_dw_losses as dw_losses
 from PIL import Image
 
-from dual_weighting import dw_losses
+from dual_weighting import DWCriterion
 from dual_weighting.data import generate_synthetic_coco, register_coco_from_spec
+from dual_weighting.modeling.assignment import decode_ltrb
 from dual_weighting.visualize import (
     compute_assignment,
     dw_assignment_maps,
@@ -126,6 +128,16 @@ def _grid(height, width, stride):
     return torch.stack(((xs.reshape(-1) + 0.5) * stride, (ys.reshape(-1) + 0.5) * stride), dim=1)
 
 
+def maps_of(points, strides, cls_logits, ctr_logits, ltrb, boxes, classes):
+    """The maps of one image's FCOS-style predictions (distances from the points), from the
+    release criterion's own assignment."""
+    assignment = DWCriterion().assign(
+        points, strides, cls_logits[None], ctr_logits[None],
+        decode_ltrb(points, ltrb)[None], [boxes], [classes],
+    )  # fmt: skip
+    return dw_assignment_maps(assignment, classes)
+
+
 def test_maps_equal_hand_computed_values():
     # One 3 x 3 level of stride 8; box (0, 0, 16, 16) of class 1 holds the four points at
     # x, y in {4, 12}, each half a stride from the centre (8, 8) along both axes.
@@ -140,9 +152,7 @@ def test_maps_equal_hand_computed_values():
     ltrb[3] = torch.tensor([4.0, 8, 12, 4])  # (0, 4, 16, 16): IoU 0.75
     ltrb[4] = torch.tensor([2.0, 2, 2, 2])  # (10, 10, 14, 14): IoU 1/16
     boxes = torch.tensor([[0.0, 0, 16, 16]], dtype=torch.float64)
-    maps = dw_assignment_maps(
-        points, strides, cls_logits, ctr_logits, ltrb, boxes, torch.tensor([1])
-    )
+    maps = maps_of(points, strides, cls_logits, ctr_logits, ltrb, boxes, torch.tensor([1]))
 
     bag = [0, 1, 3, 4]
     assert maps["inside"][0].nonzero().flatten().tolist() == bag
@@ -189,7 +199,7 @@ def test_maps_agree_with_dw_losses():
     cls_logits = torch.randn(100, num_classes)
     ctr_logits = torch.randn(100)
 
-    maps = dw_assignment_maps(points, strides, cls_logits, ctr_logits, ltrb, boxes, classes)
+    maps = maps_of(points, strides, cls_logits, ctr_logits, ltrb, boxes, classes)
     losses = dw_losses(
         points, strides, cls_logits[None], ctr_logits[None], ltrb[None], [boxes], [classes]
     )

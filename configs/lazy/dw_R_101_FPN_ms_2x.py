@@ -3,7 +3,8 @@ from detectron2.config import LazyCall as L
 
 from dual_weighting.data import ReleaseResizeShortestEdge
 
-from .base_dw import dataloader, model, optimizer, step_schedule, train  # noqa: F401
+from .base_dw import dataloader, model, optimizer, train  # noqa: F401
+from .common.dw_schedule import release_schedule
 
 # detectron2 hosts no torchvision ResNet-101: make this file with
 # tools/convert_torchvision_resnet.py (see README, "Pretrained weights").
@@ -19,8 +20,7 @@ dataloader.test.mapper.augmentations = [
 ]
 # Boxes to the original image's size as the release's post-processing brings them (before the
 # NMS, no second clip, empty boxes kept).
-model.release_postprocess = True
+model.test_release_postprocess = True
 # The release's 2x: 24 epochs of 7,330 iterations, lr x0.1 after epochs 16 and 22 (see
-# base_dw.py).
-train.max_iter = 175920
-lr_multiplier = step_schedule(train.max_iter, steps=(117280, 161260))
+# common/dw_schedule.py).
+train.max_iter, lr_multiplier = release_schedule(epochs=24)

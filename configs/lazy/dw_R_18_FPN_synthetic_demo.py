@@ -1,7 +1,8 @@
 # The main job's model (`make demo`) as a LazyConfig: a small DW-FCOS trained from scratch on CPU
 # on the generated shapes dataset (dual_weighting.data.synthetic, 256x320 images, 6 classes).
 # Twin of configs/dw_R_18_FPN_synthetic_demo.yaml.
-from .base_dw import dataloader, model, optimizer, step_schedule, train  # noqa: F401
+from .base_dw import dataloader, model, optimizer, train  # noqa: F401
+from .common.dw_schedule import step_schedule
 
 # Made for CPU; `train.device=cuda` on the command line runs it on a GPU.
 train.device = "cpu"

@@ -15,4 +15,4 @@ dataloader.test.mapper.augmentations = [
 ]
 # Boxes to the original image's size as the release's post-processing brings them (before the
 # NMS, no second clip, empty boxes kept).
-model.release_postprocess = True
+model.test_release_postprocess = True

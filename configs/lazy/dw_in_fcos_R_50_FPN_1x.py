@@ -12,7 +12,7 @@ default 0.05 (detectron2's FCOS uses 0.2 on sqrt(cls * ctr); DW thresholds cls *
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 
-from dual_weighting import DWFCOS, DWHead
+from dual_weighting import DWCriterion, DWFCOS, DWHead
 from dual_weighting.engine.lazy import model_zoo
 
 # Underscored: LazyConfig.load leaves it out of the config.
@@ -34,6 +34,8 @@ model = L(DWFCOS)(
     ),
     head_in_features=_fcos.model.head_in_features,
     num_classes=_fcos.model.num_classes,
+    # DW's release hyper-parameters (model.criterion.<name>=... overrides them).
+    criterion=L(DWCriterion)(**DWCriterion.defaults()),
     pixel_mean=_fcos.model.pixel_mean,
     pixel_std=_fcos.model.pixel_std,
 )

@@ -14,11 +14,12 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
         "https://detectron2.readthedocs.io/en/latest/tutorials/install.html"
     ) from e
 
-from .config import add_dw_config
+from .config import add_dw_config, upgrade_dw_config
 from .modeling import (
     DW_HEAD_REGISTRY,
     DWFCOS,
     DWAssignment,
+    DWCriterion,
     DWHead,
     build_dw_head,
     dw_assign,
@@ -29,10 +30,12 @@ from .modeling import (
 __version__ = "0.1.0"
 __all__ = [
     "DWAssignment",
+    "DWCriterion",
     "DWFCOS",
     "DWHead",
     "DW_HEAD_REGISTRY",
     "add_dw_config",
+    "upgrade_dw_config",
     "build_dw_head",
     "dw_assign",
     "dw_losses",

@@ -1,20 +1,42 @@
 """Config keys of Dual Weighting. Defaults equal the authors' release (see DW_SPEC.md)."""
 
+import warnings
+
 from detectron2.config import CfgNode as CN
+
+from .modeling.criterion import DWCriterion
+
+__all__ = ["DEPRECATED_KEYS", "add_dw_config", "upgrade_dw_config"]
+
+# Keys of the previous release that still load, for one release, as the key beside them (with a
+# FutureWarning naming it); upgrade_dw_config moves their values.
+DEPRECATED_KEYS = {
+    "MODEL.DW.TEST_SCORE_THRESH": "MODEL.DW.SCORE_THRESH_TEST",
+    "MODEL.DW.TEST_TOPK_CANDIDATES": "MODEL.DW.TOPK_CANDIDATES_TEST",
+    "MODEL.DW.TEST_NMS_THRESH": "MODEL.DW.NMS_THRESH_TEST",
+    "MODEL.DW.MAX_DETECTIONS_PER_IMAGE": "TEST.DETECTIONS_PER_IMAGE",
+    "MODEL.DW.TEST_MASK_PADDING": "MODEL.DW.MASK_PADDING_TEST",
+    "MODEL.DW.RELEASE_TEST_POSTPROCESS": "MODEL.DW.RELEASE_POSTPROCESS_TEST",
+    "MODEL.DW.TEST_IMS_PER_BATCH": "TEST.IMS_PER_BATCH",
+    "MODEL.DW.COCO_EVAL": "TEST.COCO_EVAL",
+    "INPUT.RELEASE_TEST_RESIZE": "INPUT.RELEASE_RESIZE_TEST",
+    "INPUT.RELEASE_TRAIN_RESIZE": "INPUT.RELEASE_RESIZE_TRAIN",
+}
 
 
 def add_dw_config(cfg):
-    """Add the keys of DW-FCOS to a detectron2 config, in place: ``cfg.MODEL.DW`` and the input
-    option ``cfg.INPUT.RELEASE_TEST_RESIZE``.
+    """Add the keys of DW-FCOS to a detectron2 config, in place: ``cfg.MODEL.DW``, the release's
+    resize under ``cfg.INPUT`` and the evaluation loader's options under ``cfg.TEST``. The test
+    detections per image are detectron2's ``TEST.DETECTIONS_PER_IMAGE``.
 
     Example::
 
         cfg = get_cfg()
         add_dw_config(cfg)
-        cfg.merge_from_file("configs/DW_R_50_FPN_1x.yaml")
+        cfg.merge_from_file("configs/dw_R_50_FPN_1x.yaml")
     """
     cfg.MODEL.DW = CN()
-    # Name of the head in dual_weighting.modeling.head.DW_HEAD_REGISTRY.
+    # Name of the head in dual_weighting.modeling.DW_HEAD_REGISTRY.
     cfg.MODEL.DW.HEAD_NAME = "DWHead"
     # Number of foreground classes (C); COCO has 80.
     cfg.MODEL.DW.NUM_CLASSES = 80
@@ -34,53 +56,104 @@ def add_dw_config(cfg):
     # DCNv2 on the last conv of both towers (the release's `dcn_on_last_conv`).
     cfg.MODEL.DW.DCN_ON_LAST_CONV = False
 
+    # The DW criterion (dual_weighting.modeling.DWCriterion, which holds the release's values).
+    release = DWCriterion.defaults()
     # Center prior: Gaussian of the distance to the box centre, in strides (paper's mu, sigma).
-    cfg.MODEL.DW.CENTER_PRIOR_MU = 0.0
-    cfg.MODEL.DW.CENTER_PRIOR_SIGMA = 1.11
+    cfg.MODEL.DW.CENTER_PRIOR_MU = release["center_prior_mu"]
+    cfg.MODEL.DW.CENTER_PRIOR_SIGMA = release["center_prior_sigma"]
     # Localisation score p_loc = exp(-LOC_SCORE_SCALE * GIoU loss).
-    cfg.MODEL.DW.LOC_SCORE_SCALE = 5.0
+    cfg.MODEL.DW.LOC_SCORE_SCALE = release["loc_score_scale"]
     # Positive weight: exp(POS_WEIGHT_NUM_SCALE * v) * v * prior, normalised per box by the sum
     # over its bag of exp(POS_WEIGHT_DEN_SCALE * v) * v * prior (5 and 3 in the release).
-    cfg.MODEL.DW.POS_WEIGHT_NUM_SCALE = 5.0
-    cfg.MODEL.DW.POS_WEIGHT_DEN_SCALE = 3.0
-    # Factors of the positive classification and localisation losses.
-    cfg.MODEL.DW.POS_CLS_LOSS_WEIGHT = 0.25
-    cfg.MODEL.DW.POS_LOC_LOSS_WEIGHT = 0.25
+    cfg.MODEL.DW.POS_WEIGHT_NUM_SCALE = release["pos_weight_num_scale"]
+    cfg.MODEL.DW.POS_WEIGHT_DEN_SCALE = release["pos_weight_den_scale"]
+    # Factors of the positive classification and localisation losses (0.25 in the release).
+    cfg.MODEL.DW.POS_CLS_LOSS_WEIGHT = release["pos_cls_loss_weight"]
+    cfg.MODEL.DW.POS_LOC_LOSS_WEIGHT = release["pos_loc_loss_weight"]
     # Predictions with IoU below this stay full negatives (negative weight 1).
-    cfg.MODEL.DW.NEG_IOU_THRESH = 0.5
+    cfg.MODEL.DW.NEG_IOU_THRESH = release["neg_iou_thresh"]
 
     # Inference: score = sigmoid(cls) * sigmoid(centerness), per level kept above the threshold
-    # and the top-k, then class-aware NMS and at most MAX_DETECTIONS_PER_IMAGE.
-    cfg.MODEL.DW.TEST_SCORE_THRESH = 0.05
-    cfg.MODEL.DW.TEST_TOPK_CANDIDATES = 1000
-    cfg.MODEL.DW.TEST_NMS_THRESH = 0.6
-    cfg.MODEL.DW.MAX_DETECTIONS_PER_IMAGE = 100
-    # Images per batch of the evaluation loader. With TEST_MASK_PADDING each image of a batch is
-    # computed as if alone (to float rounding), so more is faster with the same detections; 1 is
-    # the published numbers' path bit for bit (README, "Batched evaluation").
-    cfg.MODEL.DW.TEST_IMS_PER_BATCH = 1
+    # and the top-k, then class-aware NMS; at most TEST.DETECTIONS_PER_IMAGE are kept.
+    cfg.MODEL.DW.SCORE_THRESH_TEST = 0.05
+    cfg.MODEL.DW.TOPK_CANDIDATES_TEST = 1000
+    cfg.MODEL.DW.NMS_THRESH_TEST = 0.6
     # Compute each image of a test batch as if alone: outside an image's own padded extent every
     # convolution's output is zeroed, GroupNorm leaves those cells out and no detection comes
     # from them (dual_weighting.layers.BatchPadding). False: detectron2's plain padding, where an
     # image padded further in its batch than alone gets other detections.
-    cfg.MODEL.DW.TEST_MASK_PADDING = True
+    cfg.MODEL.DW.MASK_PADDING_TEST = True
     # Bring the boxes to the original image's size as the release does: divided by the float32
     # resize factors before the NMS (which then decides on original-image coordinates), no
-    # second clip, empty boxes kept. Off: detectron2's detector_postprocess after the NMS. On in
-    # the published-model configs, with INPUT.RELEASE_TEST_RESIZE.
-    cfg.MODEL.DW.RELEASE_TEST_POSTPROCESS = False
+    # second clip, empty boxes kept (dual_weighting.modeling.release_rescale). Off:
+    # detectron2's detector_postprocess after the NMS. On in the published-model configs, with
+    # INPUT.RELEASE_RESIZE_TEST.
+    cfg.MODEL.DW.RELEASE_POSTPROCESS_TEST = False
+
+    # Images per batch of the evaluation loader. With MODEL.DW.MASK_PADDING_TEST each image of a
+    # batch is computed as if alone (to float rounding), so more is faster with the same
+    # detections; 1 is the published numbers' path bit for bit (docs/BATCHED_EVALUATION.md).
+    cfg.TEST.IMS_PER_BATCH = 1
     # COCOeval used by evaluation (dual_weighting.evaluation): "auto" (faster-coco-eval when
     # installed, same numbers), "faster_coco_eval", "detectron2" (its compiled COCOeval_opt) or
     # "pycocotools".
-    cfg.MODEL.DW.COCO_EVAL = "auto"
+    cfg.TEST.COCO_EVAL = "auto"
 
     # Resize test images as the authors' release does (OpenCV bilinear, mmcv's size rounding;
     # dual_weighting.data.ReleaseResizeShortestEdge) instead of detectron2's ResizeShortestEdge
-    # (PIL), to evaluate converted release checkpoints on exactly the release's input. An input
-    # option, so under INPUT where detectron2 keeps the resize keys. Off here (detectron2's
-    # behaviour); the published-model configs turn it on.
-    cfg.INPUT.RELEASE_TEST_RESIZE = False
+    # (PIL), to evaluate converted release checkpoints on exactly the release's input. Off here
+    # (detectron2's behaviour); the published-model configs turn it on.
+    cfg.INPUT.RELEASE_RESIZE_TEST = False
     # The same resize for training images (dual_weighting.data.build_train_augmentation), drawing
     # the shorter side from MIN_SIZE_TRAIN by MIN_SIZE_TRAIN_SAMPLING as detectron2 does, and
     # scaling boxes in float32 as MMDetection does. Off here; on in the published-model configs.
-    cfg.INPUT.RELEASE_TRAIN_RESIZE = False
+    cfg.INPUT.RELEASE_RESIZE_TRAIN = False
+
+    # Deprecated names of the keys above (DEPRECATED_KEYS): None unless a config sets them.
+    for old in DEPRECATED_KEYS:
+        node, name = _node_and_name(cfg, old)
+        node[name] = None
+
+
+def upgrade_dw_config(cfg):
+    """``cfg`` with the values of deprecated keys (:data:`DEPRECATED_KEYS`) moved to their new
+    keys, each with a FutureWarning naming both; ``cfg`` itself when it sets none. ``cfg`` is
+    never modified: the upgraded config is a copy, frozen if ``cfg`` is.
+
+    A deprecated key that is set wins over its new key: the project's configs set only new keys,
+    so an old key comes from the user's own file or command line, which means to override.
+    """
+    used = [(old, new) for old, new in DEPRECATED_KEYS.items() if _get(cfg, old) is not None]
+    if not used:
+        return cfg
+    frozen = cfg.is_frozen()
+    cfg = cfg.clone()
+    cfg.defrost()
+    for old, new in used:
+        value, replaced = _get(cfg, old), _get(cfg, new)
+        warnings.warn(
+            f"Config key {old} is deprecated and will be removed in the next release; use {new} "
+            f"({new} = {value!r} taken from it, replacing {replaced!r})",
+            FutureWarning,
+            stacklevel=2,
+        )
+        node, name = _node_and_name(cfg, new)
+        node[name] = value
+        node, name = _node_and_name(cfg, old)
+        node[name] = None
+    if frozen:
+        cfg.freeze()
+    return cfg
+
+
+def _node_and_name(cfg, key: str):
+    *path, name = key.split(".")
+    node = cfg
+    for part in path:
+        node = node[part]
+    return node, name
+
+
+def _get(cfg, key: str):
+    node, name = _node_and_name(cfg, key)
+    return node.get(name)

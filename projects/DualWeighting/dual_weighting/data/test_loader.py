@@ -1,7 +1,7 @@
 """The test loader: detectron2's, with batches of one image size where the data allows.
 
 detectron2 pads the images of a batch to the largest one. With the padding masked
-(``MODEL.DW.TEST_MASK_PADDING``) the detections do not change, but the padded cells still cost
+(``MODEL.DW.MASK_PADDING_TEST``) the detections do not change, but the padded cells still cost
 their convolutions; images visited in order of aspect ratio and size fill most batches with
 images of one resized size, which need no padding at all.
 """

@@ -112,24 +112,24 @@ class ReleaseResizeShortestEdge(Augmentation):
 
 def build_test_augmentation(cfg):
     """The test-time augmentation of ``cfg``: the release's resize when
-    ``INPUT.RELEASE_TEST_RESIZE`` is on, else detectron2's (``ResizeShortestEdge``, PIL)."""
-    if cfg.INPUT.RELEASE_TEST_RESIZE:
+    ``INPUT.RELEASE_RESIZE_TEST`` is on, else detectron2's (``ResizeShortestEdge``, PIL)."""
+    if cfg.INPUT.RELEASE_RESIZE_TEST:
         return [ReleaseResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)]
     return detection_utils.build_augmentation(cfg, is_train=False)
 
 
 def build_train_augmentation(cfg):
     """The training augmentations of ``cfg``: detectron2's (resize, then the flip of
-    ``INPUT.RANDOM_FLIP``), the resize the release's when ``INPUT.RELEASE_TRAIN_RESIZE`` is on
+    ``INPUT.RANDOM_FLIP``), the resize the release's when ``INPUT.RELEASE_RESIZE_TRAIN`` is on
     (same ``MIN_SIZE_TRAIN``, ``MAX_SIZE_TRAIN`` and ``MIN_SIZE_TRAIN_SAMPLING``). The release
     has no random crop: ``INPUT.CROP.ENABLED`` with it is refused."""
     augmentations = detection_utils.build_augmentation(cfg, is_train=True)
-    if not cfg.INPUT.RELEASE_TRAIN_RESIZE:
+    if not cfg.INPUT.RELEASE_RESIZE_TRAIN:
         return augmentations
     if cfg.INPUT.CROP.ENABLED:
         raise ValueError(
-            "INPUT.RELEASE_TRAIN_RESIZE reproduces the release's pipeline, which has no random "
-            "crop: turn INPUT.CROP.ENABLED off, or INPUT.RELEASE_TRAIN_RESIZE"
+            "INPUT.RELEASE_RESIZE_TRAIN reproduces the release's pipeline, which has no random "
+            "crop: turn INPUT.CROP.ENABLED off, or INPUT.RELEASE_RESIZE_TRAIN"
         )
     augmentations[0] = ReleaseResizeShortestEdge(
         cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING

@@ -2,25 +2,29 @@
 evaluation loading, batched evaluation with a fast COCOeval, the release's test-time resize on
 request."""
 
-import functools
 import os
-from unittest import mock
+import weakref
 
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import (
     DatasetMapper,
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.engine import DefaultTrainer
-from detectron2.engine import defaults as d2_defaults
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+)
+from detectron2.utils import comm
 
 from ..checkpoint import DWCheckpointer
+from ..config import upgrade_dw_config
 from ..data import build_dw_test_loader, build_test_augmentation, build_train_augmentation
 from ..evaluation import DWCOCOEvaluator
-
-# detectron2's own, kept before DWTrainer patches the name in detectron2.engine.defaults.
-_create_ddp_model = d2_defaults.create_ddp_model
 
 
 def create_ddp_model_on(model, device, **ddp_kwargs):
@@ -29,40 +33,56 @@ def create_ddp_model_on(model, device, **ddp_kwargs):
     (gloo) workers need ``device_ids=None``."""
     if torch.device(device).type == "cpu":
         ddp_kwargs["device_ids"] = None
-    return _create_ddp_model(model, **ddp_kwargs)
+    return create_ddp_model(model, **ddp_kwargs)
 
 
 class DWTrainer(DefaultTrainer):
     """detectron2's DefaultTrainer with COCO box evaluation, also on CPU (gloo) workers."""
 
     def __init__(self, cfg):
-        if cfg.MODEL.DEVICE != "cpu":
+        cfg = upgrade_dw_config(cfg)
+        if cfg.MODEL.DEVICE != "cpu" or comm.get_world_size() == 1:
             super().__init__(cfg)
             return
-        cpu_ddp = functools.partial(create_ddp_model_on, device="cpu")
-        with mock.patch.object(d2_defaults, "create_ddp_model", cpu_ddp):
-            super().__init__(cfg)
+        # Several CPU workers: DefaultTrainer's construction, in its order, with the DDP wrapper
+        # a CPU model needs (detectron2's hard-codes GPU device ids).
+        TrainerBase.__init__(self)
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model_on(model, "cpu", broadcast_buffers=False)
+        trainer = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
     @classmethod
     def build_train_loader(cls, cfg):
         """detectron2's training loader; its resize is the release's when
-        ``INPUT.RELEASE_TRAIN_RESIZE`` is on (:func:`..data.build_train_augmentation`)."""
-        if not cfg.INPUT.RELEASE_TRAIN_RESIZE:
+        ``INPUT.RELEASE_RESIZE_TRAIN`` is on (:func:`..data.build_train_augmentation`)."""
+        if not cfg.INPUT.RELEASE_RESIZE_TRAIN:
             return super().build_train_loader(cfg)
         mapper = DatasetMapper(cfg, is_train=True, augmentations=build_train_augmentation(cfg))
         return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        """detectron2's test loader with ``MODEL.DW.TEST_IMS_PER_BATCH`` images a batch, ordered
+        """detectron2's test loader with ``TEST.IMS_PER_BATCH`` images a batch, ordered
         by size when more than one (:func:`..data.build_dw_test_loader`); it resizes as the
-        release does when ``INPUT.RELEASE_TEST_RESIZE`` is on
+        release does when ``INPUT.RELEASE_RESIZE_TEST`` is on
         (:func:`..data.build_test_augmentation`)."""
         mapper = DatasetMapper(cfg, is_train=False, augmentations=build_test_augmentation(cfg))
         return build_dw_test_loader(
             get_detection_dataset_dicts([dataset_name], filter_empty=False),
             mapper=mapper,
-            batch_size=cfg.MODEL.DW.TEST_IMS_PER_BATCH,
+            batch_size=cfg.TEST.IMS_PER_BATCH,
             num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
 
@@ -74,7 +94,7 @@ class DWTrainer(DefaultTrainer):
             dataset_name,
             tasks=("bbox",),
             output_dir=output_folder,
-            backend=cfg.MODEL.DW.COCO_EVAL,
+            backend=cfg.TEST.COCO_EVAL,
         )
 
     @classmethod

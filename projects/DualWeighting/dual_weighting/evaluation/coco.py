@@ -7,7 +7,7 @@ drop-in for pycocotools' class, with the same per-image matching, accumulation a
 the AP tables and per-class AP are the same numbers (the tests check them against pycocotools to
 1e-6) in a fraction of the time.
 
-Backends (``MODEL.DW.COCO_EVAL``):
+Backends (``TEST.COCO_EVAL``):
 
 - ``"auto"``: faster-coco-eval if it is installed, else detectron2's compiled ``COCOeval_opt``
   if detectron2 has it, else pycocotools;
@@ -16,10 +16,13 @@ Backends (``MODEL.DW.COCO_EVAL``):
 """
 
 import importlib.util
-from unittest import mock
+import itertools
+import json
+import os
 
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation import coco_evaluation as d2_coco_evaluation
+from detectron2.utils.file_io import PathManager
 from pycocotools.cocoeval import COCOeval
 
 __all__ = ["COCOEVAL_BACKENDS", "DWCOCOEvaluator", "resolve_cocoeval"]
@@ -42,14 +45,14 @@ def resolve_cocoeval(backend="auto"):
     """
     if backend not in COCOEVAL_BACKENDS:
         raise ValueError(
-            f"Unknown COCOeval backend {backend!r} (MODEL.DW.COCO_EVAL); choose from "
+            f"Unknown COCOeval backend {backend!r} (TEST.COCO_EVAL); choose from "
             f"{', '.join(COCOEVAL_BACKENDS)}"
         )
     has_faster = importlib.util.find_spec("faster_coco_eval") is not None
     if backend == "faster_coco_eval" or (backend == "auto" and has_faster):
         if not has_faster:
             raise ValueError(
-                "MODEL.DW.COCO_EVAL is 'faster_coco_eval', which is not installed: "
+                "TEST.COCO_EVAL is 'faster_coco_eval', which is not installed: "
                 "`pip install faster-coco-eval` (make env installs it), or choose 'pycocotools'"
             )
         from faster_coco_eval import COCOeval_faster
@@ -59,7 +62,7 @@ def resolve_cocoeval(backend="auto"):
         return _detectron2_cocoeval(), "detectron2"
     if backend == "detectron2":
         raise ValueError(
-            "MODEL.DW.COCO_EVAL is 'detectron2', but this detectron2 has no compiled ops "
+            "TEST.COCO_EVAL is 'detectron2', but this detectron2 has no compiled ops "
             "(detectron2._C) and so no COCOeval_opt: build detectron2 from source, or choose "
             "'faster_coco_eval' or 'pycocotools'"
         )
@@ -72,15 +75,47 @@ class DWCOCOEvaluator(COCOEvaluator):
 
     def __init__(self, dataset_name, *args, backend="auto", **kwargs):
         self._cocoeval_class, self.backend = resolve_cocoeval(backend)
-        # detectron2 turns its "fast implementation" off when its compiled one is missing; the
-        # chosen class is given to it through that switch below, for every backend alike.
-        kwargs["use_fast_impl"] = False
         super().__init__(dataset_name, *args, **kwargs)
-        self._use_fast_impl = True
 
     def _eval_predictions(self, predictions, img_ids=None):
-        self._logger.info(f"COCOeval backend: {self.backend}")
-        # COCOEvaluator reads the class to use from its module's COCOeval_opt name when
-        # _use_fast_impl is set; point that name at the chosen class for this call only.
-        with mock.patch.object(d2_coco_evaluation, "COCOeval_opt", self._cocoeval_class):
-            super()._eval_predictions(predictions, img_ids=img_ids)
+        """As detectron2's: category ids back to the dataset's, the results file
+        ``coco_instances_results.json``, then each task through detectron2's
+        ``_evaluate_predictions_on_coco``, here with the chosen ``COCOeval`` class (detectron2's
+        own method reads the class from its module, so it cannot be handed one)."""
+        coco_results = list(itertools.chain(*[x["instances"] for x in predictions]))
+        to_dataset_id = self._metadata.get("thing_dataset_id_to_contiguous_id")
+        if to_dataset_id is not None:
+            from_contiguous = {v: k for k, v in to_dataset_id.items()}
+            for result in coco_results:
+                if result["category_id"] not in from_contiguous:
+                    raise ValueError(
+                        f"A prediction has class {result['category_id']}, but dataset "
+                        f"{self._metadata.name} has {len(from_contiguous)} classes"
+                    )
+                result["category_id"] = from_contiguous[result["category_id"]]
+        if self._output_dir:
+            path = os.path.join(self._output_dir, "coco_instances_results.json")
+            self._logger.info(f"Saving results to {path}")
+            with PathManager.open(path, "w") as f:
+                json.dump(coco_results, f)
+        if not self._do_evaluation:
+            self._logger.info("Annotations are not available for evaluation.")
+            return
+        self._logger.info(f"Evaluating predictions with the COCOeval of {self.backend}")
+        for task in sorted(self._tasks or self._tasks_from_predictions(coco_results)):
+            coco_eval = (
+                d2_coco_evaluation._evaluate_predictions_on_coco(
+                    self._coco_api,
+                    coco_results,
+                    task,
+                    kpt_oks_sigmas=self._kpt_oks_sigmas,
+                    cocoeval_fn=self._cocoeval_class,
+                    img_ids=img_ids,
+                    max_dets_per_image=self._max_dets_per_image,
+                )
+                if coco_results  # COCOeval fails on no detections at all; detectron2 skips it
+                else None
+            )
+            self._results[task] = self._derive_coco_results(
+                coco_eval, task, class_names=self._metadata.get("thing_classes")
+            )

@@ -46,7 +46,7 @@ def build_export_model(cfg, seed=0):
     model = build_model(cfg).eval()
     # A graph takes the input image alone, so it returns boxes in its pixels, NMS'd there
     # (detectron2's post-processing); the release's rescaling needs the original size.
-    model.release_postprocess = False
+    model.test_release_postprocess = False
     if cfg.MODEL.WEIGHTS:
         DWCheckpointer(model, strict=True).load(cfg.MODEL.WEIGHTS)
     return model

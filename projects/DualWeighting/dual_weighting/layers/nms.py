@@ -98,7 +98,12 @@ def batched_nms_float32(boxes, scores, idxs, iou_threshold, *, block_size=None):
 
     Raises:
         ValueError: for mismatched shapes or non-finite boxes or scores.
+
+    A traced graph (an exported model) cannot record this data-dependent loop: when tracing, it
+    runs :func:`traceable_batched_nms`, one graph op deciding the same way, instead.
     """
+    if torch.jit.is_tracing():
+        return traceable_batched_nms(boxes, scores, idxs, iou_threshold)
     if boxes.dim() != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes must be (R, 4), got {tuple(boxes.shape)}")
     if scores.shape != (len(boxes),) or idxs.shape != (len(boxes),):

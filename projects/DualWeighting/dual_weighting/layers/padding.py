@@ -104,10 +104,10 @@ def check_maskable(**modules: nn.Module):
                     f"Batched inference cannot be made exact for {name} "
                     f"({type(layer).__name__}): the padding mask follows convolutions, "
                     "GroupNorm and per-cell layers only, and this layer may mix cells otherwise "
-                    "(global pooling, attention). Turn the mask off (MODEL.DW.TEST_MASK_PADDING "
+                    "(global pooling, attention). Turn the mask off (MODEL.DW.MASK_PADDING_TEST "
                     "False, or model.test_mask_padding=False in a LazyConfig) to run batches "
                     "with detectron2's plain padding, or evaluate one image a batch "
-                    "(MODEL.DW.TEST_IMS_PER_BATCH 1 / dataloader.test.batch_size=1)."
+                    "(TEST.IMS_PER_BATCH 1 / dataloader.test.batch_size=1)."
                 )
 
 

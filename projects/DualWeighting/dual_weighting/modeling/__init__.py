@@ -7,14 +7,18 @@ Importing it registers ``DWFCOS`` (META_ARCH_REGISTRY), ``DWHead`` (DW_HEAD_REGI
 from .assignment import DWAssignment, dw_assign
 from .backbone import build_dw_resnet_fpn_backbone, dw_fpn, dw_resnet
 from .box_refine import refine_boxes
+from .criterion import DWCriterion
 from .head import DW_HEAD_REGISTRY, DWHead, build_dw_head
 from .losses import dw_losses
-from .meta_arch import DWFCOS
+from .meta_arch import DWFCOS, DWImageList
+from .postprocessing import release_rescale
 
 __all__ = [
     "DWAssignment",
+    "DWCriterion",
     "DWFCOS",
     "DWHead",
+    "DWImageList",
     "DW_HEAD_REGISTRY",
     "build_dw_head",
     "build_dw_resnet_fpn_backbone",
@@ -23,4 +27,5 @@ __all__ = [
     "dw_losses",
     "dw_resnet",
     "refine_boxes",
+    "release_rescale",
 ]

@@ -2,8 +2,8 @@
 candidates, and how positive and how negative each prediction is.
 
 Follows docs/DW_SPEC.md ("Training targets and losses"), i.e. the authors' release. The losses
-that consume this assignment are in :mod:`dual_weighting.modeling.losses` (as Mask2Former keeps its
-matcher apart from its criterion).
+that consume this assignment are in :mod:`.losses`; :class:`.criterion.DWCriterion` holds the
+hyper-parameters and runs the two steps (as Mask2Former's criterion runs its matcher).
 
 Index letters, used in every shape below:
 
@@ -15,8 +15,9 @@ Index letters, used in every shape below:
 
 Only the ``K`` inside pairs ever get a prior, an IoU or a weight: every other (point, box) pair
 has a zero center prior, hence a zero positive weight, and leaves the negative weight at 1. The
-dense ``(N, P, G)`` work is a single boolean "inside" mask. Per-box reductions over a box's
-candidate bag are segment reductions over the flat box id ``n * G + g`` of each pair.
+dense ``(N, P, G)`` work is a single boolean "inside" mask, and nothing is ever (P, G, C).
+Per-box reductions over a box's candidate bag are segment reductions over the flat box id
+``n * G + g`` of each pair.
 
 Boxes are XYXY in pixels; predicted distances (left, top, right, bottom) are in pixels too.
 """
@@ -231,28 +232,51 @@ def dw_assign(
     points: torch.Tensor,
     strides: torch.Tensor,
     cls_logits: torch.Tensor,
-    ctr_logits: torch.Tensor,
-    box_ltrb: torch.Tensor,
+    quality_logits: torch.Tensor,
+    pred_boxes: torch.Tensor,
     gt_boxes: list[torch.Tensor],
     gt_classes: list[torch.Tensor],
     *,
-    center_prior_mu: float = 0.0,
-    center_prior_sigma: float = 1.11,
-    loc_score_scale: float = 5.0,
-    pos_weight_num_scale: float = 5.0,
-    pos_weight_den_scale: float = 3.0,
-    neg_iou_threshold: float = 0.5,
+    center_prior_mu: float,
+    center_prior_sigma: float,
+    loc_score_scale: float,
+    pos_weight_num_scale: float,
+    pos_weight_den_scale: float,
+    neg_iou_thresh: float,
     iou_eps: float = 1e-6,
     pos_weight_eps: float = 1e-12,
     neg_weight_eps: float = 1e-12,
 ) -> DWAssignment:
     """The scores and the positive and negative weights of a batch, on the inside pairs only.
 
-    Arguments as :func:`dw_losses` (without the loss factors). ``scores``, ``p_cls`` and
-    ``p_loc`` keep their gradient; the weights, the prior and ``iou`` carry none.
+    The hyper-parameters are :class:`~.criterion.DWCriterion`'s (the release's values are its
+    defaults); the three ``eps`` are the release's constants.
+
+    Args:
+        points: (P, 2) candidate locations (x, y), pixels: anchor points, or anchor centres.
+        strides: (P,) stride of each candidate's level, pixels.
+        cls_logits: (N, P, C) classification logits.
+        quality_logits: (N, P) logits of the localisation-quality factor of the joint score
+            (FCOS' centerness, used as objectness).
+        pred_boxes: (N, P, 4) predicted XYXY boxes, pixels.
+        gt_boxes: N tensors (G_n, 4), XYXY pixels; G_n may be 0.
+        gt_classes: N int64 tensors (G_n,) in [0, C).
+        center_prior_mu, center_prior_sigma: center prior's Gaussian, in strides.
+        loc_score_scale: ``p_loc = exp(-loc_score_scale * L)`` with ``L`` the GIoU loss.
+        pos_weight_num_scale, pos_weight_den_scale: scales of ``v`` in the positive weight's
+            numerator and denominator exponentials.
+        neg_iou_thresh: IoU below which a candidate stays fully negative for a box; also where
+            the negative weight's ``t(u)`` is 1.
+        iou_eps: lower bound of union and enclosing area in (G)IoU, pixels^2.
+        pos_weight_eps: lower bound of a bag's positive-weight denominator.
+        neg_weight_eps: regulariser of the negative weight's min-max normalisation.
+
+    Returns:
+        A :class:`DWAssignment`. ``scores``, ``p_cls`` and ``p_loc`` keep their gradient; the
+        weights, the prior and ``iou`` carry none.
     """
     num_images, num_points, num_classes = cls_logits.shape
-    dtype = box_ltrb.dtype
+    dtype = pred_boxes.dtype
     points = points.to(dtype)
     strides = strides.to(dtype)
 
@@ -274,13 +298,12 @@ def dw_assign(
     # Flat index of [n, p, class_g]: where the pair reads its score and writes its neg. weight.
     target_index = point_id * num_classes + pair_classes
 
-    # Joint score of every (image, point, class): classification times objectness.
-    scores = torch.sigmoid(cls_logits) * torch.sigmoid(ctr_logits)[..., None]  # (N, P, C)
+    # Joint score of every (image, point, class): classification times localisation quality.
+    scores = torch.sigmoid(cls_logits) * torch.sigmoid(quality_logits)[..., None]  # (N, P, C)
     p_cls = scores.reshape(-1).index_select(0, target_index)  # (K,)
 
-    pair_ltrb = box_ltrb.reshape(-1, 4).index_select(0, point_id)  # (K, 4)
-    pred_boxes = decode_ltrb(pair_points, pair_ltrb)  # (K, 4)
-    giou, iou = aligned_giou_iou(pred_boxes, pair_boxes, eps=iou_eps)
+    pair_pred_boxes = pred_boxes.reshape(-1, 4).index_select(0, point_id)  # (K, 4)
+    giou, iou = aligned_giou_iou(pair_pred_boxes, pair_boxes, eps=iou_eps)
     p_loc = torch.exp(-loc_score_scale * (1.0 - giou))  # (K,)
 
     with torch.no_grad():
@@ -303,7 +326,7 @@ def dw_assign(
         num_flat_boxes,
         target_index,
         scores.shape,
-        neg_iou_threshold,
+        neg_iou_thresh,
         neg_weight_eps,
     )
 

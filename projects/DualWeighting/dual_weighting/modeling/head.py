@@ -18,12 +18,15 @@ from .box_refine import refine_boxes
 
 DW_HEAD_REGISTRY = Registry("DW_HEAD")
 DW_HEAD_REGISTRY.__doc__ = """
-Registry for DW dense heads. A head is called as ``head(cfg, input_shape)`` where ``input_shape``
-is the list of ShapeSpec of the feature levels it reads, and its ``forward(features)`` takes the
-list of L feature maps and returns three lists of L tensors: classification logits (N, C, H, W),
-box distances (left, top, right, bottom) in pixels (N, 4, H, W), and centerness logits
-(N, 1, H, W). A ``forward`` that also takes ``valid_masks`` gets, at batched inference, each
-image's own part of the padded batch (see :meth:`DWHead.forward`).
+Registry for DW dense heads. A head is built as ``head(cfg, input_shape)``, ``input_shape``
+the list of ShapeSpec of the feature levels it reads. The contract of its forward:
+
+- ``forward(features, valid_masks=None)``: ``features`` the list of L feature maps (N, D, H, W);
+  ``valid_masks`` None, or L bool masks (N, 1, H, W) or None, each image's own part of a padded
+  inference batch (given by DWFCOS when ``test_mask_padding`` masks a batch of mixed sizes): a
+  layer that reads features at computed positions (box refinement) reads zeros outside it.
+- It returns three lists of L tensors: classification logits (N, C, H, W), box distances
+  (left, top, right, bottom) in pixels (N, 4, H, W), and centerness logits (N, 1, H, W).
 """
 
 

@@ -1,4 +1,4 @@
-"""Dual Weighting (DW) training losses, as pure tensor functions.
+"""Dual Weighting (DW) training losses of an assignment, as pure tensor functions.
 
 Follows docs/DW_SPEC.md ("Training targets and losses"), i.e. the authors' release. The weights
 come from :func:`.assignment.dw_assign`; index letters as there (``N`` images, ``P`` points,
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.utils import comm
 
-from .assignment import dw_assign
+from .assignment import DWAssignment
 
 __all__ = ["dw_losses", "negative_loss"]
 
@@ -75,89 +75,41 @@ def _mean_over_workers(x: torch.Tensor) -> torch.Tensor:
 
 
 def dw_losses(
-    points: torch.Tensor,
-    strides: torch.Tensor,
-    cls_logits: torch.Tensor,
-    ctr_logits: torch.Tensor,
-    box_ltrb: torch.Tensor,
-    gt_boxes: list[torch.Tensor],
-    gt_classes: list[torch.Tensor],
+    assignment: DWAssignment,
+    num_boxes: int,
     *,
-    center_prior_mu: float = 0.0,
-    center_prior_sigma: float = 1.11,
-    loc_score_scale: float = 5.0,
-    pos_weight_num_scale: float = 5.0,
-    pos_weight_den_scale: float = 3.0,
-    pos_cls_weight: float = 0.25,
-    pos_loc_weight: float = 0.25,
-    neg_iou_threshold: float = 0.5,
-    iou_eps: float = 1e-6,
-    pos_weight_eps: float = 1e-12,
-    neg_weight_eps: float = 1e-12,
+    pos_cls_loss_weight: float,
+    pos_loc_loss_weight: float,
 ) -> dict[str, torch.Tensor]:
-    """The three DW losses of a batch, normalised over the batch and over all workers.
-
-    Computed in the dtype of the predictions (use float32 or float64; cast half-precision
-    predictions to float32 first).
+    """The three DW losses of a batch from its assignment, normalised over the batch and over
+    all workers.
 
     Args:
-        points: (P, 2) anchor points (x, y), pixels, FPN levels concatenated in order.
-        strides: (P,) stride of each point's level, pixels.
-        cls_logits: (N, P, C) classification logits.
-        ctr_logits: (N, P) centerness (objectness) logits.
-        box_ltrb: (N, P, 4) predicted distances (left, top, right, bottom), pixels, >= 0.
-        gt_boxes: N tensors (G_n, 4), XYXY pixels; G_n may be 0.
-        gt_classes: N int64 tensors (G_n,) in [0, C).
-        center_prior_mu, center_prior_sigma: center prior's Gaussian, in strides.
-        loc_score_scale: ``p_loc = exp(-loc_score_scale * L)`` with ``L`` the GIoU loss.
-        pos_weight_num_scale, pos_weight_den_scale: scales of ``v`` in the positive weight's
-            numerator and denominator exponentials.
-        pos_cls_weight, pos_loc_weight: factors of the positive classification and
-            localisation losses.
-        neg_iou_threshold: IoU below which a point stays fully negative for a box; also where the
-            negative weight's ``t(u)`` is 1.
-        iou_eps: lower bound of union and enclosing area in (G)IoU, pixels^2.
-        pos_weight_eps: lower bound of a bag's positive-weight denominator.
-        neg_weight_eps: regulariser of the negative weight's min-max normalisation.
+        assignment: the batch's :class:`~.assignment.DWAssignment` (:func:`~.assignment.dw_assign`).
+        num_boxes: ground-truth boxes in the batch, all images together.
+        pos_cls_loss_weight, pos_loc_loss_weight: factors of the positive classification and
+            localisation losses (:class:`~.criterion.DWCriterion`'s).
 
     Returns:
-        ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars. The first two are divided by
-        the number of boxes, the last by ``sum(1 - w_neg)``; both normalisers are averaged over
-        workers, then clamped below at 1.
+        ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars in the assignment's dtype. The
+        first two are divided by the number of boxes, the last by ``sum(1 - w_neg)``; both
+        normalisers are averaged over workers, then clamped below at 1.
     """
-    dtype, device = box_ltrb.dtype, box_ltrb.device
-    a = dw_assign(
-        points,
-        strides,
-        cls_logits,
-        ctr_logits,
-        box_ltrb,
-        gt_boxes,
-        gt_classes,
-        center_prior_mu=center_prior_mu,
-        center_prior_sigma=center_prior_sigma,
-        loc_score_scale=loc_score_scale,
-        pos_weight_num_scale=pos_weight_num_scale,
-        pos_weight_den_scale=pos_weight_den_scale,
-        neg_iou_threshold=neg_iou_threshold,
-        iou_eps=iou_eps,
-        pos_weight_eps=pos_weight_eps,
-        neg_weight_eps=neg_weight_eps,
-    )
+    a = assignment
     p_cls, p_loc, w_pos, w_neg = a.p_cls, a.p_loc, a.pos_weight, a.neg_weight
 
     # BCE on probabilities, as the release: its log clamp at -100 keeps saturated scores finite.
     ones = p_cls.new_ones(()).expand_as(p_cls)
-    pos_cls = pos_cls_weight * (w_pos * F.binary_cross_entropy(p_cls, ones, reduction="none")).sum()
-    pos_loc = pos_loc_weight * (w_pos * F.binary_cross_entropy(p_loc, ones, reduction="none")).sum()
+    pos_cls = (w_pos * F.binary_cross_entropy(p_cls, ones, reduction="none")).sum()
+    pos_loc = (w_pos * F.binary_cross_entropy(p_loc, ones, reduction="none")).sum()
     neg = negative_loss(a.scores, w_neg)
 
     # Both normalisers in one all-reduce. An image without boxes adds only to ``neg``.
-    num_gt = float(sum(len(b) for b in gt_boxes))
-    normalisers = torch.stack((torch.tensor(num_gt, dtype=dtype, device=device), (1 - w_neg).sum()))
+    num_gt = torch.tensor(float(num_boxes), dtype=w_neg.dtype, device=w_neg.device)
+    normalisers = torch.stack((num_gt, (1 - w_neg).sum()))
     num_gt_mean, neg_norm_mean = _mean_over_workers(normalisers).clamp(min=1).unbind()
     return {
-        "loss_cls_pos": pos_cls / num_gt_mean,
-        "loss_loc": pos_loc / num_gt_mean,
+        "loss_cls_pos": pos_cls_loss_weight * pos_cls / num_gt_mean,
+        "loss_loc": pos_loc_loss_weight * pos_loc / num_gt_mean,
         "loss_cls_neg": neg / neg_norm_mean,
     }

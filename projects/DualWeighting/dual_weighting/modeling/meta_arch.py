@@ -1,13 +1,12 @@
 """DW-FCOS: FCOS trained with Dual Weighting label assignment.
 
-Shapes: N images, C classes, P anchor points over all levels, L levels.
+Shapes: N images, C classes, L levels, P anchor points over all levels (level l has
+H_l x W_l of them), G_n ground-truth boxes of image n.
 """
 
-import inspect
 from contextlib import nullcontext
 from typing import Optional
 
-import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
@@ -19,9 +18,31 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from ..layers import BatchPadding, batched_nms_float32, check_maskable, traceable_batched_nms
+from .. import config as dw_config
+from ..layers import BatchPadding, batched_nms_float32, check_maskable
+from .assignment import decode_ltrb
+from .criterion import DWCriterion
 from .head import build_dw_head
-from .losses import dw_losses
+from .postprocessing import release_rescale
+
+__all__ = ["DWFCOS", "DWImageList"]
+
+
+class DWImageList(ImageList):
+    """detectron2's :class:`ImageList` of an inference batch, with what DW-FCOS' inference
+    needs of the batch, computed once by :meth:`DWFCOS.preprocess_image`.
+
+    Attributes:
+        padding: the :class:`~dual_weighting.layers.BatchPadding` of the batch (each image's own
+            padded extent).
+        output_sizes: N (height, width), the size each input asks its detections in
+            (detectron2's ``height`` and ``width`` keys; the resized size without them).
+    """
+
+    def __init__(self, images: ImageList, padding: BatchPadding, output_sizes):
+        super().__init__(images.tensor, images.image_sizes)
+        self.padding = padding
+        self.output_sizes = [tuple(int(v) for v in size) for size in output_sizes]
 
 
 @META_ARCH_REGISTRY.register()
@@ -29,8 +50,8 @@ class DWFCOS(DenseDetector):
     """FCOS whose positives and negatives are weighted by Dual Weighting (Li et al., CVPR 2022).
 
     Preprocessing, the train/inference branch and postprocessing come from detectron2's
-    :class:`DenseDetector`; this class supplies the anchor points, the DW losses and the
-    release's inference rules.
+    :class:`DenseDetector`; this class supplies the anchor points, hands the predictions to the
+    :class:`~.criterion.DWCriterion` in training and applies the release's inference rules.
     """
 
     @configurable
@@ -41,52 +62,53 @@ class DWFCOS(DenseDetector):
         head: nn.Module,
         head_in_features: Optional[list[str]] = None,
         num_classes: int,
-        loss_kwargs: Optional[dict] = None,
+        criterion: Optional[DWCriterion] = None,
         test_score_thresh: float = 0.05,
         test_topk_candidates: int = 1000,
         test_nms_thresh: float = 0.6,
         max_detections_per_image: int = 100,
         test_mask_padding: bool = True,
-        release_postprocess: bool = False,
+        test_release_postprocess: bool = False,
         pixel_mean,
         pixel_std,
     ):
         """
         Args:
             backbone: a detectron2 backbone; ``head_in_features`` name the levels the head reads.
-            head: module mapping L feature maps to per-level (logits, box_ltrb, centerness), as
-                :class:`DWHead` does.
+            head: a DW head (see ``DW_HEAD_REGISTRY``): ``head(features)`` maps L feature maps
+                to per-level (logits, box_ltrb, centerness); at batched inference with
+                ``test_mask_padding`` it is called as ``head(features, valid_masks=...)``.
             num_classes: number of foreground classes C.
-            loss_kwargs: keyword hyper-parameters of :func:`dw_losses` (release defaults if
-                omitted).
+            criterion: the training losses; :class:`~.criterion.DWCriterion` with the release's
+                hyper-parameters if omitted.
             test_score_thresh, test_topk_candidates: per level, keep scores above the threshold,
                 then at most this many.
             test_nms_thresh: IoU of the class-aware NMS.
             max_detections_per_image: detections kept per image after NMS.
             test_mask_padding: at inference, compute each image of a batch as if alone
-                (:class:`~.layers.BatchPadding`): outside an image's own padded extent every
-                convolution's output is zeroed, GroupNorm leaves the cells out and no detection
-                comes from them. A batch of mixed sizes raises a ValueError if the backbone or
-                head has a layer the mask cannot follow (:func:`~.layers.check_maskable`);
-                built from a config that batches test images, the model raises it at once.
-            release_postprocess: at inference, rescale the boxes to the original image as the
-                release does, before the NMS (:meth:`inference_single_image`), instead of after
-                it with detectron2's ``detector_postprocess`` (which also clips again and drops
-                empty boxes).
+                (:class:`~dual_weighting.layers.BatchPadding`): outside an image's own padded
+                extent every convolution's output is zeroed, GroupNorm leaves the cells out and
+                no detection comes from them. A batch of mixed sizes raises a ValueError if the
+                backbone or head has a layer the mask cannot follow
+                (:func:`~dual_weighting.layers.check_maskable`); built from a config that
+                batches test images, the model raises it at once.
+            test_release_postprocess: at inference, rescale the boxes to the original image as
+                the release does, before the NMS (:func:`.postprocessing.release_rescale`),
+                instead of after it with detectron2's ``detector_postprocess`` (which also clips
+                again and drops empty boxes).
             pixel_mean, pixel_std: input normalisation, in the input's channel order.
         """
         super().__init__(
             backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
         )
         self.num_classes = num_classes
-        self.loss_kwargs = dict(loss_kwargs or {})
+        self.criterion = DWCriterion() if criterion is None else criterion
         self.test_score_thresh = test_score_thresh
         self.test_topk_candidates = test_topk_candidates
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
         self.test_mask_padding = test_mask_padding
-        self.release_postprocess = release_postprocess
-        self._head_takes_valid_masks = "valid_masks" in inspect.signature(head.forward).parameters
+        self.test_release_postprocess = test_release_postprocess
 
         shapes = backbone.output_shape()
         strides = [shapes[f].stride for f in self.head_in_features]
@@ -100,6 +122,7 @@ class DWFCOS(DenseDetector):
 
     @classmethod
     def from_config(cls, cfg):
+        cfg = dw_config.upgrade_dw_config(cfg)
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         in_features = list(cfg.MODEL.DW.IN_FEATURES)
@@ -111,7 +134,7 @@ class DWFCOS(DenseDetector):
             )
         dw = cfg.MODEL.DW
         head = build_dw_head(cfg, [shapes[f] for f in in_features])
-        if dw.TEST_MASK_PADDING and dw.TEST_IMS_PER_BATCH > 1:
+        if dw.MASK_PADDING_TEST and cfg.TEST.IMS_PER_BATCH > 1:
             # Refused now rather than at the first evaluation, hours into training.
             check_maskable(backbone=backbone, head=head)
         return {
@@ -119,74 +142,70 @@ class DWFCOS(DenseDetector):
             "head": head,
             "head_in_features": in_features,
             "num_classes": dw.NUM_CLASSES,
-            "loss_kwargs": {
-                "center_prior_mu": dw.CENTER_PRIOR_MU,
-                "center_prior_sigma": dw.CENTER_PRIOR_SIGMA,
-                "loc_score_scale": dw.LOC_SCORE_SCALE,
-                "pos_weight_num_scale": dw.POS_WEIGHT_NUM_SCALE,
-                "pos_weight_den_scale": dw.POS_WEIGHT_DEN_SCALE,
-                "pos_cls_weight": dw.POS_CLS_LOSS_WEIGHT,
-                "pos_loc_weight": dw.POS_LOC_LOSS_WEIGHT,
-                "neg_iou_threshold": dw.NEG_IOU_THRESH,
-            },
-            "test_score_thresh": dw.TEST_SCORE_THRESH,
-            "test_topk_candidates": dw.TEST_TOPK_CANDIDATES,
-            "test_nms_thresh": dw.TEST_NMS_THRESH,
-            "max_detections_per_image": dw.MAX_DETECTIONS_PER_IMAGE,
-            "test_mask_padding": dw.TEST_MASK_PADDING,
-            "release_postprocess": dw.RELEASE_TEST_POSTPROCESS,
+            "criterion": DWCriterion(cfg),
+            "test_score_thresh": dw.SCORE_THRESH_TEST,
+            "test_topk_candidates": dw.TOPK_CANDIDATES_TEST,
+            "test_nms_thresh": dw.NMS_THRESH_TEST,
+            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "test_mask_padding": dw.MASK_PADDING_TEST,
+            "test_release_postprocess": dw.RELEASE_POSTPROCESS_TEST,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
 
-    def preprocess_image(self, batched_inputs: list[dict]):
-        """detectron2's normalisation, padding and batching. At inference, first rejects a
+    def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
+        """detectron2's normalisation, padding and batching; at inference a :class:`DWImageList`
+        (the batch's padding and output sizes, computed once). At inference it first rejects a
         floating-point input image holding an infinite or NaN pixel with a ValueError naming it
         (training stops on the non-finite predictions instead, naming the iteration).
 
         A traced graph (an exported model) cannot raise: it skips the check, and the finite-box
-        filter of :meth:`inference_single_image` leaves such an image without detections.
+        filter of :meth:`inference_single_image` leaves such an image without detections; it
+        gets a plain :class:`ImageList` (one image, no padding to mask).
         """
-        if not self.training and not torch.jit.is_tracing():
-            _check_finite_images(batched_inputs)
-        return super().preprocess_image(batched_inputs)
+        if self.training or torch.jit.is_tracing():
+            return super().preprocess_image(batched_inputs)
+        _check_finite_images(batched_inputs)
+        images = super().preprocess_image(batched_inputs)
+        output_sizes = [
+            (x.get("height", h), x.get("width", w))
+            for x, (h, w) in zip(batched_inputs, images.image_sizes)
+        ]
+        return DWImageList(images, BatchPadding.of(images, self.backbone), output_sizes)
 
     def forward(self, batched_inputs: list[dict]):
-        """detectron2's :meth:`DenseDetector.forward`. At inference with ``test_mask_padding``,
-        the backbone and head run under :meth:`BatchPadding.masking`, so an image padded further
-        in its batch than alone gets the features, and then the detections, it gets alone (to
-        rounding). With ``release_postprocess``, boxes reach the original image's size (each
-        input's ``height`` and ``width``) as in the release (:meth:`inference_single_image`)
-        instead of through detectron2's ``detector_postprocess``."""
+        """detectron2's :meth:`DenseDetector.forward`. At inference the backbone and head run
+        through :meth:`dense_predictions` (each image of a batch computed as if alone), and
+        with ``test_release_postprocess`` the boxes reach each input's ``height`` x ``width``
+        as in the release, inside :meth:`inference_single_image`, instead of through
+        detectron2's ``detector_postprocess``."""
         if self.training or torch.jit.is_scripting() or torch.jit.is_tracing():
             return super().forward(batched_inputs)
         images = self.preprocess_image(batched_inputs)
-        padding = BatchPadding.of(images, self.backbone)
-        features, predictions = self.dense_predictions(images, padding)
-        output_sizes = [
-            (x.get("height", hw[0]), x.get("width", hw[1]))
-            for x, hw in zip(batched_inputs, images.image_sizes)
-        ]
-        if self.release_postprocess:
-            results = self.forward_inference(images, features, predictions, output_sizes, padding)
-            return [{"instances": r} for r in results]
-        results = self.forward_inference(images, features, predictions, padding=padding)
-        return [
-            {"instances": detector_postprocess(r, *size)} for r, size in zip(results, output_sizes)
-        ]
+        features, predictions = self.dense_predictions(images)
+        results = self.forward_inference(images, features, predictions)
+        if not self.test_release_postprocess:
+            results = [
+                detector_postprocess(r, *size) for r, size in zip(results, images.output_sizes)
+            ]
+        return [{"instances": r} for r in results]
 
-    def dense_predictions(self, images: ImageList, padding: Optional[BatchPadding] = None):
-        """The backbone's features (the head's L levels) and the head's predictions of
-        ``images``, under :meth:`BatchPadding.masking` when ``test_mask_padding`` and some image
-        is padded further in the batch than alone (the head also gets ``valid_masks`` if its
-        ``forward`` takes them). ``padding``: the batch's, if already computed."""
-        if padding is None:
-            padding = BatchPadding.of(images, self.backbone)
+    def dense_predictions(self, images: ImageList):
+        """The backbone's features of the head's L levels and the head's predictions, with
+        ``test_mask_padding`` under :meth:`BatchPadding.masking` when some image is padded
+        further in the batch than alone (the head then also gets ``valid_masks``).
+
+        Returns:
+            features: L tensors (N, D, H_l, W_l).
+            predictions: the head's three lists of L tensors: logits (N, C, H_l, W_l),
+                box_ltrb (N, 4, H_l, W_l) in pixels, centerness (N, 1, H_l, W_l).
+        """
+        padding = self._padding_of(images)
         masked = self.test_mask_padding and padding.needed
         with padding.masking(backbone=self.backbone, head=self.head) if masked else nullcontext():
             features = self.backbone(images.tensor)
             features = [features[f] for f in self.head_in_features]
-            if masked and self._head_takes_valid_masks:
+            if masked:
                 masks = [padding.valid_mask(*f.shape[-2:], f.device) for f in features]
                 return features, self.head(features, valid_masks=masks)
             return features, self.head(features)
@@ -207,52 +226,85 @@ class DWFCOS(DenseDetector):
         )
         return torch.cat(per_level), strides
 
-    def forward_training(self, images, features, predictions, gt_instances):
+    def criterion_inputs(self, features: list[torch.Tensor], predictions):
+        """The head's predictions as the criterion takes them, in float32.
+
+        Args:
+            features: L tensors (N, D, H_l, W_l), for the anchor points.
+            predictions: the head's logits, box_ltrb and centerness, L tensors each.
+
+        Returns:
+            ``(points, strides, cls_logits, quality_logits, pred_boxes)``: (P, 2) and (P,) as
+            :meth:`anchor_points`, logits (N, P, C), centerness logits (N, P), and the decoded
+            boxes (N, P, 4), XYXY pixels.
+        """
         logits, box_ltrb, centerness = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
+        points, strides = self.anchor_points(features)
+        return (
+            points,
+            strides,
+            torch.cat(logits, dim=1).float(),
+            torch.cat(centerness, dim=1).squeeze(2).float(),
+            decode_ltrb(points, torch.cat(box_ltrb, dim=1).float()),
+        )
+
+    def forward_training(self, images, features, predictions, gt_instances):
+        """The DW losses of a batch (:class:`~.criterion.DWCriterion`).
+
+        Args:
+            images: the padded batch.
+            features: L tensors (N, D, H_l, W_l).
+            predictions: the head's logits, box_ltrb and centerness, L tensors each.
+            gt_instances: N Instances with ``gt_boxes`` (G_n, 4) and ``gt_classes`` (G_n,).
+
+        Returns:
+            ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars.
+        """
         storage = get_event_storage()
         # Check here, in one reduction: the losses' BCE rejects NaN with an error that names
         # neither the cause nor the iteration.
-        finite = torch.stack([torch.isfinite(x).all() for x in logits + box_ltrb + centerness])
+        finite = torch.stack([torch.isfinite(x).all() for x in sum(predictions, [])])
         if not finite.all():
             raise FloatingPointError(
                 f"DW-FCOS predictions became infinite or NaN at iteration={storage.iter}"
             )
-        points, strides = self.anchor_points(features)
         storage.put_scalar(
             "num_gt_boxes_per_image", sum(len(x) for x in gt_instances) / len(gt_instances)
         )
         # The losses run in float32 with autocast off: exp(5 v) and the BCE's log clamp are not
         # meant for half precision, and CUDA autocast refuses binary_cross_entropy outright.
-        with torch.autocast(points.device.type, enabled=False):
-            return dw_losses(
-                points,
-                strides,
-                torch.cat(logits, dim=1).float(),
-                torch.cat(centerness, dim=1).squeeze(2).float(),
-                torch.cat(box_ltrb, dim=1).float(),
+        with torch.autocast(images.tensor.device.type, enabled=False):
+            return self.criterion(
+                *self.criterion_inputs(features, predictions),
                 [x.gt_boxes.tensor for x in gt_instances],
                 [x.gt_classes for x in gt_instances],
-                **self.loss_kwargs,
             )
 
     def forward_inference(
-        self,
-        images: ImageList,
-        features: list[torch.Tensor],
-        predictions: list[list[torch.Tensor]],
-        output_sizes: Optional[list[tuple[int, int]]] = None,
-        padding: Optional[BatchPadding] = None,
-    ):
-        """Detections of each image, in its resized frame, or with ``output_sizes`` (one
-        (height, width) an image) rescaled to that size as the release does
-        (:meth:`inference_single_image`). ``padding``: the batch's, if already computed."""
+        self, images: ImageList, features: list[torch.Tensor], predictions: list[list[torch.Tensor]]
+    ) -> list[Instances]:
+        """Detections of each image: in its resized frame, or with ``test_release_postprocess``
+        in its output size as the release rescales (:meth:`inference_single_image`). With
+        ``test_mask_padding``, only from the cells each image has alone, in their order alone.
+
+        Args:
+            images: the batch; a :class:`DWImageList` from :meth:`preprocess_image`, or a plain
+                ImageList (its padding is then computed here, and its output sizes are the
+                resized ones).
+            features: L tensors (N, D, H_l, W_l).
+            predictions: the head's logits, box_ltrb and centerness, L tensors each.
+
+        Returns:
+            N Instances with ``pred_boxes``, ``scores`` and ``pred_classes``.
+        """
         logits, box_ltrb, centerness = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
         anchors = self.anchor_generator(features)
-        own_cells = self._own_cells(images, features, padding)
+        own_cells = self._own_cells(images, features)
+        output_sizes = getattr(images, "output_sizes", images.image_sizes)
         results: list[Instances] = []
         for i, image_size in enumerate(images.image_sizes):
             # Joint score s * o, without the square root of detectron2's FCOS.
@@ -264,20 +316,23 @@ class DWFCOS(DenseDetector):
                 scores = [x if c is None else x[c] for x, c in zip(scores, cells)]
                 ltrb = [x if c is None else x[c] for x, c in zip(ltrb, cells)]
                 image_anchors = [x if c is None else x[c] for x, c in zip(anchors, cells)]
-            output_size = None if output_sizes is None else output_sizes[i]
+            output_size = output_sizes[i] if self.test_release_postprocess else None
             results.append(
                 self.inference_single_image(image_anchors, scores, ltrb, image_size, output_size)
             )
         return results
 
-    def _own_cells(self, images: ImageList, features: list[torch.Tensor], padding=None):
+    def _padding_of(self, images: ImageList) -> BatchPadding:
+        if isinstance(images, DWImageList):
+            return images.padding
+        return BatchPadding.of(images, self.backbone)
+
+    def _own_cells(self, images: ImageList, features: list[torch.Tensor]):
         """With ``test_mask_padding``: per image, per level, :meth:`BatchPadding.own_cells` (None
-        for a level the image fills); None when no image is padded further than alone.
-        Detections then come from the cells the image has alone, in the same order."""
+        for a level the image fills); None when no image is padded further than alone."""
         if not self.test_mask_padding or torch.jit.is_tracing():
             return None
-        if padding is None:
-            padding = BatchPadding.of(images, self.backbone)
+        padding = self._padding_of(images)
         if not padding.needed:
             return None
         per_level = [padding.own_cells(*f.shape[-2:], f.device) for f in features]
@@ -288,8 +343,8 @@ class DWFCOS(DenseDetector):
         anchors: list[Boxes],
         scores: list[torch.Tensor],
         box_ltrb: list[torch.Tensor],
-        image_size,
-        output_size=None,
+        image_size: tuple[int, int],
+        output_size: Optional[tuple[int, int]] = None,
     ) -> Instances:
         """
         Args:
@@ -297,18 +352,18 @@ class DWFCOS(DenseDetector):
             scores: L tensors (H_l * W_l, C), joint scores in [0, 1].
             box_ltrb: L tensors (H_l * W_l, 4), distances in pixels.
             image_size: (height, width) of the resized input, before padding.
-            output_size: optional (height, width) of the original image. Given, the release's
-                post-processing: the boxes, clipped to the resized image, are divided by the
-                float32 resize factors ``new / old`` per axis *before* the NMS, which then
-                decides on original-image coordinates; no second clip, and boxes of zero width
-                or height stay. The Instances then have ``image_size = output_size``.
+            output_size: (height, width) of the original image for the release's
+                post-processing: the boxes, clipped to the resized image, are rescaled by
+                :func:`.postprocessing.release_rescale` *before* the NMS, which then decides on
+                original-image coordinates. None: boxes stay in the resized frame.
+
+        Returns:
+            Instances of ``image_size`` (or ``output_size``) with ``pred_boxes`` (R, 4),
+            ``scores`` (R,) and ``pred_classes`` (R,), R <= max_detections_per_image.
 
         Candidates with a NaN score fail the threshold; those with an infinite or NaN box
         (non-finite predictions, from a diverged model or overflowing half precision) are
         dropped, so every returned box is finite, as ``Boxes.clip`` requires.
-
-        A traced graph (an exported model) cannot record the release's NMS, a data-dependent
-        loop: it runs :func:`~.layers.traceable_batched_nms`, one graph op, instead.
         """
         pred = self._decode_multi_level_predictions(
             anchors,
@@ -321,26 +376,12 @@ class DWFCOS(DenseDetector):
         pred = pred[torch.isfinite(pred.pred_boxes.tensor).all(dim=1)]
         pred.pred_boxes.clip(image_size)
         if output_size is not None:
-            pred = _rescale_as_release(pred, output_size)
+            pred = release_rescale(pred, *output_size)
         # The release's rule: IoU against the threshold in float32 (torchvision's is double).
-        nms = traceable_batched_nms if torch.jit.is_tracing() else batched_nms_float32
-        keep = nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
+        keep = batched_nms_float32(
+            pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh
+        )
         return pred[keep[: self.max_detections_per_image]]
-
-
-def _rescale_as_release(pred: Instances, output_size) -> Instances:
-    """``pred`` (of the resized image) with its boxes divided by the release's resize factors,
-    ``float32(new_w / old_w)`` and ``float32(new_h / old_h)`` (mmcv's ``imresize`` scales, which
-    MMDetection stores as a float32 ``scale_factor``), as an Instances of ``output_size``."""
-    (new_h, new_w), (old_h, old_w) = pred.image_size, output_size
-    w_scale, h_scale = np.float32(new_w / old_w), np.float32(new_h / old_h)
-    boxes = pred.pred_boxes.tensor
-    factors = torch.tensor([w_scale, h_scale, w_scale, h_scale], dtype=torch.float32)
-    rescaled = Instances((int(old_h), int(old_w)))
-    rescaled.pred_boxes = Boxes(boxes / factors.to(boxes))
-    rescaled.scores = pred.scores
-    rescaled.pred_classes = pred.pred_classes
-    return rescaled
 
 
 def _check_finite_images(batched_inputs: list[dict]):

@@ -1,10 +1,10 @@
 """What Dual Weighting assigns in one image, per ground-truth box and anchor point, for pictures.
 
-The training losses (:func:`~dual_weighting.modeling.dw_losses`) only need the ``K`` (point, box)
-pairs whose point is inside the box, and reduce them right away. Here the same pairs, from the
-same :func:`~dual_weighting.modeling.dw_assign`, are written into dense per-box maps over all
-points, so that a picture (:mod:`.assignment_figure`, ``tools/visualize_assignment.py``) can show
-the center prior, the positive weight and the negative weight of every point.
+The training losses only need the ``K`` (point, box) pairs whose point is inside the box, and
+reduce them right away. Here the same pairs, from the criterion's own assignment
+(:meth:`~dual_weighting.modeling.DWCriterion.assign`), are written into dense per-box maps over
+all points, so that a picture (:mod:`.assignment_figure`, ``tools/visualize_assignment.py``) can
+show the center prior, the positive weight and the negative weight of every point.
 
 Index letters: ``P`` anchor points (FPN levels concatenated, finest first), ``C`` classes,
 ``G`` ground-truth boxes of the image. Boxes are XYXY pixels of the (resized, padded) input.
@@ -14,34 +14,21 @@ from __future__ import annotations
 
 import torch
 
-from ..modeling.assignment import dw_assign
+from ..modeling.assignment import DWAssignment
 
 __all__ = ["dw_assignment_maps", "split_levels", "strong_positives"]
 
 
 @torch.no_grad()
 def dw_assignment_maps(
-    points: torch.Tensor,
-    strides: torch.Tensor,
-    cls_logits: torch.Tensor,
-    ctr_logits: torch.Tensor,
-    box_ltrb: torch.Tensor,
-    gt_boxes: torch.Tensor,
-    gt_classes: torch.Tensor,
-    **assign_kwargs,
+    assignment: DWAssignment, gt_classes: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """Per-box maps of the DW weights of one image, exactly as :func:`dw_losses` computes them.
-
-    The keyword arguments (``assign_kwargs``) are those of :func:`dw_assign`.
+    """Per-box maps of what DW assigns in one image, from the assignment the losses use.
 
     Args:
-        points: (P, 2) anchor points (x, y), pixels.
-        strides: (P,) stride of each point's level, pixels.
-        cls_logits: (P, C) classification logits.
-        ctr_logits: (P,) centerness (objectness) logits.
-        box_ltrb: (P, 4) predicted distances (left, top, right, bottom), pixels.
-        gt_boxes: (G, 4) XYXY boxes, pixels.
-        gt_classes: (G,) int64 classes in [0, C).
+        assignment: :meth:`DWCriterion.assign <dual_weighting.modeling.DWCriterion.assign>` of
+            a batch of one image, P points.
+        gt_classes: (G,) int64 classes in [0, C) of that image's boxes.
 
     Returns:
         A dict of tensors; every (G, P) map is 0 (False for ``inside``) where the point is not
@@ -58,18 +45,11 @@ def dw_assignment_maps(
           negative weight of the box's class at every point (boxes of one class share it).
         - ``scores`` (P, C): joint scores ``sigmoid(cls) * sigmoid(ctr)``.
     """
-    num_points = len(points)
-    num_boxes = len(gt_boxes)
-    a = dw_assign(
-        points,
-        strides,
-        cls_logits[None],
-        ctr_logits[None],
-        box_ltrb[None],
-        [gt_boxes],
-        [gt_classes],
-        **assign_kwargs,
-    )
+    a = assignment
+    if a.scores.shape[0] != 1:
+        raise ValueError(f"dw_assignment_maps draws one image; the assignment has {len(a.scores)}")
+    num_points = a.scores.shape[1]
+    num_boxes = len(gt_classes)
     box, pt = a.box, a.point
     neg_weight = a.neg_weight[0]
 
@@ -78,7 +58,7 @@ def dw_assignment_maps(
         out[box, pt] = values
         return out
 
-    inside = torch.zeros(num_boxes, num_points, dtype=torch.bool, device=points.device)
+    inside = torch.zeros(num_boxes, num_points, dtype=torch.bool, device=pt.device)
     inside[box, pt] = True
     return {
         "inside": inside,

@@ -3,7 +3,6 @@ the model, the mapper, which records to draw, and the DW maps of one mapped reco
 
 from __future__ import annotations
 
-import inspect
 import os
 
 import torch
@@ -11,7 +10,6 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetMapper, detection_utils
 from detectron2.modeling import build_model
 
-from ..modeling.assignment import dw_assign
 from .assignment_maps import dw_assignment_maps
 
 __all__ = ["compute_assignment", "load_model", "select_records", "training_mapper"]
@@ -61,7 +59,8 @@ def select_records(records, indices, images=None):
 
 @torch.no_grad()
 def compute_assignment(model, mapped):
-    """Run the backbone and head on one mapped record, as training does, and return the maps.
+    """Run the model on one mapped record as training does, and return what its criterion
+    assigns, as maps.
 
     Args:
         model: a :class:`~dual_weighting.DWFCOS`.
@@ -72,25 +71,14 @@ def compute_assignment(model, mapped):
         CPU) and each level's (H_l, W_l) and stride.
     """
     images = model.preprocess_image([mapped])
-    features = model.backbone(images.tensor)
-    features = [features[f] for f in model.head_in_features]
-    logits, box_ltrb, centerness = model._transpose_dense_predictions(
-        model.head(features), [model.num_classes, 4, 1]
-    )
-    points, strides = model.anchor_points(features)
+    features, predictions = model.dense_predictions(images)
     instances = mapped["instances"].to(model.device)
-    accepted = inspect.signature(dw_assign).parameters  # loss_kwargs less the loss factors
-    kwargs = {k: v for k, v in model.loss_kwargs.items() if k in accepted}
-    maps = dw_assignment_maps(
-        points,
-        strides,
-        torch.cat(logits, dim=1)[0].float(),
-        torch.cat(centerness, dim=1)[0, :, 0].float(),
-        torch.cat(box_ltrb, dim=1)[0].float(),
-        instances.gt_boxes.tensor,
-        instances.gt_classes,
-        **kwargs,
+    assignment = model.criterion.assign(
+        *model.criterion_inputs(features, predictions),
+        [instances.gt_boxes.tensor],
+        [instances.gt_classes],
     )
+    maps = dw_assignment_maps(assignment, instances.gt_classes)
     maps = {k: v.cpu() for k, v in maps.items()}
     shapes = [tuple(f.shape[-2:]) for f in features]
     return maps, shapes, list(model.anchor_generator.strides)

@@ -1,0 +1,156 @@
+"""DW's criterion: the hyper-parameters of Dual Weighting, and its two steps, the assignment
+(who is how positive and how negative, :func:`~.assignment.dw_assign`) and the losses of that
+assignment (:func:`~.losses.dw_losses`).
+
+A detector hands it candidate locations with their strides and its dense predictions; it never
+needs to know the head. Index letters as in :mod:`.assignment`: ``N`` images, ``P`` candidates
+(all levels concatenated), ``C`` classes, ``G`` boxes of an image.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from detectron2.config import configurable
+from torch import nn
+
+from .assignment import DWAssignment, dw_assign
+from .losses import dw_losses
+
+__all__ = ["DWCriterion"]
+
+
+class DWCriterion(nn.Module):
+    """Dual Weighting's assignment and losses (Li et al., CVPR 2022), with the release's
+    hyper-parameters as defaults (docs/DW_SPEC.md, "Training targets and losses").
+
+    The argument names are those of the yacs keys ``MODEL.DW.<NAME>`` in lower case. The module
+    has no parameters or buffers: it only computes.
+
+    Example::
+
+        criterion = DWCriterion()
+        losses = criterion(points, strides, cls_logits, quality_logits, pred_boxes,
+                           gt_boxes, gt_classes)
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        center_prior_mu: float = 0.0,
+        center_prior_sigma: float = 1.11,
+        loc_score_scale: float = 5.0,
+        pos_weight_num_scale: float = 5.0,
+        pos_weight_den_scale: float = 3.0,
+        pos_cls_loss_weight: float = 0.25,
+        pos_loc_loss_weight: float = 0.25,
+        neg_iou_thresh: float = 0.5,
+    ):
+        """
+        Args:
+            center_prior_mu, center_prior_sigma: the center prior's Gaussian (the paper's mu and
+                sigma), in strides of the candidate's level.
+            loc_score_scale: ``p_loc = exp(-loc_score_scale * L)``, ``L`` the GIoU loss.
+            pos_weight_num_scale, pos_weight_den_scale: the positive weight is
+                ``exp(num * v) * v * prior / sum_bag exp(den * v) * v * prior`` (5 and 3 in the
+                release).
+            pos_cls_loss_weight, pos_loc_loss_weight: factors of the positive classification
+                and localisation losses.
+            neg_iou_thresh: predictions with an IoU below it stay full negatives.
+        """
+        super().__init__()
+        self.center_prior_mu = center_prior_mu
+        self.center_prior_sigma = center_prior_sigma
+        self.loc_score_scale = loc_score_scale
+        self.pos_weight_num_scale = pos_weight_num_scale
+        self.pos_weight_den_scale = pos_weight_den_scale
+        self.pos_cls_loss_weight = pos_cls_loss_weight
+        self.pos_loc_loss_weight = pos_loc_loss_weight
+        self.neg_iou_thresh = neg_iou_thresh
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {name: cfg.MODEL.DW[name.upper()] for name in cls.defaults()}
+
+    @classmethod
+    def defaults(cls) -> dict[str, float]:
+        """The release's hyper-parameters, ``{argument name: value}``: the one place they are
+        written (``add_dw_config`` and the LazyConfigs take them from here)."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return {p.name: p.default for p in parameters if p.default is not p.empty}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={getattr(self, name)}" for name in self.defaults())
+
+    def assign(
+        self,
+        points: torch.Tensor,
+        strides: torch.Tensor,
+        cls_logits: torch.Tensor,
+        quality_logits: torch.Tensor,
+        pred_boxes: torch.Tensor,
+        gt_boxes: list[torch.Tensor],
+        gt_classes: list[torch.Tensor],
+    ) -> DWAssignment:
+        """The first step: scores, center prior and weights of every (image, candidate, box)
+        pair whose candidate lies inside the box. Arguments as :meth:`forward`'s."""
+        return dw_assign(
+            points,
+            strides,
+            cls_logits,
+            quality_logits,
+            pred_boxes,
+            gt_boxes,
+            gt_classes,
+            center_prior_mu=self.center_prior_mu,
+            center_prior_sigma=self.center_prior_sigma,
+            loc_score_scale=self.loc_score_scale,
+            pos_weight_num_scale=self.pos_weight_num_scale,
+            pos_weight_den_scale=self.pos_weight_den_scale,
+            neg_iou_thresh=self.neg_iou_thresh,
+        )
+
+    def losses(self, assignment: DWAssignment, num_boxes: int) -> dict[str, torch.Tensor]:
+        """The second step: the losses of ``assignment`` for a batch of ``num_boxes`` boxes,
+        normalised over the batch and over all workers (:func:`~.losses.dw_losses`)."""
+        return dw_losses(
+            assignment,
+            num_boxes,
+            pos_cls_loss_weight=self.pos_cls_loss_weight,
+            pos_loc_loss_weight=self.pos_loc_loss_weight,
+        )
+
+    def forward(
+        self,
+        points: torch.Tensor,
+        strides: torch.Tensor,
+        cls_logits: torch.Tensor,
+        quality_logits: torch.Tensor,
+        pred_boxes: torch.Tensor,
+        gt_boxes: list[torch.Tensor],
+        gt_classes: list[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """The DW losses of a batch. Computed in the dtype of the predictions: give float32 or
+        float64 (cast half-precision predictions first); memory is O(N P G) booleans plus O(N P
+        C) for the scores, never (P, G, C).
+
+        Args:
+            points: (P, 2) candidate locations (x, y) in pixels of the padded input: anchor
+                points, or the centres of anchors.
+            strides: (P,) stride of each candidate's level, pixels.
+            cls_logits: (N, P, C) classification logits.
+            quality_logits: (N, P) logits of the localisation-quality factor of the joint score
+                ``sigmoid(cls) * sigmoid(quality)`` (FCOS' centerness, used as objectness).
+            pred_boxes: (N, P, 4) predicted XYXY boxes, pixels.
+            gt_boxes: N tensors (G_n, 4), XYXY pixels; G_n may be 0.
+            gt_classes: N int64 tensors (G_n,) in [0, C).
+
+        Returns:
+            ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars.
+        """
+        assignment = self.assign(
+            points, strides, cls_logits, quality_logits, pred_boxes, gt_boxes, gt_classes
+        )
+        return self.losses(assignment, sum(len(b) for b in gt_boxes))
