@@ -1,7 +1,8 @@
 # Set-up, demo and tests. Every target creates or updates the virtual environment in .venv/
 # first (idempotent; a no-op when nothing it depends on changed).
 #
-#   make demo    the main job (see README)
+#   make demo    the main job: generate the shapes dataset, train and evaluate a small DW-FCOS
+#                on it (CPU), draw predictions beside ground truth (tools/train_synthetic_model.py)
 #   make test    lint (ruff) + the test suite (pytest)
 #   make env     only the environment
 #
@@ -34,7 +35,7 @@ test: lint
 	$(PY) -m pytest
 
 demo: $(STAMP)
-	$(PY) tools/run_demo.py
+	$(PY) tools/train_synthetic_model.py
 
 clean:
 	rm -rf output datasets

@@ -19,7 +19,7 @@ setup(
         # C++ drop-in for pycocotools' COCOeval, same numbers (dual_weighting.evaluation);
         # MODEL.DW.COCO_EVAL pycocotools forces pycocotools.
         "faster-coco-eval>=1.6",
-        # tools/demo.py --video-input; <4.11 keeps numpy 1.x, which detectron2's metadata pins.
+        # demo/demo.py --video-input; <4.11 keeps numpy 1.x, which detectron2's metadata pins.
         "opencv-python-headless>=4.5,<4.11",
     ],
     extras_require={

@@ -1,6 +1,7 @@
-"""``dual_weighting.benchmark`` (behind tools/benchmark.py) at a tiny setting: both detectors get
-the same backbone, input, solver and data; the training/evaluation (also periodic) and timing
-plumbing runs; the tables are right on hand-made numbers; the batched section's model runs.
+"""``benchmarks`` (tools/benchmarks/, behind tools/benchmark.py) at a tiny setting: both
+detectors get the same backbone, input, solver and data; the training/evaluation (also periodic)
+and timing plumbing runs; the tables are right on hand-made numbers; the batched section's model
+runs.
 """
 
 import argparse
@@ -14,8 +15,8 @@ from detectron2.modeling.meta_arch.fcos import FCOS
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.env import seed_all_rng
 
+from benchmarks import accuracy, batched, detectors, report, soak, speed
 from dual_weighting import DWFCOS
-from dual_weighting.benchmark import accuracy, batched, detectors, report, soak, speed
 from dual_weighting.data import generate_synthetic_coco, register_synthetic
 
 # The accuracy options at a tiny size: 2 iterations of 2 images of 64 x 96, evaluated at the end.
@@ -254,7 +255,7 @@ def batched_cfg(tiny_opts):
     """The demo config tested at the tiny images' size, keeping every detection."""
     opts = [
         *tiny_opts, "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
-        "DATALOADER.NUM_WORKERS", "0", "MODEL.DW.TEST_SCORE_THRESH", "0.0",
+        "DATALOADER.NUM_WORKERS", "0", "MODEL.DW.SCORE_THRESH_TEST", "0.0",
     ]  # fmt: skip
     return detectors.make_cfg(detectors.SMALL_CONFIG, "dw", opts)
 

@@ -1,6 +1,7 @@
-"""The evaluation section of ``dual_weighting.benchmark`` at a tiny size (generated COCO-like data
-as described, every backend's numbers equal to pycocotools run here directly) and the batched
-section's comparison of detections on hand-made ones (its model runs: tests/test_benchmark.py)."""
+"""The evaluation section of ``benchmarks`` (tools/benchmarks/) at a tiny size (generated
+COCO-like data as described, every backend's numbers equal to pycocotools run here directly) and
+the batched section's comparison of detections on hand-made ones (its model runs:
+tests/test_benchmark.py)."""
 
 import argparse
 import math
@@ -14,7 +15,7 @@ from detectron2.structures import Boxes, Instances
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from dual_weighting.benchmark import batched, coco_eval
+from benchmarks import batched, coco_eval
 
 
 def test_generated_data_is_shaped_like_coco():

@@ -1,4 +1,4 @@
-"""The loss benchmark (``dual_weighting.benchmark.losses``, behind tools/benchmark_losses.py) and
+"""The loss benchmark (``benchmarks.losses``, behind tools/benchmark_losses.py) and
 the memory probes: hand-computed points, pairs and table rows, the per-box-loop reference against
 ``dw_losses``, and both tools run as commands at a tiny size."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import losses, memory
 from dual_weighting import dw_losses
-from dual_weighting.benchmark import losses, memory
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ carry the numbers given (read back from the matplotlib Figure)."""
 import pytest
 from matplotlib.colors import to_rgba
 
-from dual_weighting.benchmark import plots, report, speed
+from benchmarks import plots, report, speed
 
 
 def assert_png(path):

@@ -1,4 +1,4 @@
-"""The speed section's precisions (``dual_weighting.benchmark.precision``): float32 and bfloat16
+"""The speed section's precisions (``benchmarks.precision``): float32 and bfloat16
 models timed in the same rounds on CPU, the forward really in bfloat16, detectron2's FCOS
 trainable under autocast, the tables' ratio columns on hand-made numbers, refusals of what a
 device cannot run, and tools/benchmark.py's options, run as a command at a tiny size."""
@@ -13,7 +13,7 @@ import pytest
 import torch
 from detectron2.utils.events import EventStorage
 
-from dual_weighting.benchmark import detectors, precision, speed
+from benchmarks import detectors, precision, speed
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,6 @@
-"""``tools/demo.py`` run as users run it on tiny generated images, and the demo's library code
-(``dual_weighting.visualize.demo``): videos and where drawings are written."""
+"""``demo/demo.py`` run as users run it on tiny generated images, and its predictor
+(``demo/predictor.py``, imported as ``predictor`` as demo.py does): videos and where drawings are
+written."""
 
 import os
 import subprocess
@@ -12,14 +13,14 @@ from PIL import Image
 
 from dual_weighting.data import CLASS_NAMES, generate_synthetic_coco
 from dual_weighting.engine import SetupError
-from dual_weighting.visualize import DetectionDemo, demo_cfg, output_path, video_output_path
+from predictor import DetectionDemo, demo_cfg, output_path, video_output_path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "dw_R_18_FPN_synthetic_demo.yaml")
 # Small inputs: the generated 64 x 96 images are fed at their own size.
 SMALL = ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96"]
 # A few detections at threshold 0 (random init scores ~0.01): drawing 100 labels is slow.
-FEW = ["MODEL.DW.MAX_DETECTIONS_PER_IMAGE", "3"]
+FEW = ["TEST.DETECTIONS_PER_IMAGE", "3"]
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +34,9 @@ def val_images(tmp_path_factory):
 
 
 def run_demo(*args):
-    """``tools/demo.py --config-file CONFIG ARGS --confidence-threshold 0 --opts SMALL FEW``."""
+    """``demo/demo.py --config-file CONFIG ARGS --confidence-threshold 0 --opts SMALL FEW``."""
     proc = subprocess.run(
-        [sys.executable, "tools/demo.py", "--config-file", CONFIG, *args,
+        [sys.executable, "demo/demo.py", "--config-file", CONFIG, *args,
          "--confidence-threshold", "0", "--opts", *SMALL, *FEW],
         capture_output=True, text=True, cwd=REPO, timeout=300,
         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"),

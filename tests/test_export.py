@@ -27,8 +27,8 @@ from detectron2.layers import batched_nms
 from detectron2.modeling import build_model
 from test_model_e2e import THIN, THIN_BOTTLENECK
 
+from benchmarks import export_speed
 from dual_weighting import add_dw_config
-from dual_weighting.benchmark import export_speed
 from dual_weighting.data import generate_synthetic_coco, register_synthetic
 from dual_weighting.engine import DWTrainer
 from dual_weighting.export import (
@@ -248,10 +248,13 @@ def test_importing_the_package_needs_neither_onnx_nor_onnxruntime():
     # None in sys.modules makes an import fail, as if the package were not installed.
     code = (
         "import sys; sys.modules['onnx'] = sys.modules['onnxruntime'] = None; "
-        "import dual_weighting, dual_weighting.export, dual_weighting.benchmark.export_speed; "
+        "import dual_weighting, dual_weighting.export, benchmarks.export_speed; "
         "print('imported')"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    # Run in tools/, where the (not installed) benchmarks package is, as tools/benchmark.py runs.
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO / "tools"
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "imported", proc.stderr[-2000:]
 
 
@@ -284,8 +287,8 @@ def test_tool_exports_to_onnx_and_evaluates(tiny_dataset, tmp_path):
             "--config-file", str(DEMO), "--format", "onnx", "--output", str(out), "--run-eval",
             "--register-coco", f"tiny={json_file}:{tiny_dataset / 'val'}",
             # Random weights: every candidate of threshold 0, few of them (fewer near-ties).
-            "--opts", "MODEL.WEIGHTS", "", "MODEL.DW.TEST_SCORE_THRESH", "0.0",
-            "MODEL.DW.TEST_TOPK_CANDIDATES", "100", "MODEL.DW.MAX_DETECTIONS_PER_IMAGE", "20",
+            "--opts", "MODEL.WEIGHTS", "", "MODEL.DW.SCORE_THRESH_TEST", "0.0",
+            "MODEL.DW.TOPK_CANDIDATES_TEST", "100", "TEST.DETECTIONS_PER_IMAGE", "20",
             "DATASETS.TEST", '("tiny",)',
         ],
         capture_output=True, text=True, cwd=REPO, timeout=600,

@@ -114,18 +114,16 @@ from pathlib import Path
 
 import torch
 
-from dual_weighting.benchmark.accuracy import run_accuracy
-from dual_weighting.benchmark.batched import run_batched
-from dual_weighting.benchmark.coco_eval import run_coco_eval
-from dual_weighting.benchmark.detectors import VARIANTS
-from dual_weighting.benchmark.export_speed import export_settings, run_export_speed
-from dual_weighting.benchmark.precision import PRECISIONS, check_precision
-from dual_weighting.benchmark.report import environment
-from dual_weighting.benchmark.soak import run_soak
-from dual_weighting.benchmark.speed import run_speed, speed_settings
+from benchmarks.accuracy import run_accuracy
+from benchmarks.batched import run_batched
+from benchmarks.coco_eval import run_coco_eval
+from benchmarks.detectors import REPO, VARIANTS
+from benchmarks.export_speed import export_settings, run_export_speed
+from benchmarks.precision import PRECISIONS, check_precision
+from benchmarks.report import environment
+from benchmarks.soak import run_soak
+from benchmarks.speed import run_speed, speed_settings
 from dual_weighting.evaluation import COCOEVAL_BACKENDS
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def run_losses(args, out):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark ``dual_weighting.dw_losses`` against a per-box-loop implementation, on this CPU.
 
-The comparison implementation, ``dense_loop_dw_losses`` in ``dual_weighting.benchmark.losses``,
+The comparison implementation, ``dense_loop_dw_losses`` in ``tools/benchmarks/losses.py``,
 has the structure of the authors' release: per image, the center prior, the decoded boxes' GIoU
 and IoU, ``p_loc``, ``p_cls`` and the positive weights are computed densely for *all* P x G
 (point, box) pairs, and the negative weights are filled by a Python loop over the boxes. The
@@ -36,7 +36,7 @@ import argparse
 
 import torch
 
-from dual_weighting.benchmark.losses import (
+from benchmarks.losses import (
     LOSS_TABLE_HEADER,
     format_loss_row,
     make_inputs,

@@ -11,7 +11,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..modeling.losses import dw_losses
+from dual_weighting.modeling.losses import dw_losses
+
 from .memory import peak_rss_growth_mib
 
 STRIDES = (8, 16, 32, 64, 128)

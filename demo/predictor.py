@@ -1,4 +1,5 @@
-"""Detections of a DW-FCOS model drawn on images and video frames, for ``tools/demo.py``.
+"""Detections of a DW-FCOS model drawn on images and video frames, for ``demo/demo.py``
+(detectron2's layout: ``demo/predictor.py`` beside ``demo/demo.py``, outside the package).
 
 :class:`DetectionDemo` pairs detectron2's ``DefaultPredictor`` (the config's test resize, the
 model's inference rules) with detectron2's ``Visualizer``, labelling boxes with the class names of
@@ -17,7 +18,7 @@ from detectron2.engine import DefaultPredictor
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from .config import load_cfg
+from dual_weighting.visualize import load_cfg
 
 __all__ = [
     "DetectionDemo",
@@ -30,9 +31,10 @@ __all__ = [
 
 
 def demo_cfg(config_file, opts=(), confidence_threshold=0.5):
-    """The frozen config of :func:`~.config.load_cfg` with ``MODEL.DW.TEST_SCORE_THRESH`` set to
-    ``confidence_threshold``: candidates below it are not drawn, so the model need not keep them
-    either, and a threshold under the config's lets the model keep (and the picture show) more."""
+    """The frozen config of :func:`dual_weighting.visualize.load_cfg` with
+    ``MODEL.DW.TEST_SCORE_THRESH`` set to ``confidence_threshold``: candidates below it are not
+    drawn, so the model need not keep them either, and a threshold under the config's lets the
+    model keep (and the picture show) more."""
     cfg = load_cfg(config_file, opts)
     cfg.MODEL.DW.TEST_SCORE_THRESH = confidence_threshold
     cfg.freeze()

@@ -20,7 +20,7 @@ import warnings
 
 import torch
 
-from ..export import (
+from dual_weighting.export import (
     OnnxRuntimeDetector,
     build_export_model,
     detections,
@@ -28,6 +28,7 @@ from ..export import (
     export_torchscript,
     match_detections,
 )
+
 from .detectors import R50_CONFIG, SMALL_CONFIG, make_cfg
 from .report import format_table
 from .speed import Device, paired_ratio

@@ -18,9 +18,10 @@ from detectron2.engine import hooks
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils.env import seed_all_rng
 
-from ..data import default_synthetic_root, ensure_synthetic
-from ..engine import DWTrainer
-from ..evaluation import DWCOCOEvaluator
+from dual_weighting.data import default_synthetic_root, ensure_synthetic
+from dual_weighting.engine import DWTrainer
+from dual_weighting.evaluation import DWCOCOEvaluator
+
 from .detectors import (
     LOW_SCORE,
     SMALL_CONFIG,

@@ -11,11 +11,12 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg, instantiate
 from detectron2.modeling import build_backbone, build_model
 
-from ..config import add_dw_config
-from ..engine.lazy import model_zoo
+from dual_weighting.config import add_dw_config
+from dual_weighting.engine.lazy import model_zoo
 
-# The benchmark runs from a checkout (like tools/), whose configs/ is four folders up.
-REPO = Path(__file__).resolve().parents[4]
+# The repository root (tools/benchmarks/ is not installed: the benchmarks run from a checkout and
+# read its configs/). The one place that knows this folder's depth; tools/benchmark.py uses it too.
+REPO = Path(__file__).resolve().parents[2]
 SMALL_CONFIG = REPO / "configs" / "dw_R_18_FPN_synthetic_demo.yaml"
 R50_CONFIG = REPO / "configs" / "dw_R_50_FPN_1x.yaml"
 

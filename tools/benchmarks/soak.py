@@ -6,7 +6,8 @@ from pathlib import Path
 
 from detectron2.engine import hooks
 
-from ..data import default_synthetic_root, ensure_synthetic
+from dual_weighting.data import default_synthetic_root, ensure_synthetic
+
 from .accuracy import run_training, scaled_schedule
 from .detectors import SMALL_CONFIG, make_cfg
 from .memory import process_tree_rss_mib

@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""The main job (``make demo``): train a small DW-FCOS from scratch on the generated dataset.
+"""Train and evaluate a small DW-FCOS from scratch on the generated shapes dataset, and draw its
+predictions beside the ground truth: the job behind ``make demo`` (the target keeps its name;
+``demo/demo.py``, detectron2's kind of demo, runs a trained model on any images or video).
 
 1. Generates the shapes dataset under ``$DETECTRON2_DATASETS/dw_synthetic`` if it is absent.
 2. Trains ``configs/dw_R_18_FPN_synthetic_demo.yaml`` on CPU with ``train_net.py`` (detectron2's

@@ -5,14 +5,14 @@ Detections come from detectron2's ``DefaultPredictor`` (the config's test resize
 inference rules) and are drawn with detectron2's ``Visualizer``, labelled with the class names
 of the config's first test dataset (``DATASETS.TEST[0]``; the generated ``dw_synthetic_*``
 datasets are registered here, COCO's are detectron2's builtins). Works on a CPU: a config that
-asks for CUDA on a machine without it runs on the CPU. The logic is in
-``dual_weighting/visualize/demo.py``.
+asks for CUDA on a machine without it runs on the CPU. The logic is in ``demo/predictor.py``
+(imported as ``predictor``: a script's folder is on its ``sys.path``, as in detectron2's demo).
 
 Examples:
-    python tools/demo.py --config-file configs/dw_R_18_FPN_synthetic_demo.yaml \\
+    python demo/demo.py --config-file configs/dw_R_18_FPN_synthetic_demo.yaml \\
         --input datasets/dw_synthetic/val/00000*.jpg --output output/demo_pictures \\
         --opts MODEL.WEIGHTS output/demo/model_final.pth
-    python tools/demo.py --config-file configs/dw_R_50_FPN_1x.yaml --video-input street.mp4 \\
+    python demo/demo.py --config-file configs/dw_R_50_FPN_1x.yaml --video-input street.mp4 \\
         --output street_dw.mp4 --opts MODEL.WEIGHTS converted.pth
 """
 
@@ -23,13 +23,7 @@ from PIL import Image
 
 from dual_weighting.data import default_synthetic_root, register_synthetic
 from dual_weighting.engine import SetupError, parse_tool_args, tool_argument_parser
-from dual_weighting.visualize import (
-    DetectionDemo,
-    demo_cfg,
-    describe_detections,
-    expand_inputs,
-    output_path,
-)
+from predictor import DetectionDemo, demo_cfg, describe_detections, expand_inputs, output_path
 
 
 def parse_args(argv=None):
@@ -61,7 +55,7 @@ def main(argv=None):
     try:
         cfg = demo_cfg(args.config_file, args.opts, args.confidence_threshold)
     except SetupError as e:
-        raise SystemExit(f"tools/demo.py: error: {e}") from None
+        raise SystemExit(f"demo/demo.py: error: {e}") from None
     demo = DetectionDemo(cfg)
 
     if args.video_input:

@@ -25,7 +25,8 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.structures import Boxes, Instances
 
-from ..evaluation import DWCOCOEvaluator
+from dual_weighting.evaluation import DWCOCOEvaluator
+
 from .plots import bar_chart
 from .report import format_table
 

@@ -21,9 +21,14 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import pairwise_iou
 
-from ..checkpoint import DWCheckpointer
-from ..data import SizeOrderedInferenceSampler, default_synthetic_root, ensure_synthetic
-from ..evaluation import DWCOCOEvaluator
+from dual_weighting.checkpoint import DWCheckpointer
+from dual_weighting.data import (
+    SizeOrderedInferenceSampler,
+    default_synthetic_root,
+    ensure_synthetic,
+)
+from dual_weighting.evaluation import DWCOCOEvaluator
+
 from .detectors import SMALL_CONFIG, make_cfg
 from .plots import bar_chart
 from .report import format_table
