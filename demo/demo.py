@@ -42,7 +42,7 @@ def parse_args(argv=None):
         "--confidence-threshold",
         type=float,
         default=0.5,
-        help="lowest score drawn (also the model's MODEL.DW.TEST_SCORE_THRESH)",
+        help="lowest score drawn (also the model's MODEL.DW.SCORE_THRESH_TEST)",
     )
     return parse_tool_args(parser, argv)
 

@@ -32,11 +32,11 @@ __all__ = [
 
 def demo_cfg(config_file, opts=(), confidence_threshold=0.5):
     """The frozen config of :func:`dual_weighting.visualize.load_cfg` with
-    ``MODEL.DW.TEST_SCORE_THRESH`` set to ``confidence_threshold``: candidates below it are not
+    ``MODEL.DW.SCORE_THRESH_TEST`` set to ``confidence_threshold``: candidates below it are not
     drawn, so the model need not keep them either, and a threshold under the config's lets the
     model keep (and the picture show) more."""
     cfg = load_cfg(config_file, opts)
-    cfg.MODEL.DW.TEST_SCORE_THRESH = confidence_threshold
+    cfg.MODEL.DW.SCORE_THRESH_TEST = confidence_threshold
     cfg.freeze()
     return cfg
 

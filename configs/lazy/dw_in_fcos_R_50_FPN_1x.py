@@ -12,7 +12,7 @@ default 0.05 (detectron2's FCOS uses 0.2 on sqrt(cls * ctr); DW thresholds cls *
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 
-from dual_weighting import DWCriterion, DWFCOS, DWHead
+from dual_weighting import DWFCOS, DWCriterion, DWHead
 from dual_weighting.engine.lazy import model_zoo
 
 # Underscored: LazyConfig.load leaves it out of the config.

@@ -169,8 +169,8 @@ def accuracy_cfg(variant, seed, args, output_dir, extra_opts=()):
         "INPUT.MAX_SIZE_TEST", args.max_size,
         "TEST.EVAL_PERIOD", args.eval_period,
         # Scores are kept down to the "low" view's threshold; the "own" view filters further.
-        "MODEL.DW.TEST_SCORE_THRESH", score_of_product("dw", LOW_SCORE),
-        "MODEL.FCOS.TEST_SCORE_THRESH", score_of_product("fcos", LOW_SCORE),
+        "MODEL.DW.SCORE_THRESH_TEST", score_of_product("dw", LOW_SCORE),
+        "MODEL.FCOS.SCORE_THRESH_TEST", score_of_product("fcos", LOW_SCORE),
     ]  # fmt: skip
     if args.device != "cpu":
         opts += ["DATALOADER.NUM_WORKERS", 4]

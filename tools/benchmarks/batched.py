@@ -2,7 +2,7 @@
 detections of a batch differ from those of one image at a time.
 
 Images of one batch are padded to the batch's largest size (``ImageList``). Unmasked
-(``MODEL.DW.TEST_MASK_PADDING False``, detectron2's behaviour) that padding is seen by every
+(``MODEL.DW.MASK_PADDING_TEST False``, detectron2's behaviour) that padding is seen by every
 convolution's border and by the head's GroupNorm statistics, and the head predicts in it, so an
 image padded more in a batch than alone is not computed as alone; masked (the default,
 :class:`~dual_weighting.layers.BatchPadding`) it is, to rounding. The generated validation split
@@ -292,8 +292,8 @@ def run_batched(args, out):
     exact = {}
     for variant, mapper, mask, ordered in (
         ("one size", None, True, False),
-        ("mixed sizes, masked padding (TEST_MASK_PADDING, default)", mixed_mapper, True, False),
-        ("mixed sizes, plain padding (TEST_MASK_PADDING False)", mixed_mapper, False, False),
+        ("mixed sizes, masked padding (MASK_PADDING_TEST, default)", mixed_mapper, True, False),
+        ("mixed sizes, plain padding (MASK_PADDING_TEST False)", mixed_mapper, False, False),
         ("mixed sizes, masked, ordered by size (build_dw_test_loader)", mixed_mapper, True, True),
     ):  # fmt: skip
         model.test_mask_padding = mask

@@ -39,7 +39,7 @@ def dw_default_score_thresh() -> float:
     """DW's score threshold, on cls * ctr (0.05, the release's)."""
     cfg = get_cfg()
     add_dw_config(cfg)
-    return float(cfg.MODEL.DW.TEST_SCORE_THRESH)
+    return float(cfg.MODEL.DW.SCORE_THRESH_TEST)
 
 
 def score_of_product(variant, product):
@@ -52,7 +52,7 @@ def make_cfg(config_file, variant, opts=(), device="cpu"):
 
     ``variant`` "fcos" sets ``MODEL.META_ARCHITECTURE`` to "FCOS", which only
     :func:`build_detector` understands (detectron2's FCOS is not registered); "dw_refine" turns
-    on ``MODEL.DW.BOX_REFINE``. ``MODEL.FCOS.TEST_SCORE_THRESH`` (added here) is FCOS's
+    on ``MODEL.DW.BOX_REFINE``. ``MODEL.FCOS.SCORE_THRESH_TEST`` (added here) is FCOS's
     threshold on sqrt(cls * ctr), detectron2's default unless overridden.
     """
     if variant not in VARIANTS:
@@ -60,7 +60,7 @@ def make_cfg(config_file, variant, opts=(), device="cpu"):
     cfg = get_cfg()
     add_dw_config(cfg)
     cfg.MODEL.FCOS = CN()
-    cfg.MODEL.FCOS.TEST_SCORE_THRESH = fcos_default_score_thresh()
+    cfg.MODEL.FCOS.SCORE_THRESH_TEST = fcos_default_score_thresh()
     cfg.merge_from_file(str(config_file))
     cfg.merge_from_list(list(opts))
     cfg.MODEL.DEVICE = device
@@ -89,7 +89,7 @@ def build_fcos(cfg):
     model.head.norm = cfg.MODEL.DW.NORM
     model.pixel_mean = list(cfg.MODEL.PIXEL_MEAN)
     model.pixel_std = list(cfg.MODEL.PIXEL_STD)
-    model.test_score_thresh = cfg.MODEL.FCOS.TEST_SCORE_THRESH
+    model.test_score_thresh = cfg.MODEL.FCOS.SCORE_THRESH_TEST
     return instantiate(model).to(torch.device(cfg.MODEL.DEVICE))
 
 

@@ -82,7 +82,7 @@ def measure_export_speed(config_file, variant, height, width, device, warmup, re
     Returns:
         {"export_s": {runtime: s}, "latency_s": {runtime: [s, ...]}, "match": {runtime: str}}
     """
-    cfg = make_cfg(config_file, variant, ["MODEL.DW.TEST_SCORE_THRESH", "0.0"], device)
+    cfg = make_cfg(config_file, variant, ["MODEL.DW.SCORE_THRESH_TEST", "0.0"], device)
     model = build_export_model(cfg)
     g = torch.Generator().manual_seed(0)
     image = torch.randint(0, 256, (3, height, width), generator=g).float().to(device)

@@ -11,7 +11,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from dual_weighting.modeling.losses import dw_losses
+from dual_weighting import DWCriterion
+from dual_weighting.modeling.assignment import decode_ltrb
 
 from .memory import peak_rss_growth_mib
 
@@ -102,6 +103,13 @@ def dense_loop_dw_losses(points, strides, cls_logits, ctr_logits, box_ltrb, gt_b
         "loss_loc": pos_loc_sum / num_gt,
         "loss_cls_neg": neg_sum / neg_norm,
     }
+
+
+def dw_losses(points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, gt_classes):
+    """The package's losses (the release's :class:`DWCriterion`) of the same inputs: the
+    distances decoded to boxes as DWFCOS decodes them."""
+    pred_boxes = decode_ltrb(points.to(box_ltrb), box_ltrb)
+    return DWCriterion()(points, strides, cls_logits, ctr_logits, pred_boxes, gt_boxes, gt_classes)
 
 
 IMPLEMENTATIONS = {"loop": dense_loop_dw_losses, "dw": dw_losses}

@@ -61,6 +61,11 @@ def add_dw_config(cfg):
     # Center prior: Gaussian of the distance to the box centre, in strides (paper's mu, sigma).
     cfg.MODEL.DW.CENTER_PRIOR_MU = release["center_prior_mu"]
     cfg.MODEL.DW.CENTER_PRIOR_SIGMA = release["center_prior_sigma"]
+    # True: that Gaussian; False: the release's hard prior, 1 where the Gaussian exceeds 0.3.
+    cfg.MODEL.DW.SOFT_PRIOR = release["soft_prior"]
+    # Candidate bag of a box: 0 is the release's, every point inside the box; k > 0 the paper's,
+    # only the k points nearest the box centre on each level.
+    cfg.MODEL.DW.CANDIDATE_TOPK_PER_LEVEL = release["candidate_topk_per_level"]
     # Localisation score p_loc = exp(-LOC_SCORE_SCALE * GIoU loss).
     cfg.MODEL.DW.LOC_SCORE_SCALE = release["loc_score_scale"]
     # Positive weight: exp(POS_WEIGHT_NUM_SCALE * v) * v * prior, normalised per box by the sum

@@ -4,7 +4,7 @@
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 
-from dual_weighting import DWCriterion, DWFCOS, DWHead
+from dual_weighting import DWFCOS, DWCriterion, DWHead
 from dual_weighting.modeling.backbone import dw_fpn, dw_resnet
 
 model = L(DWFCOS)(

@@ -39,7 +39,7 @@ def _with_register_coco(parser):
 
 
 def tool_argument_parser(doc, config_help="model config", register_coco=False):
-    """The command line shared by the tools that load one config (``tools/demo.py``,
+    """The command line shared by the tools that load one config (``demo/demo.py``,
     ``export_model.py``, ``visualize_assignment.py``): the tool's docstring ``doc`` as its help
     (first paragraph the description, the text from "Examples:" on the epilog, layout kept), a
     required ``--config-file`` and, if ``register_coco``, ``--register-coco``. The tool adds its

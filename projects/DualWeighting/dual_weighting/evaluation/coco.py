@@ -101,7 +101,7 @@ class DWCOCOEvaluator(COCOEvaluator):
         if not self._do_evaluation:
             self._logger.info("Annotations are not available for evaluation.")
             return
-        self._logger.info(f"Evaluating predictions with the COCOeval of {self.backend}")
+        self._logger.info(f"COCOeval backend: {self.backend}")
         for task in sorted(self._tasks or self._tasks_from_predictions(coco_results)):
             coco_eval = (
                 d2_coco_evaluation._evaluate_predictions_on_coco(

@@ -9,8 +9,9 @@ from .backbone import build_dw_resnet_fpn_backbone, dw_fpn, dw_resnet
 from .box_refine import refine_boxes
 from .criterion import DWCriterion
 from .head import DW_HEAD_REGISTRY, DWHead, build_dw_head
+from .image_list import DWImageList
 from .losses import dw_losses
-from .meta_arch import DWFCOS, DWImageList
+from .meta_arch import DWFCOS
 from .postprocessing import release_rescale
 
 __all__ = [

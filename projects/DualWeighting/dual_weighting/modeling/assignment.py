@@ -127,6 +127,29 @@ def aligned_giou_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6
     return giou, iou
 
 
+# The release's hard prior (soft_prior=False): 1 where the Gaussian prior exceeds this, else 0.
+_HARD_PRIOR_THRESH = 0.3
+
+
+def _topk_per_box_and_level(
+    prior: torch.Tensor, box_id: torch.Tensor, strides: torch.Tensor, k: int
+) -> torch.Tensor:
+    """(K,) bool: whether each pair is among the ``k`` pairs of its (box, level) with the largest
+    ``prior`` (for a Gaussian of mean 0, the nearest the box centre in strides); equal priors in
+    pair order. Levels are told apart by their stride."""
+    _, level = torch.unique(strides, return_inverse=True)
+    group = box_id * (int(level.max()) + 1 if len(level) else 1) + level
+    order = prior.argsort(descending=True, stable=True)
+    order = order[group[order].argsort(stable=True)]  # by group, then by decreasing prior
+    sorted_group = group[order]
+    rank = torch.arange(len(order), device=prior.device) - torch.searchsorted(
+        sorted_group, sorted_group
+    )
+    keep = torch.zeros_like(box_id, dtype=torch.bool)
+    keep[order] = rank < k
+    return keep
+
+
 def _segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
     """(S,) sums of (K,) ``values`` grouped by their (K,) ``segment`` id in [0, S)."""
     return values.new_zeros(num_segments).index_add_(0, segment, values)
@@ -232,13 +255,15 @@ def dw_assign(
     points: torch.Tensor,
     strides: torch.Tensor,
     cls_logits: torch.Tensor,
-    quality_logits: torch.Tensor,
+    quality_logits: torch.Tensor | None,
     pred_boxes: torch.Tensor,
     gt_boxes: list[torch.Tensor],
     gt_classes: list[torch.Tensor],
     *,
     center_prior_mu: float,
     center_prior_sigma: float,
+    soft_prior: bool,
+    candidate_topk_per_level: int,
     loc_score_scale: float,
     pos_weight_num_scale: float,
     pos_weight_den_scale: float,
@@ -257,11 +282,17 @@ def dw_assign(
         strides: (P,) stride of each candidate's level, pixels.
         cls_logits: (N, P, C) classification logits.
         quality_logits: (N, P) logits of the localisation-quality factor of the joint score
-            (FCOS' centerness, used as objectness).
+            (FCOS' centerness, used as objectness), or None for a head without one: the joint
+            score is then the classification score alone.
         pred_boxes: (N, P, 4) predicted XYXY boxes, pixels.
         gt_boxes: N tensors (G_n, 4), XYXY pixels; G_n may be 0.
         gt_classes: N int64 tensors (G_n,) in [0, C).
         center_prior_mu, center_prior_sigma: center prior's Gaussian, in strides.
+        soft_prior: the Gaussian itself (the release's default); False: the release's hard prior,
+            1 where the Gaussian exceeds 0.3, else 0.
+        candidate_topk_per_level: 0 for the release's bag (every candidate inside the box); k > 0
+            for the paper's: per box and level, only the k candidates nearest the box centre
+            (in strides; ties by candidate index).
         loc_score_scale: ``p_loc = exp(-loc_score_scale * L)`` with ``L`` the GIoU loss.
         pos_weight_num_scale, pos_weight_den_scale: scales of ``v`` in the positive weight's
             numerator and denominator exponentials.
@@ -288,29 +319,38 @@ def dw_assign(
 
     img, pt, box = inside_pairs(points, boxes)  # each (K,)
     box_id = img * max_boxes + box  # flat index into N * G
-    point_id = img * num_points + pt  # flat index into N * P
     # Gathers with index_select on flat indices: faster than advanced indexing, and its backward
     # is an index_add rather than an accumulating index_put.
     pair_boxes = boxes.view(-1, 4).index_select(0, box_id)  # (K, 4)
-    pair_classes = classes.view(-1).index_select(0, box_id)  # (K,)
     pair_points = points.index_select(0, pt)  # (K, 2)
     pair_strides = strides.index_select(0, pt)  # (K,)
+    with torch.no_grad():
+        box_centers = (pair_boxes[:, :2] + pair_boxes[:, 2:]) / 2
+        prior = center_prior(
+            pair_points, pair_strides, box_centers, center_prior_mu, center_prior_sigma
+        )
+    if candidate_topk_per_level > 0:
+        keep = _topk_per_box_and_level(prior, box_id, pair_strides, candidate_topk_per_level)
+        img, pt, box, box_id, pair_boxes, prior = (
+            x[keep] for x in (img, pt, box, box_id, pair_boxes, prior)
+        )
+    if not soft_prior:
+        prior = (prior > _HARD_PRIOR_THRESH).to(prior.dtype)
+    point_id = img * num_points + pt  # flat index into N * P
+    pair_classes = classes.view(-1).index_select(0, box_id)  # (K,)
     # Flat index of [n, p, class_g]: where the pair reads its score and writes its neg. weight.
     target_index = point_id * num_classes + pair_classes
 
     # Joint score of every (image, point, class): classification times localisation quality.
-    scores = torch.sigmoid(cls_logits) * torch.sigmoid(quality_logits)[..., None]  # (N, P, C)
+    scores = torch.sigmoid(cls_logits)  # (N, P, C)
+    if quality_logits is not None:
+        scores = scores * torch.sigmoid(quality_logits)[..., None]
     p_cls = scores.reshape(-1).index_select(0, target_index)  # (K,)
 
     pair_pred_boxes = pred_boxes.reshape(-1, 4).index_select(0, point_id)  # (K, 4)
     giou, iou = aligned_giou_iou(pair_pred_boxes, pair_boxes, eps=iou_eps)
     p_loc = torch.exp(-loc_score_scale * (1.0 - giou))  # (K,)
 
-    with torch.no_grad():
-        box_centers = (pair_boxes[:, :2] + pair_boxes[:, 2:]) / 2
-        prior = center_prior(
-            pair_points, pair_strides, box_centers, center_prior_mu, center_prior_sigma
-        )
     pos_weight = positive_weights(
         p_cls.detach() * p_loc.detach(),
         prior,

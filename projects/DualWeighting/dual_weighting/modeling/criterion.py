@@ -41,6 +41,8 @@ class DWCriterion(nn.Module):
         *,
         center_prior_mu: float = 0.0,
         center_prior_sigma: float = 1.11,
+        soft_prior: bool = True,
+        candidate_topk_per_level: int = 0,
         loc_score_scale: float = 5.0,
         pos_weight_num_scale: float = 5.0,
         pos_weight_den_scale: float = 3.0,
@@ -52,6 +54,11 @@ class DWCriterion(nn.Module):
         Args:
             center_prior_mu, center_prior_sigma: the center prior's Gaussian (the paper's mu and
                 sigma), in strides of the candidate's level.
+            soft_prior: the Gaussian itself; False for the release's hard prior (1 where the
+                Gaussian exceeds 0.3, else 0).
+            candidate_topk_per_level: 0 for the release's candidate bag, every candidate inside
+                the box; k > 0 for the paper's, the k candidates nearest the box centre per box
+                and level (the release does not restrict the bag).
             loc_score_scale: ``p_loc = exp(-loc_score_scale * L)``, ``L`` the GIoU loss.
             pos_weight_num_scale, pos_weight_den_scale: the positive weight is
                 ``exp(num * v) * v * prior / sum_bag exp(den * v) * v * prior`` (5 and 3 in the
@@ -63,6 +70,8 @@ class DWCriterion(nn.Module):
         super().__init__()
         self.center_prior_mu = center_prior_mu
         self.center_prior_sigma = center_prior_sigma
+        self.soft_prior = soft_prior
+        self.candidate_topk_per_level = candidate_topk_per_level
         self.loc_score_scale = loc_score_scale
         self.pos_weight_num_scale = pos_weight_num_scale
         self.pos_weight_den_scale = pos_weight_den_scale
@@ -75,7 +84,7 @@ class DWCriterion(nn.Module):
         return {name: cfg.MODEL.DW[name.upper()] for name in cls.defaults()}
 
     @classmethod
-    def defaults(cls) -> dict[str, float]:
+    def defaults(cls) -> dict:
         """The release's hyper-parameters, ``{argument name: value}``: the one place they are
         written (``add_dw_config`` and the LazyConfigs take them from here)."""
         parameters = inspect.signature(cls.__init__).parameters.values()
@@ -89,7 +98,7 @@ class DWCriterion(nn.Module):
         points: torch.Tensor,
         strides: torch.Tensor,
         cls_logits: torch.Tensor,
-        quality_logits: torch.Tensor,
+        quality_logits: torch.Tensor | None,
         pred_boxes: torch.Tensor,
         gt_boxes: list[torch.Tensor],
         gt_classes: list[torch.Tensor],
@@ -106,6 +115,8 @@ class DWCriterion(nn.Module):
             gt_classes,
             center_prior_mu=self.center_prior_mu,
             center_prior_sigma=self.center_prior_sigma,
+            soft_prior=self.soft_prior,
+            candidate_topk_per_level=self.candidate_topk_per_level,
             loc_score_scale=self.loc_score_scale,
             pos_weight_num_scale=self.pos_weight_num_scale,
             pos_weight_den_scale=self.pos_weight_den_scale,
@@ -127,7 +138,7 @@ class DWCriterion(nn.Module):
         points: torch.Tensor,
         strides: torch.Tensor,
         cls_logits: torch.Tensor,
-        quality_logits: torch.Tensor,
+        quality_logits: torch.Tensor | None,
         pred_boxes: torch.Tensor,
         gt_boxes: list[torch.Tensor],
         gt_classes: list[torch.Tensor],
@@ -142,7 +153,8 @@ class DWCriterion(nn.Module):
             strides: (P,) stride of each candidate's level, pixels.
             cls_logits: (N, P, C) classification logits.
             quality_logits: (N, P) logits of the localisation-quality factor of the joint score
-                ``sigmoid(cls) * sigmoid(quality)`` (FCOS' centerness, used as objectness).
+                ``sigmoid(cls) * sigmoid(quality)`` (FCOS' centerness, used as objectness); None
+                for a head without one (the joint score is then ``sigmoid(cls)``).
             pred_boxes: (N, P, 4) predicted XYXY boxes, pixels.
             gt_boxes: N tensors (G_n, 4), XYXY pixels; G_n may be 0.
             gt_classes: N int64 tensors (G_n,) in [0, C).

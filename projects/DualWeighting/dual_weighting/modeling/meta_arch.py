@@ -23,26 +23,10 @@ from ..layers import BatchPadding, batched_nms_float32, check_maskable
 from .assignment import decode_ltrb
 from .criterion import DWCriterion
 from .head import build_dw_head
+from .image_list import DWImageList, check_finite_images
 from .postprocessing import release_rescale
 
-__all__ = ["DWFCOS", "DWImageList"]
-
-
-class DWImageList(ImageList):
-    """detectron2's :class:`ImageList` of an inference batch, with what DW-FCOS' inference
-    needs of the batch, computed once by :meth:`DWFCOS.preprocess_image`.
-
-    Attributes:
-        padding: the :class:`~dual_weighting.layers.BatchPadding` of the batch (each image's own
-            padded extent).
-        output_sizes: N (height, width), the size each input asks its detections in
-            (detectron2's ``height`` and ``width`` keys; the resized size without them).
-    """
-
-    def __init__(self, images: ImageList, padding: BatchPadding, output_sizes):
-        super().__init__(images.tensor, images.image_sizes)
-        self.padding = padding
-        self.output_sizes = [tuple(int(v) for v in size) for size in output_sizes]
+__all__ = ["DWFCOS"]
 
 
 @META_ARCH_REGISTRY.register()
@@ -165,7 +149,7 @@ class DWFCOS(DenseDetector):
         """
         if self.training or torch.jit.is_tracing():
             return super().preprocess_image(batched_inputs)
-        _check_finite_images(batched_inputs)
+        check_finite_images(batched_inputs)
         images = super().preprocess_image(batched_inputs)
         output_sizes = [
             (x.get("height", h), x.get("width", w))
@@ -291,8 +275,8 @@ class DWFCOS(DenseDetector):
 
         Args:
             images: the batch; a :class:`DWImageList` from :meth:`preprocess_image`, or a plain
-                ImageList (its padding is then computed here, and its output sizes are the
-                resized ones).
+                ImageList (its padding is then computed here, and detections stay in its resized
+                frame).
             features: L tensors (N, D, H_l, W_l).
             predictions: the head's logits, box_ltrb and centerness, L tensors each.
 
@@ -304,7 +288,9 @@ class DWFCOS(DenseDetector):
         )
         anchors = self.anchor_generator(features)
         own_cells = self._own_cells(images, features)
-        output_sizes = getattr(images, "output_sizes", images.image_sizes)
+        # The release rescales to each input's own size, which only a DWImageList knows: a plain
+        # ImageList (a traced graph's, which takes the input image alone) keeps the resized frame.
+        release = self.test_release_postprocess and isinstance(images, DWImageList)
         results: list[Instances] = []
         for i, image_size in enumerate(images.image_sizes):
             # Joint score s * o, without the square root of detectron2's FCOS.
@@ -316,7 +302,7 @@ class DWFCOS(DenseDetector):
                 scores = [x if c is None else x[c] for x, c in zip(scores, cells)]
                 ltrb = [x if c is None else x[c] for x, c in zip(ltrb, cells)]
                 image_anchors = [x if c is None else x[c] for x, c in zip(anchors, cells)]
-            output_size = output_sizes[i] if self.test_release_postprocess else None
+            output_size = images.output_sizes[i] if release else None
             results.append(
                 self.inference_single_image(image_anchors, scores, ltrb, image_size, output_size)
             )
@@ -382,25 +368,3 @@ class DWFCOS(DenseDetector):
             pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh
         )
         return pred[keep[: self.max_detections_per_image]]
-
-
-def _check_finite_images(batched_inputs: list[dict]):
-    """Raise a ValueError naming each floating-point ``image`` of ``batched_inputs`` that holds an
-    infinite or NaN pixel. Integer images (detectron2's mappers give uint8) are finite."""
-    floats = [
-        (i, x["image"]) for i, x in enumerate(batched_inputs) if x["image"].is_floating_point()
-    ]
-    if not floats:
-        return
-    # One host read for the batch.
-    finite = torch.stack([torch.isfinite(image).all() for _, image in floats]).tolist()
-    bad = []
-    for (i, _), ok in zip(floats, finite):
-        if not ok:
-            source = batched_inputs[i].get("file_name")
-            bad.append(f"batched_inputs[{i}]" + (f" ({source})" if source else ""))
-    if bad:
-        raise ValueError(
-            f"DWFCOS got input images with infinite or NaN pixels: {', '.join(bad)}. "
-            "Pixel values must be finite."
-        )
