@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import torch
-from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg, instantiate
 from detectron2.modeling import build_backbone, build_model
 
@@ -59,7 +58,6 @@ def make_cfg(config_file, variant, opts=(), device="cpu"):
         raise ValueError(f"Unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
     cfg = get_cfg()
     add_dw_config(cfg)
-    cfg.MODEL.FCOS = CN()
     cfg.MODEL.FCOS.SCORE_THRESH_TEST = fcos_default_score_thresh()
     cfg.merge_from_file(str(config_file))
     cfg.merge_from_list(list(opts))

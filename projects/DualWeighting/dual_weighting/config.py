@@ -114,6 +114,21 @@ def add_dw_config(cfg):
     # scaling boxes in float32 as MMDetection does. Off here; on in the published-model configs.
     cfg.INPUT.RELEASE_RESIZE_TRAIN = False
 
+    # detectron2's own FCOS with DW's losses (dual_weighting.modeling.DWLossFCOS). detectron2
+    # gives its FCOS no yacs keys; these are its LazyConfig arguments, with its defaults. The DW
+    # criterion reads MODEL.DW's keys.
+    cfg.MODEL.FCOS = CN()
+    cfg.MODEL.FCOS.NUM_CLASSES = 80
+    cfg.MODEL.FCOS.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    # FCOSHead: NUM_CONVS 3x3 convs of the backbone's width per tower, with NORM.
+    cfg.MODEL.FCOS.NUM_CONVS = 4
+    cfg.MODEL.FCOS.NORM = "GN"
+    cfg.MODEL.FCOS.PRIOR_PROB = 0.01
+    # Inference on detectron2's score sqrt(cls * ctr).
+    cfg.MODEL.FCOS.SCORE_THRESH_TEST = 0.2
+    cfg.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000
+    cfg.MODEL.FCOS.NMS_THRESH_TEST = 0.6
+
     # Deprecated names of the keys above (DEPRECATED_KEYS): None unless a config sets them.
     for old in DEPRECATED_KEYS:
         node, name = _node_and_name(cfg, old)

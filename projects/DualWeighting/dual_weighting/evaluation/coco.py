@@ -75,6 +75,9 @@ class DWCOCOEvaluator(COCOEvaluator):
 
     def __init__(self, dataset_name, *args, backend="auto", **kwargs):
         self._cocoeval_class, self.backend = resolve_cocoeval(backend)
+        # The chosen class replaces detectron2's switch between its two; off, detectron2 does
+        # not log that its own fast implementation is missing.
+        kwargs["use_fast_impl"] = False
         super().__init__(dataset_name, *args, **kwargs)
 
     def _eval_predictions(self, predictions, img_ids=None):

@@ -8,6 +8,7 @@ from .assignment import DWAssignment, dw_assign
 from .backbone import build_dw_resnet_fpn_backbone, dw_fpn, dw_resnet
 from .box_refine import refine_boxes
 from .criterion import DWCriterion
+from .fcos_dw_loss import DWLossFCOS
 from .head import DW_HEAD_REGISTRY, DWHead, build_dw_head
 from .image_list import DWImageList
 from .losses import dw_losses
@@ -20,6 +21,7 @@ __all__ = [
     "DWFCOS",
     "DWHead",
     "DWImageList",
+    "DWLossFCOS",
     "DW_HEAD_REGISTRY",
     "build_dw_head",
     "build_dw_resnet_fpn_backbone",

@@ -18,7 +18,19 @@ from torch import nn
 from .assignment import DWAssignment, dw_assign
 from .losses import dw_losses
 
-__all__ = ["DWCriterion"]
+__all__ = ["DWCriterion", "check_finite_predictions"]
+
+
+def check_finite_predictions(predictions, detector: str, iteration: int):
+    """Raise a FloatingPointError naming ``detector`` and ``iteration`` if a tensor of
+    ``predictions`` (a head's lists of per-level tensors) holds an infinite or NaN value: the
+    losses' BCE would reject NaN with an error that names neither the cause nor the iteration.
+    One host read for all of them."""
+    finite = torch.stack([torch.isfinite(x).all() for level in predictions for x in level])
+    if not finite.all():
+        raise FloatingPointError(
+            f"{detector} predictions became infinite or NaN at iteration={iteration}"
+        )
 
 
 class DWCriterion(nn.Module):

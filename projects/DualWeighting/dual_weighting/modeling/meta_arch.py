@@ -21,7 +21,7 @@ from torch import nn
 from .. import config as dw_config
 from ..layers import BatchPadding, batched_nms_float32, check_maskable
 from .assignment import decode_ltrb
-from .criterion import DWCriterion
+from .criterion import DWCriterion, check_finite_predictions
 from .head import build_dw_head
 from .image_list import DWImageList, check_finite_images
 from .postprocessing import release_rescale
@@ -96,9 +96,10 @@ class DWFCOS(DenseDetector):
 
         shapes = backbone.output_shape()
         strides = [shapes[f].stride for f in self.head_in_features]
-        # Anchor points at ((j + 0.5) * s, (i + 0.5) * s): the release's offset, unlike
-        # detectron2 FCOS's 0. A square "anchor" of side s centred there lets detectron2's
-        # linear box transform decode (l, t, r, b) in pixels.
+        # Anchor points at ((j + 0.5) * s, (i + 0.5) * s): the release's offset (detectron2's
+        # FCOS gets the same from DefaultAnchorGenerator's default; its yacs key
+        # ANCHOR_GENERATOR.OFFSET, 0, is not read). A square "anchor" of side s centred there
+        # lets detectron2's linear box transform decode (l, t, r, b) in pixels.
         self.anchor_generator = DefaultAnchorGenerator(
             sizes=[[s] for s in strides], aspect_ratios=[1.0], strides=strides, offset=0.5
         )
@@ -247,13 +248,7 @@ class DWFCOS(DenseDetector):
             ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars.
         """
         storage = get_event_storage()
-        # Check here, in one reduction: the losses' BCE rejects NaN with an error that names
-        # neither the cause nor the iteration.
-        finite = torch.stack([torch.isfinite(x).all() for x in sum(predictions, [])])
-        if not finite.all():
-            raise FloatingPointError(
-                f"DW-FCOS predictions became infinite or NaN at iteration={storage.iter}"
-            )
+        check_finite_predictions(predictions, "DW-FCOS", storage.iter)
         storage.put_scalar(
             "num_gt_boxes_per_image", sum(len(x) for x in gt_instances) / len(gt_instances)
         )
