@@ -169,7 +169,10 @@ def argument_parser():
     a = p.add_argument_group("accuracy")
     a.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="default 0,1,2")
     a.add_argument(
-        "--variants", type=_csv(str), default=["fcos", "dw"], help="of fcos,dw,dw_refine"
+        "--variants",
+        type=_csv(str),
+        default=["fcos", "dw"],
+        help="of fcos,fcos_dw (detectron2's FCOS with DW's losses),dw,dw_refine",
     )
     a.add_argument("--iters", type=int, default=120, help="training iterations (demo: 220)")
     a.add_argument("--batch", type=int, default=8, help="images per batch (also 'small' speed)")

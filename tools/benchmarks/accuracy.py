@@ -23,6 +23,7 @@ from dual_weighting.engine import DWTrainer
 from dual_weighting.evaluation import DWCOCOEvaluator
 
 from .detectors import (
+    FCOS_CLASSES,
     LOW_SCORE,
     SMALL_CONFIG,
     VARIANTS,
@@ -128,7 +129,8 @@ class BenchmarkTrainer(DWTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        variant = "fcos" if cfg.MODEL.META_ARCHITECTURE == "FCOS" else "dw"
+        # Score views: detectron2's FCOS class scores sqrt(cls * ctr), DWFCOS cls * ctr.
+        variant = "fcos" if cfg.MODEL.META_ARCHITECTURE in FCOS_CLASSES.values() else "dw"
         own = fcos_default_score_thresh() if variant == "fcos" else dw_default_score_thresh()
         low = score_of_product(variant, LOW_SCORE)
         return DatasetEvaluators(

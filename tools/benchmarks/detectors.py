@@ -10,8 +10,10 @@ import torch
 from detectron2.config import get_cfg, instantiate
 from detectron2.modeling import build_backbone, build_model
 
+from dual_weighting import DWCriterion
 from dual_weighting.config import add_dw_config
 from dual_weighting.engine.lazy import model_zoo
+from dual_weighting.modeling import DWLossFCOS
 
 # The repository root (tools/benchmarks/ is not installed: the benchmarks run from a checkout and
 # read its configs/). The one place that knows this folder's depth; tools/benchmark.py uses it too.
@@ -19,7 +21,15 @@ REPO = Path(__file__).resolve().parents[2]
 SMALL_CONFIG = REPO / "configs" / "dw_R_18_FPN_synthetic_demo.yaml"
 R50_CONFIG = REPO / "configs" / "dw_R_50_FPN_1x.yaml"
 
-VARIANTS = {"fcos": "FCOS (d2)", "dw": "DW", "dw_refine": "DW+refine"}
+VARIANTS = {
+    "fcos": "FCOS (d2)",
+    "fcos_dw": "FCOS (d2), DW losses",
+    "dw": "DW",
+    "dw_refine": "DW+refine",
+}
+# The meta-architectures built from detectron2's FCOS config (build_fcos): its own, and its class
+# trained with DW's criterion (DWLossFCOS). Both score sqrt(cls * ctr).
+FCOS_CLASSES = {"fcos": "FCOS", "fcos_dw": "DWLossFCOS"}
 # Threshold of the "low" view, on cls * ctr for both detectors (FCOS thresholds its square root).
 LOW_SCORE = 0.0025
 
@@ -63,8 +73,8 @@ def make_cfg(config_file, variant, opts=(), device="cpu"):
     cfg.merge_from_list(list(opts))
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = ""  # random init (the R-50 configs name ImageNet weights)
-    if variant == "fcos":
-        cfg.MODEL.META_ARCHITECTURE = "FCOS"
+    if variant in FCOS_CLASSES:
+        cfg.MODEL.META_ARCHITECTURE = FCOS_CLASSES[variant]
     cfg.MODEL.DW.BOX_REFINE = variant == "dw_refine"
     return cfg
 
@@ -88,11 +98,19 @@ def build_fcos(cfg):
     model.pixel_mean = list(cfg.MODEL.PIXEL_MEAN)
     model.pixel_std = list(cfg.MODEL.PIXEL_STD)
     model.test_score_thresh = cfg.MODEL.FCOS.SCORE_THRESH_TEST
+    if cfg.MODEL.META_ARCHITECTURE == "DWLossFCOS":
+        # The same model trained with DW's criterion (cfg's MODEL.DW keys) instead of FCOS's
+        # losses.
+        model._target_ = DWLossFCOS
+        del model.focal_loss_alpha, model.focal_loss_gamma
+        model = instantiate(model)
+        model.criterion = DWCriterion(cfg)
+        return model.to(torch.device(cfg.MODEL.DEVICE))
     return instantiate(model).to(torch.device(cfg.MODEL.DEVICE))
 
 
 def build_detector(cfg):
     """FCOS (``MODEL.META_ARCHITECTURE`` "FCOS") or a registered meta-architecture (DWFCOS)."""
-    if cfg.MODEL.META_ARCHITECTURE == "FCOS":
+    if cfg.MODEL.META_ARCHITECTURE in FCOS_CLASSES.values():
         return build_fcos(cfg)
     return build_model(cfg)
