@@ -14,6 +14,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from torch import nn
 
+from benchmarks.detectors import SMALL_CONFIG, build_detector, make_cfg
 from dual_weighting import DWCriterion
 from dual_weighting.engine import load_lazy_config, load_yacs_config
 from dual_weighting.modeling import DWLossFCOS
@@ -200,3 +201,18 @@ def test_yacs_and_lazy_configs_build_the_same_model():
     for name in DWCriterion.defaults():
         assert getattr(yacs_model.criterion, name) == getattr(lazy_model.criterion, name), name
     assert yacs_model.criterion.center_prior_sigma == 2.0
+
+
+def test_the_benchmark_pairs_it_with_detectron2s_fcos_at_equal_start():
+    """tools/benchmark.py accuracy --variants fcos,fcos_dw: the same model from the same seed,
+    only the losses differ."""
+    models = []
+    for variant in ("fcos", "fcos_dw"):
+        torch.manual_seed(0)
+        models.append(build_detector(make_cfg(SMALL_CONFIG, variant)))
+    fcos, with_dw = models
+    assert type(fcos) is FCOS and type(with_dw) is DWLossFCOS
+    state = fcos.state_dict()
+    assert state.keys() == with_dw.state_dict().keys()
+    assert all(torch.equal(v, state[k]) for k, v in with_dw.state_dict().items())
+    assert with_dw.test_score_thresh == fcos.test_score_thresh == 0.2
