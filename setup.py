@@ -17,7 +17,7 @@ setup(
         "torchvision>=0.15",
         "pycocotools>=2.0.2",
         # C++ drop-in for pycocotools' COCOeval, same numbers (dual_weighting.evaluation);
-        # MODEL.DW.COCO_EVAL pycocotools forces pycocotools.
+        # TEST.COCO_EVAL pycocotools forces pycocotools.
         "faster-coco-eval>=1.6",
         # demo/demo.py --video-input; <4.11 keeps numpy 1.x, which detectron2's metadata pins.
         "opencv-python-headless>=4.5,<4.11",

@@ -15,7 +15,7 @@ build of detectron2 0.7.2 published only for CPython 3.10):
    ``pkg_resources``), which detectron2 imports but this build's metadata forgets.
 
 Without ``_C``, detectron2's ``DeformConv``/``ModulatedDeformConv``, rotated-box ops and fast
-COCOeval are missing; Dual Weighting needs none of them (see README).
+COCOeval are missing; Dual Weighting needs none of them (see docs/INSTALL.md).
 
 An importable detectron2 (for example one built from source with its compiled ops) is kept as it
 is: the script prints where it lives and exits.
