@@ -1,7 +1,159 @@
-"""Builders shared by several test modules (not tests themselves)."""
+"""Builders shared by several test modules (not tests themselves): paths, configs and models,
+inputs, the train_net runner and the NaN-offset check run in a subprocess. Plain functions and
+constants, so that parametrize lists, spawned workers and subprocesses can use them too; the
+fixtures are in conftest.py, the literal DW reference and its random cases in dw_reference.py.
+"""
 
-from dual_weighting import DWCriterion
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from torchvision.ops import deform_conv2d
+
+from dual_weighting import DWCriterion, DWHead, add_dw_config
+from dual_weighting.layers.deform_conv import deform_conv2d_full_precision
 from dual_weighting.modeling.assignment import decode_ltrb
+from dual_weighting.modeling.backbone import ModulatedDeformBottleneckBlock
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+# The DW-FCOS model configs (configs/COCO-Detection/ holds DW in detectron2's own detectors).
+YAMLS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("Base-"))
+DEMO_CONFIG = CONFIGS / "dw_R_18_FPN_synthetic_demo.yaml"
+
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+CUDA_PARAM = pytest.param("cuda", marks=NEEDS_CUDA)
+
+LOSS_NAMES = ("loss_cls_pos", "loss_loc", "loss_cls_neg")
+
+# IoU of (0, 0, 320, 320) and (0, 0, 320, 192) is 320 * 192 / (320 * 320) = 0.6 exactly: a tie
+# at NMS threshold 0.6, which the release's float32 rule keeps and torchvision's drops.
+NMS_TIE = torch.tensor([[0.0, 0.0, 320.0, 320.0], [0.0, 0.0, 320.0, 192.0]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs and models
+# ---------------------------------------------------------------------------------------------
+
+
+def load_cfg(path, *opts):
+    """detectron2's and DW's defaults, the yacs file ``path``, on the CPU without weights, then
+    the ``KEY VALUE`` overrides ``opts``. Unlike the package's ``load_yacs_config``: unfrozen,
+    unchecked, deprecated keys left where they are."""
+    cfg = get_cfg()
+    add_dw_config(cfg)
+    cfg.merge_from_file(str(path))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
+    return cfg
+
+
+# The depth, DCN stages, head options and norms of each config; only widths and classes shrink.
+# 64 FPN channels: GroupNorm(32) needs more than one value per group on a 1 x 1 P7.
+THIN = [
+    "MODEL.WEIGHTS", "", "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.RESNETS.STEM_OUT_CHANNELS", "16",
+    "MODEL.DW.NUM_CLASSES", "3",
+]  # fmt: skip
+THIN_BOTTLENECK = ["MODEL.RESNETS.RES2_OUT_CHANNELS", "32", "MODEL.RESNETS.WIDTH_PER_GROUP", "8"]
+
+
+def thin_cfg(path, *opts):
+    """:func:`load_cfg` of ``path`` made thin (:data:`THIN`, and :data:`THIN_BOTTLENECK` for the
+    bottleneck ResNets), then ``opts``: every config's model in seconds on a CPU."""
+    cfg = load_cfg(path)
+    cfg.merge_from_list(THIN + (THIN_BOTTLENECK if cfg.MODEL.RESNETS.DEPTH >= 50 else []))
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def thin_model(path, device="cpu"):
+    """The model of :func:`thin_cfg` on ``device``, initialised with seed 0."""
+    cfg = thin_cfg(path, "MODEL.DEVICE", device)
+    torch.manual_seed(0)
+    return build_model(cfg)
+
+
+# The demo model (ResNet-18, two-conv towers) at 64 FPN channels and 2 classes, trained on 96 px.
+SMALL_MODEL = [
+    "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.DW.NUM_CLASSES", "2",
+    "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "160",
+]  # fmt: skip
+
+
+def small_cfg(*opts):
+    """The demo config made small (:data:`SMALL_MODEL`), then ``opts``."""
+    return load_cfg(DEMO_CONFIG, *SMALL_MODEL, *opts)
+
+
+def resnet_fpn_cfg(depth=18, deform=(False, False, False, False), freeze_at=0, norm="BN"):
+    """detectron2's defaults with DW's ResNet-FPN backbone alone (P3-P7 of 32 channels from
+    res3-res5, DCNv2 on the stages ``deform``), the stride in the 3x3 conv as torchvision's."""
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.NAME = "build_dw_resnet_fpn_backbone"
+    cfg.MODEL.BACKBONE.FREEZE_AT = freeze_at
+    cfg.MODEL.RESNETS.DEPTH = depth
+    cfg.MODEL.RESNETS.NORM = norm
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth in (18, 34) else 256
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = list(deform)
+    cfg.MODEL.RESNETS.DEFORM_MODULATED = True
+    cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.FPN.OUT_CHANNELS = 32
+    return cfg
+
+
+class RecordingCheckpointer(DetectionCheckpointer):
+    """Keeps the incompatible keys (``.incompatible``) that ``load`` only logs."""
+
+    def _load_model(self, checkpoint):
+        self.incompatible = super()._load_model(checkpoint)
+        return self.incompatible
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+
+SIZES = [(64, 80), (64, 79)]  # one odd width, as detectron2's (200, 250), (200, 249)
+
+
+def images(sizes=SIZES):
+    """Random float images (3, H, W) in [0, 255] of ``sizes``, the same on every call."""
+    g = torch.Generator().manual_seed(1)
+    return [torch.rand(3, h, w, generator=g) * 255 for h, w in sizes]
+
+
+def instances(size, num_boxes):
+    """Ground truth of an image of ``size``: the first ``num_boxes`` (0 to 2) of two boxes of
+    classes 0 and 2."""
+    inst = Instances(size)
+    inst.gt_boxes = Boxes(torch.tensor([[4.0, 6, 40, 50], [20, 10, 60, 60]])[:num_boxes])
+    inst.gt_classes = torch.tensor([0, 2])[:num_boxes]
+    return inst
+
+
+def two_box_batch():
+    """One 96 x 128 image with two overlapping boxes of classes 0 and 1."""
+    inst = Instances((96, 128))
+    inst.gt_boxes = Boxes(torch.tensor([[10.0, 10, 60, 50], [40, 30, 120, 90]]))
+    inst.gt_classes = torch.tensor([0, 1])
+    g = torch.Generator().manual_seed(0)
+    return [{"image": torch.rand(3, 96, 128, generator=g) * 255, "instances": inst}]
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------------
 
 
 def fcos_dw_losses(points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, gt_classes, **hp):
@@ -11,4 +163,194 @@ def fcos_dw_losses(points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, 
     pred_boxes = decode_ltrb(points.to(box_ltrb), box_ltrb)
     return DWCriterion(**hp)(
         points, strides, cls_logits, ctr_logits, pred_boxes, gt_boxes, gt_classes
+    )
+
+
+def losses_and_grads(fn, points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, gt_classes):
+    """The three losses of ``fn`` (in :data:`LOSS_NAMES` order) and, per loss, its gradients with
+    respect to the class logits, centerness logits and distances (zeros where it has none)."""
+    inputs = [t.detach().clone().requires_grad_() for t in (cls_logits, ctr_logits, box_ltrb)]
+    losses = fn(points, strides, *inputs, gt_boxes, gt_classes)
+    values = [losses[k] for k in LOSS_NAMES]
+    grads = {}
+    for k, value in zip(LOSS_NAMES, values):
+        grads[k] = torch.autograd.grad(value, inputs, retain_graph=True, allow_unused=True)
+        grads[k] = [torch.zeros_like(x) if gr is None else gr for x, gr in zip(inputs, grads[k])]
+    return values, grads
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched inference against one image at a time, in float64
+# ---------------------------------------------------------------------------------------------
+
+# Image 0 fills the batch (160 x 128 after padding to 32); 1 and 2 are padded further.
+MIXED_SIZES = [(130, 97), (64, 80), (96, 33)]
+
+
+def float64_images(sizes=MIXED_SIZES):
+    g = torch.Generator().manual_seed(3)
+    return [torch.rand(3, h, w, generator=g, dtype=torch.float64) * 255 for h, w in sizes]
+
+
+def perturbed(model):
+    """``model`` in float64, eval mode, every parameter moved by N(0, 0.05)."""
+    model = model.double().eval()
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.05)
+    model.test_score_thresh = 0.0
+    return model
+
+
+def raw_predictions(model, inputs):
+    """The head's outputs of ``model`` on ``inputs``, as ``DWFCOS.forward`` computes them."""
+    return model.dense_predictions(model.preprocess_image(inputs))[1]
+
+
+def largest_relative_difference(model, images):
+    """Over the three outputs, every level and every image: the largest difference between the
+    batch's prediction in the image's own cells and the image's prediction alone, relative to
+    the largest prediction alone."""
+    with torch.no_grad():
+        batch = raw_predictions(model, [{"image": x} for x in images])
+        worst = 0.0
+        for i, image in enumerate(images):
+            alone = raw_predictions(model, [{"image": image}])
+            for batch_maps, alone_maps in zip(batch, alone):
+                for b, a in zip(batch_maps, alone_maps):
+                    h, w = a.shape[-2:]
+                    diff = (b[i, :, :h, :w] - a[0]).abs().max() / a.abs().max()
+                    worst = max(worst, float(diff))
+    return worst
+
+
+# ---------------------------------------------------------------------------------------------
+# train_net.py in a subprocess
+# ---------------------------------------------------------------------------------------------
+
+
+def registrations(dataset):
+    """train_net.py's ``--register-coco`` of the generated ``dataset``'s splits as t_train and
+    t_val."""
+    return [
+        "--register-coco", f"t_train={dataset}/annotations/instances_train.json:{dataset}/train",
+        "--register-coco", f"t_val={dataset}/annotations/instances_val.json:{dataset}/val",
+    ]  # fmt: skip
+
+
+def train_net_args(dataset, output_dir, *extra_opts, max_iter=4):
+    """train_net.py's arguments for a tiny ResNet-18-FPN (32 channels) on 128-pixel images of the
+    generated ``dataset`` (conftest's ``shapes_dataset``), registered as t_train and t_val."""
+    return [
+        *registrations(dataset), "--config-file", str(DEMO_CONFIG),
+        "DATASETS.TRAIN", '("t_train",)', "DATASETS.TEST", '("t_val",)',
+        "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+        "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160",
+        "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "160",
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(max_iter),
+        "SOLVER.BASE_LR", "0.02", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()",
+        "DATALOADER.NUM_WORKERS", "0", "SEED", "7",
+        "OUTPUT_DIR", str(output_dir), *extra_opts,
+    ]  # fmt: skip
+
+
+def run_train_net(args, check=True):
+    """``python train_net.py ARGS`` from the repository root, on one thread; with ``check``, an
+    AssertionError with the end of its output unless it exits 0."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train_net.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train_net.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def read_metrics(output_dir):
+    """The records of detectron2's metrics.json in ``output_dir``."""
+    return [json.loads(line) for line in (output_dir / "metrics.json").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------
+# NaN offsets, checked in a subprocess
+# ---------------------------------------------------------------------------------------------
+
+# torchvision's CPU deform_conv2d segfaults on a NaN offset (0.29): the checks that could reach
+# the kernel with one run in a subprocess, so that a regression fails a test, not the suite.
+
+
+def check_nan_offsets_never_reach_the_kernel():
+    """Run in a subprocess by :func:`run_nan_offset_check`; raises AssertionError on a wrong
+    value, and would die with a segmentation fault if a NaN offset reached the kernel."""
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    # The two forms in the package: 3x3 DCNv2 with a mask (backbone, head towers) and the 1x1
+    # grouped all-ones sampling of box refine, without a mask.
+    forms = [
+        ((2, 8, 6, 7), (2, 18, 6, 7), (4, 8, 3, 3), (2, 9, 6, 7), {"padding": 1}),
+        ((2, 4, 6, 7), (2, 8, 6, 7), (4, 1, 1, 1), None, {}),
+    ]
+    for x_shape, offset_shape, weight_shape, mask_shape, kwargs in forms:
+        x = torch.randn(x_shape, generator=g, dtype=torch.float64, requires_grad=True)
+        weight = torch.randn(weight_shape, generator=g, dtype=torch.float64, requires_grad=True)
+        mask = None if mask_shape is None else torch.rand(mask_shape, generator=g).double()
+        finite = 3 * torch.randn(offset_shape, generator=g, dtype=torch.float64)
+        # One NaN offset of image 1 at cell (2, 3); an infinite one at cell (4, 5).
+        offset = finite.clone()
+        offset[1, 1, 2, 3] = float("nan")
+        offset[1, 2, 4, 5] = float("inf")
+        offset.requires_grad_()
+        out = deform_conv2d_full_precision(x, offset, weight, mask=mask, **kwargs)
+        # The plain op on the offset with the NaN made 0: an independent reference everywhere
+        # else, where the output must be bit-identical (the infinite offset reads zeros).
+        expected = deform_conv2d(
+            x, offset.detach().nan_to_num(nan=0.0), weight, mask=mask, **kwargs
+        )
+        nan_cell = torch.zeros_like(out, dtype=torch.bool)
+        nan_cell[1, :, 2, 3] = True
+        assert out[nan_cell].isnan().all(), "the NaN offset's output cell must be NaN"
+        assert torch.equal(out[~nan_cell], expected[~nan_cell])
+        out.nan_to_num().sum().backward()
+        assert all(torch.isfinite(t.grad).all() for t in (x, weight)), "finite gradients"
+        assert offset.grad[1, :, 2, 3].eq(0).all(), "no gradient through the NaN cell"
+
+        all_nan = torch.full(offset_shape, float("nan"), dtype=torch.float64)
+        assert deform_conv2d_full_precision(x, all_nan, weight, mask=mask, **kwargs).isnan().all()
+
+    # The layers that call it: a DCN bottleneck block (backbone) and a head with DCN towers and
+    # box refine, on a NaN pixel and on NaN features: NaN out, where the finite checks see it.
+    block = ModulatedDeformBottleneckBlock(16, 32, bottleneck_channels=8, norm="FrozenBN")
+    image = torch.randn(1, 16, 9, 9, generator=g)
+    image[0, 3, 4, 4] = float("nan")
+    with torch.no_grad():
+        block.conv2_offset.weight.normal_(generator=g)
+        assert block(image).isnan().any()
+    shapes = [ShapeSpec(channels=32, stride=s) for s in (8, 16)]
+    head = DWHead(input_shape=shapes, num_classes=3, box_refine=True, dcn_on_last_conv=True)
+    for value in (float("nan"), float("inf")):
+        with torch.no_grad():
+            predictions = head([torch.full((1, 32, 6, 8), value), torch.full((1, 32, 3, 4), value)])
+        assert all(x.isnan().all() for level in predictions for x in level)
+    print("checked")
+
+
+@functools.cache
+def run_nan_offset_check():
+    """Run :func:`check_nan_offsets_never_reach_the_kernel` in a fresh Python process, once a
+    session (test_robustness.py checks its result; test_model_e2e.py runs it before its
+    non-finite cases)."""
+    code = "import helpers; helpers.check_nan_offsets_never_reach_the_kernel()"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent,
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"),
+        timeout=300,
     )

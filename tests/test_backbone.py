@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_backbone
 from detectron2.modeling.backbone.resnet import BottleneckBlock
 from detectron2.structures import ImageList
+from helpers import resnet_fpn_cfg
 
 import dual_weighting.modeling.backbone  # noqa: F401  (registers build_dw_resnet_fpn_backbone)
 from dual_weighting.layers.deform_conv import ModulatedDeformConv
@@ -105,24 +105,8 @@ def test_modulated_deform_conv_zero_offset_is_conv2d():
         conv(x, torch.zeros(1, 36, 5, 4), torch.ones(1, 18, 5, 4))
 
 
-def _cfg(depth=18, deform=(False, False, False, False), freeze_at=0, norm="BN"):
-    cfg = get_cfg()
-    cfg.MODEL.BACKBONE.NAME = "build_dw_resnet_fpn_backbone"
-    cfg.MODEL.BACKBONE.FREEZE_AT = freeze_at
-    cfg.MODEL.RESNETS.DEPTH = depth
-    cfg.MODEL.RESNETS.NORM = norm
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth in (18, 34) else 256
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
-    cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = list(deform)
-    cfg.MODEL.RESNETS.DEFORM_MODULATED = True
-    cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
-    cfg.MODEL.FPN.OUT_CHANNELS = 32
-    return cfg
-
-
 def test_fpn_levels_strides_and_sizes():
-    backbone = build_backbone(_cfg(norm="GN"))
+    backbone = build_backbone(resnet_fpn_cfg(norm="GN"))
     names = ["p3", "p4", "p5", "p6", "p7"]
     shapes = backbone.output_shape()
     assert list(shapes) == names
@@ -145,7 +129,9 @@ def test_fpn_levels_strides_and_sizes():
 
 def test_dcn_backbone_forward_backward():
     torch.manual_seed(0)
-    backbone = build_backbone(_cfg(depth=50, deform=(False, True, True, True), norm="FrozenBN"))
+    backbone = build_backbone(
+        resnet_fpn_cfg(depth=50, deform=(False, True, True, True), norm="FrozenBN")
+    )
     names = [n for n, _ in backbone.named_parameters()]
     assert "bottom_up.res3.0.conv2_offset.weight" in names
     assert "bottom_up.res5.2.conv2_offset.bias" in names
@@ -180,7 +166,7 @@ def test_deform_block_with_zero_offsets_equals_bottleneck():
 
 
 def test_freeze_at_freezes_stem_and_res2():
-    backbone = build_backbone(_cfg(freeze_at=2))
+    backbone = build_backbone(resnet_fpn_cfg(freeze_at=2))
     bottom_up = backbone.bottom_up
     for module in (bottom_up.stem, bottom_up.res2):
         assert not any(p.requires_grad for p in module.parameters())
@@ -198,15 +184,15 @@ def test_freeze_at_freezes_stem_and_res2():
 )
 def test_invalid_configs_raise(changes, match):
     with pytest.raises(ValueError, match=match):
-        build_dw_resnet(_cfg(**changes), ShapeSpec(channels=3))
+        build_dw_resnet(resnet_fpn_cfg(**changes), ShapeSpec(channels=3))
 
 
 def test_non_modulated_dcn_and_missing_in_features_raise():
-    cfg = _cfg(depth=50, deform=(False, False, False, True))
+    cfg = resnet_fpn_cfg(depth=50, deform=(False, False, False, True))
     cfg.MODEL.RESNETS.DEFORM_MODULATED = False
     with pytest.raises(ValueError, match="DCNv2"):
         build_backbone(cfg)
-    cfg = _cfg()
+    cfg = resnet_fpn_cfg()
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res4", "res5"]
     with pytest.raises(ValueError, match="needs \\['res3'\\]"):
         build_backbone(cfg)

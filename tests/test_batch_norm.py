@@ -2,22 +2,19 @@
 it, the optimizer's zero decay, loading ImageNet and release weights, and two gloo workers."""
 
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torchvision
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_backbone
 from detectron2.solver import build_optimizer
+from helpers import CONFIGS, RecordingCheckpointer, load_cfg, thin_cfg
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from dual_weighting import add_dw_config
 from dual_weighting.checkpoint import (
     convert_release_state_dict,
     convert_torchvision_resnet,
@@ -26,24 +23,8 @@ from dual_weighting.checkpoint import (
 from dual_weighting.layers import FrozenStatsBatchNorm2d
 from dual_weighting.modeling.backbone import build_dw_resnet
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# Narrow R-50 (same blocks and names, fewer channels) for the training tests.
-NARROW = [
-    "MODEL.RESNETS.STEM_OUT_CHANNELS", "16",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS", "32",
-    "MODEL.RESNETS.WIDTH_PER_GROUP", "8",
-    "MODEL.FPN.OUT_CHANNELS", "16",
-]  # fmt: skip
+R50 = CONFIGS / "dw_R_50_FPN_1x.yaml"
 STAT_NAMES = ("running_mean", "running_var")
-
-
-def cfg_of(opts=(), config="dw_R_50_FPN_1x.yaml"):
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    cfg.merge_from_file(str(CONFIGS / config))
-    cfg.merge_from_list(list(opts))
-    cfg.MODEL.WEIGHTS = ""
-    return cfg
 
 
 def randomise_norms(module, seed=0):
@@ -99,7 +80,8 @@ def test_state_dict_names_are_frozen_bn_names_and_bn_checkpoints_load():
 def test_backbone_trains_affine_not_statistics_and_optimizer_skips_decay():
     torch.manual_seed(0)
     # A tiny lr: the loss below is arbitrary and its gradients large (the network is random).
-    cfg = cfg_of([*NARROW, "SOLVER.BASE_LR", "1e-6"])
+    # A narrow R-50 (same blocks and names, fewer channels).
+    cfg = thin_cfg(R50, "SOLVER.BASE_LR", "1e-6")
     assert cfg.MODEL.RESNETS.NORM == "FrozenStatsBN" and cfg.MODEL.BACKBONE.FREEZE_AT == 2
     backbone = randomise_norms(build_backbone(cfg)).train()
     bottom_up = backbone.bottom_up
@@ -141,11 +123,11 @@ def test_backbone_trains_affine_not_statistics_and_optimizer_skips_decay():
 
 def test_frozen_bn_bn_stay_selectable_and_unknown_norm_is_named():
     for name, expected in (("FrozenBN", FrozenBatchNorm2d), ("BN", nn.BatchNorm2d)):
-        backbone = build_backbone(cfg_of([*NARROW, "MODEL.RESNETS.NORM", name]))
+        backbone = build_backbone(thin_cfg(R50, "MODEL.RESNETS.NORM", name))
         norm = backbone.bottom_up.res3[0].conv1.norm
         assert type(norm) is expected, name
     with pytest.raises(ValueError, match="MODEL.RESNETS.NORM = 'FrozenBNN'"):
-        build_backbone(cfg_of(["MODEL.RESNETS.NORM", "FrozenBNN"]))
+        build_backbone(load_cfg(R50, "MODEL.RESNETS.NORM", "FrozenBNN"))
 
 
 def _torchvision_r50():
@@ -181,12 +163,10 @@ def test_weights_load_with_no_missing_or_unexpected_keys(
     tv = _torchvision_r50()
     write(tv, tmp_path / file_name)
     # Parameters named "backbone.*", as in DWFCOS.
-    model = nn.ModuleDict({"backbone": build_backbone(cfg_of())})
-    checkpointer, logged = DetectionCheckpointer(model), []
-    # load() only logs what did not fit: keep it.
-    with mock.patch.object(checkpointer, "_log_incompatible_keys", logged.append):
-        checkpointer.load(str(tmp_path / file_name))
-    (incompatible,) = logged
+    model = nn.ModuleDict({"backbone": build_backbone(load_cfg(R50))})
+    checkpointer = RecordingCheckpointer(model)
+    checkpointer.load(str(tmp_path / file_name))
+    incompatible = checkpointer.incompatible
     assert [k for k in incompatible.missing_keys if "bottom_up" in k] == []
     assert incompatible.unexpected_keys == []
     stage, index, conv = block
@@ -200,7 +180,7 @@ WORLD_SIZE = 2
 
 
 def _small_resnet():
-    cfg = cfg_of([*NARROW, "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"])
+    cfg = thin_cfg(R50, "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64")
     torch.manual_seed(0)
     return randomise_norms(build_dw_resnet(cfg, ShapeSpec(channels=3)))
 

@@ -6,14 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO
 
 from benchmarks import losses, memory
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_points_of_every_level():

@@ -7,15 +7,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from detectron2.utils.events import EventStorage
+from helpers import REPO
 
 from benchmarks import detectors, precision, speed
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_precision_and_variant_is_timed_in_the_same_rounds():

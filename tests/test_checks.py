@@ -2,12 +2,12 @@
 the fix: config and override kinds, unknown keys, CUDA, --num-gpus, datasets not on disk."""
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
 from detectron2.config import LazyConfig
 from detectron2.data import MetadataCatalog
+from helpers import CONFIGS
 
 from dual_weighting.data import generate_synthetic_coco, register_coco_from_spec, register_synthetic
 from dual_weighting.engine import (
@@ -20,7 +20,6 @@ from dual_weighting.engine import (
 )
 from dual_weighting.engine.checks import check_datasets, check_device, check_num_gpus
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 YAML = str(CONFIGS / "dw_R_50_FPN_1x.yaml")
 PY = str(CONFIGS / "lazy" / "dw_R_50_FPN_1x.py")
 

@@ -1,7 +1,5 @@
 """Every yaml in configs/ loads, matches the published table, builds, trains a step and infers."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -9,14 +7,11 @@ from detectron2.engine import DefaultTrainer
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from helpers import CONFIGS, YAMLS, load_cfg
 
 from dual_weighting import DWFCOS, add_dw_config
 from dual_weighting.engine import load_yacs_config
 from dual_weighting.layers.deform_conv import ModulatedDeformConv
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# The DW-FCOS configs; configs/COCO-Detection/ holds DW in detectron2's own detectors, tested apart.
-ALL_YAMLS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("Base-"))
 
 # The release counts epochs: 1x = 12 epochs with lr steps after epochs 8 and 11, 2x = 24 with
 # steps after 16 and 22. COCO train2017 has 117,266 images after the empty-image filter, so an
@@ -35,30 +30,23 @@ PUBLISHED = {
 }
 
 
-def load(path):
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    cfg.merge_from_file(str(path))
-    return cfg
-
-
 def test_every_published_model_has_a_config():
-    assert set(PUBLISHED) <= {p.name for p in ALL_YAMLS}
+    assert set(PUBLISHED) <= {p.name for p in YAMLS}
     assert ITERS_PER_EPOCH == -(-117266 // 16)
 
 
 def test_schedules_in_iterations():
     # Written out: 1x = 87,960 iterations, steps 58,640 / 80,630; 2x = 175,920, 117,280 / 161,260.
-    one_x = load(CONFIGS / "dw_R_50_FPN_1x.yaml").SOLVER
+    one_x = load_cfg(CONFIGS / "dw_R_50_FPN_1x.yaml").SOLVER
     assert (one_x.MAX_ITER, tuple(one_x.STEPS)) == (87960, (58640, 80630))
-    two_x = load(CONFIGS / "dw_R_50_FPN_refine_ms_2x.yaml").SOLVER
+    two_x = load_cfg(CONFIGS / "dw_R_50_FPN_refine_ms_2x.yaml").SOLVER
     assert (two_x.MAX_ITER, tuple(two_x.STEPS)) == (175920, (117280, 161260))
 
 
 def test_reference_world_size_rescales_the_schedule():
     # detectron2's REFERENCE_WORLD_SIZE: 8 GPUs of 2 images; on 4 GPUs it halves the batch and
     # the lr and doubles the iterations, keeping the epoch boundaries.
-    cfg = load(CONFIGS / "dw_R_50_FPN_1x.yaml")
+    cfg = load_cfg(CONFIGS / "dw_R_50_FPN_1x.yaml")
     cfg.SOLVER.REFERENCE_WORLD_SIZE = 8
     scaled = DefaultTrainer.auto_scale_workers(cfg, 4).SOLVER
     assert (scaled.IMS_PER_BATCH, scaled.BASE_LR) == (8, 0.005)
@@ -70,7 +58,7 @@ def test_reference_world_size_rescales_the_schedule():
 def test_config_matches_the_release(name):
     depth, dcn, multi_scale, refine, schedule = PUBLISHED[name]
     epochs, step_epochs = SCHEDULES[schedule]
-    cfg = load(CONFIGS / name)
+    cfg = load_cfg(CONFIGS / name)
     assert cfg.MODEL.META_ARCHITECTURE == "DWFCOS"
     assert cfg.MODEL.RESNETS.DEPTH == depth
     assert any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE) == dcn
@@ -138,7 +126,7 @@ def test_old_keys_load_with_a_deprecation_naming_the_new_key(tmp_path):
     assert cfg.TEST.COCO_EVAL == "pycocotools" and cfg.INPUT.RELEASE_RESIZE_TEST is False
     assert cfg.MODEL.DW.TEST_SCORE_THRESH is None  # moved, not kept twice
     # A model built straight from a config that was never upgraded reads the old values too.
-    raw = load(CONFIGS / "dw_R_18_FPN_synthetic_demo.yaml")
+    raw = load_cfg(CONFIGS / "dw_R_18_FPN_synthetic_demo.yaml")
     raw.merge_from_list(["MODEL.DW.TEST_NMS_THRESH", 0.45])
     with pytest.warns(FutureWarning, match="use MODEL.DW.NMS_THRESH_TEST"):
         model = DWFCOS(raw)
@@ -162,8 +150,8 @@ def test_typo_and_wrong_type_fail_naming_the_key(tmp_path):
         f'_BASE_: "{CONFIGS / "dw_R_50_FPN_1x.yaml"}"\nMODEL:\n  DW:\n    BOX_REFIN: True\n'
     )
     with pytest.raises(KeyError, match="MODEL.DW.BOX_REFIN"):
-        load(typo)
-    cfg = load(CONFIGS / "dw_R_50_FPN_1x.yaml")
+        load_cfg(typo)
+    cfg = load_cfg(CONFIGS / "dw_R_50_FPN_1x.yaml")
     # yacs reports an unknown key given on the command line with an AssertionError.
     with pytest.raises(AssertionError, match="MODEL.DW.BOX_REFIN"):
         cfg.merge_from_list(["MODEL.DW.BOX_REFIN", "True"])
@@ -172,7 +160,7 @@ def test_typo_and_wrong_type_fail_naming_the_key(tmp_path):
 
 
 def test_unknown_in_feature_is_named():
-    cfg = load(CONFIGS / "dw_R_50_FPN_1x.yaml")
+    cfg = load_cfg(CONFIGS / "dw_R_50_FPN_1x.yaml")
     cfg.MODEL.DW.IN_FEATURES = ["p3", "p8"]
     cfg.MODEL.RESNETS.DEPTH = 18
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
@@ -192,11 +180,9 @@ def small_batch():
     return [{"image": image, "instances": instances}, {"image": image, "instances": empty}]
 
 
-@pytest.mark.parametrize("path", ALL_YAMLS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
 def test_config_builds_trains_one_step_and_infers(path):
-    cfg = load(path)
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.DEVICE = "cpu"
+    cfg = load_cfg(path)
     model = build_model(cfg)
     assert isinstance(model, DWFCOS)
     has_dcn = any(isinstance(m, ModulatedDeformConv) for m in model.modules())

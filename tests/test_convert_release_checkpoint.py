@@ -15,26 +15,19 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
+from helpers import REPO, THIN, THIN_BOTTLENECK, RecordingCheckpointer
 
 from dual_weighting.checkpoint import convert_for_config, load_release_state_dict
 from dual_weighting.checkpoint.release import build_cfg, rename
 
-REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "convert_release_checkpoint.py"
 
-TINY = [
-    "MODEL.RESNETS.STEM_OUT_CHANNELS", "16",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS", "32",
-    "MODEL.RESNETS.WIDTH_PER_GROUP", "8",
-    "MODEL.FPN.OUT_CHANNELS", "32",
-    "MODEL.DW.NUM_CLASSES", "3",
-]  # fmt: skip
+# Every config made thin as everywhere in the tests (helpers.thin_cfg), for the tool too.
+TINY = [*THIN, *THIN_BOTTLENECK]
 REFINE = REPO / "configs" / "dw_R_50_FPN_refine_1x.yaml"
 DCN = REPO / "configs" / "dw_R_50_FPN_DCN_refine_ms_2x.yaml"
 PLAIN = REPO / "configs" / "dw_R_50_FPN_1x.yaml"
@@ -154,12 +147,6 @@ def build(config, opts=()):
     return build_model(build_cfg(str(config), [*TINY, *opts])).eval()
 
 
-class _RecordingCheckpointer(DetectionCheckpointer):
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
-
-
 def outputs(model, image):
     with torch.no_grad():
         images = model.preprocess_image([{"image": image}])
@@ -194,7 +181,7 @@ def test_converted_model_equals_directly_set_model(tmp_path, config, variant):
     assert f"tensors for {config} to {dst}" in proc.stdout
 
     model = build(config)
-    checkpointer = _RecordingCheckpointer(model)
+    checkpointer = RecordingCheckpointer(model)
     checkpointer.load(str(dst))
     assert checkpointer.incompatible.missing_keys == []
     assert checkpointer.incompatible.unexpected_keys == []

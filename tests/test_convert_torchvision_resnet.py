@@ -5,14 +5,12 @@ import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torchvision
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
+from helpers import REPO, RecordingCheckpointer, resnet_fpn_cfg
 from torch import nn
 
 import dual_weighting.modeling.backbone  # noqa: F401  (registers build_dw_resnet_fpn_backbone)
@@ -22,7 +20,8 @@ from dual_weighting.checkpoint import (
     save_detectron2_checkpoint,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+# As torchvision's pretrained ResNets are used: statistics frozen, stem and res2 not trained.
+FROZEN = {"norm": "FrozenBN", "freeze_at": 2}
 
 
 def run_tool(*args):
@@ -45,14 +44,6 @@ class _Detector(nn.Module):
         self.backbone = backbone
 
 
-class _RecordingCheckpointer(DetectionCheckpointer):
-    """Keeps the incompatible keys that ``load`` only logs."""
-
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
-
-
 def _torchvision_resnet(depth):
     """Random torchvision ResNet in eval mode, with non-trivial BN statistics and affines."""
     torch.manual_seed(depth)
@@ -66,24 +57,9 @@ def _torchvision_resnet(depth):
     return model
 
 
-def _cfg(depth, deform=(False, False, False, False)):
-    cfg = get_cfg()
-    cfg.MODEL.BACKBONE.NAME = "build_dw_resnet_fpn_backbone"
-    cfg.MODEL.BACKBONE.FREEZE_AT = 2
-    cfg.MODEL.RESNETS.DEPTH = depth
-    cfg.MODEL.RESNETS.NORM = "FrozenBN"
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth in (18, 34) else 256
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False  # torchvision puts the stride in the 3x3 conv
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
-    cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = list(deform)
-    cfg.MODEL.RESNETS.DEFORM_MODULATED = True
-    cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
-    return cfg
-
-
 def _load(cfg, path):
     model = _Detector(build_backbone(cfg)).eval()
-    checkpointer = _RecordingCheckpointer(model)
+    checkpointer = RecordingCheckpointer(model)
     checkpointer.load(str(path))
     return model, checkpointer.incompatible
 
@@ -104,7 +80,7 @@ def test_converted_weights_load_exactly_and_match_torchvision(tmp_path, depth, s
     model = convert_torchvision_resnet(load_torchvision_state_dict(str(src)))
     save_detectron2_checkpoint(model, str(dst))
 
-    model, incompatible = _load(_cfg(depth), dst)
+    model, incompatible = _load(resnet_fpn_cfg(depth, **FROZEN), dst)
     assert incompatible.unexpected_keys == []
     assert incompatible.incorrect_shapes == []
     assert not [k for k in incompatible.missing_keys if k.startswith("backbone.bottom_up.")]
@@ -124,7 +100,7 @@ def test_dcn_backbone_misses_only_offset_convs(tmp_path):
     dst = tmp_path / "d2.pkl"
     model = convert_torchvision_resnet(_torchvision_resnet(50).state_dict())
     save_detectron2_checkpoint(model, str(dst))
-    _, incompatible = _load(_cfg(50, deform=(False, True, True, True)), dst)
+    _, incompatible = _load(resnet_fpn_cfg(50, (False, True, True, True), **FROZEN), dst)
     assert incompatible.unexpected_keys == []
     bottom_up_missing = {k for k in incompatible.missing_keys if ".bottom_up." in k}
     assert bottom_up_missing and all(".conv2_offset." in k for k in bottom_up_missing)
@@ -156,7 +132,7 @@ def test_names_dropped_keys_and_file_format(tmp_path):
     assert data["__author__"] == "torchvision" and data["matching_heuristics"] is True
     assert type(data["model"]["stem.conv1.weight"]).__module__ == "numpy"
     # detectron2's suffix matching places the short names in the backbone.
-    model, incompatible = _load(_cfg(18), dst)
+    model, incompatible = _load(resnet_fpn_cfg(18, **FROZEN), dst)
     assert not [k for k in incompatible.missing_keys if ".bottom_up." in k]
     assert torch.equal(
         model.backbone.bottom_up.res4[1].conv1.norm.weight, short["res4.1.conv1.norm.weight"]

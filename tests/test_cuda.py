@@ -6,7 +6,6 @@ test_model_e2e.py.
 CI has no GPU; these run where one is lent (README, "Tests and benchmarks").
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -16,17 +15,27 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+from dw_reference import make_case
+from helpers import (
+    LOSS_NAMES,
+    NEEDS_CUDA,
+    YAMLS,
+    float64_images,
+    largest_relative_difference,
+    losses_and_grads,
+    perturbed,
+    read_metrics,
+    run_train_net,
+    small_cfg,
+    thin_model,
+    train_net_args,
+    two_box_batch,
+)
 from helpers import fcos_dw_losses as dw_losses
-from test_losses import LOSS_NAMES, losses_and_grads, make_case
-from test_model_e2e import YAMLS, thin_model
-from test_padding import float64_images, largest_relative_difference, perturbed
-from test_robustness import small_cfg, two_box_batch
-from test_train_net import run, tiny_args
 
-from dual_weighting.data import generate_synthetic_coco
 from dual_weighting.layers.deform_conv import ModulatedDeformConv
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = NEEDS_CUDA
 CUDA = torch.device("cuda")
 
 
@@ -106,13 +115,12 @@ def test_detections_on_cuda_equal_cpu():
     )
 
 
-def test_train_net_with_amp_on_cuda(tmp_path):
+def test_train_net_with_amp_on_cuda(shapes_dataset, tmp_path):
     """detectron2's AMPTrainer (SOLVER.AMP.ENABLED, CUDA only) trains and evaluates DW-FCOS."""
-    data = tmp_path / "shapes"
-    generate_synthetic_coco(data, num_train=8, num_val=4, image_size=(128, 160), seed=3)
     out = tmp_path / "out"
-    run(tiny_args(data, out, "MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True", max_iter=6))
-    events = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    opts = ("MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True")
+    run_train_net(train_net_args(shapes_dataset, out, *opts, max_iter=6))
+    events = read_metrics(out)
     losses = [e["total_loss"] for e in events if "total_loss" in e]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
     assert any("bbox/AP" in e for e in events)

@@ -12,6 +12,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
+from helpers import REPO
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
@@ -24,7 +25,6 @@ from dual_weighting.data import (
     render_image,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = {"num_train": 20, "num_val": 6}  # default 256x320 images
 
 

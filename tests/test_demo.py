@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DEMO_CONFIG, REPO
 from PIL import Image
 
-from dual_weighting.data import CLASS_NAMES, generate_synthetic_coco
+from dual_weighting.data import CLASS_NAMES
 from dual_weighting.engine import SetupError
 from predictor import DetectionDemo, demo_cfg, output_path, video_output_path
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = str(REPO / "configs" / "dw_R_18_FPN_synthetic_demo.yaml")
+CONFIG = str(DEMO_CONFIG)
 # Small inputs: the generated 64 x 96 images are fed at their own size.
 SMALL = ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96"]
 # A few detections at threshold 0 (random init scores ~0.01): drawing 100 labels is slow.
@@ -24,13 +24,9 @@ FEW = ["TEST.DETECTIONS_PER_IMAGE", "3"]
 
 
 @pytest.fixture(scope="module")
-def val_images(tmp_path_factory):
+def val_images(tiny_shapes):
     """Folder of one generated 64 x 96 validation image, ``000001.jpg``."""
-    root = tmp_path_factory.mktemp("tiny_synthetic")
-    generate_synthetic_coco(
-        root, num_train=2, num_val=1, image_size=(64, 96), objects_per_image=(2, 3)
-    )
-    return root / "val"
+    return Path(tiny_shapes["val"]["image_root"])
 
 
 def run_demo(*args):

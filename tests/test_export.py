@@ -17,18 +17,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.evaluation import inference_on_dataset
 from detectron2.layers import batched_nms
 from detectron2.modeling import build_model
-from test_model_e2e import THIN, THIN_BOTTLENECK
+from helpers import CONFIGS, DEMO_CONFIG, REPO, load_cfg, thin_cfg
 
 from benchmarks import export_speed
-from dual_weighting import add_dw_config
 from dual_weighting.data import generate_synthetic_coco, register_synthetic
 from dual_weighting.engine import DWTrainer
 from dual_weighting.export import (
@@ -49,12 +46,9 @@ from dual_weighting.layers import batched_nms_float32, traceable_batched_nms
 pytest.importorskip("onnxruntime", reason="needs the export extra: pip install -e .[export]")
 onnx = pytest.importorskip("onnx", reason="needs the export extra: pip install -e .[export]")
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
-DEMO = CONFIGS / "dw_R_18_FPN_synthetic_demo.yaml"
-# The demo model as configured; the R-50 configs thinned as in test_model_e2e.py.
+# The demo model as configured; the R-50 configs thinned (helpers.thin_cfg).
 MODELS = {
-    "demo": DEMO,
+    "demo": DEMO_CONFIG,
     "R50": CONFIGS / "dw_R_50_FPN_1x.yaml",
     "R50_refine": CONFIGS / "dw_R_50_FPN_refine_1x.yaml",
     "R50_DCN_refine": CONFIGS / "dw_R_50_FPN_DCN_refine_ms_2x.yaml",
@@ -63,13 +57,8 @@ TRACE_SIZE, OTHER_SIZE = (192, 256), (147, 213)
 
 
 def make_cfg(path, *opts):
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    cfg.merge_from_file(str(path))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
-    if path != DEMO:
-        cfg.merge_from_list(THIN + (THIN_BOTTLENECK if cfg.MODEL.RESNETS.DEPTH >= 50 else []))
-    return cfg
+    """The config of :data:`MODELS`' ``path``: the demo's as it is, the others thinned."""
+    return load_cfg(path, *opts) if path == DEMO_CONFIG else thin_cfg(path, *opts)
 
 
 def random_model(path):
@@ -182,7 +171,7 @@ def test_exported_nms_keeps_exact_ties_as_the_release(fmt, tmp_path):
 
 
 def test_scripting_is_refused_with_the_reason():
-    model = build_model(make_cfg(DEMO)).eval()
+    model = build_model(make_cfg(DEMO_CONFIG)).eval()
     with pytest.raises(ExportError, match=r"scripting .* torch\.jit\.script fails .* tracing"):
         script_model(model)
 
@@ -227,8 +216,8 @@ def coco_results(folder):
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_evaluation_of_the_exported_model_equals_pytorchs(tiny_dataset, tmp_path):
-    cfg = make_cfg(DEMO, "DATASETS.TEST", '("dw_tiny_val",)')
-    model = random_model(DEMO)
+    cfg = make_cfg(DEMO_CONFIG, "DATASETS.TEST", '("dw_tiny_val",)')
+    model = random_model(DEMO_CONFIG)
     exported = export_torchscript(model, image(TRACE_SIZE, seed=0))
     loader = DWTrainer.build_test_loader(cfg, "dw_tiny_val")
     evaluator = DWTrainer.build_evaluator(cfg, "dw_tiny_val", str(tmp_path / "eager"))
@@ -284,7 +273,8 @@ def test_tool_exports_to_onnx_and_evaluates(tiny_dataset, tmp_path):
     proc = subprocess.run(
         [
             sys.executable, str(REPO / "tools" / "export_model.py"),
-            "--config-file", str(DEMO), "--format", "onnx", "--output", str(out), "--run-eval",
+            "--config-file", str(DEMO_CONFIG), "--format", "onnx", "--output", str(out),
+            "--run-eval",
             "--register-coco", f"tiny={json_file}:{tiny_dataset / 'val'}",
             # Random weights: every candidate of threshold 0, few of them (fewer near-ties).
             "--opts", "MODEL.WEIGHTS", "", "MODEL.DW.SCORE_THRESH_TEST", "0.0",
@@ -303,7 +293,9 @@ def test_tool_exports_to_onnx_and_evaluates(tiny_dataset, tmp_path):
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_export_benchmark_section_times_every_runtime_on_equal_detections():
-    result = export_speed.measure_export_speed(DEMO, "dw", 64, 96, "cpu", warmup=0, repeats=2)
+    result = export_speed.measure_export_speed(
+        DEMO_CONFIG, "dw", 64, 96, "cpu", warmup=0, repeats=2
+    )
     assert set(result["latency_s"]) == {"eager", "torchscript", "onnx"}
     assert all(len(t) == 2 and min(t) > 0 for t in result["latency_s"].values())
     assert set(result["export_s"]) == set(result["match"]) == {"torchscript", "onnx"}

@@ -2,16 +2,14 @@
 frozen parameters, outputs for the same weights and input), the same solver and schedule, and
 reads the same data; the twins load, build and survive LazyConfig.save."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetMapper
 from detectron2.engine import DefaultTrainer
 from detectron2.utils.events import EventStorage
+from helpers import CONFIGS, THIN, YAMLS, images, instances, thin_model
 from omegaconf import ListConfig
-from test_model_e2e import THIN, images, instances, thin_model
 
 from dual_weighting import DWCriterion
 from dual_weighting.data import (
@@ -22,12 +20,10 @@ from dual_weighting.data import (
 from dual_weighting.engine import load_lazy_config, load_yacs_config
 from dual_weighting.evaluation import DWCOCOEvaluator
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-YAMLS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("Base-"))
 TWINS = [(p, CONFIGS / "lazy" / f"{p.stem}.py") for p in YAMLS]
 IDS = [p.stem for p in YAMLS]
 
-# The thinning of test_model_e2e's thin_model (THIN and THIN_BOTTLENECK), in LazyConfig keys.
+# The thinning of helpers.thin_cfg (THIN and THIN_BOTTLENECK), in LazyConfig keys.
 LAZY_THIN = [
     "model.backbone.out_channels=64",
     "model.backbone.bottom_up.stem_out_channels=16",

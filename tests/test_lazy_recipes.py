@@ -5,19 +5,19 @@ and both recipes train a few steps on generated data and evaluate."""
 import argparse
 import json
 import math
-from pathlib import Path
 
 import pytest
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling.backbone import RegNet
+from helpers import CONFIGS
 from omegaconf import OmegaConf
 
 from dual_weighting import DWFCOS, DWCriterion, DWHead
-from dual_weighting.data import generate_synthetic_coco, register_coco_from_spec
+from dual_weighting.data import register_coco_from_spec
 from dual_weighting.engine import do_train, load_lazy_config
 from dual_weighting.engine.lazy import model_zoo
 
-LAZY = Path(__file__).resolve().parents[1] / "configs" / "lazy"
+LAZY = CONFIGS / "lazy"
 R50 = LAZY / "dw_in_fcos_R_50_FPN_1x.py"
 REGNET = LAZY / "dw_in_fcos_regnetx_4gf_FPN_1x.py"
 
@@ -54,9 +54,8 @@ def test_regnet_recipe_changes_only_the_bottom_up():
 
 
 @pytest.fixture(scope="module")
-def datasets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    generate_synthetic_coco(root, num_train=4, num_val=2, image_size=(128, 160), seed=5)
+def datasets(shapes_dataset):
+    root = shapes_dataset
     return [
         register_coco_from_spec(f"recipe_{s}={root}/annotations/instances_{s}.json:{root}/{s}")
         for s in ("train", "val")

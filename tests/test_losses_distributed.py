@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The slow literal reference and its random cases live in test_losses.py. pytest puts tests/ on
-# sys.path, and spawned workers inherit it, so they import it by name too.
-import test_losses as reference
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+# pytest puts tests/ on sys.path, and spawned workers inherit it: they import these by name too.
+from dw_reference import make_case, reference_dw_sums
+from helpers import LOSS_NAMES
 from helpers import fcos_dw_losses as dw_losses
 
 WORLD_SIZE = 2
-LOSS_NAMES = ("loss_cls_pos", "loss_loc", "loss_cls_neg")
 
 
 def scenario_inputs(scenario: str, rank: int):
     """Different images and boxes on each rank."""
-    points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, gt_classes = reference.make_case(
+    points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, gt_classes = make_case(
         seed=10 + rank
     )
     if scenario == "mixed":
@@ -61,7 +61,7 @@ def test_normalisers_are_averaged_over_workers(tmp_path):
 
     for scenario in ("mixed", "few"):
         sums, norms = zip(
-            *(reference.reference_dw_sums(*scenario_inputs(scenario, r)) for r in range(WORLD_SIZE))
+            *(reference_dw_sums(*scenario_inputs(scenario, r)) for r in range(WORLD_SIZE))
         )
         mean_boxes = max(sum(n[0] for n in norms) / WORLD_SIZE, 1.0)
         mean_neg = max(sum(n[1] for n in norms) / WORLD_SIZE, 1.0)

@@ -1,52 +1,19 @@
 """detectron2's end-to-end model cases (empty and half-empty data, non-finite inference, autocast
 dtypes), over every config in configs/, each made thin so that all of them take seconds."""
 
-from pathlib import Path
-
 import pytest
 import torch
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures import ImageList
 from detectron2.utils.events import EventStorage
-from test_robustness import CUDA_PARAM, run_nan_offset_check
-
-from dual_weighting import add_dw_config
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-YAMLS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("Base-"))
-SIZES = [(64, 80), (64, 79)]  # one odd width, as detectron2's (200, 250), (200, 249)
-
-# The depth, DCN stages, head options and norms of each config; only widths and classes shrink.
-# 64 FPN channels: GroupNorm(32) needs more than one value per group on a 1 x 1 P7.
-THIN = [
-    "MODEL.WEIGHTS", "", "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.RESNETS.STEM_OUT_CHANNELS", "16",
-    "MODEL.DW.NUM_CLASSES", "3",
-]  # fmt: skip
-THIN_BOTTLENECK = ["MODEL.RESNETS.RES2_OUT_CHANNELS", "32", "MODEL.RESNETS.WIDTH_PER_GROUP", "8"]
-
-
-def thin_model(path, device="cpu"):
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    cfg.merge_from_file(str(path))
-    cfg.merge_from_list([*THIN, "MODEL.DEVICE", device])
-    if cfg.MODEL.RESNETS.DEPTH >= 50:
-        cfg.merge_from_list(THIN_BOTTLENECK)
-    torch.manual_seed(0)
-    return build_model(cfg)
-
-
-def instances(size, num_boxes):
-    inst = Instances(size)
-    inst.gt_boxes = Boxes(torch.tensor([[4.0, 6, 40, 50], [20, 10, 60, 60]])[:num_boxes])
-    inst.gt_classes = torch.tensor([0, 2])[:num_boxes]
-    return inst
-
-
-def images(sizes=SIZES):
-    g = torch.Generator().manual_seed(1)
-    return [torch.rand(3, h, w, generator=g) * 255 for h, w in sizes]
+from helpers import (
+    CUDA_PARAM,
+    SIZES,
+    YAMLS,
+    images,
+    instances,
+    run_nan_offset_check,
+    thin_model,
+)
 
 
 def train_step(model, num_boxes):

@@ -14,8 +14,16 @@ from detectron2.layers import Conv2d
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec, build_model
 from detectron2.modeling.backbone.regnet import SE
 from detectron2.structures import ImageList
+from helpers import (
+    CONFIGS,
+    MIXED_SIZES,
+    YAMLS,
+    float64_images,
+    largest_relative_difference,
+    perturbed,
+    thin_model,
+)
 from omegaconf import OmegaConf
-from test_model_e2e import YAMLS, thin_model
 from torch import nn
 from torch.nn import functional as F
 
@@ -23,47 +31,7 @@ from dual_weighting import DWFCOS, DWHead, add_dw_config
 from dual_weighting.engine.lazy import build_lazy_model
 from dual_weighting.layers import BatchPadding, check_maskable, masked_group_norm
 
-# Image 0 fills the batch (160 x 128 after padding to 32); 1 and 2 are padded further.
-SIZES = [(130, 97), (64, 80), (96, 33)]
-REGNET = YAMLS[0].parent / "lazy" / "dw_in_fcos_regnetx_4gf_FPN_1x.py"
-
-
-def float64_images(sizes=SIZES):
-    g = torch.Generator().manual_seed(3)
-    return [torch.rand(3, h, w, generator=g, dtype=torch.float64) * 255 for h, w in sizes]
-
-
-def perturbed(model):
-    """``model`` in float64, eval mode, every parameter moved by N(0, 0.05)."""
-    model = model.double().eval()
-    g = torch.Generator().manual_seed(4)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.05)
-    model.test_score_thresh = 0.0
-    return model
-
-
-def raw_predictions(model, inputs):
-    """The head's outputs of ``model`` on ``inputs``, as ``DWFCOS.forward`` computes them."""
-    return model.dense_predictions(model.preprocess_image(inputs))[1]
-
-
-def largest_relative_difference(model, images):
-    """Over the three outputs, every level and every image: the largest difference between the
-    batch's prediction in the image's own cells and the image's prediction alone, relative to
-    the largest prediction alone."""
-    with torch.no_grad():
-        batch = raw_predictions(model, [{"image": x} for x in images])
-        worst = 0.0
-        for i, image in enumerate(images):
-            alone = raw_predictions(model, [{"image": image}])
-            for batch_maps, alone_maps in zip(batch, alone):
-                for b, a in zip(batch_maps, alone_maps):
-                    h, w = a.shape[-2:]
-                    diff = (b[i, :, :h, :w] - a[0]).abs().max() / a.abs().max()
-                    worst = max(worst, float(diff))
-    return worst
+REGNET = CONFIGS / "lazy" / "dw_in_fcos_regnetx_4gf_FPN_1x.py"
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
@@ -195,7 +163,7 @@ def squeezed_model(**kwargs):
 
 
 def test_a_layer_the_mask_cannot_follow_is_refused_by_name():
-    images = [{"image": torch.rand(3, h, w) * 255} for h, w in SIZES]
+    images = [{"image": torch.rand(3, h, w) * 255} for h, w in MIXED_SIZES]
     model = squeezed_model()
     with torch.no_grad():
         # One image a batch, or images of one size, need no mask: they run.
@@ -208,7 +176,7 @@ def test_a_layer_the_mask_cannot_follow_is_refused_by_name():
             model(images)
         # With the mask off, detectron2's plain padding: the mixed batch runs.
         outputs = squeezed_model(test_mask_padding=False)(images)
-    assert [o["instances"].image_size for o in outputs] == SIZES
+    assert [o["instances"].image_size for o in outputs] == MIXED_SIZES
     with pytest.raises(ValueError, match="backbone.se.avg_pool"):
         check_maskable(backbone=_SqueezedBackbone())
 

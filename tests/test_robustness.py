@@ -1,49 +1,30 @@
 """Data and numerics that users' datasets throw at a detector: it trains or filters, never NaN.
 Non-finite values stop training with a FloatingPointError and never crash the process."""
 
-import functools
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, build_detection_train_loader
 from detectron2.data.datasets import register_coco_instances
-from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures import ImageList
 from detectron2.utils.events import EventStorage
+from helpers import (
+    CUDA_PARAM,
+    load_cfg,
+    run_nan_offset_check,
+    run_train_net,
+    small_cfg,
+    train_net_args,
+    two_box_batch,
+)
 from helpers import fcos_dw_losses as dw_losses
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
-from torchvision.ops import deform_conv2d
 
-from dual_weighting import DWHead, add_dw_config
 from dual_weighting.checkpoint import DWCheckpointer
-from dual_weighting.data import generate_synthetic_coco
-from dual_weighting.layers.deform_conv import deform_conv2d_full_precision
-from dual_weighting.modeling.backbone import ModulatedDeformBottleneckBlock
-
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-
-# 64 channels: GroupNorm(32) needs more than one value per group on a 1 x 1 P7.
-SMALL_MODEL = [
-    "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.DW.NUM_CLASSES", "2", "MODEL.DEVICE", "cpu",
-    "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "160",
-]  # fmt: skip
-
-
-def small_cfg(*opts):
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    cfg.merge_from_file(str(CONFIGS_DIR / "dw_R_18_FPN_synthetic_demo.yaml"))
-    cfg.merge_from_list([*SMALL_MODEL, *opts])
-    return cfg
 
 
 def write_messy_dataset(root):
@@ -126,20 +107,6 @@ def test_awkward_images_are_filtered_or_train_with_finite_losses(messy, caplog):
             seen.add(record["file_name"].rsplit("/", 1)[-1])
     assert len(seen) == 8
     del loader
-
-
-def two_box_batch():
-    """One 96 x 128 image with two overlapping boxes of classes 0 and 1."""
-    inst = Instances((96, 128))
-    inst.gt_boxes = Boxes(torch.tensor([[10.0, 10, 60, 50], [40, 30, 120, 90]]))
-    inst.gt_classes = torch.tensor([0, 1])
-    g = torch.Generator().manual_seed(0)
-    return [{"image": torch.rand(3, 96, 128, generator=g) * 255, "instances": inst}]
-
-
-CUDA_PARAM = pytest.param(
-    "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-)
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA_PARAM])
@@ -234,83 +201,6 @@ def test_checkpoint_of_the_other_family_names_the_mismatched_keys(tmp_path, capl
     assert "head.box_refine_offsets" in caplog.text
 
 
-# torchvision's CPU deform_conv2d segfaults on a NaN offset (0.29): the checks that could reach
-# the kernel with one run in a subprocess, so that a regression fails a test, not the suite.
-
-
-def check_nan_offsets_never_reach_the_kernel():
-    """Run in a subprocess by :func:`run_nan_offset_check`; raises AssertionError on a wrong
-    value, and would die with a segmentation fault if a NaN offset reached the kernel."""
-    torch.set_num_threads(1)
-    g = torch.Generator().manual_seed(0)
-    # The two forms in the package: 3x3 DCNv2 with a mask (backbone, head towers) and the 1x1
-    # grouped all-ones sampling of box refine, without a mask.
-    forms = [
-        ((2, 8, 6, 7), (2, 18, 6, 7), (4, 8, 3, 3), (2, 9, 6, 7), {"padding": 1}),
-        ((2, 4, 6, 7), (2, 8, 6, 7), (4, 1, 1, 1), None, {}),
-    ]
-    for x_shape, offset_shape, weight_shape, mask_shape, kwargs in forms:
-        x = torch.randn(x_shape, generator=g, dtype=torch.float64, requires_grad=True)
-        weight = torch.randn(weight_shape, generator=g, dtype=torch.float64, requires_grad=True)
-        mask = None if mask_shape is None else torch.rand(mask_shape, generator=g).double()
-        finite = 3 * torch.randn(offset_shape, generator=g, dtype=torch.float64)
-        # One NaN offset of image 1 at cell (2, 3); an infinite one at cell (4, 5).
-        offset = finite.clone()
-        offset[1, 1, 2, 3] = float("nan")
-        offset[1, 2, 4, 5] = float("inf")
-        offset.requires_grad_()
-        out = deform_conv2d_full_precision(x, offset, weight, mask=mask, **kwargs)
-        # The plain op on the offset with the NaN made 0: an independent reference everywhere
-        # else, where the output must be bit-identical (the infinite offset reads zeros).
-        expected = deform_conv2d(
-            x, offset.detach().nan_to_num(nan=0.0), weight, mask=mask, **kwargs
-        )
-        nan_cell = torch.zeros_like(out, dtype=torch.bool)
-        nan_cell[1, :, 2, 3] = True
-        assert out[nan_cell].isnan().all(), "the NaN offset's output cell must be NaN"
-        assert torch.equal(out[~nan_cell], expected[~nan_cell])
-        out.nan_to_num().sum().backward()
-        assert all(torch.isfinite(t.grad).all() for t in (x, weight)), "finite gradients"
-        assert offset.grad[1, :, 2, 3].eq(0).all(), "no gradient through the NaN cell"
-
-        all_nan = torch.full(offset_shape, float("nan"), dtype=torch.float64)
-        assert deform_conv2d_full_precision(x, all_nan, weight, mask=mask, **kwargs).isnan().all()
-
-    # The layers that call it: a DCN bottleneck block (backbone) and a head with DCN towers and
-    # box refine, on a NaN pixel and on NaN features: NaN out, where the finite checks see it.
-    block = ModulatedDeformBottleneckBlock(16, 32, bottleneck_channels=8, norm="FrozenBN")
-    image = torch.randn(1, 16, 9, 9, generator=g)
-    image[0, 3, 4, 4] = float("nan")
-    with torch.no_grad():
-        block.conv2_offset.weight.normal_(generator=g)
-        assert block(image).isnan().any()
-    shapes = [ShapeSpec(channels=32, stride=s) for s in (8, 16)]
-    head = DWHead(input_shape=shapes, num_classes=3, box_refine=True, dcn_on_last_conv=True)
-    for value in (float("nan"), float("inf")):
-        with torch.no_grad():
-            predictions = head([torch.full((1, 32, 6, 8), value), torch.full((1, 32, 3, 4), value)])
-        assert all(x.isnan().all() for level in predictions for x in level)
-    print("checked")
-
-
-@functools.cache
-def run_nan_offset_check():
-    """Run :func:`check_nan_offsets_never_reach_the_kernel` in a fresh Python process, once a
-    session (test_model_e2e.py runs it before its non-finite cases)."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import test_robustness as t; t.check_nan_offsets_never_reach_the_kernel()",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parent,
-        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"),
-        timeout=300,
-    )
-
-
 def test_nan_offsets_give_nan_cells_instead_of_a_segmentation_fault():
     proc = run_nan_offset_check()
     # -11 (SIGSEGV) is the regression this guards against.
@@ -373,13 +263,9 @@ def test_non_finite_input_image_is_named_at_inference():
 
 
 def test_divergent_training_stops_naming_the_iteration_and_resumes_from_the_last_checkpoint(
-    tmp_path,
+    shapes_dataset, tmp_path
 ):
-    # Deferred: test_train_net imports at collection would register its dataset fixture here.
-    from test_train_net import run, tiny_args
-
-    data = tmp_path / "shapes"
-    generate_synthetic_coco(data, num_train=8, num_val=4, image_size=(128, 160), seed=3)
+    data = shapes_dataset
     out = tmp_path / "run"
     # Box refine and DCN towers, whose NaN offsets used to segfault the process. The learning
     # rate is multiplied by 1e10 at iteration 2: that step makes the weights non-finite, so the
@@ -391,24 +277,21 @@ def test_divergent_training_stops_naming_the_iteration_and_resumes_from_the_last
         "SOLVER.CHECKPOINT_PERIOD", "2",
         "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()",
     )  # fmt: skip
-    proc = run(tiny_args(data, out, *opts, max_iter=6), check=False)
+    proc = run_train_net(train_net_args(data, out, *opts, max_iter=6), check=False)
     assert proc.returncode == 1, proc.stderr[-3000:]  # not -11, a segmentation fault
     assert "FloatingPointError: DW-FCOS predictions became infinite or NaN at iteration=3" in (
         proc.stderr
     )
     assert (out / "last_checkpoint").read_text().strip() == "model_0000001.pth"
 
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    cfg.merge_from_file(str(out / "config.yaml"))
-    model = build_model(cfg)
+    model = build_model(load_cfg(out / "config.yaml"))
     extra = DWCheckpointer(model, strict=True).load(str(out / "model_0000001.pth"))
     assert extra["iteration"] == 1
     assert all(torch.isfinite(p).all() for p in model.state_dict().values())
 
     # detectron2's resume restores the schedule too: training goes on from iteration 2 and stops
     # again at the same iteration, with the same error.
-    proc = run(["--resume", *tiny_args(data, out, *opts, max_iter=6)], check=False)
+    proc = run_train_net(["--resume", *train_net_args(data, out, *opts, max_iter=6)], check=False)
     log = proc.stdout + proc.stderr
     assert f"Loading from {out / 'model_0000001.pth'}" in log
     assert "Starting training from iteration 2" in log

@@ -4,78 +4,34 @@ A tiny ResNet-18-FPN (32 channels) on 128-pixel images of a small generated data
 run to seconds.
 """
 
-import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO, read_metrics, registrations, run_train_net, train_net_args
 
 from dual_weighting.data import generate_synthetic_coco
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "dw_R_18_FPN_synthetic_demo.yaml"
 
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    generate_synthetic_coco(root, num_train=8, num_val=4, image_size=(128, 160), seed=3)
-    return root
-
-
-def tiny_args(dataset, output_dir, *extra_opts, max_iter=4):
-    return [
-        "--register-coco", f"t_train={dataset}/annotations/instances_train.json:{dataset}/train",
-        "--register-coco", f"t_val={dataset}/annotations/instances_val.json:{dataset}/val",
-        "--config-file", str(CONFIG),
-        "DATASETS.TRAIN", '("t_train",)', "DATASETS.TEST", '("t_val",)',
-        "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
-        "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160",
-        "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "160",
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(max_iter),
-        "SOLVER.BASE_LR", "0.02", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()",
-        "DATALOADER.NUM_WORKERS", "0", "SEED", "7",
-        "OUTPUT_DIR", str(output_dir), *extra_opts,
-    ]  # fmt: skip
-
-
-def run(args, check=True):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "train_net.py"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"train_net.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
-def metrics(output_dir):
-    return [json.loads(line) for line in (output_dir / "metrics.json").read_text().splitlines()]
-
-
-def test_train_writes_checkpoint_and_metrics_then_eval_only_prints_ap(dataset, tmp_path):
+def test_train_writes_checkpoint_and_metrics_then_eval_only_prints_ap(shapes_dataset, tmp_path):
     out = tmp_path / "run"
-    proc = run(tiny_args(dataset, out, "SOLVER.CHECKPOINT_PERIOD", "2"))
+    proc = run_train_net(train_net_args(shapes_dataset, out, "SOLVER.CHECKPOINT_PERIOD", "2"))
     assert (out / "model_final.pth").is_file() and (out / "model_0000001.pth").is_file()
-    records = metrics(out)
+    records = read_metrics(out)
     train = [r for r in records if "total_loss" in r]
     assert [r["iteration"] for r in train][-1] == 3
     assert {"loss_cls_pos", "loss_loc", "loss_cls_neg", "lr"} <= set(train[-1])
     assert any("bbox/AP" in r for r in records)  # evaluation after the last iteration
     assert "eta:" in proc.stderr + proc.stdout
 
-    proc = run(
+    proc = run_train_net(
         ["--eval-only"]
-        + tiny_args(dataset, tmp_path / "eval", "MODEL.WEIGHTS", str(out / "model_final.pth"))
+        + train_net_args(
+            shapes_dataset, tmp_path / "eval", "MODEL.WEIGHTS", str(out / "model_final.pth")
+        )
     )
     log = proc.stdout + proc.stderr
     assert f"Loading from {out / 'model_final.pth'}" in log
@@ -85,9 +41,9 @@ def test_train_writes_checkpoint_and_metrics_then_eval_only_prints_ap(dataset, t
 
     # pycocotools forced, and 3 images a batch: the same numbers (tests/test_padding.py checks
     # batches of mixed sizes).
-    proc = run(
+    proc = run_train_net(
         ["--eval-only"]
-        + tiny_args(dataset, tmp_path / "eval_pycocotools", "MODEL.WEIGHTS",
+        + train_net_args(shapes_dataset, tmp_path / "eval_pycocotools", "MODEL.WEIGHTS",
                     str(out / "model_final.pth"), "TEST.COCO_EVAL", "pycocotools",
                     "TEST.IMS_PER_BATCH", "3")
     )  # fmt: skip
@@ -100,9 +56,9 @@ def test_train_writes_checkpoint_and_metrics_then_eval_only_prints_ap(dataset, t
     # of one model up to the few boxes the NMS frame and the second clip decide.
     aps = []
     for release in ("True", "False"):
-        proc = run(
+        proc = run_train_net(
             ["--eval-only"]
-            + tiny_args(dataset, tmp_path / f"eval_release_{release}", "MODEL.WEIGHTS",
+            + train_net_args(shapes_dataset, tmp_path / f"eval_release_{release}", "MODEL.WEIGHTS",
                         str(out / "model_final.pth"), "INPUT.MIN_SIZE_TEST", "160",
                         "INPUT.MAX_SIZE_TEST", "200", "INPUT.RELEASE_RESIZE_TEST", "True",
                         "MODEL.DW.RELEASE_POSTPROCESS_TEST", release)
@@ -118,12 +74,13 @@ def copypaste_numbers(log):
     return lines[header + 1].split("copypaste: ")[1]
 
 
-def test_resume_after_kill_continues_iteration_optimizer_and_schedule(dataset, tmp_path):
+def test_resume_after_kill_continues_iteration_optimizer_and_schedule(shapes_dataset, tmp_path):
     out = tmp_path / "run"
     opts = ("SOLVER.CHECKPOINT_PERIOD", "4", "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()")
     # Killed as soon as the checkpoint of iteration 3 is on disk, long before its max_iter.
     killed = subprocess.Popen(
-        [sys.executable, str(REPO / "train_net.py"), *tiny_args(dataset, out, *opts, max_iter=400)],
+        [sys.executable, str(REPO / "train_net.py"),
+         *train_net_args(shapes_dataset, out, *opts, max_iter=400)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
         env=dict(os.environ, OMP_NUM_THREADS="1"),
     )  # fmt: skip
@@ -137,9 +94,9 @@ def test_resume_after_kill_continues_iteration_optimizer_and_schedule(dataset, t
     saved = torch.load(out / "model_0000003.pth", map_location="cpu", weights_only=False)
     assert saved["iteration"] == 3 and saved["trainer"]["_trainer"]["optimizer"]["state"]
 
-    proc = run(["--resume", *tiny_args(dataset, out, *opts, max_iter=6)])
+    proc = run_train_net(["--resume", *train_net_args(shapes_dataset, out, *opts, max_iter=6)])
     assert f"Loading from {out / 'model_0000003.pth'}" in proc.stdout + proc.stderr
-    train = [r for r in metrics(out) if "total_loss" in r]
+    train = [r for r in read_metrics(out) if "total_loss" in r]
     assert train[-1]["iteration"] == 5
     assert train[-1]["lr"] == pytest.approx(0.02)  # past the 2 warm-up iterations
     resumed = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
@@ -149,28 +106,31 @@ def test_resume_after_kill_continues_iteration_optimizer_and_schedule(dataset, t
     assert scheduler[1] == scheduler[0] + 2
 
 
-def test_two_cpu_workers_train_with_gloo(dataset, tmp_path):
+def test_two_cpu_workers_train_with_gloo(shapes_dataset, tmp_path):
     out = tmp_path / "ddp"
-    proc = run(["--num-gpus", "2", *tiny_args(dataset, out, "TEST.EVAL_PERIOD", "0")])
+    proc = run_train_net(
+        ["--num-gpus", "2", *train_net_args(shapes_dataset, out, "TEST.EVAL_PERIOD", "0")]
+    )
     assert (out / "model_final.pth").is_file()
     assert "Rank of current process: 0. World size: 2" in proc.stdout + proc.stderr
 
 
-def test_loss_falls_and_ap_is_positive_after_a_short_run(dataset, tmp_path):
+def test_loss_falls_and_ap_is_positive_after_a_short_run(shapes_dataset, tmp_path):
     out = tmp_path / "learn"
     # Evaluated on the training images: a short run must at least fit what it has seen.
-    run(tiny_args(dataset, out, "DATASETS.TEST", '("t_train",)', max_iter=60))
-    train = [r for r in metrics(out) if "total_loss" in r]
+    run_train_net(train_net_args(shapes_dataset, out, "DATASETS.TEST", '("t_train",)', max_iter=60))
+    train = [r for r in read_metrics(out) if "total_loss" in r]
     # metrics.json holds the median of each 20 iterations: 19, 39, 59.
     assert train[-1]["total_loss"] < 0.85 * train[0]["total_loss"]
-    (final,) = [r for r in metrics(out) if "bbox/AP" in r]
+    (final,) = [r for r in read_metrics(out) if "bbox/AP" in r]
     assert final["bbox/AP50"] > 0
 
 
-def test_non_finite_loss_stops_with_the_iteration(dataset, tmp_path):
+def test_non_finite_loss_stops_with_the_iteration(shapes_dataset, tmp_path):
     # A zero pixel std makes every input infinite: the loss is NaN from the first iteration.
-    proc = run(
-        tiny_args(dataset, tmp_path / "nan", "MODEL.PIXEL_STD", "[0.0, 0.0, 0.0]"), check=False
+    proc = run_train_net(
+        train_net_args(shapes_dataset, tmp_path / "nan", "MODEL.PIXEL_STD", "[0.0, 0.0, 0.0]"),
+        check=False,
     )
     assert proc.returncode != 0
     assert "FloatingPointError" in proc.stderr
@@ -185,10 +145,12 @@ def test_non_finite_loss_stops_with_the_iteration(dataset, tmp_path):
         (["DATASETS.TRAIN", '("not_registered",)'], "not_registered"),
     ],
 )
-def test_bad_datasets_are_named(dataset, tmp_path, problem, message):
+def test_bad_datasets_are_named(shapes_dataset, tmp_path, problem, message):
     # Flags go before the trailing KEY VALUE overrides, as with detectron2's parser.
     flags, opts = (problem, []) if problem[0].startswith("--") else ([], problem)
-    proc = run(flags + tiny_args(dataset, tmp_path / "bad", *opts), check=False)
+    proc = run_train_net(
+        flags + train_net_args(shapes_dataset, tmp_path / "bad", *opts), check=False
+    )
     assert proc.returncode != 0
     assert message in proc.stderr
 
@@ -198,7 +160,7 @@ def test_unreadable_image_is_named(tmp_path):
     generate_synthetic_coco(root, num_train=2, num_val=1, image_size=(128, 160), seed=1)
     broken = sorted((root / "train").iterdir())[0]
     broken.write_bytes(b"not an image")
-    proc = run(tiny_args(root, tmp_path / "out"), check=False)
+    proc = run_train_net(train_net_args(root, tmp_path / "out"), check=False)
     assert proc.returncode != 0
     assert broken.name in proc.stderr
 
@@ -206,15 +168,9 @@ def test_unreadable_image_is_named(tmp_path):
 LAZY_CONFIG = REPO / "configs" / "lazy" / "dw_R_18_FPN_synthetic_demo.py"
 
 
-def registrations(dataset):
-    return [
-        "--register-coco", f"t_train={dataset}/annotations/instances_train.json:{dataset}/train",
-        "--register-coco", f"t_val={dataset}/annotations/instances_val.json:{dataset}/val",
-    ]  # fmt: skip
-
-
 def tiny_lazy_args(dataset, output_dir, *extra_overrides, max_iter=4):
-    """tiny_args for the LazyConfig twin of the demo config: the same model, data and solver."""
+    """helpers.train_net_args for the LazyConfig twin of the demo config: the same model, data
+    and solver."""
     augmentations = "dataloader.{}.mapper.augmentations.0"
     return [
         *registrations(dataset), "--config-file", str(LAZY_CONFIG),
@@ -230,26 +186,28 @@ def tiny_lazy_args(dataset, output_dir, *extra_overrides, max_iter=4):
     ]  # fmt: skip
 
 
-def test_lazy_config_trains_on_two_workers_resumes_and_evaluates(dataset, tmp_path):
+def test_lazy_config_trains_on_two_workers_resumes_and_evaluates(shapes_dataset, tmp_path):
     out = tmp_path / "lazy"
-    proc = run(["--num-gpus", "2", *tiny_lazy_args(dataset, out, "train.checkpointer.period=2")])
+    proc = run_train_net(
+        ["--num-gpus", "2", *tiny_lazy_args(shapes_dataset, out, "train.checkpointer.period=2")]
+    )
     log = proc.stdout + proc.stderr
     assert "Rank of current process: 0. World size: 2" in log and "eta:" in log
     assert (out / "model_0000001.pth").is_file() and (out / "model_final.pth").is_file()
-    train = [r for r in metrics(out) if "total_loss" in r]
+    train = [r for r in read_metrics(out) if "total_loss" in r]
     assert train[-1]["iteration"] == 3
     assert {"loss_cls_pos", "loss_loc", "loss_cls_neg", "lr"} <= set(train[-1])
-    assert any("bbox/AP" in r for r in metrics(out))  # evaluation after the last iteration
+    assert any("bbox/AP" in r for r in read_metrics(out))  # evaluation after the last iteration
     assert list(out.glob("events.out.tfevents.*"))  # TensorBoard
 
-    proc = run(["--resume", *tiny_lazy_args(dataset, out, max_iter=6)])
+    proc = run_train_net(["--resume", *tiny_lazy_args(shapes_dataset, out, max_iter=6)])
     assert f"Loading from {out / 'model_final.pth'}" in proc.stdout + proc.stderr
-    assert [r for r in metrics(out) if "total_loss" in r][-1]["iteration"] == 5
+    assert [r for r in read_metrics(out) if "total_loss" in r][-1]["iteration"] == 5
 
     # The run's saved config.yaml is a LazyConfig too: evaluate the final weights with it.
     weights = out / "model_final.pth"
-    proc = run(
-        ["--eval-only", *registrations(dataset), "--config-file", str(out / "config.yaml"),
+    proc = run_train_net(
+        ["--eval-only", *registrations(shapes_dataset), "--config-file", str(out / "config.yaml"),
          f"train.init_checkpoint={weights}", f"train.output_dir={tmp_path / 'eval'}"]
     )  # fmt: skip
     log = proc.stdout + proc.stderr
@@ -257,9 +215,11 @@ def test_lazy_config_trains_on_two_workers_resumes_and_evaluates(dataset, tmp_pa
     assert "copypaste: AP,AP50,AP75,APs,APm,APl" in log
 
 
-def test_set_up_errors_stop_before_any_worker_with_one_paragraph(dataset, tmp_path):
+def test_set_up_errors_stop_before_any_worker_with_one_paragraph(shapes_dataset, tmp_path):
     # yacs-style overrides given to a LazyConfig (tests/test_checks.py covers every check).
-    proc = run([*tiny_lazy_args(dataset, tmp_path), "SOLVER.MAX_ITER", "10"], check=False)
+    proc = run_train_net(
+        [*tiny_lazy_args(shapes_dataset, tmp_path), "SOLVER.MAX_ITER", "10"], check=False
+    )
     assert proc.returncode == 1
     (message,) = [line for line in proc.stderr.splitlines() if line.strip()][-1:]
     assert message.startswith("train_net.py: error: ") and "train.max_iter" in message

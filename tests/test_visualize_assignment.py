@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.events import EventStorage
+from helpers import DEMO_CONFIG, REPO
 from helpers import fcos_dw_losses as dw_losses
 from PIL import Image
 
 from dual_weighting import DWCriterion
-from dual_weighting.data import generate_synthetic_coco, register_coco_from_spec
+from dual_weighting.data import register_coco_from_spec
 from dual_weighting.modeling.assignment import decode_ltrb
 from dual_weighting.visualize import (
     compute_assignment,
@@ -30,21 +31,17 @@ from dual_weighting.visualize import (
     training_mapper,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = str(REPO / "configs" / "dw_R_18_FPN_synthetic_demo.yaml")
+CONFIG = str(DEMO_CONFIG)
 # Small inputs: the generated 64 x 96 images are fed at their own size.
 SMALL = ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96"]
 DATASET = "test_visualize_assignment_tiny_train"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_shapes):
     """``NAME=JSON:IMAGE_ROOT`` of two 64 x 96 training images, for ``--register-coco``."""
-    root = tmp_path_factory.mktemp("tiny_synthetic")
-    info = generate_synthetic_coco(
-        root, num_train=2, num_val=1, image_size=(64, 96), objects_per_image=(2, 3)
-    )
-    yield f"{DATASET}={info['train']['json_file']}:{info['train']['image_root']}"
+    train = tiny_shapes["train"]
+    yield f"{DATASET}={train['json_file']}:{train['image_root']}"
     for catalog in (DatasetCatalog, MetadataCatalog):
         if DATASET in catalog.list():
             catalog.remove(DATASET)
