@@ -146,17 +146,6 @@ def test_filtering_after_nms_equals_a_higher_threshold():
     assert torch.equal(filtered.pred_boxes.tensor, high.pred_boxes.tensor)
 
 
-def test_speed_loop_runs_and_is_interleaved():
-    models = speed.build_speed_models(detectors.SMALL_CONFIG, [], ["fcos", "dw_refine"], "cpu")
-    batch = speed.synthetic_batch(2, 64, 96, 6, boxes_per_image=3, seed=0)
-    results = speed.measure_speed(models, batch, "cpu", warmup=0, repeats=2)
-    assert list(results) == ["fp32"] and list(results["fp32"]) == ["fcos", "dw_refine"]
-    for r in results["fp32"].values():
-        assert len(r["train_s"]) == len(r["train_mib"]) == len(r["infer_s"]) == 2
-        assert all(m is None or m > 0 for m in r["train_mib"])
-    assert "1.000x" in speed.format_speed(results, "tiny")
-
-
 def test_tables_on_hand_made_numbers():
     def run(variant, seed, ap):
         metrics = {m: ap + i for i, m in enumerate(report.METRICS)}

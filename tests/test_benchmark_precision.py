@@ -18,34 +18,40 @@ from benchmarks import detectors, precision, speed
 
 def test_every_precision_and_variant_is_timed_in_the_same_rounds():
     models = speed.build_speed_models(
-        detectors.SMALL_CONFIG, [], ["fcos", "dw"], "cpu", precisions=["fp32", "bf16"]
+        detectors.SMALL_CONFIG, [], ["fcos", "dw_refine"], "cpu", precisions=["fp32", "bf16"]
     )
+    assert models["fp32"]["dw_refine"][1].head.box_refine
     dtypes = {}
     for p, by_variant in models.items():
         for v, (_, model) in by_variant.items():
             # The dtype a backbone convolution computes in, per model.
             stem = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
             stem.register_forward_hook(lambda m, i, o, key=(p, v): dtypes.__setitem__(key, o.dtype))
-    a, b = models["fp32"]["dw"][1].state_dict(), models["bf16"]["dw"][1].state_dict()
+    a = models["fp32"]["dw_refine"][1].state_dict()
+    b = models["bf16"]["dw_refine"][1].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same model
     batch = speed.synthetic_batch(2, 64, 96, 6, boxes_per_image=3, seed=0)
     results = speed.measure_speed(models, batch, "cpu", warmup=1, repeats=2)
     assert dtypes == {
         ("fp32", "fcos"): torch.float32,
-        ("fp32", "dw"): torch.float32,
+        ("fp32", "dw_refine"): torch.float32,
         ("bf16", "fcos"): torch.bfloat16,
-        ("bf16", "dw"): torch.bfloat16,
+        ("bf16", "dw_refine"): torch.bfloat16,
     }
+    # Every model in every precision, in the order asked, once each round.
+    assert list(results) == ["fp32", "bf16"]
     for by_variant in results.values():
+        assert list(by_variant) == ["fcos", "dw_refine"]
         for r in by_variant.values():
-            assert len(r["train_s"]) == len(r["infer_s"]) == 2
+            assert len(r["train_s"]) == len(r["train_mib"]) == len(r["infer_s"]) == 2
+            assert all(m is None or m > 0 for m in r["train_mib"])
             assert r["finite"] == [True, True]  # the 2 timed steps, not the warm-up
     rows = [line.split() for line in speed.format_speed(results, "tiny").splitlines()[3:]]
     assert [row[:-10] for row in rows] == [
         ["FCOS", "(d2)", "fp32"],
-        ["DW", "fp32"],
+        ["DW+refine", "fp32"],
         ["FCOS", "(d2)", "bf16"],
-        ["DW", "bf16"],
+        ["DW+refine", "bf16"],
     ]
     # train, infer and memory: value, vs FCOS, vs fp32 each, then "losses finite".
     assert [len(row) for row in rows] == [13, 12, 13, 12]

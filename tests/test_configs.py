@@ -1,12 +1,9 @@
-"""Every yaml in configs/ loads, matches the published table, builds, trains a step and infers."""
+"""Every yaml in configs/ loads, matches the published table and builds its model at full size."""
 
 import pytest
-import torch
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
-from detectron2.utils.events import EventStorage
 from helpers import CONFIGS, YAMLS, load_cfg
 
 from dual_weighting import DWFCOS, add_dw_config
@@ -168,39 +165,13 @@ def test_unknown_in_feature_is_named():
         build_model(cfg)
 
 
-def small_batch():
-    torch.manual_seed(0)
-    instances = Instances((96, 128))
-    instances.gt_boxes = Boxes(torch.tensor([[10.0, 12, 60, 70], [50, 20, 120, 90]]))
-    instances.gt_classes = torch.tensor([3, 7])
-    empty = Instances((96, 128))
-    empty.gt_boxes = Boxes(torch.zeros(0, 4))
-    empty.gt_classes = torch.zeros(0, dtype=torch.long)
-    image = (torch.rand(3, 96, 128) * 255).round()
-    return [{"image": image, "instances": instances}, {"image": image, "instances": empty}]
-
-
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
-def test_config_builds_trains_one_step_and_infers(path):
+def test_config_builds_its_model_at_full_size(path):
+    # Every config's model, thinned, trains a step and infers in test_model_e2e.py.
     cfg = load_cfg(path)
     model = build_model(cfg)
     assert isinstance(model, DWFCOS)
     has_dcn = any(isinstance(m, ModulatedDeformConv) for m in model.modules())
     assert has_dcn == any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE)
-
-    model.train()
-    with EventStorage():
-        losses = model(small_batch())
-    assert set(losses) == {"loss_cls_pos", "loss_loc", "loss_cls_neg"}
-    total = sum(losses.values())
-    assert torch.isfinite(total)
-    total.backward()
-    assert model.head.cls_logits.weight.grad.abs().sum() > 0
-
-    model.eval()
-    with torch.no_grad():
-        (out,) = model([{"image": small_batch()[0]["image"], "height": 48, "width": 64}])
-    inst = out["instances"]
-    assert inst.image_size == (48, 64)
-    assert len(inst) <= cfg.TEST.DETECTIONS_PER_IMAGE
-    assert (inst.scores > cfg.MODEL.DW.SCORE_THRESH_TEST).all()
+    assert model.head.box_refine == cfg.MODEL.DW.BOX_REFINE
+    assert model.num_classes == model.head.cls_logits.out_channels == cfg.MODEL.DW.NUM_CLASSES

@@ -126,17 +126,6 @@ def test_loss_falls_and_ap_is_positive_after_a_short_run(shapes_dataset, tmp_pat
     assert final["bbox/AP50"] > 0
 
 
-def test_non_finite_loss_stops_with_the_iteration(shapes_dataset, tmp_path):
-    # A zero pixel std makes every input infinite: the loss is NaN from the first iteration.
-    proc = run_train_net(
-        train_net_args(shapes_dataset, tmp_path / "nan", "MODEL.PIXEL_STD", "[0.0, 0.0, 0.0]"),
-        check=False,
-    )
-    assert proc.returncode != 0
-    assert "FloatingPointError" in proc.stderr
-    assert "infinite or NaN at iteration=0" in proc.stderr
-
-
 @pytest.mark.parametrize(
     "problem, message",
     [
