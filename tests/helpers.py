@@ -7,6 +7,7 @@ fixtures are in conftest.py, the literal DW reference and its random cases in dw
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -223,6 +224,50 @@ def largest_relative_difference(model, images):
                     diff = (b[i, :, :h, :w] - a[0]).abs().max() / a.abs().max()
                     worst = max(worst, float(diff))
     return worst
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers in printed tables
+# ---------------------------------------------------------------------------------------------
+
+
+class PrintedNumber(float):
+    """A number as a table printed it: equal to every number that rounds to it ("2.6" equals
+    2.6458, "7.50e-08" equals 7.5e-8), so that tests state true values, not formats."""
+
+    def __new__(cls, text):
+        self = super().__new__(cls, text)
+        mantissa, _, exponent = text.lower().partition("e")
+        decimals = len(mantissa.partition(".")[2])
+        self.tolerance = 0.5 * 10.0 ** (int(exponent or 0) - decimals)
+        self.text = text
+        return self
+
+    def __eq__(self, other):
+        if isinstance(other, (int, float)):
+            return abs(float(self) - float(other)) <= self.tolerance * (1 + 1e-9)
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"printed {self.text}"
+
+
+# Not inside a word ("fp32", "(d2)") nor after a digit ("10.0-30.0" is 10.0 and 30.0).
+_NUMBER = re.compile(r"(?<![\w.])[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+
+def printed_numbers(text):
+    """The numbers printed in ``text``, in order, as :class:`PrintedNumber`; words, "n/a" and
+    "-" are left out ("1.100x" is 1.1, "20.0 ± 10.0" is 20.0 and 10.0)."""
+    return [PrintedNumber(m) for m in _NUMBER.findall(text)]
+
+
+def table_line(text, *words):
+    """The one line of ``text`` whose first words are ``words`` (a table row by its label)."""
+    (line,) = [line for line in text.splitlines() if line.split()[: len(words)] == list(words)]
+    return line
 
 
 # ---------------------------------------------------------------------------------------------

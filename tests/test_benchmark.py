@@ -5,6 +5,7 @@ runs.
 """
 
 import argparse
+import statistics
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from detectron2.modeling import build_model
 from detectron2.modeling.meta_arch.fcos import FCOS
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.env import seed_all_rng
+from helpers import printed_numbers, table_line
 
 from benchmarks import accuracy, batched, detectors, report, soak, speed
 from dual_weighting import DWFCOS
@@ -94,7 +96,9 @@ def test_training_evaluates_both_score_views(tiny_opts, tmp_path):
         assert result["train_s"] > 0 and result["eval_s"] > 0
         assert (tmp_path / variant / "metrics.json").is_file()
         runs.append({**result, "variant": variant, "seed": 0})
-    assert "DW - FCOS (d2)" in report.format_accuracy(runs, ["fcos", "dw"])
+    # The report reads the runs as made: DW's AP against FCOS's, seed by seed.
+    ap = [r["metrics"]["own"]["AP"] for r in runs]
+    np.testing.assert_equal(report.paired_differences(runs, "dw", "fcos", "own"), [ap[1] - ap[0]])
 
 
 def test_periodic_evaluation_records_the_curve_and_leaves_training_alone(tiny_opts, tmp_path):
@@ -170,15 +174,27 @@ def test_tables_on_hand_made_numbers():
     assert report.paired_differences(runs, "dw", "fcos", "own") == [2.0, 1.0, 6.0]
 
     runs[0]["metrics"]["own"]["dets/img"] = 100.0
-    text = report.format_accuracy(runs, ["fcos", "dw"])
-    # AP range, then detections per image (only FCOS seed 0 has a count; DW has none).
-    rows = [line.split() for line in text.splitlines()]
-    assert ["10.0-30.0", "100.0"] in [r[-2:] for r in rows if r[:2] == ["FCOS", "(d2)"]]
-    assert ["12.0-36.0", "n/a"] in [r[-2:] for r in rows if r[:1] == ["DW"]]
-    assert "20.0 ± 10.0" in text  # FCOS AP
-    assert "23.0 ± 12.1" in text  # DW AP: std of 12, 21, 36
-    assert "+3.0 ± 2.6 (range +1.0 to +6.0)" in text  # paired DW - FCOS
-    assert "21.0 ± 10.0" in text  # "low" view, each value + 1
+    variants = ["fcos", "dw"]
+    own, low = (report.format_summary(runs, variants, view) for view in ("own", "low"))
+    per_seed = report.format_per_seed(runs, variants, "own")
+    text = report.format_accuracy(runs, variants)
+    assert own in text and low in text and per_seed in text
+    # Mean and std of AP, AP50, ..., APl (APs without seed 2), the AP range, then detections
+    # per image (only FCOS seed 0 has a count; DW has none).
+    assert printed_numbers(table_line(own, "FCOS", "(d2)")) == [
+        20.0, 10.0, 21.0, 10.0, 22.0, 10.0, 18.0, 50**0.5, 24.0, 10.0, 25.0, 10.0,
+        10.0, 30.0, 100.0,
+    ]  # fmt: skip
+    std = statistics.stdev([12.0, 21.0, 36.0])
+    assert printed_numbers(table_line(own, "DW")) == [
+        23.0, std, 24.0, std, 25.0, std, 19.5, statistics.stdev([15.0, 24.0]), 27.0, std,
+        28.0, std, 12.0, 36.0,
+    ]  # fmt: skip
+    assert printed_numbers(table_line(low, "FCOS", "(d2)"))[:2] == [21.0, 10.0]  # each value + 1
+    # Paired DW - FCOS: per seed, then mean, std and range.
+    assert printed_numbers(table_line(per_seed, "DW", "-", "FCOS", "(d2)")) == [
+        2.0, 1.0, 6.0, 3.0, statistics.stdev([2.0, 1.0, 6.0]), 1.0, 6.0,
+    ]  # fmt: skip
 
     speed_results = {
         "fp32": {
@@ -186,19 +202,12 @@ def test_tables_on_hand_made_numbers():
             "dw": {"train_s": [1.1, 2.4, 4.0], "infer_s": [0.1, 0.2, 0.1], "train_mib": [None] * 3},
         }
     }
-    table = speed.format_speed(speed_results, "title").splitlines()
-    assert table[0] == "title"
-    assert table[-1].split() == ["DW", "2.400", "1.100x", "100", "1.000x", "n/a", "-"]
-    assert table[-2].split() == [
-        "FCOS",
-        "(d2)",
-        "2.000",
-        "1.000x",
-        "100",
-        "1.000x",
-        "100",
-        "1.000x",
-    ]
+    table = speed.format_speed(speed_results, "title")
+    # Median train s/it and inference ms, largest memory growth, each with its ratio to FCOS:
+    # the median of same-round ratios (DW train: 1.1, 1.2, 1.0, not 2.4 / 2.0); DW's memory is
+    # unmeasured, so it has neither value nor ratio.
+    assert printed_numbers(table_line(table, "FCOS", "(d2)")) == [2.0, 1.0, 100, 1.0, 100, 1.0]
+    assert printed_numbers(table_line(table, "DW")) == [2.4, 1.1, 100, 1.0]
 
 
 def test_soak_runs_twice_to_the_same_loss_curve_and_samples_memory(tiny_opts, tmp_path):
@@ -218,9 +227,16 @@ def test_soak_runs_twice_to_the_same_loss_curve_and_samples_memory(tiny_opts, tm
     assert len(runs[0]["losses"]) == 6 and runs[0]["losses"] == runs[1]["losses"]
     assert [it for it, _ in runs[0]["rss_mib"]] == [4, 6]  # every 4th and the last
     assert all(rss > 50 for _, rss in runs[0]["rss_mib"])  # torch alone takes more
-    assert "largest difference 0 (identical)" in soak.format_soak(runs)
+
+    def difference_line(text):
+        (line,) = [line for line in text.splitlines() if "largest difference" in line]
+        return line
+
+    same = difference_line(soak.format_soak(runs))
+    assert printed_numbers(same) == [0] and "NOT" not in same
     runs[1]["losses"] = [*runs[1]["losses"][:-1], runs[1]["losses"][-1] + 0.5]
-    assert "largest difference 0.5 (NOT identical)" in soak.format_soak(runs)
+    apart = difference_line(soak.format_soak(runs))
+    assert printed_numbers(apart) == [0.5] and "NOT identical" in apart
 
 
 def test_rss_growth_and_curve_difference_on_hand_made_numbers():
@@ -299,9 +315,11 @@ def test_batches_of_one_size_give_the_detections_of_one_image(batched_cfg, tmp_p
     rates = batched.throughput(loaded, cases, "cpu", warmup=0, repeats=2)
     assert set(rates) == set(cases) and all(len(r) == 2 and min(r) > 0 for r in rates.values())
     assert loaded.test_mask_padding  # restored
-    assert batched.format_throughput(rates).splitlines()[2].split()[-1] == "1.00x"
+    # Batch 1 against itself: ratio 1.
+    first = table_line(batched.format_throughput(rates), "one", "size", "1")
+    assert printed_numbers(first)[-1] == 1.0
     # Ratios are medians of same-round ratios (2, 1, 3), not ratios of medians (4 / 3), each to
-    # the first case of the same images.
+    # the first case of the same images; the numbers: batch, median images/s, ratio.
     table = batched.format_throughput(
         {
             ("a", "", 1): [2.0, 4.0, 3.0],
@@ -309,9 +327,9 @@ def test_batches_of_one_size_give_the_detections_of_one_image(batched_cfg, tmp_p
             ("b", "plain", 1): [1.0, 1.0, 1.0],
             ("b", "plain", 4): [3.0, 3.0, 3.0],
         }
-    ).splitlines()
-    assert table[3].split() == ["a", "masked", "4", "4.0", "2.00x"]
-    assert table[-1].split() == ["b", "plain", "4", "3.0", "3.00x"]
+    )
+    assert printed_numbers(table_line(table, "a", "masked")) == [4, 4.0, 2.0]
+    assert printed_numbers(table_line(table, "b", "plain", "4")) == [4, 3.0, 3.0]
 
 
 def test_batched_section_without_a_model_names_the_file(tmp_path):

@@ -1,8 +1,8 @@
 """The benchmark's pictures on hand-made numbers: a PNG is written, and the bars and lines drawn
-carry the numbers given (read back from the matplotlib Figure)."""
+carry the numbers given, each under its label (read back from the matplotlib Figure); how they
+look (colours, line styles, legends, value labels) is left to the eye."""
 
 import pytest
-from matplotlib.colors import to_rgba
 
 from benchmarks import plots, report, speed
 
@@ -13,22 +13,23 @@ def assert_png(path):
     assert 1000 < len(data) < 200_000  # a picture, small enough for the docs
 
 
-def test_bar_chart_draws_one_bar_per_value_with_a_colour_per_label(tmp_path):
+def test_bar_chart_draws_one_bar_per_value_in_its_group(tmp_path):
     groups = {"train": {"DW": 0.9, "DW+refine": 1.1}, "memory": {"DW": 1.02, "DW+refine": None}}
     fig = plots.bar_chart(groups, tmp_path / "bars.png", "title", "ratio", reference=1.0)
     assert_png(tmp_path / "bars.png")
     (ax,) = fig.axes
-    bars = ax.patches
-    assert sorted(b.get_height() for b in bars) == [0.9, 1.02, 1.1]  # None leaves a gap
-    by_height = {b.get_height(): b for b in bars}
-    assert by_height[0.9].get_facecolor() == by_height[1.02].get_facecolor()  # both "DW"
-    assert by_height[0.9].get_facecolor() != by_height[1.1].get_facecolor()
-    assert by_height[0.9].get_x() < by_height[1.1].get_x() < by_height[1.02].get_x()  # groups
+    # Per bar label, its values (None leaves a gap) and the group each stands in (group i at
+    # x = i, named by the tick there).
+    heights = {c.get_label(): [b.get_height() for b in c] for c in ax.containers}
+    assert heights == {"DW": [0.9, 1.02], "DW+refine": [1.1]}
+    places = {
+        c.get_label(): [round(b.get_x() + b.get_width() / 2) for b in c] for c in ax.containers
+    }
+    assert places == {"DW": [0, 1], "DW+refine": [0]}
     assert [t.get_text() for t in ax.get_xticklabels()] == ["train", "memory"]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["DW", "DW+refine"]
+    assert list(ax.get_xticks()) == [0, 1]
     (line,) = ax.get_lines()
-    assert list(line.get_ydata()) == [1.0, 1.0]
-    assert sorted(t.get_text() for t in ax.texts) == ["0.90", "1.02", "1.10"]
+    assert list(line.get_ydata()) == [1.0, 1.0]  # the reference
 
 
 def test_curve_chart_draws_a_line_per_run(tmp_path):
@@ -44,10 +45,6 @@ def test_curve_chart_draws_a_line_per_run(tmp_path):
     assert set(lines) == {"FCOS (d2), seed 0", "DW, seed 0", "FCOS (d2), seed 1", "DW, seed 1"}
     assert list(lines["DW, seed 1"].get_ydata()) == [1.5, 6.0, 9.0]
     assert list(lines["DW, seed 1"].get_xdata()) == [20, 40, 60]
-    color = {k: to_rgba(v.get_color()) for k, v in lines.items()}
-    style = {k: v.get_linestyle() for k, v in lines.items()}
-    assert color["DW, seed 0"] == color["DW, seed 1"] != color["FCOS (d2), seed 0"]
-    assert style["DW, seed 0"] == style["FCOS (d2), seed 0"] != style["DW, seed 1"]
 
 
 def test_speed_ratio_bars_from_speed_results(tmp_path):

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 from detectron2.utils.events import EventStorage
-from helpers import REPO
+from helpers import REPO, printed_numbers, table_line
 
 from benchmarks import detectors, precision, speed
 
@@ -46,18 +46,17 @@ def test_every_precision_and_variant_is_timed_in_the_same_rounds():
             assert len(r["train_s"]) == len(r["train_mib"]) == len(r["infer_s"]) == 2
             assert all(m is None or m > 0 for m in r["train_mib"])
             assert r["finite"] == [True, True]  # the 2 timed steps, not the warm-up
-    rows = [line.split() for line in speed.format_speed(results, "tiny").splitlines()[3:]]
-    assert [row[:-10] for row in rows] == [
-        ["FCOS", "(d2)", "fp32"],
-        ["DW+refine", "fp32"],
-        ["FCOS", "(d2)", "bf16"],
-        ["DW+refine", "bf16"],
-    ]
-    # train, infer and memory: value, vs FCOS, vs fp32 each, then "losses finite".
-    assert [len(row) for row in rows] == [13, 12, 13, 12]
-    assert all(row[-1] == "yes" for row in rows)
-    assert all(row[-9] == row[-6] == "1.000x" for row in (rows[0], rows[2]))  # FCOS vs itself
-    assert all(row[-8] == row[-5] == "1.000x" for row in rows[:2])  # fp32 vs itself
+    # Per row: train s/it, inference ms and train MiB, each with its ratio to FCOS and to fp32;
+    # every loss finite. FCOS against itself and fp32 against itself: ratio 1.
+    table = speed.format_speed(results, "tiny")
+    for p in ("fp32", "bf16"):
+        fcos, dw = table_line(table, "FCOS", "(d2)", p), table_line(table, "DW+refine", p)
+        assert "yes" in fcos.split() and "yes" in dw.split()
+        train_to_fcos, infer_to_fcos = printed_numbers(fcos)[1], printed_numbers(fcos)[4]
+        assert train_to_fcos == infer_to_fcos == 1.0
+    for row in (table_line(table, "FCOS", "(d2)", "fp32"), table_line(table, "DW+refine", "fp32")):
+        train_to_fp32, infer_to_fp32 = printed_numbers(row)[2], printed_numbers(row)[5]
+        assert train_to_fp32 == infer_to_fp32 == 1.0
 
 
 def test_fcos_losses_run_in_float32_under_autocast():
@@ -84,16 +83,17 @@ def test_mixed_precision_table_on_hand_made_numbers():
             "dw": result([0.4, 0.6], [0.05, 0.1], [None], finite=(True, False)),
         },
     }
-    table = speed.format_speed(results, "title").splitlines()
-    assert table[1].split()[:5] == ["detector", "precision", "train", "s/it", "vs"]
-    # fp16 DW: train 0.5 s, to FCOS fp16 (0.8, 1.2) -> 1.0, to DW fp32 (0.4, 0.6) -> 0.5;
-    # inference 75 ms, (1, 2) -> 1.5, (0.25, 1) -> 0.625; memory unmeasured; a loss not finite.
-    assert table[-1].split() == [
-        "DW", "fp16", "0.500", "1.000x", "0.500x", "75", "1.500x", "0.625x", "n/a", "-", "-", "NO",
-    ]  # fmt: skip
-    # fp32 DW: to FCOS (1, 0.5) -> 0.75; to itself 1.
-    assert table[4].split()[2:5] == ["1.000", "0.750x", "1.000x"]
-    assert table[4].split()[-4:] == ["80", "0.800x", "1.000x", "yes"]
+    table = speed.format_speed(results, "title")
+    # Each of train s/it, inference ms and train MiB, then its ratios to FCOS (same precision)
+    # and to the same detector in fp32. fp16 DW: train 0.5 s, to FCOS fp16 (0.8, 1.2) -> 1.0,
+    # to DW fp32 (0.4, 0.6) -> 0.5; inference 75 ms, (1, 2) -> 1.5, (0.25, 1) -> 0.625; memory
+    # unmeasured (no number); a loss not finite.
+    fp16 = table_line(table, "DW", "fp16")
+    assert printed_numbers(fp16) == [0.5, 1.0, 0.5, 75, 1.5, 0.625] and "NO" in fp16.split()
+    # fp32 DW: train to FCOS (1, 0.5) -> 0.75; inference 150 ms, (2, 1) -> 1.5; 80 MiB of 100.
+    fp32 = table_line(table, "DW", "fp32")
+    assert printed_numbers(fp32) == [1.0, 0.75, 1.0, 150, 1.5, 1.0, 80, 0.8, 1.0]
+    assert "yes" in fp32.split()
     groups = speed.ratio_groups({"r50": {"results": results}})
     assert groups["r50 train step"] == {"DW": 0.75}
     assert groups["r50 fp16 inference"] == {"DW": 1.5}
@@ -134,9 +134,10 @@ def test_benchmark_tool_times_each_precision(tmp_path):
         "--output-dir", str(tmp_path),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "64x96, batch 2, 6 classes, 10 boxes/image, cpu, channels_last" in proc.stdout
-    rows = [line.split() for line in proc.stdout.splitlines() if line.endswith(" yes")]
-    assert [row[-11] for row in rows] == ["fp32", "fp32", "bf16", "bf16"]
+    # A row per detector and precision, every loss finite.
+    for variant in (["FCOS", "(d2)"], ["DW"]):
+        for p in ("fp32", "bf16"):
+            assert "yes" in table_line(proc.stdout, *variant, p).split()
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["args"]["speed_precisions"] == ["fp32", "bf16"]
     assert results["args"]["channels_last"] is True

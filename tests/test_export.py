@@ -15,6 +15,7 @@ model.
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -22,7 +23,16 @@ import pytest
 import torch
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
-from helpers import CONFIGS, DEMO_CONFIG, NMS_TIE, REPO, load_cfg, thin_cfg
+from helpers import (
+    CONFIGS,
+    DEMO_CONFIG,
+    NMS_TIE,
+    REPO,
+    load_cfg,
+    printed_numbers,
+    table_line,
+    thin_cfg,
+)
 
 from benchmarks import export_speed
 from dual_weighting.data import generate_synthetic_coco, register_synthetic
@@ -295,8 +305,9 @@ def test_export_benchmark_section_times_every_runtime_on_equal_detections():
     assert all(len(t) == 2 and min(t) > 0 for t in result["latency_s"].values())
     assert set(result["export_s"]) == set(result["match"]) == {"torchscript", "onnx"}
     assert all(m.startswith("equal: ") for m in result["match"].values()), result["match"]
-    table = export_speed.format_export_speed(result, "title").splitlines()
-    assert table[0] == "title" and [row.split()[0] for row in table[3:]] == list(
-        result["latency_s"]
-    )
-    assert table[3].split()[2] == "1.000x"  # eager against itself
+    # A row per runtime: median ms per image and its ratio to eager (1 for eager itself).
+    table = export_speed.format_export_speed(result, "title")
+    for runtime, times in result["latency_s"].items():
+        row = table_line(table, runtime)
+        assert printed_numbers(row)[0] == 1e3 * statistics.median(times)
+    assert printed_numbers(table_line(table, "eager"))[1] == 1.0

@@ -221,15 +221,26 @@ def test_a_config_that_batches_test_images_refuses_at_build(kind, squeezed_backb
         assert not build_lazy_model(cfg).test_mask_padding
 
 
-def test_hooks_are_removed_and_nothing_changes_without_padding():
+def test_masking_lasts_for_its_block_and_only_where_an_image_is_padded():
     head = DWHead(input_shape=[ShapeSpec(channels=32, stride=8)], num_classes=2, norm="GN")
-    before = [dict(m._forward_hooks) | dict(m._forward_pre_hooks) for m in head.modules()]
+    # Stride 8 of a 64 x 32 batch: 8 x 4 cells, of which image 0 (32 x 32 alone) has 4 x 4.
+    features = torch.randn(2, 32, 8, 4, generator=torch.Generator().manual_seed(0))
+
+    def predict():
+        # A copy each time: without autograd the masking zeroes the features in place.
+        with torch.no_grad():
+            return [level[0] for level in head([features.clone()])]
+
+    plain = predict()
     padding = BatchPadding([(32, 32), (64, 32)], (64, 32))
     with padding.masking(head=head):
-        hooked = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in head.modules())
-    assert hooked > 0
-    assert [dict(m._forward_hooks) | dict(m._forward_pre_hooks) for m in head.modules()] == before
+        masked = predict()
+    # Inside the block image 0 is computed from its own cells, not from the batch's padding.
+    assert not torch.allclose(masked[0][0, :, :4], plain[0][0, :, :4])
+    # After it, the plain computation again.
+    assert all(torch.equal(a, b) for a, b in zip(predict(), plain))
+    # Images padded no further than alone: masking changes nothing.
     same = BatchPadding([(64, 32), (64, 32)], (64, 32))
     assert not same.needed
     with same.masking(head=head):
-        assert all(not m._forward_hooks for m in head.modules())
+        assert all(torch.equal(a, b) for a, b in zip(predict(), plain))
