@@ -65,14 +65,14 @@ MODELS = {
 TRACE_SIZE, OTHER_SIZE = (192, 256), (147, 213)
 
 
-def make_cfg(path, *opts):
+def model_cfg(path, *opts):
     """The config of :data:`MODELS`' ``path``: the demo's as it is, the others thinned."""
     return load_cfg(path, *opts) if path == DEMO_CONFIG else thin_cfg(path, *opts)
 
 
 def random_model(path):
     torch.manual_seed(0)
-    model = build_model(make_cfg(path)).eval()
+    model = build_model(model_cfg(path)).eval()
     with torch.no_grad():
         head = model.head
         for conv in (head.cls_logits, head.centerness, head.box, head.box_refine_offsets):
@@ -176,7 +176,7 @@ def test_exported_nms_keeps_exact_ties_as_the_release(fmt, tmp_path):
 
 
 def test_scripting_is_refused_with_the_reason():
-    model = build_model(make_cfg(DEMO_CONFIG)).eval()
+    model = build_model(model_cfg(DEMO_CONFIG)).eval()
     with pytest.raises(ExportError, match=r"scripting .* torch\.jit\.script fails .* tracing"):
         script_model(model)
 
@@ -184,12 +184,12 @@ def test_scripting_is_refused_with_the_reason():
 def test_onnx_runtime_without_deform_conv_names_the_dcn_layers(monkeypatch):
     import onnxruntime
 
-    model = build_model(make_cfg(MODELS["R50_DCN_refine"]))
+    model = build_model(model_cfg(MODELS["R50_DCN_refine"]))
     check_onnx_runtime(model)  # the installed one (>= 1.25) runs DeformConv
     monkeypatch.setattr(onnxruntime, "__version__", "1.24.4")
     with pytest.raises(ExportError, match=r"backbone\.bottom_up\.res3\.0\.conv2, .* DeformConv"):
         check_onnx_runtime(model)
-    check_onnx_runtime(build_model(make_cfg(MODELS["R50_refine"])))  # no DCN: fine
+    check_onnx_runtime(build_model(model_cfg(MODELS["R50_refine"])))  # no DCN: fine
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +221,7 @@ def coco_results(folder):
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_evaluation_of_the_exported_model_equals_pytorchs(tiny_dataset, tmp_path):
-    cfg = make_cfg(DEMO_CONFIG, "DATASETS.TEST", '("dw_tiny_val",)')
+    cfg = model_cfg(DEMO_CONFIG, "DATASETS.TEST", '("dw_tiny_val",)')
     model = random_model(DEMO_CONFIG)
     exported = export_torchscript(model, image(TRACE_SIZE, seed=0))
     loader = DWTrainer.build_test_loader(cfg, "dw_tiny_val")
