@@ -18,6 +18,7 @@ from .config import add_dw_config, upgrade_dw_config
 from .modeling import (
     DW_HEAD_REGISTRY,
     DWFCOS,
+    DWRPN,
     DWAssignment,
     DWCriterion,
     DWHead,
@@ -33,6 +34,7 @@ __all__ = [
     "DWCriterion",
     "DWFCOS",
     "DWHead",
+    "DWRPN",
     "DW_HEAD_REGISTRY",
     "add_dw_config",
     "upgrade_dw_config",

@@ -14,6 +14,7 @@ from .image_list import DWImageList
 from .losses import dw_losses
 from .meta_arch import DWFCOS
 from .postprocessing import release_rescale
+from .rpn import DWRPN
 
 __all__ = [
     "DWAssignment",
@@ -22,6 +23,7 @@ __all__ = [
     "DWHead",
     "DWImageList",
     "DWLossFCOS",
+    "DWRPN",
     "DW_HEAD_REGISTRY",
     "build_dw_head",
     "build_dw_resnet_fpn_backbone",
