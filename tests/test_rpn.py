@@ -26,8 +26,8 @@ from dual_weighting.engine import load_yacs_config
 from dual_weighting.evaluation.proposals import matched_ious, proposal_recall
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-YAML = CONFIGS / "dw_rpn_faster_rcnn_R_50_FPN_1x.yaml"
-LAZY = CONFIGS / "lazy" / "dw_rpn_faster_rcnn_R_50_FPN_1x.py"
+YAML = CONFIGS / "COCO-Detection" / "dw_rpn_faster_rcnn_R_50_FPN_1x.yaml"
+LAZY = CONFIGS / "lazy" / "COCO-Detection" / "dw_rpn_faster_rcnn_R_50_FPN_1x.py"
 LOSS_WEIGHT = {"loss_rpn_cls": 0.7, "loss_rpn_loc": 1.3}
 BOX_WEIGHTS = (2.0, 2.0, 1.0, 1.0)
 

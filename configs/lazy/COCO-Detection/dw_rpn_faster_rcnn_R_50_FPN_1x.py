@@ -1,6 +1,6 @@
 """DW in the RPN of detectron2's Faster R-CNN R-50-FPN 1x: the LazyConfig twin of
-configs/dw_rpn_faster_rcnn_R_50_FPN_1x.yaml, with the proposal generator made DW-RPN and nothing
-else changed.
+configs/COCO-Detection/dw_rpn_faster_rcnn_R_50_FPN_1x.yaml, with the proposal generator made
+DW-RPN and nothing else changed.
 
 detectron2's model zoo has Faster R-CNN R-50-FPN 1x as a yacs config only
 (``COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml``); its LazyConfig form is

@@ -1,0 +1,29 @@
+"""detectron2's RetinaNet trained with Dual Weighting: ``COCO-Detection/retinanet_R_50_FPN_1x.py``
+of detectron2's model zoo with its model made DW-RetinaNet and nothing else changed (its
+backbone, anchors, box transform, inference, data, solver and schedule stay detectron2's).
+Twin of configs/COCO-Detection/dw_retinanet_R_50_FPN_1x.yaml.
+
+The model keeps detectron2's ``anchor_matcher`` and focal-loss arguments, which DWRetinaNet
+accepts and does not use: DW decides who is positive and computes the losses.
+"""
+
+from detectron2.config import LazyCall as L
+
+from dual_weighting import DWCriterion, DWRetinaNet, DWRetinaNetHead
+from dual_weighting.engine.lazy import model_zoo
+
+# Underscored: LazyConfig.load leaves it out of the config.
+_retinanet = model_zoo.get_config("COCO-Detection/retinanet_R_50_FPN_1x.py")
+dataloader = _retinanet.dataloader
+optimizer = _retinanet.optimizer
+lr_multiplier = _retinanet.lr_multiplier
+train = _retinanet.train
+
+model = _retinanet.model
+model._target_ = DWRetinaNet
+# The joint score's quality factor (MODEL.DW_RETINANET.QUALITY): "objectness" needs the head
+# with the objectness conv; for "none", set model.head._target_ back to RetinaNetHead.
+model.quality = "objectness"
+model.head._target_ = DWRetinaNetHead
+# DW's release hyper-parameters (model.criterion.<name>=... overrides them).
+model.criterion = L(DWCriterion)(**DWCriterion.defaults())
