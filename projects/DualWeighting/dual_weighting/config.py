@@ -129,6 +129,15 @@ def add_dw_config(cfg):
     cfg.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000
     cfg.MODEL.FCOS.NMS_THRESH_TEST = 0.6
 
+    # DW-RetinaNet (dual_weighting.modeling.DWRetinaNet): detectron2's RetinaNet trained with DW.
+    # Its backbone, anchors, head and inference read detectron2's MODEL.RETINANET and
+    # MODEL.ANCHOR_GENERATOR keys; the DW criterion reads MODEL.DW's keys.
+    cfg.MODEL.DW_RETINANET = CN()
+    # The quality factor of DW's joint score: "objectness", an extra conv on the box tower
+    # (DWRetinaNetHead) whose sigmoid multiplies the class score in training and at inference;
+    # "none", the class score alone (detectron2's RetinaNetHead).
+    cfg.MODEL.DW_RETINANET.QUALITY = "objectness"
+
     # Deprecated names of the keys above (DEPRECATED_KEYS): None unless a config sets them.
     for old in DEPRECATED_KEYS:
         node, name = _node_and_name(cfg, old)

@@ -14,6 +14,7 @@ from .image_list import DWImageList
 from .losses import dw_losses
 from .meta_arch import DWFCOS
 from .postprocessing import release_rescale
+from .retinanet import DWRetinaNet, DWRetinaNetHead
 from .rpn import DWRPN
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "DWImageList",
     "DWLossFCOS",
     "DWRPN",
+    "DWRetinaNet",
+    "DWRetinaNetHead",
     "DW_HEAD_REGISTRY",
     "build_dw_head",
     "build_dw_resnet_fpn_backbone",

@@ -1,0 +1,241 @@
+"""DW-RetinaNet: detectron2's RetinaNet trained with Dual Weighting instead of IoU matching and
+focal loss.
+
+Everything but the training targets and losses is detectron2's RetinaNet: backbone, head,
+anchors, box transform, inference and post-processing. DW needs candidate locations, their
+strides, class and quality logits and predicted boxes (:class:`~.criterion.DWCriterion`);
+here a candidate is an *anchor*, located at its centre, with the stride of its level, and its
+box is decoded from the anchor with RetinaNet's ``Box2BoxTransform``.
+
+Shapes: N images, C classes, L levels, A anchors per location (9 in detectron2's RetinaNet), P
+anchors over all levels, ``P = sum_l H_l * W_l * A``, in the order of
+:meth:`DenseDetector._transpose_dense_predictions` (level, then row, column, anchor); G_n
+ground-truth boxes of image n.
+"""
+
+from typing import Optional
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.modeling.meta_arch.retinanet import RetinaNet, RetinaNetHead
+from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+from .criterion import DWCriterion, check_finite_predictions
+
+__all__ = ["DWRetinaNet", "DWRetinaNetHead", "QUALITIES"]
+
+# The quality factor of DW's joint score (MODEL.DW_RETINANET.QUALITY), see DWRetinaNet.
+QUALITIES = ("objectness", "none")
+
+
+class DWRetinaNetHead(RetinaNetHead):
+    """detectron2's RetinaNet head with an objectness branch: one more 3x3 conv on the box tower
+    giving A quality logits per location, as FCOS' centerness is used by DW (an objectness
+    factor of the joint score ``sigmoid(cls) * sigmoid(quality)``). Built from the same config
+    keys as :class:`RetinaNetHead` (``MODEL.RETINANET.*``); init normal(std 0.01), bias 0, like
+    the head's other convs and like the release's centerness conv.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        input_shape: list[ShapeSpec],
+        num_classes: int,
+        num_anchors: int,
+        conv_dims: list[int],
+        norm="",
+        prior_prob: float = 0.01,
+    ):
+        """Arguments as :class:`RetinaNetHead`'s."""
+        super().__init__(
+            input_shape=input_shape,
+            num_classes=num_classes,
+            num_anchors=num_anchors,
+            conv_dims=conv_dims,
+            norm=norm,
+            prior_prob=prior_prob,
+        )
+        self.quality_pred = nn.Conv2d(conv_dims[-1], num_anchors, kernel_size=3, padding=1)
+        nn.init.normal_(self.quality_pred.weight, mean=0, std=0.01)
+        nn.init.constant_(self.quality_pred.bias, 0)
+
+    def forward(self, features: list[torch.Tensor]):
+        """
+        Args:
+            features: L tensors (N, D, H_l, W_l), finest first.
+
+        Returns:
+            logits: L tensors (N, A * C, H_l, W_l).
+            bbox_reg: L tensors (N, A * 4, H_l, W_l), (dx, dy, dw, dh) of each anchor.
+            quality: L tensors (N, A, H_l, W_l), objectness logits.
+        """
+        assert len(features) == self._num_features
+        logits, bbox_reg, quality = [], [], []
+        for feature in features:
+            logits.append(self.cls_score(self.cls_subnet(feature)))
+            # One pass through the box tower for both of its outputs (a CycleBatchNormList
+            # norm advances once per call).
+            box_feature = self.bbox_subnet(feature)
+            bbox_reg.append(self.bbox_pred(box_feature))
+            quality.append(self.quality_pred(box_feature))
+        return logits, bbox_reg, quality
+
+
+@META_ARCH_REGISTRY.register()
+class DWRetinaNet(RetinaNet):
+    """RetinaNet whose positives and negatives are weighted by Dual Weighting (Li et al., CVPR
+    2022) instead of labelled by IoU with the anchors.
+
+    Candidate bag of a box: every anchor whose *centre* lies strictly inside it, whatever the
+    anchor's size or shape (DW's bag of points inside the box; the A anchors of a location share
+    their centre, so all or none of them are candidates, each with its own prediction). The
+    center prior is measured from the anchor centre in strides of its level. Predicted boxes are
+    RetinaNet's, ``box2box_transform.apply_deltas`` from each anchor.
+
+    Joint confidence (``quality``): RetinaNet has no centerness branch.
+
+    - ``"objectness"`` (the default): :class:`DWRetinaNetHead`'s extra conv gives a quality
+      logit per anchor, DW's quality in training; at inference the score is
+      ``sigmoid(cls) * sigmoid(quality)``.
+    - ``"none"``: detectron2's :class:`RetinaNetHead`; the joint score is ``sigmoid(cls)`` in
+      training and at inference.
+
+    In a short comparison (R-18-FPN from scratch on the generated shapes dataset, 2 seeds; see
+    docs/DW_RETINANET.md) "objectness" did better:
+    RESULTS_PLACEHOLDER.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        criterion: Optional[DWCriterion] = None,
+        quality: str = "objectness",
+        **kwargs,
+    ):
+        """
+        Args:
+            criterion: the training losses; :class:`~.criterion.DWCriterion` with the release's
+                hyper-parameters if omitted.
+            quality: ``"objectness"``, with a head that returns (logits, bbox_reg, quality) as
+                :class:`DWRetinaNetHead`; or ``"none"``, with a head that returns (logits,
+                bbox_reg) as :class:`RetinaNetHead`.
+            kwargs: :class:`RetinaNet`'s arguments. Its ``anchor_matcher`` (optional here) and
+                loss parameters (``focal_loss_*``, ``smooth_l1_beta``, ``box_reg_loss_type``)
+                are accepted, so that detectron2's RetinaNet configs build this class, but
+                unused: DW decides who is positive and computes the losses.
+        """
+        if quality not in QUALITIES:
+            raise ValueError(f"quality={quality!r}; expected one of {QUALITIES}")
+        kwargs.setdefault("anchor_matcher", None)
+        super().__init__(**kwargs)
+        self.criterion = DWCriterion() if criterion is None else criterion
+        self.quality = quality
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        quality = cfg.MODEL.DW_RETINANET.QUALITY
+        if quality == "objectness":
+            shapes = ret["backbone"].output_shape()
+            ret["head"] = DWRetinaNetHead(cfg, [shapes[f] for f in ret["head_in_features"]])
+        ret["criterion"] = DWCriterion(cfg)
+        ret["quality"] = quality
+        return ret
+
+    def _dense_dims(self) -> list[int]:
+        """Channels per anchor of each of the head's outputs."""
+        return [self.num_classes, 4] + ([1] if self.quality == "objectness" else [])
+
+    def criterion_inputs(self, features: list[torch.Tensor], predictions):
+        """The head's predictions as the criterion takes them, in float32.
+
+        Args:
+            features: L tensors (N, D, H_l, W_l), for the anchors.
+            predictions: the head's per-level outputs: logits (N, A * C, H_l, W_l), box deltas
+                (N, A * 4, H_l, W_l) and, with ``quality="objectness"``, quality logits
+                (N, A, H_l, W_l).
+
+        Returns:
+            ``(points, strides, cls_logits, quality_logits, pred_boxes)``: anchor centres
+            (P, 2), (x, y) pixels of the padded input; their level's stride (P,), pixels;
+            logits (N, P, C); quality logits (N, P), or None with ``quality="none"``; decoded
+            boxes (N, P, 4), XYXY pixels.
+        """
+        logits, deltas, *quality = self._transpose_dense_predictions(
+            predictions, self._dense_dims()
+        )
+        anchors = self.anchor_generator(features)  # L Boxes (H_l * W_l * A, 4)
+        strides = torch.cat(
+            [
+                b.tensor.new_full((len(b),), float(s))
+                for b, s in zip(anchors, self.anchor_generator.strides)
+            ]
+        )
+        anchors = Boxes.cat(anchors).tensor  # (P, 4)
+        deltas = torch.cat(deltas, dim=1).float()  # (N, P, 4)
+        num_images, num_anchors = deltas.shape[:2]
+        pred_boxes = self.box2box_transform.apply_deltas(
+            deltas.reshape(-1, 4), anchors.repeat(num_images, 1)
+        ).view(num_images, num_anchors, 4)
+        quality_logits = torch.cat(quality[0], dim=1).squeeze(2).float() if quality else None
+        return (
+            (anchors[:, :2] + anchors[:, 2:]) / 2,
+            strides,
+            torch.cat(logits, dim=1).float(),
+            quality_logits,
+            pred_boxes,
+        )
+
+    def forward_training(self, images, features, predictions, gt_instances):
+        """The DW losses of a batch (:class:`~.criterion.DWCriterion`).
+
+        Args:
+            images: the padded batch.
+            features: L tensors (N, D, H_l, W_l).
+            predictions: the head's outputs (:meth:`criterion_inputs`).
+            gt_instances: N Instances with ``gt_boxes`` (G_n, 4) and ``gt_classes`` (G_n,).
+
+        Returns:
+            ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars.
+        """
+        storage = get_event_storage()
+        check_finite_predictions(predictions, "DW-RetinaNet", storage.iter)
+        storage.put_scalar(
+            "num_gt_boxes_per_image", sum(len(x) for x in gt_instances) / len(gt_instances)
+        )
+        # float32 with autocast off, as DWFCOS: exp(5 v) and the BCE's log clamp are not meant
+        # for half precision, and CUDA autocast refuses binary_cross_entropy.
+        with torch.autocast(images.tensor.device.type, enabled=False):
+            return self.criterion(
+                *self.criterion_inputs(features, predictions),
+                [x.gt_boxes.tensor for x in gt_instances],
+                [x.gt_classes for x in gt_instances],
+            )
+
+    def forward_inference(
+        self, images: ImageList, features: list[torch.Tensor], predictions: list[list[torch.Tensor]]
+    ) -> list[Instances]:
+        """RetinaNet's inference; with ``quality="objectness"`` on the joint score
+        ``sigmoid(cls) * sigmoid(quality)`` (detectron2's decoding, threshold, top-k and NMS).
+
+        Returns:
+            N Instances with ``pred_boxes``, ``scores`` and ``pred_classes``, in each image's
+            resized frame (``DenseDetector.forward`` post-processes them).
+        """
+        if self.quality == "none":
+            return super().forward_inference(images, features, predictions)
+        logits, deltas, quality = self._transpose_dense_predictions(predictions, self._dense_dims())
+        anchors = self.anchor_generator(features)
+        results: list[Instances] = []
+        for i, image_size in enumerate(images.image_sizes):
+            scores = [x[i].sigmoid() * q[i].sigmoid() for x, q in zip(logits, quality)]
+            results.append(
+                self.inference_single_image(anchors, scores, [x[i] for x in deltas], image_size)
+            )
+        return results
