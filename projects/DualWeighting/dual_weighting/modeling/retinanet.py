@@ -105,9 +105,9 @@ class DWRetinaNet(RetinaNet):
     - ``"none"``: detectron2's :class:`RetinaNetHead`; the joint score is ``sigmoid(cls)`` in
       training and at inference.
 
-    In a short comparison (R-18-FPN from scratch on the generated shapes dataset, 2 seeds; see
-    docs/DW_RETINANET.md) "objectness" did better:
-    RESULTS_PLACEHOLDER.
+    "objectness" is the default because it gives DW the joint score it has on FCOS (class
+    score times a learned localisation-quality factor). Which of the two trains the better
+    RetinaNet has not been measured yet.
     """
 
     @configurable
