@@ -11,15 +11,14 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
 from detectron2.structures import Boxes
-from detectron2.utils.events import get_event_storage
 
-from .criterion import DWCriterion, check_finite_predictions
+from .criterion import DWCriterion, DWTrainingMixin
 
 __all__ = ["DWLossFCOS"]
 
 
 @META_ARCH_REGISTRY.register()
-class DWLossFCOS(FCOS):
+class DWLossFCOS(DWTrainingMixin, FCOS):
     """detectron2's :class:`~detectron2.modeling.meta_arch.fcos.FCOS` whose training losses are
     DW's (:class:`~.criterion.DWCriterion`); everything else is detectron2's.
 
@@ -31,6 +30,8 @@ class DWLossFCOS(FCOS):
     FCOS matching, focal-loss and centerness-target arguments have no meaning here and are not
     accepted.
     """
+
+    DETECTOR_NAME = "FCOS"
 
     @configurable
     def __init__(
@@ -132,15 +133,3 @@ class DWLossFCOS(FCOS):
             torch.cat(centerness, dim=1).squeeze(2).float(),
             pred_boxes,
         )
-
-    def forward_training(self, images, features, predictions, gt_instances):
-        """The DW losses of a batch: ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``."""
-        storage = get_event_storage()
-        check_finite_predictions(predictions, "FCOS", storage.iter)
-        # The losses in float32 with autocast off, as DWFCOS computes them.
-        with torch.autocast(images.tensor.device.type, enabled=False):
-            return self.criterion(
-                *self.criterion_inputs(features, predictions),
-                [x.gt_boxes.tensor for x in gt_instances],
-                [x.gt_classes for x in gt_instances],
-            )

@@ -15,13 +15,12 @@ from detectron2.modeling.box_regression import Box2BoxTransformLinear
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
-from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from .. import config as dw_config
 from ..layers import BatchPadding, batched_nms_float32, check_maskable
 from .assignment import decode_ltrb
-from .criterion import DWCriterion, check_finite_predictions
+from .criterion import DWCriterion, DWTrainingMixin
 from .head import build_dw_head
 from .image_list import DWImageList, check_finite_images
 from .postprocessing import release_rescale
@@ -30,13 +29,15 @@ __all__ = ["DWFCOS"]
 
 
 @META_ARCH_REGISTRY.register()
-class DWFCOS(DenseDetector):
+class DWFCOS(DWTrainingMixin, DenseDetector):
     """FCOS whose positives and negatives are weighted by Dual Weighting (Li et al., CVPR 2022).
 
     Preprocessing, the train/inference branch and postprocessing come from detectron2's
     :class:`DenseDetector`; this class supplies the anchor points, hands the predictions to the
     :class:`~.criterion.DWCriterion` in training and applies the release's inference rules.
     """
+
+    DETECTOR_NAME = "DW-FCOS"
 
     @configurable
     def __init__(
@@ -234,32 +235,6 @@ class DWFCOS(DenseDetector):
             torch.cat(centerness, dim=1).squeeze(2).float(),
             decode_ltrb(points, torch.cat(box_ltrb, dim=1).float()),
         )
-
-    def forward_training(self, images, features, predictions, gt_instances):
-        """The DW losses of a batch (:class:`~.criterion.DWCriterion`).
-
-        Args:
-            images: the padded batch.
-            features: L tensors (N, D, H_l, W_l).
-            predictions: the head's logits, box_ltrb and centerness, L tensors each.
-            gt_instances: N Instances with ``gt_boxes`` (G_n, 4) and ``gt_classes`` (G_n,).
-
-        Returns:
-            ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars.
-        """
-        storage = get_event_storage()
-        check_finite_predictions(predictions, "DW-FCOS", storage.iter)
-        storage.put_scalar(
-            "num_gt_boxes_per_image", sum(len(x) for x in gt_instances) / len(gt_instances)
-        )
-        # The losses run in float32 with autocast off: exp(5 v) and the BCE's log clamp are not
-        # meant for half precision, and CUDA autocast refuses binary_cross_entropy outright.
-        with torch.autocast(images.tensor.device.type, enabled=False):
-            return self.criterion(
-                *self.criterion_inputs(features, predictions),
-                [x.gt_boxes.tensor for x in gt_instances],
-                [x.gt_classes for x in gt_instances],
-            )
 
     def forward_inference(
         self, images: ImageList, features: list[torch.Tensor], predictions: list[list[torch.Tensor]]

@@ -21,10 +21,9 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.meta_arch.retinanet import RetinaNet, RetinaNetHead
 from detectron2.structures import Boxes, ImageList, Instances
-from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from .criterion import DWCriterion, check_finite_predictions
+from .criterion import DWCriterion, DWTrainingMixin
 
 __all__ = ["DWRetinaNet", "DWRetinaNetHead", "QUALITIES"]
 
@@ -87,7 +86,7 @@ class DWRetinaNetHead(RetinaNetHead):
 
 
 @META_ARCH_REGISTRY.register()
-class DWRetinaNet(RetinaNet):
+class DWRetinaNet(DWTrainingMixin, RetinaNet):
     """RetinaNet whose positives and negatives are weighted by Dual Weighting (Li et al., CVPR
     2022) instead of labelled by IoU with the anchors.
 
@@ -109,6 +108,8 @@ class DWRetinaNet(RetinaNet):
     score times a learned localisation-quality factor). Which of the two trains the better
     RetinaNet has not been measured yet.
     """
+
+    DETECTOR_NAME = "DW-RetinaNet"
 
     @configurable
     def __init__(
@@ -191,32 +192,6 @@ class DWRetinaNet(RetinaNet):
             quality_logits,
             pred_boxes,
         )
-
-    def forward_training(self, images, features, predictions, gt_instances):
-        """The DW losses of a batch (:class:`~.criterion.DWCriterion`).
-
-        Args:
-            images: the padded batch.
-            features: L tensors (N, D, H_l, W_l).
-            predictions: the head's outputs (:meth:`criterion_inputs`).
-            gt_instances: N Instances with ``gt_boxes`` (G_n, 4) and ``gt_classes`` (G_n,).
-
-        Returns:
-            ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars.
-        """
-        storage = get_event_storage()
-        check_finite_predictions(predictions, "DW-RetinaNet", storage.iter)
-        storage.put_scalar(
-            "num_gt_boxes_per_image", sum(len(x) for x in gt_instances) / len(gt_instances)
-        )
-        # float32 with autocast off, as DWFCOS: exp(5 v) and the BCE's log clamp are not meant
-        # for half precision, and CUDA autocast refuses binary_cross_entropy.
-        with torch.autocast(images.tensor.device.type, enabled=False):
-            return self.criterion(
-                *self.criterion_inputs(features, predictions),
-                [x.gt_boxes.tensor for x in gt_instances],
-                [x.gt_classes for x in gt_instances],
-            )
 
     def forward_inference(
         self, images: ImageList, features: list[torch.Tensor], predictions: list[list[torch.Tensor]]
