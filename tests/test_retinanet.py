@@ -3,6 +3,7 @@ Candidates by hand, the losses against a slow reference of the spec written here
 training on a fixed batch, awkward ground truth as DWFCOS takes it, and the yacs / LazyConfig
 twins."""
 
+import inspect
 import math
 from pathlib import Path
 
@@ -496,6 +497,10 @@ def test_losses_and_gradients_match_a_slow_reference(quality):
 
 
 def test_yacs_and_lazy_configs_build_the_same_model_that_infers():
+    # One default quality everywhere: the class's, the yacs key's and the LazyConfig's.
+    default = inspect.signature(DWRetinaNet.__init__).parameters["quality"].default
+    assert default == load_yacs_config(str(YAML)).MODEL.DW_RETINANET.QUALITY == "none"
+    assert load_lazy_config(str(LAZY)).model.quality == default
     for quality in QUALITIES:
         torch.manual_seed(0)
         cfg = load_yacs_config(
@@ -504,10 +509,8 @@ def test_yacs_and_lazy_configs_build_the_same_model_that_infers():
         )
         yacs_model = build_model(cfg)
         overrides = [f"model.quality={quality}"]
-        if quality == "none":
-            overrides.append(
-                "model.head._target_=detectron2.modeling.meta_arch.retinanet.RetinaNetHead"
-            )
+        if quality == "objectness":
+            overrides.append("model.head._target_=dual_weighting.DWRetinaNetHead")
         lazy = load_lazy_config(str(LAZY), overrides)
         lazy_model = instantiate(lazy.model)
         for model in (yacs_model, lazy_model):

@@ -9,7 +9,7 @@ accepts and does not use: DW decides who is positive and computes the losses.
 
 from detectron2.config import LazyCall as L
 
-from dual_weighting import DWCriterion, DWRetinaNet, DWRetinaNetHead
+from dual_weighting import DWCriterion, DWRetinaNet
 from dual_weighting.engine.lazy import model_zoo
 
 # Underscored: LazyConfig.load leaves it out of the config.
@@ -21,9 +21,9 @@ train = _retinanet.train
 
 model = _retinanet.model
 model._target_ = DWRetinaNet
-# The joint score's quality factor (MODEL.DW_RETINANET.QUALITY): "objectness" needs the head
-# with the objectness conv; for "none", set model.head._target_ back to RetinaNetHead.
-model.quality = "objectness"
-model.head._target_ = DWRetinaNetHead
+# The joint score's quality factor (MODEL.DW_RETINANET.QUALITY): the class score alone, with
+# detectron2's RetinaNetHead. For "objectness", also give the head its objectness conv:
+# model.quality=objectness model.head._target_=dual_weighting.DWRetinaNetHead
+model.quality = "none"
 # DW's release hyper-parameters (model.criterion.<name>=... overrides them).
 model.criterion = L(DWCriterion)(**DWCriterion.defaults())
