@@ -4,10 +4,12 @@ from a yacs config. The release's default computation is tested in test_losses.p
 
 import math
 
+import pytest
 import torch
 from detectron2.config import get_cfg
 
 from dual_weighting import DWCriterion, add_dw_config
+from dual_weighting.modeling.criterion import check_assignment
 
 
 def gaussian_prior(point, centre, stride, sigma=1.11):
@@ -103,3 +105,39 @@ def test_built_from_yacs_keys_of_the_same_names():
     assert (criterion.candidate_topk_per_level, criterion.neg_iou_thresh) == (9, 0.4)
     assert criterion.pos_weight_num_scale == 5.0  # untouched keys keep the release's value
     assert "candidate_topk_per_level=9" in repr(criterion)
+
+
+def test_a_collapsed_classifier_is_refused_with_the_iteration():
+    cls_logits, quality_logits, pred_boxes = (t.float() for t in predictions())
+    criterion = DWCriterion()
+    args = (POINTS.float(), STRIDES.float())
+    gt = ([BOX.float()], [torch.tensor([1])])
+    # Healthy predictions pass.
+    check_assignment(criterion.assign(*args, cls_logits, quality_logits, pred_boxes, *gt), "X", 3)
+    # sigmoid(-200) underflows to 0 in float32: every joint score, positive weight and loss is
+    # exactly 0 while the predictions stay finite.
+    dead = criterion.assign(*args, cls_logits - 200, quality_logits, pred_boxes, *gt)
+    assert dead.pos_weight.sum() == 0 and dead.prior.sum() > 0
+    assert all(v == 0 for v in criterion.losses(dead, 1).values())
+    with pytest.raises(FloatingPointError, match="X training collapsed at iteration=7"):
+        check_assignment(dead, "X", 7)
+    # With the hard prior, a box whose candidates all have prior 0 has zero weights by design:
+    # not a collapse. Here the box's only candidate is the far point (prior 0 when hard).
+    hard = DWCriterion(soft_prior=False).assign(
+        POINTS[2:3].float(), STRIDES[2:3].float(), cls_logits[:, 2:3] - 200, quality_logits[:, 2:3],
+        pred_boxes[:, 2:3], *gt,
+    )  # fmt: skip
+    assert hard.prior.tolist() == [0.0] and hard.pos_weight.tolist() == [0.0]
+    check_assignment(hard, "X", 7)
+
+
+def test_predicted_boxes_overflowing_float32_are_refused():
+    cls_logits, quality_logits, pred_boxes = (t.float() for t in predictions())
+    # Finite corners whose area (1e20 squared) overflows float32: a NaN GIoU.
+    pred_boxes[0, 0] = torch.tensor([-1e20, -1e20, 1e20, 1e20])
+    a = DWCriterion().assign(
+        POINTS.float(), STRIDES.float(), cls_logits, quality_logits, pred_boxes,
+        [BOX.float()], [torch.tensor([1])],
+    )  # fmt: skip
+    with pytest.raises(FloatingPointError, match="Y predicted boxes overflow float32"):
+        check_assignment(a, "Y", 0)

@@ -146,6 +146,19 @@ def test_gradients_reach_every_head_parameter(quality):
     assert model.backbone.conv.weight.grad.abs().sum() > 0
 
 
+def test_a_collapsed_classifier_stops_training_with_its_iteration():
+    # Every class score sigmoid(-200) underflows to 0 in float32: finite predictions, yet all
+    # positive weights and losses would be exactly 0 (the state "objectness" reached once).
+    model = tiny_model("none").train()
+    with torch.no_grad():
+        model.head.cls_score.bias.fill_(-200.0)
+    with EventStorage(start_iter=41):
+        with pytest.raises(
+            FloatingPointError, match="DW-RetinaNet training collapsed at iteration=41"
+        ):
+            model(fixed_batch())
+
+
 def test_an_empty_and_a_crowded_image_train():
     g = torch.Generator().manual_seed(2)
     xy = torch.rand(150, 2, generator=g) * torch.tensor([80.0, 100.0])
@@ -568,3 +581,20 @@ def test_yacs_and_lazy_configs_build_the_same_model_that_infers():
     assert lazy.train.max_iter == cfg.SOLVER.MAX_ITER == 90000
     milestones = lazy.lr_multiplier.scheduler.milestones  # detectron2's, with the end
     assert tuple(milestones) == (*cfg.SOLVER.STEPS, cfg.SOLVER.MAX_ITER) == (60000, 80000, 90000)
+
+
+def test_matching_and_focal_loss_arguments_are_refused():
+    with pytest.raises(TypeError, match="focal_loss_alpha"):
+        DWRetinaNet(
+            backbone=TwoLevels(),
+            head=nn.Identity(),
+            head_in_features=["p3", "p4"],
+            anchor_generator=DefaultAnchorGenerator(
+                sizes=[[32]], aspect_ratios=[[1.0]], strides=STRIDES
+            ),
+            box2box_transform=Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0)),
+            num_classes=C,
+            focal_loss_alpha=0.25,
+            pixel_mean=[0.0] * 3,
+            pixel_std=[1.0] * 3,
+        )

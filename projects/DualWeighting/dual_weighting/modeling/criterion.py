@@ -19,7 +19,7 @@ from torch import nn
 from .assignment import DWAssignment, dw_assign
 from .losses import dw_losses
 
-__all__ = ["DWCriterion", "DWTrainingMixin", "check_finite_predictions"]
+__all__ = ["DWCriterion", "DWTrainingMixin", "check_assignment", "check_finite_predictions"]
 
 
 def check_finite_predictions(predictions, detector: str, iteration: int):
@@ -31,6 +31,38 @@ def check_finite_predictions(predictions, detector: str, iteration: int):
     if not finite.all():
         raise FloatingPointError(
             f"{detector} predictions became infinite or NaN at iteration={iteration}"
+        )
+
+
+def check_assignment(assignment: DWAssignment, detector: str, iteration: int):
+    """Raise a FloatingPointError naming ``detector`` and ``iteration`` in the two states of an
+    assignment from finite predictions where training cannot go on but the losses would not say
+    so (one host read for both):
+
+    - a localisation score that is not finite: finite deltas decoded to boxes whose area
+      overflows float32 (a diverged box regression); the BCE would later refuse the NaN with
+      an error that names neither.
+    - candidates with a center prior but every positive weight exactly 0: every joint score of
+      the candidates underflowed to 0 (a collapsed classifier). Every DW loss and its gradient
+      is then exactly 0, and the run would go on without learning anything.
+    """
+    if len(assignment.prior) == 0:
+        return
+    not_finite, collapsed = torch.stack(
+        (
+            ~torch.isfinite(assignment.p_loc).all(),
+            (assignment.prior > 0).any() & (assignment.pos_weight.sum() == 0),
+        )
+    ).tolist()
+    if not_finite:
+        raise FloatingPointError(
+            f"{detector} predicted boxes overflow float32 (NaN GIoU) at iteration={iteration}"
+        )
+    if collapsed:
+        raise FloatingPointError(
+            f"{detector} training collapsed at iteration={iteration}: every joint score of the "
+            f"{len(assignment.prior)} candidates of the batch's boxes underflowed to 0, so every "
+            f"positive weight and every loss is 0; lower SOLVER.BASE_LR or lengthen the warm-up"
         )
 
 
@@ -209,8 +241,11 @@ class DWTrainingMixin:
         # The losses run in float32 with autocast off: exp(5 v) and the BCE's log clamp are not
         # meant for half precision, and CUDA autocast refuses binary_cross_entropy outright.
         with torch.autocast(images.tensor.device.type, enabled=False):
-            return self.criterion(
+            gt_boxes = [x.gt_boxes.tensor for x in gt_instances]
+            assignment = self.criterion.assign(
                 *self.criterion_inputs(features, predictions),
-                [x.gt_boxes.tensor for x in gt_instances],
+                gt_boxes,
                 [x.gt_classes for x in gt_instances],
             )
+            check_assignment(assignment, self.DETECTOR_NAME, storage.iter)
+            return self.criterion.losses(assignment, sum(len(b) for b in gt_boxes))

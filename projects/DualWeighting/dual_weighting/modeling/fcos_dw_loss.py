@@ -12,6 +12,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
 from detectron2.structures import Boxes
 
+from .candidates import candidate_centers, decode_per_candidate
 from .criterion import DWCriterion, DWTrainingMixin
 
 __all__ = ["DWLossFCOS"]
@@ -118,16 +119,13 @@ class DWLossFCOS(DWTrainingMixin, FCOS):
         logits, deltas, centerness = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
-        anchors = Boxes.cat(self.anchor_generator(features))
-        # detectron2's FCOS anchors are squares of side equal to the stride.
-        strides = anchors.tensor[:, 2] - anchors.tensor[:, 0]
-        deltas = torch.cat(deltas, dim=1).float()  # (N, P, 4)
-        num_images, num_points = deltas.shape[:2]
-        pred_boxes = self.box2box_transform.apply_deltas(
-            deltas.reshape(-1, 4), anchors.tensor.repeat(num_images, 1)
-        ).view(num_images, num_points, 4)
+        anchors = self.anchor_generator(features)
+        points, strides = candidate_centers(anchors, self.anchor_generator.strides)
+        pred_boxes = decode_per_candidate(
+            self.box2box_transform, torch.cat(deltas, dim=1).float(), Boxes.cat(anchors).tensor
+        )
         return (
-            anchors.get_centers(),
+            points,
             strides,
             torch.cat(logits, dim=1).float(),
             torch.cat(centerness, dim=1).squeeze(2).float(),

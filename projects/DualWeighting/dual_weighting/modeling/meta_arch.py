@@ -20,6 +20,7 @@ from torch import nn
 from .. import config as dw_config
 from ..layers import BatchPadding, batched_nms_float32, check_maskable
 from .assignment import decode_ltrb
+from .candidates import candidate_centers
 from .criterion import DWCriterion, DWTrainingMixin
 from .head import build_dw_head
 from .image_list import DWImageList, check_finite_images
@@ -203,14 +204,7 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
             points: (P, 2) float, (x, y) in pixels of the padded input.
             strides: (P,) float, stride of each point's level.
         """
-        per_level = [b.get_centers() for b in self.anchor_generator(features)]
-        strides = torch.cat(
-            [
-                p.new_full((len(p),), float(s))
-                for p, s in zip(per_level, self.anchor_generator.strides)
-            ]
-        )
-        return torch.cat(per_level), strides
+        return candidate_centers(self.anchor_generator(features), self.anchor_generator.strides)
 
     def criterion_inputs(self, features: list[torch.Tensor], predictions):
         """The head's predictions as the criterion takes them, in float32.

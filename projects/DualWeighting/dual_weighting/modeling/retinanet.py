@@ -23,12 +23,24 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNet, RetinaNetHead
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
+from .candidates import candidate_centers, decode_per_candidate
 from .criterion import DWCriterion, DWTrainingMixin
 
 __all__ = ["DWRetinaNet", "DWRetinaNetHead", "QUALITIES"]
 
 # The quality factor of DW's joint score (MODEL.DW_RETINANET.QUALITY), see DWRetinaNet.
 QUALITIES = ("none", "objectness")
+
+# RetinaNet's arguments for its labelling (IoU matching) and its losses, which DW replaces:
+# DWRetinaNet neither takes nor reads them (MODEL.RETINANET's IOU_*, FOCAL_LOSS_*,
+# SMOOTH_L1_LOSS_BETA and BBOX_REG_LOSS_TYPE have no effect).
+_UNUSED_RETINANET_ARGUMENTS = (
+    "anchor_matcher",
+    "focal_loss_alpha",
+    "focal_loss_gamma",
+    "smooth_l1_beta",
+    "box_reg_loss_type",
+)
 
 
 class DWRetinaNetHead(RetinaNetHead):
@@ -110,9 +122,9 @@ class DWRetinaNet(DWTrainingMixin, RetinaNet):
     100 validation images at 256 px. Seeds 0 / 1 / 2: "none" AP 19.6 / 18.1 / 3.4 (AP50 38.2 /
     37.9 / 7.8), "objectness" AP 18.4 / 15.2 / - (AP50 37.6 / 32.8 / -). Seed 2 trained
     badly with both; with "objectness" the head's weights blew up near iteration 95 until every
-    score underflowed to 0, where every DW loss and its gradient is exactly 0 (finite
-    predictions: nothing stops the run), and it had no detection left. Far too short to rank
-    the two on COCO.
+    score underflowed to 0, where every DW loss and its gradient is exactly 0 with finite
+    predictions (training now stops there, see :func:`~.criterion.check_assignment`). Far too
+    short to rank the two on COCO.
     """
 
     DETECTOR_NAME = "DW-RetinaNet"
@@ -121,9 +133,22 @@ class DWRetinaNet(DWTrainingMixin, RetinaNet):
     def __init__(
         self,
         *,
+        backbone,
+        head: nn.Module,
+        head_in_features: list[str],
+        anchor_generator: nn.Module,
+        box2box_transform,
+        num_classes: int,
         criterion: Optional[DWCriterion] = None,
         quality: str = "none",
-        **kwargs,
+        test_score_thresh: float = 0.05,
+        test_topk_candidates: int = 1000,
+        test_nms_thresh: float = 0.5,
+        max_detections_per_image: int = 100,
+        pixel_mean,
+        pixel_std,
+        vis_period: int = 0,
+        input_format: str = "BGR",
     ):
         """
         Args:
@@ -132,21 +157,38 @@ class DWRetinaNet(DWTrainingMixin, RetinaNet):
             quality: ``"none"``, with a head that returns (logits, bbox_reg) as
                 :class:`RetinaNetHead`; or ``"objectness"``, with a head that returns (logits,
                 bbox_reg, quality) as :class:`DWRetinaNetHead`.
-            kwargs: :class:`RetinaNet`'s arguments. Its ``anchor_matcher`` (optional here) and
-                loss parameters (``focal_loss_*``, ``smooth_l1_beta``, ``box_reg_loss_type``)
-                are accepted, so that detectron2's RetinaNet configs build this class, but
-                unused: DW decides who is positive and computes the losses.
+            Other arguments mean the same as in detectron2's :class:`RetinaNet`. Its
+            ``anchor_matcher`` and loss parameters (``focal_loss_*``, ``smooth_l1_beta``,
+            ``box_reg_loss_type``) have no meaning here and are not accepted: DW decides who is
+            positive and computes the losses.
         """
         if quality not in QUALITIES:
             raise ValueError(f"quality={quality!r}; expected one of {QUALITIES}")
-        kwargs.setdefault("anchor_matcher", None)
-        super().__init__(**kwargs)
+        super().__init__(
+            backbone=backbone,
+            head=head,
+            head_in_features=head_in_features,
+            anchor_generator=anchor_generator,
+            box2box_transform=box2box_transform,
+            anchor_matcher=None,
+            num_classes=num_classes,
+            test_score_thresh=test_score_thresh,
+            test_topk_candidates=test_topk_candidates,
+            test_nms_thresh=test_nms_thresh,
+            max_detections_per_image=max_detections_per_image,
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+            vis_period=vis_period,
+            input_format=input_format,
+        )
         self.criterion = DWCriterion() if criterion is None else criterion
         self.quality = quality
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
+        for name in _UNUSED_RETINANET_ARGUMENTS:
+            del ret[name]
         quality = cfg.MODEL.DW_RETINANET.QUALITY
         if quality == "objectness":
             shapes = ret["backbone"].output_shape()
@@ -178,21 +220,13 @@ class DWRetinaNet(DWTrainingMixin, RetinaNet):
             predictions, self._dense_dims()
         )
         anchors = self.anchor_generator(features)  # L Boxes (H_l * W_l * A, 4)
-        strides = torch.cat(
-            [
-                b.tensor.new_full((len(b),), float(s))
-                for b, s in zip(anchors, self.anchor_generator.strides)
-            ]
+        points, strides = candidate_centers(anchors, self.anchor_generator.strides)
+        pred_boxes = decode_per_candidate(
+            self.box2box_transform, torch.cat(deltas, dim=1).float(), Boxes.cat(anchors).tensor
         )
-        anchors = Boxes.cat(anchors).tensor  # (P, 4)
-        deltas = torch.cat(deltas, dim=1).float()  # (N, P, 4)
-        num_images, num_anchors = deltas.shape[:2]
-        pred_boxes = self.box2box_transform.apply_deltas(
-            deltas.reshape(-1, 4), anchors.repeat(num_images, 1)
-        ).view(num_images, num_anchors, 4)
         quality_logits = torch.cat(quality[0], dim=1).squeeze(2).float() if quality else None
         return (
-            (anchors[:, :2] + anchors[:, 2:]) / 2,
+            points,
             strides,
             torch.cat(logits, dim=1).float(),
             quality_logits,

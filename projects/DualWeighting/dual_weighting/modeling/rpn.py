@@ -21,7 +21,8 @@ from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY, 
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
-from .criterion import DWCriterion, check_finite_predictions
+from .candidates import candidate_centers
+from .criterion import DWCriterion, check_assignment, check_finite_predictions
 
 __all__ = ["DWRPN"]
 
@@ -175,13 +176,7 @@ class DWRPN(RPN):
             (P, 2), each anchor's level stride (P,), objectness logits (N, P, 1), None (no
             quality factor), and each anchor's decoded proposal (N, P, 4), XYXY pixels.
         """
-        points = cat([a.get_centers() for a in anchors]).float()
-        strides = cat(
-            [
-                points.new_full((len(a),), float(s))
-                for a, s in zip(anchors, self.anchor_generator.strides)
-            ]
-        )
+        points, strides = candidate_centers(anchors, self.anchor_generator.strides)
         # The proposals' own decoding (box2box_transform), here with gradients.
         pred_boxes = cat(self._decode_proposals(anchors, pred_anchor_deltas), dim=1).float()
         cls_logits = cat(pred_objectness_logits, dim=1).float()[..., None]
@@ -218,12 +213,7 @@ class DWRPN(RPN):
         with torch.autocast(device_type, enabled=False):
             inputs = self.criterion_inputs(anchors, pred_objectness_logits, pred_anchor_deltas)
             assignment = self.criterion.assign(*inputs, gt_boxes, gt_labels)
-            # Finite deltas can still decode to proposals whose area overflows float32 (a
-            # diverged RPN): stop as on non-finite predictions, not on the BCE's range check.
-            if not torch.isfinite(assignment.p_loc).all():
-                raise FloatingPointError(
-                    f"DW-RPN proposals overflow float32 (NaN GIoU) at iteration={storage.iter}"
-                )
+            check_assignment(assignment, "DW-RPN", storage.iter)
             dw = self.criterion.losses(assignment, sum(len(b) for b in gt_boxes))
         # (anchor, box) pairs with the anchor's centre inside the box, per image.
         storage.put_scalar("rpn/num_candidates", len(assignment.image) / len(gt_boxes))
