@@ -117,8 +117,9 @@ import torch
 from benchmarks.accuracy import run_accuracy
 from benchmarks.batched import run_batched
 from benchmarks.coco_eval import run_coco_eval
-from benchmarks.detectors import REPO, VARIANTS
+from benchmarks.detectors import PAIRS, REPO, VARIANTS
 from benchmarks.export_speed import export_settings, run_export_speed
+from benchmarks.pairs import run_pairs
 from benchmarks.precision import PRECISIONS, check_precision
 from benchmarks.report import environment
 from benchmarks.soak import run_soak
@@ -153,7 +154,17 @@ def argument_parser():
         "section",
         nargs="?",
         default="all",
-        choices=("all", "accuracy", "speed", "losses", "evaluation", "batched", "export", "soak"),
+        choices=(
+            "all",
+            "accuracy",
+            "speed",
+            "losses",
+            "detectors",
+            "evaluation",
+            "batched",
+            "export",
+            "soak",
+        ),
         help="what to run (default: all = accuracy, speed, losses; evaluation, batched, export "
         "and soak run alone)",
     )
@@ -163,8 +174,8 @@ def argument_parser():
     p.add_argument(
         "--resume",
         action="store_true",
-        help="reuse accuracy runs already finished in OUTPUT_DIR with the same config "
-        "(marked 'reused'), e.g. after an interrupted run",
+        help="reuse accuracy and detectors runs already finished in OUTPUT_DIR with the same "
+        "config (marked 'reused'), e.g. after an interrupted run",
     )
     a = p.add_argument_group("accuracy")
     a.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="default 0,1,2")
@@ -180,6 +191,13 @@ def argument_parser():
     a.add_argument("--max-size", type=int, default=240, help="longer side cap (demo: 320)")
     a.add_argument(
         "--eval-period", type=int, default=40, help="iterations between AP evaluations (0: end)"
+    )
+    d = p.add_argument_group("detectors (also uses the accuracy and speed options)")
+    d.add_argument(
+        "--pairs",
+        type=_csv(str),
+        default=list(PAIRS),
+        help=f"of {','.join(PAIRS)}: detectron2's detector and the same with DW (default: all)",
     )
     s = p.add_argument_group("speed")
     s.add_argument(
@@ -262,6 +280,9 @@ def main(argv=None):
     for name in (*args.variants, *args.speed_variants):
         if name not in VARIANTS:
             raise SystemExit(f"Unknown variant {name!r}; choose from {sorted(VARIANTS)}")
+    for name in args.pairs:
+        if name not in PAIRS:
+            raise SystemExit(f"Unknown pair {name!r}; choose from {sorted(PAIRS)}")
     for name in args.speed_settings:
         if name not in speed_settings(args):
             raise SystemExit(
@@ -297,12 +318,13 @@ def main(argv=None):
         "accuracy": run_accuracy,
         "speed": run_speed,
         "losses": run_losses,
+        "detectors": run_pairs,
         "evaluation": run_coco_eval,
         "batched": run_batched,
         "export": run_export_speed,
         "soak": run_soak,
     }
-    alone = ("evaluation", "batched", "export", "soak")
+    alone = ("detectors", "evaluation", "batched", "export", "soak")
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for name, fn in sections.items():

@@ -153,9 +153,9 @@ def scaled_schedule(iters):
     ]  # fmt: skip
 
 
-def accuracy_cfg(variant, seed, args, output_dir, extra_opts=()):
-    """Config of one accuracy run: the demo config at the benchmark's size and schedule, then
-    ``extra_opts`` (KEY VALUE strings).
+def run_opts(seed, args, output_dir):
+    """KEY VALUE options every training run of the benchmark shares: seed, output folder, batch,
+    the scaled schedule, input sizes and evaluation period.
 
     ``args`` gives ``iters``, ``batch``, ``min_size``, ``max_size``, ``eval_period`` and
     ``device`` (the options of ``tools/benchmark.py``).
@@ -170,13 +170,22 @@ def accuracy_cfg(variant, seed, args, output_dir, extra_opts=()):
         "INPUT.MIN_SIZE_TEST", args.min_size,
         "INPUT.MAX_SIZE_TEST", args.max_size,
         "TEST.EVAL_PERIOD", args.eval_period,
-        # Scores are kept down to the "low" view's threshold; the "own" view filters further.
-        "MODEL.DW.SCORE_THRESH_TEST", score_of_product("dw", LOW_SCORE),
-        "MODEL.FCOS.SCORE_THRESH_TEST", score_of_product("fcos", LOW_SCORE),
     ]  # fmt: skip
     if args.device != "cpu":
         opts += ["DATALOADER.NUM_WORKERS", 4]
-    opts = [str(o) for o in opts] + list(extra_opts)
+    return [str(o) for o in opts]
+
+
+def accuracy_cfg(variant, seed, args, output_dir, extra_opts=()):
+    """Config of one accuracy run: the demo config with :func:`run_opts`, scores kept down to
+    the "low" view's threshold, then ``extra_opts`` (KEY VALUE strings)."""
+    opts = [
+        *run_opts(seed, args, output_dir),
+        # Scores are kept down to the "low" view's threshold; the "own" view filters further.
+        "MODEL.DW.SCORE_THRESH_TEST", str(score_of_product("dw", LOW_SCORE)),
+        "MODEL.FCOS.SCORE_THRESH_TEST", str(score_of_product("fcos", LOW_SCORE)),
+        *extra_opts,
+    ]  # fmt: skip
     return make_cfg(SMALL_CONFIG, variant, opts, args.device)
 
 
@@ -205,9 +214,9 @@ def logs_to(path):
         handler.close()
 
 
-def run_training(cfg, extra_hooks=()):
-    """Train ``cfg`` from scratch with :class:`BenchmarkTrainer` (plus ``extra_hooks``), then
-    COCO-evaluate it.
+def run_training(cfg, extra_hooks=(), trainer_class=None):
+    """Train ``cfg`` from scratch with ``trainer_class`` (:class:`BenchmarkTrainer` or a
+    subclass; plus ``extra_hooks``), then COCO-evaluate it.
 
     Returns:
         dict: ``metrics`` ({view: {metric: value}}), ``train_s`` (without the periodic
@@ -220,7 +229,8 @@ def run_training(cfg, extra_hooks=()):
     Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
     with logs_to(Path(cfg.OUTPUT_DIR) / "log.txt"):
         seed_all_rng(cfg.SEED)  # model init
-        trainer = BenchmarkTrainer(cfg)
+        trainer_class = trainer_class or BenchmarkTrainer
+        trainer = trainer_class(cfg)
         trainer.register_hooks(list(extra_hooks))
         start = time.perf_counter()
         trainer.train()
@@ -230,7 +240,7 @@ def run_training(cfg, extra_hooks=()):
         iter_times = [t for t, _ in timer.values()] if timer else []
         losses = [v for v, _ in trainer.storage.history("total_loss").values()]
         start = time.perf_counter()
-        metrics = BenchmarkTrainer.test(cfg, trainer.model)
+        metrics = trainer_class.test(cfg, trainer.model)
         eval_s = time.perf_counter() - start
     curve = [*trainer.curve, [cfg.SOLVER.MAX_ITER, metrics]]
     return {

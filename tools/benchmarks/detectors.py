@@ -27,6 +27,20 @@ VARIANTS = {
     "dw": "DW",
     "dw_refine": "DW+refine",
 }
+# detectron2's own detectors with DW inside them (the "detectors" section), each beside its
+# original: {pair: (original, with DW)}, and the names of all the benchmark's detectors.
+PAIRS = {
+    "fcos": ("fcos", "fcos_dw"),
+    "retinanet": ("retinanet", "retinanet_dw"),
+    "rpn": ("faster_rcnn", "faster_rcnn_dw_rpn"),
+}
+NAMES = {
+    **VARIANTS,
+    "retinanet": "RetinaNet (d2)",
+    "retinanet_dw": "DW-RetinaNet",
+    "faster_rcnn": "Faster R-CNN (d2)",
+    "faster_rcnn_dw_rpn": "Faster R-CNN, DW-RPN",
+}
 # The meta-architectures built from detectron2's FCOS config (build_fcos): its own, and its class
 # trained with DW's criterion (DWLossFCOS). Both score sqrt(cls * ctr).
 FCOS_CLASSES = {"fcos": "FCOS", "fcos_dw": "DWLossFCOS"}

@@ -12,7 +12,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
-from .detectors import R50_CONFIG, SMALL_CONFIG, VARIANTS, build_detector, make_cfg
+from .detectors import NAMES, R50_CONFIG, SMALL_CONFIG, VARIANTS, build_detector, make_cfg
 from .losses import make_inputs
 from .memory import peak_cuda_growth_mib, peak_rss_growth_mib
 from .plots import bar_chart
@@ -172,7 +172,7 @@ def measure_speed(models, batch, device, warmup, repeats):
 
 def label(variant, precision):
     """The detector's name, with the precision unless float32."""
-    return VARIANTS[variant] if precision == "fp32" else f"{VARIANTS[variant]} {precision}"
+    return NAMES[variant] if precision == "fp32" else f"{NAMES[variant]} {precision}"
 
 
 def _round_line(runs, key):
