@@ -23,9 +23,10 @@ setup(
         "opencv-python-headless>=4.5,<4.11",
     ],
     extras_require={
-        # dual_weighting.export and tools/export_model.py --format onnx: torch.onnx.export needs
-        # onnx; ONNX Runtime runs DeformConv (DCNv2) from 1.25. numpy<2 is detectron2's pin,
-        # repeated because pip does not see it while resolving onnx's ml_dtypes (0.6 needs 2).
-        "export": ["onnx>=1.16", "onnxruntime>=1.25", "numpy<2"],
+        # dual_weighting.export and tools/export_model.py --format onnx: torch.onnx.export
+        # (dynamo=True) needs onnx and onnxscript; ONNX Runtime runs DeformConv (DCNv2) from
+        # 1.25. numpy<2 is detectron2's pin, repeated because pip does not see it while
+        # resolving onnx's ml_dtypes (0.6 needs 2).
+        "export": ["onnx>=1.16", "onnxscript>=0.5", "onnxruntime>=1.25", "numpy<2"],
     },
 )

@@ -23,8 +23,10 @@ from ..data import build_test_augmentation, render_image
 from ..layers import ModulatedDeformConv
 
 __all__ = [
+    "MIN_IMAGE_SIDE",
     "ExportError",
     "build_export_model",
+    "check_image",
     "deformable_layers",
     "detections",
     "sample_image",
@@ -33,9 +35,37 @@ __all__ = [
 ]
 
 
+# The smallest image side an exported graph takes, pixels (its sizes are dynamic from here).
+MIN_IMAGE_SIDE = 2
+
+
 class ExportError(RuntimeError):
     """A model that cannot be exported to, or run in, the requested format; the message names
     the layers and the format."""
+
+
+def check_image(image):
+    """Raise a ValueError naming the problem unless ``image`` (a tensor or NumPy array) is what
+    an exported model takes: one image (3, H, W), float32, H and W at least
+    :data:`MIN_IMAGE_SIDE`, every pixel finite (the eager model refuses NaN and infinite
+    pixels the same way; the graph itself would return no detections for them)."""
+    shape, dtype = tuple(image.shape), str(image.dtype).removeprefix("torch.")
+    if len(shape) != 3 or shape[0] != 3:
+        batch = " (one image, not a batch)" if len(shape) == 4 else ""
+        raise ValueError(f"The exported model takes one image (3, H, W){batch}, got shape {shape}")
+    if dtype != "float32":
+        raise ValueError(
+            f"The exported model takes float32 pixel values, got {dtype}: convert the image "
+            "first (image.float() / array.astype(numpy.float32))"
+        )
+    if min(shape[1:]) < MIN_IMAGE_SIDE:
+        raise ValueError(
+            f"The exported model takes images of at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} px, "
+            f"got {shape[1]}x{shape[2]}"
+        )
+    finite = image.isfinite().all() if isinstance(image, torch.Tensor) else np.isfinite(image).all()
+    if not finite:
+        raise ValueError("The exported model got an image with infinite or NaN pixels")
 
 
 def build_export_model(cfg, seed=0):

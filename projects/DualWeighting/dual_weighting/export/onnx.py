@@ -1,23 +1,26 @@
-"""ONNX export (PyTorch's TorchScript-based exporter on the traced graph) and the ONNX Runtime
-session that runs it.
+"""ONNX export with PyTorch's maintained exporter (``torch.onnx.export(..., dynamo=True)``, which
+records the model with ``torch.export``) and the ONNX Runtime session that runs it.
 
-What each part of DW-FCOS becomes:
+What each part of DW-FCOS becomes (the graph recorded is :class:`~.graph.DetectionGraph`):
 
 - box refine's read: GridSample (opset 16; :func:`~..box_refine.read_at_offsets`);
 - DCNv2 (backbone ``DEFORM_ON_PER_STAGE``, head ``DCN_ON_LAST_CONV``): torchvision's
-  ``deform_conv2d`` has no ONNX symbolic, so one is registered here mapping it to ONNX
+  ``deform_conv2d`` has no ONNX translation, so one is given here mapping it to ONNX
   DeformConv (opset 19), same offset layout and mask; ONNX Runtime runs DeformConv from 1.25;
-- NMS: NonMaxSuppression (torchvision's symbolic); everything else: standard ops.
+- NMS: NonMaxSuppression (the exporter's translation of torchvision's op); everything else:
+  standard ops.
 
-``onnx`` and ``onnxruntime`` (``pip install -e .[export]``) are imported only when used.
+Every config goes through this exporter (no layer needs PyTorch's deprecated TorchScript-based
+one). ``onnx``, ``onnxscript`` and ``onnxruntime`` (``pip install -e .[export]``) are imported
+only when used.
 """
 
 from __future__ import annotations
 
 import torch
-from torch.onnx import symbolic_helper
 
-from .adapter import ExportError, deformable_layers, tracing_adapter
+from .adapter import ExportError, check_image, deformable_layers
+from .graph import DetectionGraph
 
 __all__ = [
     "DEFORM_CONV_OPSET",
@@ -28,8 +31,8 @@ __all__ = [
     "onnx_opset",
 ]
 
-# GridSample needs 16; 17 is the TorchScript-based exporter's best-tested opset.
-ONNX_OPSET = 17
+# GridSample needs 16; 18 is the lowest opset the torch.export-based exporter writes natively.
+ONNX_OPSET = 18
 # The first opset with DeformConv.
 DEFORM_CONV_OPSET = 19
 # The first ONNX Runtime that runs DeformConv (on CPU and CUDA).
@@ -42,31 +45,38 @@ def onnx_opset(model) -> int:
     return DEFORM_CONV_OPSET if deformable_layers(model) else ONNX_OPSET
 
 
-@symbolic_helper.parse_args("v", "v", "v", "v", "v", "i", "i", "i", "i", "i", "i", "i", "i", "b")
-def _deform_conv2d_symbolic(
-    g, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups,
+def _deform_conv2d_onnx(
+    input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups,
     offset_groups, use_mask,
 ):  # fmt: skip
-    """``torchvision::deform_conv2d`` as ONNX DeformConv. Both take offsets (N, 2 G kh kw, Ho,
-    Wo) as (dy, dx) per kernel position and a mask (N, G kh kw, Ho, Wo); ONNX's mask is optional
-    (all ones), torchvision's is a zero tensor when ``use_mask`` is false."""
-    inputs = [input, weight, offset, bias] + ([mask] if use_mask else [])
-    return g.op(
-        "DeformConv",
-        *inputs,
-        strides_i=[stride_h, stride_w],
-        pads_i=[pad_h, pad_w, pad_h, pad_w],
-        dilations_i=[dil_h, dil_w],
-        group_i=groups,
-        offset_group_i=offset_groups,
+    """``torchvision::deform_conv2d`` as ONNX DeformConv (an onnxscript translation for the
+    exporter). Both take offsets (N, 2 G kh kw, Ho, Wo) as (dy, dx) per kernel position and a
+    mask (N, G kh kw, Ho, Wo); ONNX's mask is optional (all ones), torchvision's is a zero
+    tensor when ``use_mask`` is false."""
+    from onnxscript import opset19 as op
+
+    return op.DeformConv(
+        input,
+        weight,
+        offset,
+        bias,
+        mask if use_mask else None,
+        strides=[stride_h, stride_w],
+        pads=[pad_h, pad_w, pad_h, pad_w],
+        dilations=[dil_h, dil_w],
+        group=groups,
+        offset_group=offset_groups,
     )
 
 
 def export_onnx(model, image: torch.Tensor, path) -> int:
-    """Export ``model`` (a DWFCOS) traced on ``image`` to the ONNX file ``path``.
+    """Export ``model`` (a DWFCOS) to the ONNX file ``path`` with PyTorch's ``torch.export``-based
+    exporter (``torch.onnx.export(..., dynamo=True)``), recording :class:`~.graph.DetectionGraph`
+    on ``image``.
 
-    The graph has one input ``image`` (3, height, width), any height and width, and the outputs
-    ``boxes`` (K, 4), ``scores`` (K,), ``classes`` (K,) of :func:`~.adapter.detections`.
+    The graph has one input ``image`` (3, height, width), float32, any height and width of at
+    least :data:`MIN_IMAGE_SIDE` px (one graph for all sizes), and the outputs ``boxes`` (K, 4),
+    ``scores`` (K,), ``classes`` (K,) of :func:`~.adapter.detections`.
 
     Args:
         image: (3, H, W) float32 sample input, on the CPU.
@@ -75,37 +85,40 @@ def export_onnx(model, image: torch.Tensor, path) -> int:
         The opset exported (:func:`onnx_opset`).
     """
     opset = onnx_opset(model)
-    torch.onnx.register_custom_op_symbolic(
-        "torchvision::deform_conv2d", _deform_conv2d_symbolic, DEFORM_CONV_OPSET
-    )
-    torch.onnx.export(
-        tracing_adapter(model, image),
-        (image,),
-        str(path),
-        dynamo=False,
-        opset_version=opset,
-        input_names=["image"],
-        output_names=["boxes", "scores", "classes"],
-        dynamic_axes={
-            "image": {1: "height", 2: "width"},
-            "boxes": {0: "detections"},
-            "scores": {0: "detections"},
-            "classes": {0: "detections"},
-        },
-    )
+    # DYNAMIC rather than named dimensions with bounds: the sample's size passes guards (a level
+    # wider than one cell, ...) that torch.export's constraint solver cannot state as bounds on
+    # the input and would refuse; the graph computes every size from 2 px (tested).
+    sizes = {1: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC}
+    with torch.no_grad():
+        program = torch.onnx.export(
+            DetectionGraph(model),
+            (image,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=["boxes", "scores", "classes"],
+            dynamic_shapes={"image": sizes},
+            custom_translation_table={
+                torch.ops.torchvision.deform_conv2d.default: _deform_conv2d_onnx
+            },
+            verbose=False,
+        )
+    program.save(str(path))
     return opset
 
 
 def check_onnx_runtime(model):
-    """Raise an :class:`ExportError` if ONNX export of ``model`` cannot be run here: ``onnx`` or
-    ``onnxruntime`` missing, or DCNv2 layers (ONNX DeformConv) with an ONNX Runtime older than
-    1.25, which has no DeformConv kernel (the message names the layers)."""
+    """Raise an :class:`ExportError` if ONNX export of ``model`` cannot be run here: ``onnx``,
+    ``onnxscript`` or ``onnxruntime`` missing, or DCNv2 layers (ONNX DeformConv) with an ONNX
+    Runtime older than 1.25, which has no DeformConv kernel (the message names the layers)."""
     try:
-        import onnx  # noqa: F401  (torch.onnx.export needs it)
+        import onnx  # noqa: F401  (torch.onnx.export needs both)
         import onnxruntime
+        import onnxscript  # noqa: F401
     except ImportError as e:
         raise ExportError(
-            f"--format onnx needs the packages onnx and onnxruntime ({e}): pip install -e .[export]"
+            f"--format onnx needs the packages onnx, onnxscript and onnxruntime ({e}): "
+            "pip install -e .[export]"
         ) from e
     layers = deformable_layers(model)
     version = tuple(int(v) for v in onnxruntime.__version__.split(".")[:2])
@@ -139,5 +152,7 @@ class OnnxRuntimeDetector:
         self.session = onnxruntime.InferenceSession(str(path), options, providers=list(providers))
 
     def __call__(self, image: torch.Tensor):
+        """Raises ValueError for an input the graph does not take (:func:`.check_image`)."""
+        check_image(image)
         boxes, scores, classes = self.session.run(None, {"image": image.detach().cpu().numpy()})
         return torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(classes)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .adapter import tracing_adapter
+from .adapter import check_image, tracing_adapter
 
-__all__ = ["export_torchscript", "load_torchscript"]
+__all__ = ["TorchScriptDetector", "export_torchscript", "load_torchscript"]
 
 
 def export_torchscript(model, image: torch.Tensor, path=None):
@@ -30,6 +30,24 @@ def export_torchscript(model, image: torch.Tensor, path=None):
     return traced
 
 
-def load_torchscript(path, device="cpu"):
-    """The TorchScript module saved by :func:`export_torchscript`, on ``device``."""
-    return torch.jit.load(str(path), map_location=device)
+class TorchScriptDetector:
+    """The TorchScript module saved by :func:`export_torchscript`, called like the ONNX Runtime
+    one: ``detector(image)`` gives ``(boxes, scores, classes)``, and an input the graph does not
+    take gets a ValueError naming the problem (:func:`~.adapter.check_image`) instead of an
+    error from inside the graph or a silent empty result.
+
+    Attributes:
+        module: the loaded ``torch.jit.ScriptModule``.
+    """
+
+    def __init__(self, path, device="cpu"):
+        self.module = torch.jit.load(str(path), map_location=device)
+
+    def __call__(self, image: torch.Tensor):
+        check_image(image)
+        return self.module(image)
+
+
+def load_torchscript(path, device="cpu") -> TorchScriptDetector:
+    """The TorchScript model saved by :func:`export_torchscript`, on ``device``."""
+    return TorchScriptDetector(path, device)

@@ -4,6 +4,7 @@ padding mask that computes a batch of images of different sizes as if one at a t
 
 from .batch_norm import FrozenStatsBatchNorm2d, resolve_norm
 from .deform_conv import ModulatedDeformConv, ModulatedDeformConvPack
+from .graph_capture import capturing_graph
 from .nms import batched_nms_float32, traceable_batched_nms
 from .padding import BatchPadding, check_maskable, masked_group_norm
 
@@ -13,6 +14,7 @@ __all__ = [
     "ModulatedDeformConv",
     "ModulatedDeformConvPack",
     "batched_nms_float32",
+    "capturing_graph",
     "check_maskable",
     "masked_group_norm",
     "resolve_norm",

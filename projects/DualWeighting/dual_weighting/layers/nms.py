@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torchvision
 
+from .graph_capture import capturing_graph
+
 __all__ = ["batched_nms_float32", "traceable_batched_nms"]
 
 # Boxes per block of the greedy pass. Memory is O(B * (B + K)), not O(R^2). On the CPU the
@@ -102,7 +104,7 @@ def batched_nms_float32(boxes, scores, idxs, iou_threshold, *, block_size=None):
     A traced graph (an exported model) cannot record this data-dependent loop: when tracing, it
     runs :func:`traceable_batched_nms`, one graph op deciding the same way, instead.
     """
-    if torch.jit.is_tracing():
+    if capturing_graph():
         return traceable_batched_nms(boxes, scores, idxs, iou_threshold)
     if boxes.dim() != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes must be (R, 4), got {tuple(boxes.shape)}")

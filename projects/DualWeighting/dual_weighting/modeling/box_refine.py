@@ -11,6 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from ..layers.deform_conv import deform_conv2d_full_precision, split_nan_offsets
+from ..layers.graph_capture import capturing_graph
 
 __all__ = ["read_at_offsets", "refine_boxes"]
 
@@ -135,7 +136,7 @@ def refine_boxes(
     )  # (N, 8, H, W): (dy, dx) of channels x1, y1, x2, y2
     # Eager mode keeps torchvision's kernel, so training stays the release's form bit for bit;
     # only a traced graph, which must export, reads with grid_sample.
-    if torch.jit.is_tracing():
+    if capturing_graph():
         sampled = read_at_offsets(corners, sample_offsets)
     else:
         # Weight (out 4, in 4 / groups 4 = 1, 1, 1): each output channel copies its own channel.

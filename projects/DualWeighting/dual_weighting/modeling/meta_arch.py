@@ -18,7 +18,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
 from .. import config as dw_config
-from ..layers import BatchPadding, batched_nms_float32, check_maskable
+from ..layers import BatchPadding, batched_nms_float32, capturing_graph, check_maskable
 from .assignment import decode_ltrb
 from .candidates import candidate_centers
 from .criterion import DWCriterion, DWTrainingMixin
@@ -150,7 +150,7 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
         filter of :meth:`inference_single_image` leaves such an image without detections; it
         gets a plain :class:`ImageList` (one image, no padding to mask).
         """
-        if self.training or torch.jit.is_tracing():
+        if self.training or capturing_graph():
             return super().preprocess_image(batched_inputs)
         check_finite_images(batched_inputs)
         images = super().preprocess_image(batched_inputs)
@@ -166,7 +166,7 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
         with ``test_release_postprocess`` the boxes reach each input's ``height`` x ``width``
         as in the release, inside :meth:`inference_single_image`, instead of through
         detectron2's ``detector_postprocess``."""
-        if self.training or torch.jit.is_scripting() or torch.jit.is_tracing():
+        if self.training or torch.jit.is_scripting() or capturing_graph():
             return super().forward(batched_inputs)
         images = self.preprocess_image(batched_inputs)
         features, predictions = self.dense_predictions(images)
@@ -280,7 +280,7 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
     def _own_cells(self, images: ImageList, features: list[torch.Tensor]):
         """With ``test_mask_padding``: per image, per level, :meth:`BatchPadding.own_cells` (None
         for a level the image fills); None when no image is padded further than alone."""
-        if not self.test_mask_padding or torch.jit.is_tracing():
+        if not self.test_mask_padding or capturing_graph():
             return None
         padding = self._padding_of(images)
         if not padding.needed:
