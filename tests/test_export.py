@@ -24,6 +24,7 @@ import pytest
 import torch
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
+from detectron2.structures import Boxes, pairwise_iou
 from helpers import (
     CONFIGS,
     DEMO_CONFIG,
@@ -51,6 +52,7 @@ from dual_weighting.export import (
     match_detections,
     script_model,
 )
+from dual_weighting.export.quantize import quantize_static_int8, write_precision
 from dual_weighting.layers import traceable_batched_nms
 
 pytest.importorskip("onnxruntime", reason="needs the export extra: pip install -e .[export]")
@@ -388,3 +390,33 @@ def test_export_benchmark_section_times_every_runtime_on_equal_detections():
         row = table_line(table, runtime)
         assert printed_numbers(row)[0] == 1e3 * statistics.median(times)
     assert printed_numbers(table_line(table, "eager"))[1] == 1.0
+
+
+@pytest.mark.parametrize("precision", ["int8_static", "int8_dynamic"])
+def test_int8_models_are_smaller_and_detect_much_the_same(precision, exported, tmp_path):
+    model, detector, _, folder = exported("demo", "onnx")
+    src, dst = folder / "model.onnx", tmp_path / f"{precision}.onnx"
+    calibration = [image(TRACE_SIZE, seed=s) for s in (10, 11)]
+    write_precision(precision, src, dst, calibration)
+    # int8 convolution weights: about a quarter of the file.
+    assert dst.stat().st_size < 0.4 * src.stat().st_size
+    quantized = OnnxRuntimeDetector(dst, threads=1)
+    x = image(OTHER_SIZE, seed=2)
+    boxes, scores, classes = detector(x)
+    q_boxes, q_scores, q_classes = quantized(x)
+    assert q_boxes.shape == (len(q_scores), 4) and q_classes.dtype == torch.int64
+    assert q_boxes[:, 2].max() <= OTHER_SIZE[1] and q_boxes[:, 3].max() <= OTHER_SIZE[0]
+    # Most of the float32 model's 20 best detections have an int8 one of their class at IoU
+    # >= 0.5 (a random model's scores are close together, so the order moves more than a
+    # trained model's would).
+    iou = pairwise_iou(Boxes(boxes[:20]), Boxes(q_boxes))
+    same = classes[:20, None] == q_classes[None]
+    found = ((iou >= 0.5) & same).any(dim=1).float().mean()
+    assert found >= 0.5, found
+
+
+def test_quantization_refuses_an_unknown_precision_and_an_empty_calibration(tmp_path):
+    with pytest.raises(ValueError, match="Unknown precision 'int4'"):
+        write_precision("int4", tmp_path / "a.onnx", tmp_path / "b.onnx")
+    with pytest.raises(ValueError, match="at least one calibration image"):
+        quantize_static_int8(tmp_path / "a.onnx", tmp_path / "b.onnx", [])

@@ -8,6 +8,8 @@
     python tools/benchmark.py evaluation          # COCOeval backends at COCO's size
     python tools/benchmark.py batched             # test batch sizes (needs `make demo`'s model)
     python tools/benchmark.py export              # exported models against PyTorch eager
+    python tools/benchmark.py detectors           # DW in detectron2's FCOS, RetinaNet, RPN
+    python tools/benchmark.py quantization        # int8 ONNX (needs `make demo`'s model)
 
 **The two detectors.** Both sit on the same backbone, this project's registered
 ``build_dw_resnet_fpn_backbone`` (ResNet-FPN, P3-P7, P6 from P5), built from the same config and,
@@ -81,6 +83,21 @@ matched ones. Then images per second of model calls at each batch size on the fi
 rounds, cases interleaved; ratio = median of same-round ratios to batch 1 of the same images).
 ``batched_images_per_s.png`` shows the rates.
 
+**detectors** (not part of "all"): DW inside detectron2's own detectors, each against its
+original at equal budget (``--pairs``: ``fcos`` detectron2's FCOS and DWLossFCOS, ``retinanet``
+RetinaNet and DWRetinaNet, ``rpn`` Faster R-CNN with detectron2's RPN and with DWRPN), on the
+accuracy section's data, model size, schedule, sizes and seeds (``benchmarks/pairs.py`` says how
+RetinaNet and Faster R-CNN are made as small): box AP at a low score threshold, AR@100/AR@1000
+of the RPN's proposals, the paired per-seed difference, runs that diverged, and each pair's
+training-step time and peak-memory ratio measured interleaved; ``detectors.png`` shows mean AP
+and AR. ``--resume`` reuses finished runs.
+
+**quantization** (not part of "all"): the trained demo model (``--weights``) exported to ONNX
+in float32 and int8 (``--quant-precisions``: static, calibrated on ``--calibration-images``
+training images; dynamic), COCO AP of each on the generated validation split through ONNX
+Runtime and PyTorch eager, file size, and latency per image over ``--quant-images`` images,
+rounds interleaved, ratios to float32 ONNX Runtime.
+
 **export** (not part of "all"): per setting of ``--export-settings`` (``r50``: R-50-FPN at
 800x1216, 80 classes; ``r50_refine``: the same with box refine; ``demo``: the demo model at
 256x320), a random-weight DW-FCOS at score threshold 0 exported to TorchScript (tracing) and
@@ -120,11 +137,14 @@ from benchmarks.coco_eval import run_coco_eval
 from benchmarks.detectors import PAIRS, REPO, VARIANTS
 from benchmarks.export_speed import export_settings, run_export_speed
 from benchmarks.pairs import run_pairs
-from benchmarks.precision import PRECISIONS, check_precision
+from benchmarks.precision import PRECISIONS as SPEED_PRECISIONS
+from benchmarks.precision import check_precision
+from benchmarks.quantization import run_quantization
 from benchmarks.report import environment
 from benchmarks.soak import run_soak
 from benchmarks.speed import run_speed, speed_settings
 from dual_weighting.evaluation import COCOEVAL_BACKENDS
+from dual_weighting.export.quantize import PRECISIONS as QUANT_PRECISIONS
 
 
 def run_losses(args, out):
@@ -213,8 +233,8 @@ def argument_parser():
         "--speed-precisions",
         type=_csv(str),
         default=["fp32"],
-        help=f"of {','.join(PRECISIONS)}: fp16/bf16 under autocast as detectron2's AMPTrainer "
-        "(SOLVER.AMP.ENABLED) trains, ratios also to fp32 (default: fp32)",
+        help=f"of {','.join(SPEED_PRECISIONS)}: fp16/bf16 under autocast as detectron2's "
+        "AMPTrainer (SOLVER.AMP.ENABLED) trains, ratios also to fp32 (default: fp32)",
     )
     s.add_argument(
         "--channels-last", action="store_true", help="speed models in channels_last memory format"
@@ -262,6 +282,17 @@ def argument_parser():
         default=["r50", "demo"],
         help="of r50,r50_refine,demo (default: r50,demo)",
     )
+    q = p.add_argument_group("quantization (also uses --weights, --warmup, --repeats)")
+    q.add_argument(
+        "--quant-precisions",
+        type=_csv(str),
+        default=list(QUANT_PRECISIONS),
+        help=f"of {','.join(QUANT_PRECISIONS)}, fp32 first (the reference)",
+    )
+    q.add_argument(
+        "--calibration-images", type=int, default=32, help="training images for static int8"
+    )
+    q.add_argument("--quant-images", type=int, default=10, help="images of a timed round")
     k = p.add_argument_group("soak")
     k.add_argument("--soak-iters", type=int, default=2000, help="iterations of each of two runs")
     k.add_argument("--soak-batch", type=int, default=2, help="images per batch")
@@ -280,6 +311,10 @@ def main(argv=None):
     for name in (*args.variants, *args.speed_variants):
         if name not in VARIANTS:
             raise SystemExit(f"Unknown variant {name!r}; choose from {sorted(VARIANTS)}")
+    if args.quant_precisions[:1] != ["fp32"] or not set(args.quant_precisions) <= set(
+        QUANT_PRECISIONS
+    ):
+        raise SystemExit(f"--quant-precisions: fp32 first, then of {sorted(QUANT_PRECISIONS)}")
     for name in args.pairs:
         if name not in PAIRS:
             raise SystemExit(f"Unknown pair {name!r}; choose from {sorted(PAIRS)}")
@@ -322,9 +357,10 @@ def main(argv=None):
         "evaluation": run_coco_eval,
         "batched": run_batched,
         "export": run_export_speed,
+        "quantization": run_quantization,
         "soak": run_soak,
     }
-    alone = ("detectors", "evaluation", "batched", "export", "soak")
+    alone = ("detectors", "evaluation", "batched", "export", "quantization", "soak")
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for name, fn in sections.items():

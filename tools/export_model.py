@@ -8,10 +8,12 @@ tools/deploy/export_model.py feeds it); any H and W. It returns boxes (K, 4) XYX
 image's pixels, scores (K,) and classes (K,) int64: ``model.ts`` (``torch.jit.load``) or
 ``model.onnx`` (ONNX Runtime) in --output.
 
-Export methods: "tracing" (both formats; box refine and DCNv2 included: ONNX GridSample and
-DeformConv, opset 19 with DCNv2, which ONNX Runtime runs from 1.25). "scripting" is refused with
-TorchScript's reason: DW-FCOS's deformable convs, head convs, input check and NMS are not
-TorchScript (tracing records what they compute). After exporting, the file is loaded and run on
+TorchScript is recorded by tracing (detectron2's TracingAdapter); ONNX by PyTorch's maintained
+exporter, ``torch.onnx.export(..., dynamo=True)`` on ``torch.export`` (one graph for every image
+size; box refine and DCNv2 included: ONNX GridSample and DeformConv, opset 19 with DCNv2, which
+ONNX Runtime runs from 1.25). ``--export-method scripting`` is refused with TorchScript's reason:
+DW-FCOS's deformable convs, head convs, input check and NMS are not TorchScript (tracing records
+what they compute). After exporting, the file is loaded and run on
 the sample image and on a crop of another size, and its detections are compared with PyTorch's.
 The logic is in ``dual_weighting/export/``.
 
@@ -61,7 +63,8 @@ def parse_args(argv=None):
         "--export-method",
         choices=("tracing", "scripting"),
         default="tracing",
-        help="tracing (both formats); scripting is refused with the reason",
+        help="tracing (TorchScript: torch.jit.trace; ONNX: torch.export); scripting is refused "
+        "with the reason",
     )
     parser.add_argument(
         "--sample-image",
@@ -83,8 +86,8 @@ def export(args, cfg, model, image):
     if args.export_method == "scripting":
         if args.format == "onnx":
             raise ExportError(
-                "--export-method scripting makes TorchScript only; ONNX export traces the model "
-                "(--export-method tracing)"
+                "--export-method scripting makes TorchScript only; ONNX export records the model "
+                "with torch.export (--export-method tracing, the default)"
             )
         # Raises with TorchScript's reason for DW-FCOS (see script_model).
         script_model(model)

@@ -177,6 +177,19 @@ class RecallAfterTraining(HookBase):
         self.recall = rpn_recall(self.trainer.cfg, self.trainer.model)
 
 
+def diverged_result(reason):
+    """The record of a run that diverged: every metric NaN (left out of the means), ``reason``."""
+    nan = float("nan")
+    metrics = {"low": dict.fromkeys(("AP", "AP50", "AP75", "APs", "APm", "APl"), nan)}
+    return {
+        "metrics": metrics,
+        "recall": {f"AR@{k}": nan for k in RECALL_LIMITS},
+        "diverged": reason,
+        "s_per_iter": nan,
+        "train_s": nan,
+    }
+
+
 def run_member(member, seed, args, run_dir):
     """Train and evaluate one detector for one seed; reuse the saved result with ``args.resume``
     when the config is the same. Returns the run (accuracy's run dict plus ``member``, ``seed``
@@ -188,9 +201,14 @@ def run_member(member, seed, args, run_dir):
         if record["config"] == cfg.dump():
             return {**record["result"], "reused": True}
     recall = RecallAfterTraining() if pair_of(member) == "rpn" else None
-    result = run_training(cfg, [recall] if recall else [], trainer_class=PairTrainer)
+    try:
+        result = run_training(cfg, [recall] if recall else [], trainer_class=PairTrainer)
+    except FloatingPointError as e:
+        # A run that diverges (detectron2's check on the losses, or DW's on its predictions)
+        # is a result of the comparison, not the end of the section.
+        result = diverged_result(str(e).splitlines()[0])
     result.update(member=member, seed=seed)
-    if recall:
+    if recall and "diverged" not in result:
         result["recall"] = recall.recall
     saved.write_text(json.dumps({"config": cfg.dump(), "result": result}))
     return result
@@ -233,7 +251,8 @@ def metric_rows(runs, pair):
         for key in keys + recall_keys:
             mean, std, _, _ = mean_std([value(r, key) for r in mine])
             cells.append(f"{mean:.1f} ± {std:.1f}")
-        rows.append([NAMES[member], *cells])
+        diverged = sum("diverged" in r for r in mine)
+        rows.append([NAMES[member], *cells, f"{diverged}/{len(mine)}"])
     seeds = {r["seed"] for r in by_member[original]} & {r["seed"] for r in by_member[dw]}
     diff_cells = []
     for key in keys + recall_keys:
@@ -241,8 +260,8 @@ def metric_rows(runs, pair):
         diffs = [pairs[dw][s] - pairs[original][s] for s in sorted(seeds)]
         mean, std, lo, hi = mean_std(diffs)
         diff_cells.append(f"{mean:+.1f} ({lo:+.1f}..{hi:+.1f})")
-    rows.append(["  DW - original", *diff_cells])
-    return keys + recall_keys, rows
+    rows.append(["  DW - original", *diff_cells, ""])
+    return keys + recall_keys + ["diverged"], rows
 
 
 def format_pairs(runs, speed, pairs, seeds):
@@ -261,7 +280,11 @@ def format_pairs(runs, speed, pairs, seeds):
     for pair in pairs:
         original, dw = PAIRS[pair]
         steps = {m: speed[pair][m]["train_s"] for m in PAIRS[pair]}
-        times = {m: [r["s_per_iter"] for r in runs if r["member"] == m] for m in PAIRS[pair]}
+        times = {
+            m: [r["s_per_iter"] for r in runs if r["member"] == m and "diverged" not in r]
+            for m in PAIRS[pair]
+        }
+        finished = times[dw] and times[original]
         base_mib, dw_mib = peak_mib(speed[pair][original]), peak_mib(speed[pair][dw])
         rows.append(
             [
@@ -272,7 +295,9 @@ def format_pairs(runs, speed, pairs, seeds):
                 "n/a" if base_mib is None else f"{base_mib:.0f}",
                 "n/a" if dw_mib is None else f"{dw_mib:.0f}",
                 "n/a" if not (base_mib and dw_mib) else f"{dw_mib / base_mib:.2f}x",
-                f"{statistics.median(times[dw]) / statistics.median(times[original]):.2f}x",
+                f"{statistics.median(times[dw]) / statistics.median(times[original]):.2f}x"
+                if finished
+                else "n/a",
             ]
         )
     parts.append(
@@ -330,9 +355,13 @@ def run_pairs(args, out):
         runs.append(run)
         recall = "".join(f" {k} {v:.1f}" for k, v in run.get("recall", {}).items())
         low = run["metrics"]["low"]
+        reused = " (reused)" if run.get("reused") else ""
+        if "diverged" in run:
+            print(f" diverged: {run['diverged']}{reused}", flush=True)
+            continue
         print(
             f" AP {low['AP']:.1f} AP50 {low['AP50']:.1f}{recall} | train {run['train_s']:.0f} s"
-            f" ({run['s_per_iter']:.2f} s/it){' (reused)' if run.get('reused') else ''}",
+            f" ({run['s_per_iter']:.2f} s/it){reused}",
             flush=True,
         )
     speed = {}

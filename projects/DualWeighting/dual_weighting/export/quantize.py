@@ -1,0 +1,97 @@
+"""Smaller and faster ONNX models for ONNX Runtime on CPU: int8 by static quantization (weights
+and activations, calibrated on training images) and int8 by dynamic quantization (weights only,
+activations quantized at run time).
+
+float16 is not offered: ONNX Runtime's float16 conversion
+(``onnxruntime.transformers.float16``) leaves this graph invalid (ops without a float16 form
+among its size arithmetic and finite checks: ``Range``, ``IsInf``, ...), and ONNX Runtime's CPU
+execution provider has few float16 kernels on x86 anyway.
+
+Each takes the float32 file of :func:`~.onnx.export_onnx` and writes another with the same input
+and outputs, which :class:`~.onnx.OnnxRuntimeDetector` runs. Only the convolutions are quantized:
+they are nearly all of the compute, and the post-processing (top-k, NMS, box decoding) must stay
+exact in float32.
+
+``onnxruntime.quantization`` comes with the ``export`` extra's onnxruntime; imported only when
+used.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+__all__ = ["PRECISIONS", "quantize_dynamic_int8", "quantize_static_int8", "write_precision"]
+
+# The variants of an exported model: name -> what it is.
+PRECISIONS = {
+    "fp32": "float32, as exported",
+    "int8_static": "int8 weights and activations (QDQ, per-channel weights), calibrated",
+    "int8_dynamic": "int8 weights, activations quantized at run time (ConvInteger)",
+}
+_QUANTIZED_OPS = ["Conv"]
+
+
+class _Calibration:
+    """ONNX Runtime's CalibrationDataReader over (3, H, W) float32 images."""
+
+    def __init__(self, images: Iterable[torch.Tensor]):
+        self._images = iter(images)
+
+    def get_next(self):
+        image = next(self._images, None)
+        if image is None:
+            return None
+        return {"image": np.ascontiguousarray(image.detach().cpu().numpy(), dtype=np.float32)}
+
+
+def quantize_static_int8(src, dst, calibration_images: Iterable[torch.Tensor]):
+    """Static int8 quantization of the convolutions of ``src`` into ``dst``: QDQ format,
+    per-channel int8 weights, uint8 activations whose ranges come from running the float32
+    model on ``calibration_images`` (each (3, H, W) float32, as the model takes them, e.g.
+    training images after the test resize; MinMax calibration).
+
+    Raises:
+        ValueError: no calibration image.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    images = list(calibration_images)
+    if not images:
+        raise ValueError("Static quantization needs at least one calibration image")
+    quantize_static(
+        str(src),
+        str(dst),
+        _Calibration(images),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8,
+        op_types_to_quantize=_QUANTIZED_OPS,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+
+
+def quantize_dynamic_int8(src, dst):
+    """Dynamic int8 quantization of the convolutions of ``src`` into ``dst``: int8 weights, each
+    activation's range measured as the model runs (no calibration)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=_QUANTIZED_OPS
+    )
+
+
+def write_precision(precision, src, dst, calibration_images=()):
+    """``src`` (float32 ONNX) in ``precision`` (a key of :data:`PRECISIONS`) written to ``dst``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; choose from {sorted(PRECISIONS)}")
+    if precision == "fp32":
+        shutil.copyfile(src, dst)
+    elif precision == "int8_static":
+        quantize_static_int8(src, dst, calibration_images)
+    else:
+        quantize_dynamic_int8(src, dst)
