@@ -17,7 +17,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.env import seed_all_rng
 from helpers import printed_numbers, table_line
 
-from benchmarks import accuracy, batched, detectors, report, soak, speed
+from benchmarks import accuracy, batched, detectors, pairs, report, soak, speed
 from dual_weighting import DWFCOS
 from dual_weighting.data import generate_synthetic_coco, register_synthetic
 
@@ -336,3 +336,49 @@ def test_batched_section_without_a_model_names_the_file(tmp_path):
     args = argparse.Namespace(weights=tmp_path / "missing.pth", device="cpu")
     with pytest.raises(FileNotFoundError, match="missing.pth.*make demo"):
         batched.run_batched(args, {})
+
+
+def test_each_pair_of_the_detectors_section_differs_only_in_dw(tmp_path):
+    differing = {
+        "fcos": ("MODEL.META_ARCHITECTURE", "FCOS", "DWLossFCOS"),
+        "retinanet": ("MODEL.META_ARCHITECTURE", "RetinaNet", "DWRetinaNet"),
+        "rpn": ("MODEL.PROPOSAL_GENERATOR.NAME", "RPN", "DWRPN"),
+    }
+    for pair, (original, dw) in detectors.PAIRS.items():
+        a, b = (pairs.pair_cfg(m, 5, TINY, tmp_path) for m in (original, dw))
+        key, name_a, name_b = differing[pair]
+        a.merge_from_list([key, name_b])
+        assert a.dump() == b.dump(), pair
+        assert b.SEED == 5 and b.SOLVER.MAX_ITER == 2 and b.INPUT.MIN_SIZE_TRAIN == (64,)
+    rpn = pairs.pair_cfg("faster_rcnn", 0, TINY, tmp_path)
+    assert rpn.MODEL.PROPOSAL_GENERATOR.NAME == "RPN"
+    assert rpn.MODEL.RESNETS.DEPTH == 18 and rpn.MODEL.ROI_HEADS.NUM_CLASSES == 6
+    retinanet = pairs.pair_cfg("retinanet", 0, TINY, tmp_path)
+    assert retinanet.MODEL.META_ARCHITECTURE == "RetinaNet"
+
+
+def run_record(member, seed, ap, recall=None):
+    record = {"member": member, "seed": seed, "metrics": {"low": dict.fromkeys(
+        ("AP", "AP50", "AP75", "APs", "APm", "APl"), ap)}, "s_per_iter": 1.0}  # fmt: skip
+    if recall is not None:
+        record["recall"] = {"AR@100": recall, "AR@1000": recall + 10}
+    return record
+
+
+def test_pair_table_pairs_seeds_and_counts_diverged_runs():
+    runs = [
+        run_record("faster_rcnn", 0, 20.0, 40.0),
+        run_record("faster_rcnn_dw_rpn", 0, 18.0, 41.0),
+        run_record("faster_rcnn", 1, 30.0, 50.0),
+        {**pairs.diverged_result("Loss became NaN"), "member": "faster_rcnn_dw_rpn", "seed": 1},
+    ]
+    keys, rows = pairs.metric_rows(runs, "rpn")
+    assert keys[-3:] == ["AR@100", "AR@1000", "diverged"]
+    by_name = {row[0]: row for row in rows}
+    # The original over both seeds: AP mean 25, sample std 7.07; DW over its finished seed.
+    assert by_name["Faster R-CNN (d2)"][1] == "25.0 ± 7.1"
+    assert by_name["Faster R-CNN, DW-RPN"][1] == "18.0 ± 0.0"
+    assert by_name["Faster R-CNN, DW-RPN"][-1] == "1/2"
+    # Paired by seed, the diverged seed left out: AP 18 - 20, AR@100 41 - 40.
+    assert by_name["  DW - original"][1] == "-2.0 (-2.0..-2.0)"
+    assert by_name["  DW - original"][keys.index("AR@100") + 1] == "+1.0 (+1.0..+1.0)"
