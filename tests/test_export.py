@@ -358,12 +358,12 @@ def test_tool_exports_to_onnx_and_evaluates(tiny_dataset, tmp_path):
         [
             sys.executable, str(REPO / "tools" / "export_model.py"),
             "--config-file", str(DEMO_CONFIG), "--format", "onnx", "--output", str(out),
-            "--run-eval",
+            "--run-eval", "--quantize", "static", "--calibration-images", "2",
             "--register-coco", f"tiny={json_file}:{tiny_dataset / 'val'}",
             # Random weights: every candidate of threshold 0, few of them (fewer near-ties).
             "--opts", "MODEL.WEIGHTS", "", "MODEL.DW.SCORE_THRESH_TEST", "0.0",
             "MODEL.DW.TOPK_CANDIDATES_TEST", "100", "TEST.DETECTIONS_PER_IMAGE", "20",
-            "DATASETS.TEST", '("tiny",)',
+            "DATASETS.TEST", '("tiny",)', "DATASETS.TRAIN", '("tiny",)',
         ],
         capture_output=True, text=True, cwd=REPO, timeout=600,
         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"),
@@ -372,6 +372,10 @@ def test_tool_exports_to_onnx_and_evaluates(tiny_dataset, tmp_path):
     assert (out / "model.onnx").is_file()
     lines = [line for line in proc.stdout.splitlines() if "against PyTorch" in line]
     assert len(lines) == 2 and all("equal: 20 detections" in line for line in lines), lines
+    # The int8 model, calibrated on 2 images, written and evaluated.
+    int8 = out / "model_int8_static.onnx"
+    assert int8.is_file() and int8.stat().st_size < 0.4 * (out / "model.onnx").stat().st_size
+    assert "calibrated on 2 images of tiny" in proc.stdout
     assert "copypaste: AP,AP50" in proc.stdout + proc.stderr
 
 

@@ -183,10 +183,11 @@ def argument_parser():
             "evaluation",
             "batched",
             "export",
+            "quantization",
             "soak",
         ),
-        help="what to run (default: all = accuracy, speed, losses; evaluation, batched, export "
-        "and soak run alone)",
+        help="what to run (default: all = accuracy, speed, losses; detectors, evaluation, "
+        "batched, export, quantization and soak run alone)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")

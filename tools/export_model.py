@@ -53,6 +53,7 @@ from dual_weighting.export import (
     script_model,
     verify_exported,
 )
+from dual_weighting.export.quantize import calibration_images, write_precision
 from dual_weighting.visualize import load_cfg
 
 
@@ -65,6 +66,16 @@ def parse_args(argv=None):
         default="tracing",
         help="tracing (TorchScript: torch.jit.trace; ONNX: torch.export); scripting is refused "
         "with the reason",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=("static", "dynamic"),
+        help="with --format onnx, also write an int8 model (static: calibrated on the config's "
+        "first DATASETS.TRAIN, the faster on CPU; dynamic: no calibration); --run-eval then "
+        "evaluates it",
+    )
+    parser.add_argument(
+        "--calibration-images", type=int, default=32, help="images for --quantize static"
     )
     parser.add_argument(
         "--sample-image",
@@ -110,6 +121,8 @@ def main(argv=None):
         cfg = load_cfg(args.config_file, args.opts)
     except SetupError as e:
         raise SystemExit(f"tools/export_model.py: error: {e}") from None
+    if args.quantize and args.format != "onnx":
+        raise SystemExit("tools/export_model.py: error: --quantize needs --format onnx")
     if args.format == "onnx":
         cfg.MODEL.DEVICE = "cpu"  # the ONNX exporter traces on the CPU
     cfg.freeze()
@@ -142,10 +155,24 @@ def main(argv=None):
             "Two detections whose scores or IoU lie within float rounding of each other or of a "
             "threshold can legitimately swap; try another --sample-image to tell."
         )
+    if args.quantize:
+        path, detector = quantize(args, cfg, path)
     if args.run_eval:
         results = evaluate_exported(cfg, detector, output_dir=args.output, device=cfg.MODEL.DEVICE)
         print_csv_format(results)
     return path
+
+
+def quantize(args, cfg, fp32_path):
+    """Write the int8 model next to the float32 one; returns its path and detector."""
+    path = os.path.join(args.output, f"model_int8_{args.quantize}.onnx")
+    images = calibration_images(cfg, args.calibration_images) if args.quantize == "static" else []
+    write_precision(f"int8_{args.quantize}", fp32_path, path, images)
+    print(
+        f"Wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB), int8 {args.quantize}"
+        + (f", calibrated on {len(images)} images of {cfg.DATASETS.TRAIN[0]}" if images else "")
+    )
+    return path, OnnxRuntimeDetector(path)
 
 
 if __name__ == "__main__":

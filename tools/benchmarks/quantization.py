@@ -28,7 +28,7 @@ from dual_weighting.export import (
     export_onnx,
     sample_image,
 )
-from dual_weighting.export.quantize import write_precision
+from dual_weighting.export.quantize import calibration_images, write_precision
 
 from .batched import load_model
 from .detectors import SMALL_CONFIG, make_cfg
@@ -36,14 +36,6 @@ from .report import format_table
 from .speed import Device, paired_ratio
 
 __all__ = ["run_quantization"]
-
-
-def calibration_images(cfg, count):
-    """The first ``count`` training images of ``cfg`` as the model takes them (test resize),
-    (3, H, W) float32."""
-    dataset = cfg.DATASETS.TRAIN[0]
-    loader = DWTrainer.build_test_loader(cfg, dataset)
-    return [x[0]["image"].float() for x in itertools.islice(loader, count)]
 
 
 def _eager(model, image):
@@ -60,7 +52,7 @@ def measure_quantization(cfg, model, precisions, num_calibration, num_images, wa
     """
     dataset = cfg.DATASETS.TEST[0]
     with tempfile.TemporaryDirectory() as folder:
-        fp32 = os.path.join(folder, "fp32.onnx")
+        fp32 = os.path.join(folder, "exported.onnx")
         export_onnx(model, sample_image(cfg), fp32)
         calibration = (
             calibration_images(cfg, num_calibration) if "int8_static" in precisions else []

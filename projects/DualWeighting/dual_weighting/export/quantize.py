@@ -24,7 +24,13 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-__all__ = ["PRECISIONS", "quantize_dynamic_int8", "quantize_static_int8", "write_precision"]
+__all__ = [
+    "PRECISIONS",
+    "calibration_images",
+    "quantize_dynamic_int8",
+    "quantize_static_int8",
+    "write_precision",
+]
 
 # The variants of an exported model: name -> what it is.
 PRECISIONS = {
@@ -33,6 +39,17 @@ PRECISIONS = {
     "int8_dynamic": "int8 weights, activations quantized at run time (ConvInteger)",
 }
 _QUANTIZED_OPS = ["Conv"]
+
+
+def calibration_images(cfg, count):
+    """The first ``count`` images of ``cfg.DATASETS.TRAIN[0]`` as the model takes them at
+    inference (the config's test resize), (3, H, W) float32: static int8's calibration set."""
+    import itertools
+
+    from ..engine import DWTrainer
+
+    loader = DWTrainer.build_test_loader(cfg, cfg.DATASETS.TRAIN[0])
+    return [x[0]["image"].float() for x in itertools.islice(loader, count)]
 
 
 class _Calibration:
