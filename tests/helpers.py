@@ -76,6 +76,17 @@ def thin_cfg(path, *opts):
     return cfg
 
 
+def assert_same_architecture(a, b):
+    """The two models have the same modules (names and types) and the same parameters (names,
+    shapes, trainability): a yacs config and its LazyConfig twin built the same model."""
+    assert [(n, type(m)) for n, m in a.named_modules()] == [
+        (n, type(m)) for n, m in b.named_modules()
+    ]
+    assert {n: (p.shape, p.requires_grad) for n, p in a.named_parameters()} == {
+        n: (p.shape, p.requires_grad) for n, p in b.named_parameters()
+    }
+
+
 def thin_model(path, device="cpu"):
     """The model of :func:`thin_cfg` on ``device``, initialised with seed 0."""
     cfg = thin_cfg(path, "MODEL.DEVICE", device)

@@ -12,6 +12,7 @@ from detectron2.modeling import Backbone, build_model
 from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from helpers import assert_same_architecture
 from torch import nn
 
 from benchmarks.detectors import SMALL_CONFIG, build_detector, make_cfg
@@ -190,11 +191,7 @@ def test_yacs_and_lazy_configs_build_the_same_model():
     lazy = load_lazy_config(str(LAZY), ["model.criterion.center_prior_sigma=2.0"])
     lazy_model = instantiate(lazy.model)
     assert type(yacs_model) is type(lazy_model) is DWLossFCOS
-
-    def params(model):
-        return {n: (p.shape, p.requires_grad) for n, p in model.named_parameters()}
-
-    assert params(yacs_model) == params(lazy_model)
+    assert_same_architecture(lazy_model, yacs_model)
     for name in ("test_score_thresh", "test_topk_candidates", "test_nms_thresh", "num_classes"):
         assert getattr(yacs_model, name) == getattr(lazy_model, name), name
     assert torch.equal(yacs_model.pixel_mean, lazy_model.pixel_mean)

@@ -8,7 +8,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetMapper
 from detectron2.engine import DefaultTrainer
 from detectron2.utils.events import EventStorage
-from helpers import CONFIGS, THIN, YAMLS, images, instances, thin_model
+from helpers import CONFIGS, THIN, YAMLS, assert_same_architecture, images, instances, thin_model
 from omegaconf import ListConfig
 
 from dual_weighting import DWCriterion
@@ -60,14 +60,7 @@ def test_twins_build_the_same_model(yaml, py, tmp_path):
     yacs_model = thin_model(yaml)
     lazy_model = instantiate(thin_lazy(py, tmp_path).model)
 
-    def modules(model):
-        return [(name, type(m)) for name, m in model.named_modules()]
-
-    def params(model):
-        return {n: (p.shape, p.requires_grad) for n, p in model.named_parameters()}
-
-    assert modules(lazy_model) == modules(yacs_model)
-    assert params(lazy_model) == params(yacs_model)
+    assert_same_architecture(lazy_model, yacs_model)
     yacs_state = yacs_model.state_dict()
     assert {k: v.shape for k, v in lazy_model.state_dict().items()} == {
         k: v.shape for k, v in yacs_state.items()

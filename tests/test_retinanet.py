@@ -18,6 +18,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
+from helpers import assert_same_architecture
 from torch import nn
 
 from dual_weighting import DWCriterion, DWRetinaNet, DWRetinaNetHead, add_dw_config
@@ -531,14 +532,7 @@ def test_yacs_and_lazy_configs_build_the_same_model_that_infers():
             head_class = DWRetinaNetHead if quality == "objectness" else RetinaNetHead
             assert type(model.head) is head_class
 
-        def modules(model):
-            return [(name, type(m)) for name, m in model.named_modules()]
-
-        def params(model):
-            return {n: (p.shape, p.requires_grad) for n, p in model.named_parameters()}
-
-        assert modules(lazy_model) == modules(yacs_model)
-        assert params(lazy_model) == params(yacs_model)
+        assert_same_architecture(lazy_model, yacs_model)
         for name in DWCriterion.defaults():
             assert getattr(lazy_model.criterion, name) == getattr(yacs_model.criterion, name)
         for name in (

@@ -18,6 +18,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.proposal_generator import RPN, StandardRPNHead
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
+from helpers import assert_same_architecture
 from pycocotools.coco import COCO
 from torch import nn
 
@@ -487,14 +488,7 @@ def test_yacs_and_lazy_configs_build_the_same_faster_rcnn():
     yacs_model = build_model(load_yacs_config(str(YAML), ["MODEL.DEVICE", "cpu"]))
     lazy_model = instantiate(LazyConfig.load(str(LAZY)).model)
 
-    def modules(model):
-        return [(name, type(m)) for name, m in model.named_modules()]
-
-    def params(model):
-        return {n: (p.shape, p.requires_grad) for n, p in model.named_parameters()}
-
-    assert modules(lazy_model) == modules(yacs_model)
-    assert params(lazy_model) == params(yacs_model)
+    assert_same_architecture(lazy_model, yacs_model)
     yacs_rpn, lazy_rpn = yacs_model.proposal_generator, lazy_model.proposal_generator
     assert type(lazy_rpn) is type(yacs_rpn) is DWRPN
     for name in DWCriterion.defaults():
