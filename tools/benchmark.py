@@ -199,6 +199,13 @@ def argument_parser():
         "config (marked 'reused'), e.g. after an interrupted run",
     )
     a = p.add_argument_group("accuracy")
+    a.add_argument(
+        "--dataset",
+        choices=("synthetic", "trees"),
+        default="synthetic",
+        help="synthetic: the generated shapes (default); trees: real aerial photographs of tree "
+        "crowns (DeepForest's, downloaded and converted on first use)",
+    )
     a.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="default 0,1,2")
     a.add_argument(
         "--variants",

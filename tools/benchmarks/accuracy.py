@@ -1,6 +1,7 @@
-"""The accuracy section: both detectors trained with detectron2's trainer on the generated
-dataset, each seed alike for both, and COCO-evaluated at two score thresholds ("views"), every
-``TEST.EVAL_PERIOD`` iterations and at the end (the AP curve)."""
+"""The accuracy section: both detectors trained with detectron2's trainer on one dataset (the
+generated shapes or the real tree crowns, :data:`DATASETS`), each seed alike for both, and
+COCO-evaluated at two score thresholds ("views"), every ``TEST.EVAL_PERIOD`` iterations and at
+the end (the AP curve)."""
 
 import contextlib
 import json
@@ -18,7 +19,7 @@ from detectron2.engine import hooks
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils.env import seed_all_rng
 
-from dual_weighting.data import default_synthetic_root, ensure_synthetic
+from dual_weighting.data import ensure_synthetic, ensure_trees
 from dual_weighting.engine import DWTrainer
 from dual_weighting.evaluation import DWCOCOEvaluator
 
@@ -26,6 +27,7 @@ from .detectors import (
     FCOS_CLASSES,
     LOW_SCORE,
     SMALL_CONFIG,
+    TREES_CONFIG,
     VARIANTS,
     build_detector,
     dw_default_score_thresh,
@@ -34,6 +36,13 @@ from .detectors import (
     score_of_product,
 )
 from .report import format_accuracy, plot_ap_curves
+
+# The datasets of the accuracy section: {name: (config file, function that prepares and
+# registers the data, what the evaluation split is)}.
+DATASETS = {
+    "synthetic": (SMALL_CONFIG, ensure_synthetic, "the generated validation split"),
+    "trees": (TREES_CONFIG, ensure_trees, "the held-out DeepForest image"),
+}
 
 
 class ScoreFilteredCOCOEvaluator(DWCOCOEvaluator):
@@ -176,9 +185,10 @@ def run_opts(seed, args, output_dir):
     return [str(o) for o in opts]
 
 
-def accuracy_cfg(variant, seed, args, output_dir, extra_opts=()):
-    """Config of one accuracy run: the demo config with :func:`run_opts`, scores kept down to
-    the "low" view's threshold, then ``extra_opts`` (KEY VALUE strings)."""
+def accuracy_cfg(variant, seed, args, output_dir, extra_opts=(), dataset="synthetic"):
+    """Config of one accuracy run: the config of ``dataset`` (:data:`DATASETS`; the demo's for
+    the generated data) with :func:`run_opts`, scores kept down to the "low" view's threshold,
+    then ``extra_opts`` (KEY VALUE strings)."""
     opts = [
         *run_opts(seed, args, output_dir),
         # Scores are kept down to the "low" view's threshold; the "own" view filters further.
@@ -186,7 +196,7 @@ def accuracy_cfg(variant, seed, args, output_dir, extra_opts=()):
         "MODEL.FCOS.SCORE_THRESH_TEST", str(score_of_product("fcos", LOW_SCORE)),
         *extra_opts,
     ]  # fmt: skip
-    return make_cfg(SMALL_CONFIG, variant, opts, args.device)
+    return make_cfg(DATASETS[dataset][0], variant, opts, args.device)
 
 
 @contextlib.contextmanager
@@ -260,8 +270,10 @@ def _floats(metrics):
 
 def run_accuracy(args, out):
     """Train and evaluate every variant of ``args.variants`` for every seed of ``args.seeds``
-    (reusing finished runs with ``args.resume``), print the tables, set ``out["accuracy"]``."""
-    ensure_synthetic(default_synthetic_root())
+    on ``args.dataset`` (reusing finished runs with ``args.resume``), print the tables, set
+    ``out["accuracy"]``."""
+    _, prepare, split = DATASETS[args.dataset]
+    prepare()
     runs = []
     total = len(args.seeds) * len(args.variants)
     for seed in args.seeds:
@@ -269,7 +281,7 @@ def run_accuracy(args, out):
             run_dir = Path(args.output_dir) / "accuracy" / f"{variant}_seed{seed}"
             print(f"  [{len(runs) + 1}/{total}] {VARIANTS[variant]} seed {seed} ...", end="")
             sys.stdout.flush()
-            cfg = accuracy_cfg(variant, seed, args, run_dir)
+            cfg = accuracy_cfg(variant, seed, args, run_dir, dataset=args.dataset)
             saved, reused = run_dir / "result.json", ""
             if args.resume and saved.is_file():
                 record = json.loads(saved.read_text())
@@ -290,5 +302,5 @@ def run_accuracy(args, out):
     print()
     print(format_accuracy(runs, args.variants))
     path = Path(args.output_dir) / "accuracy_ap_curves.png"
-    plot_ap_curves(runs, path)
+    plot_ap_curves(runs, path, split=split)
     print(f"  plot: {path}", flush=True)

@@ -20,6 +20,7 @@ from dual_weighting.modeling import DWLossFCOS
 REPO = Path(__file__).resolve().parents[2]
 SMALL_CONFIG = REPO / "configs" / "dw_R_18_FPN_synthetic_demo.yaml"
 R50_CONFIG = REPO / "configs" / "dw_R_50_FPN_1x.yaml"
+TREES_CONFIG = REPO / "configs" / "dw_R_18_FPN_trees.yaml"
 
 VARIANTS = {
     "fcos": "FCOS (d2)",

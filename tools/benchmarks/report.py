@@ -145,9 +145,10 @@ def format_accuracy(runs, variants):
     return "\n\n".join(parts)
 
 
-def plot_ap_curves(runs, path, view="own"):
-    """AP over training iterations, a line per run of ``runs`` (as ``accuracy.run_accuracy`` makes
-    them), coloured by detector; returns the matplotlib Figure."""
+def plot_ap_curves(runs, path, view="own", split="the generated validation split"):
+    """AP over training iterations on ``split`` (words for the title), a line per run of
+    ``runs`` (as ``accuracy.run_accuracy`` makes them), coloured by detector; returns the
+    matplotlib Figure."""
     curves = {
         (VARIANTS[r["variant"]], f"seed {r['seed']}"): (
             [it for it, _ in r["curve"]],
@@ -159,8 +160,7 @@ def plot_ap_curves(runs, path, view="own"):
     return curve_chart(
         curves,
         path,
-        f"COCO box AP on the generated validation split ({view} "
-        "score threshold), same runs as the tables",
+        f"COCO box AP on {split} ({view} score threshold), same runs as the tables",
     )
 
 

@@ -1,9 +1,11 @@
-"""Datasets: a generated COCO-format shapes dataset and COCO-format registration helpers; the
-release's test-time resize (:mod:`.transforms`); the test loader that batches images of one size
+"""Datasets: a generated COCO-format shapes dataset, real aerial photographs of tree crowns
+(:mod:`.trees`), COCO-format, Pascal VOC and YOLO registration helpers; the release's test-time
+resize (:mod:`.transforms`); the test loader that batches images of one size
 (:mod:`.test_loader`).
 
-Nothing is registered at import; call :func:`ensure_synthetic`, :func:`register_synthetic` or
-:func:`register_coco_from_spec`. Real COCO uses detectron2's builtin ``coco_2017_*`` names.
+Nothing is registered at import; call :func:`ensure_synthetic`, :func:`register_synthetic`,
+:func:`ensure_trees` or :func:`register_coco_from_spec`. Real COCO uses detectron2's builtin
+``coco_2017_*`` names.
 """
 
 from .datasets import (
@@ -21,20 +23,28 @@ from .transforms import (
     build_train_augmentation,
     release_resize_shape,
 )
+from .trees import convert_trees, default_trees_root, ensure_trees, register_trees
+from .voc import FormatError, read_voc_xml
 
 __all__ = [
     "CLASS_NAMES",
+    "FormatError",
     "OpenCVResizeTransform",
     "ReleaseResizeShortestEdge",
     "SizeOrderedInferenceSampler",
     "build_dw_test_loader",
     "build_test_augmentation",
     "build_train_augmentation",
+    "convert_trees",
     "default_synthetic_root",
+    "default_trees_root",
     "ensure_synthetic",
+    "ensure_trees",
     "generate_synthetic_coco",
+    "read_voc_xml",
     "register_coco_from_spec",
     "register_synthetic",
+    "register_trees",
     "release_resize_shape",
     "render_image",
     "synthetic_params",

@@ -256,7 +256,8 @@ def check_datasets(uses):
                 f"Dataset {name!r} ({key}) is not registered. Register your COCO-format data "
                 f"with --register-coco {name}=path/to/annotations.json:path/to/images, or use a "
                 "registered name (detectron2's builtin coco_2017_train / coco_2017_val, the "
-                "generated dw_synthetic_train / dw_synthetic_val)."
+                "generated dw_synthetic_train / dw_synthetic_val, the tree crowns "
+                "deepforest_trees_train / deepforest_trees_val)."
             )
         missing = _missing_paths(name)
         if not missing:
@@ -275,6 +276,8 @@ def check_datasets(uses):
             )
         elif name.startswith("dw_synthetic_"):
             fix = "Generate it with `python tools/generate_dataset.py` (or `make demo`)."
+        elif name.startswith("deepforest_trees_"):
+            fix = "Download and convert it with `python tools/prepare_trees.py`."
         else:
             fix = "Check the paths it was registered with."
         raise SetupError(f"{where} {fix}")

@@ -9,7 +9,12 @@ from detectron2.engine import default_argument_parser, default_setup
 from omegaconf import OmegaConf
 
 from ..config import add_dw_config, upgrade_dw_config
-from ..data import default_synthetic_root, register_coco_from_spec, register_synthetic
+from ..data import (
+    default_synthetic_root,
+    register_coco_from_spec,
+    register_synthetic,
+    register_trees,
+)
 from .checks import (
     check_datasets,
     check_device,
@@ -92,9 +97,11 @@ def setup_cfg(args):
 
 
 def register_datasets(args):
-    """Register the generated dataset (``dw_synthetic_{train,val}`` under DETECTRON2_DATASETS, as
-    detectron2 does for COCO) and those given with ``--register-coco``; run in every worker."""
+    """Register the generated dataset and the tree crowns (``dw_synthetic_{train,val}``,
+    ``deepforest_trees_{train,val}`` under DETECTRON2_DATASETS, as detectron2 does for COCO) and
+    those given with ``--register-coco``; run in every worker."""
     register_synthetic(default_synthetic_root())
+    register_trees()
     for spec in args.register_coco:
         register_coco_from_spec(spec)
 
