@@ -58,7 +58,7 @@ from dual_weighting.visualize import load_cfg
 
 
 def parse_args(argv=None):
-    parser = tool_argument_parser(__doc__, register_coco=True)
+    parser = tool_argument_parser(__doc__, dataset_flags=True)
     parser.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
     parser.add_argument(
         "--export-method",

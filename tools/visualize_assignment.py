@@ -51,7 +51,7 @@ from dual_weighting.visualize import (
 
 
 def parse_args(argv=None):
-    parser = tool_argument_parser(__doc__, register_coco=True)
+    parser = tool_argument_parser(__doc__, dataset_flags=True)
     parser.add_argument(
         "--dataset", help="registered dataset name (default: the config's first DATASETS.TRAIN)"
     )

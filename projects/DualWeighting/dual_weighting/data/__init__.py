@@ -13,6 +13,8 @@ from .datasets import (
     ensure_synthetic,
     register_coco_from_spec,
     register_synthetic,
+    register_voc_from_specs,
+    register_yolo_from_spec,
 )
 from .synthetic import CLASS_NAMES, generate_synthetic_coco, render_image, synthetic_params
 from .test_loader import SizeOrderedInferenceSampler, build_dw_test_loader
@@ -24,7 +26,8 @@ from .transforms import (
     release_resize_shape,
 )
 from .trees import convert_trees, default_trees_root, ensure_trees, register_trees
-from .voc import FormatError, read_voc_xml
+from .voc import FormatError, load_voc, read_voc_xml
+from .yolo import load_yolo
 
 __all__ = [
     "CLASS_NAMES",
@@ -41,10 +44,14 @@ __all__ = [
     "ensure_synthetic",
     "ensure_trees",
     "generate_synthetic_coco",
+    "load_voc",
+    "load_yolo",
     "read_voc_xml",
     "register_coco_from_spec",
     "register_synthetic",
     "register_trees",
+    "register_voc_from_specs",
+    "register_yolo_from_spec",
     "release_resize_shape",
     "render_image",
     "synthetic_params",

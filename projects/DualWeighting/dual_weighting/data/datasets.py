@@ -1,8 +1,11 @@
-"""Registering COCO-format datasets in detectron2's catalogs.
+"""Registering datasets in detectron2's catalogs: COCO-format, Pascal VOC XML and YOLO.
 
-Everything goes through detectron2's ``register_coco_instances``, so records are read by its
-COCO loader (``load_coco_json``) and evaluated by ``COCOEvaluator`` like COCO itself. detectron2's
-builtin ``coco_2017_train`` / ``coco_2017_val`` (under ``$DETECTRON2_DATASETS``) are untouched.
+COCO-format data goes through detectron2's ``register_coco_instances``, so records are read by
+its COCO loader (``load_coco_json``) and evaluated by ``COCOEvaluator`` like COCO itself. VOC
+and YOLO folders are read when registered (so that a bad file stops the run before training,
+named) into detectron2's dataset dicts, and are COCO-evaluated too (detectron2's
+``COCOEvaluator`` converts them). detectron2's builtin ``coco_2017_train`` / ``coco_2017_val``
+(under ``$DETECTRON2_DATASETS``) are untouched.
 """
 
 import json
@@ -14,12 +17,16 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
 from .synthetic import CLASS_NAMES, generate_synthetic_coco, synthetic_params
+from .voc import load_voc, voc_dataset_dicts
+from .yolo import load_yolo
 
 __all__ = [
     "default_synthetic_root",
     "ensure_synthetic",
     "register_coco_from_spec",
     "register_synthetic",
+    "register_voc_from_specs",
+    "register_yolo_from_spec",
 ]
 
 logger = logging.getLogger(__name__)
@@ -138,3 +145,98 @@ def register_coco_from_spec(spec):
     if not os.path.isdir(image_root):
         raise FileNotFoundError(f"Image folder {image_root!r} (from spec {spec!r}) not found.")
     return _register(name, json_file, image_root)
+
+
+def _split_spec(spec, flag, form, example):
+    name, sep, rest = spec.strip().partition("=")
+    if not sep or not name.strip() or not rest.strip():
+        raise ValueError(f"Malformed {flag} spec {spec!r}: expected {form} (e.g. {example}).")
+    return name.strip(), rest.strip()
+
+
+def _registered_as(name, spec):
+    """True when ``name`` is registered from ``spec`` already; ValueError when from another."""
+    if name not in DatasetCatalog.list():
+        return False
+    old = MetadataCatalog.get(name).get("dw_spec")
+    if old == spec:
+        return True
+    raise ValueError(
+        f"Dataset {name!r} is already registered ({old or 'not from a spec'}); cannot register "
+        f"it again from {spec!r}. Use another name."
+    )
+
+
+def _register_dicts(name, records, class_names, spec):
+    DatasetCatalog.register(name, lambda: records)
+    MetadataCatalog.get(name).set(
+        thing_classes=list(class_names), evaluator_type="coco", dw_spec=spec
+    )
+    return name
+
+
+def register_voc_from_specs(specs):
+    """Register Pascal VOC datasets given as ``NAME=ANNOTATIONS[:IMAGE_DIR]``, as for
+    ``--register-voc``.
+
+    ANNOTATIONS is a folder of ``.xml`` files or a devkit list ``ImageSets/Main/SPLIT.txt``
+    (:func:`.voc.voc_xml_files`); IMAGE_DIR holds the images the files name (default:
+    :func:`.voc.default_voc_image_dir`). The class names are the sorted names of every object
+    of all ``specs`` together, so that the datasets of one command line (train and test) share
+    one class order.
+
+    Raises:
+        ValueError: a spec is malformed, or NAME is registered from another spec.
+        FormatError: a file is malformed (named, with its line).
+        FileNotFoundError: a folder, list or image does not exist.
+
+    Returns:
+        list[str]: the dataset names.
+    """
+    parsed = []
+    for spec in specs:
+        name, rest = _split_spec(
+            spec, "--register-voc", "NAME=ANNOTATIONS[:IMAGE_DIR]", "my_train=VOC/Annotations"
+        )
+        path, _, image_dir = rest.partition(":")
+        parsed.append((name, spec.strip(), load_voc(path, image_dir or None)))
+    class_names = sorted(
+        {o.name for _, _, loaded in parsed for ann, _ in loaded for o in ann.objects}
+    )
+    names = []
+    for name, spec, loaded in parsed:
+        if not _registered_as(name, spec):
+            _register_dicts(name, voc_dataset_dicts(loaded, class_names), class_names, spec)
+            clipped = sum(o.clipped for ann, _ in loaded for o in ann.objects)
+            if clipped:
+                logger.warning(f"{spec}: {clipped} boxes reached past their image, clipped to it")
+        names.append(name)
+    return names
+
+
+def register_yolo_from_spec(spec):
+    """Register a YOLO dataset given as ``NAME=DATA_YAML:SPLIT``, as for ``--register-yolo``
+    (e.g. ``my_val=data.yaml:val``; :func:`.yolo.load_yolo` reads it, class names from the
+    yaml's ``names``).
+
+    Raises:
+        ValueError: the spec is malformed, or NAME is registered from another spec.
+        FormatError: the yaml or a label file is malformed (named, with its line).
+        FileNotFoundError: the yaml, a folder or an image does not exist.
+
+    Returns:
+        str: the dataset name.
+    """
+    name, rest = _split_spec(
+        spec, "--register-yolo", "NAME=DATA_YAML:SPLIT", "my_val=data.yaml:val"
+    )
+    data_yaml, sep, split = rest.rpartition(":")
+    if not sep or not data_yaml or not split:
+        raise ValueError(
+            f"Malformed --register-yolo spec {spec!r}: expected NAME=DATA_YAML:SPLIT (e.g. "
+            "my_val=data.yaml:val)."
+        )
+    if not _registered_as(name, spec.strip()):
+        class_names, records = load_yolo(data_yaml, split)
+        _register_dicts(name, records, class_names, spec.strip())
+    return name

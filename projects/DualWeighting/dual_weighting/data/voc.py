@@ -11,7 +11,20 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.parsers import expat
 
-__all__ = ["FormatError", "VocObject", "VocAnnotation", "read_voc_xml", "voc_xml_files"]
+from detectron2.structures import BoxMode
+from PIL import Image
+
+__all__ = [
+    "FormatError",
+    "VocAnnotation",
+    "VocObject",
+    "default_voc_image_dir",
+    "image_size",
+    "load_voc",
+    "read_voc_xml",
+    "voc_dataset_dicts",
+    "voc_xml_files",
+]
 
 
 class FormatError(ValueError):
@@ -132,16 +145,117 @@ def read_voc_xml(path, data=None):
     return VocAnnotation(path, filename, int(width), int(height), tuple(objects))
 
 
-def voc_xml_files(folder):
-    """The ``.xml`` files directly in ``folder``, sorted.
+def voc_xml_files(path):
+    """The annotation files of a Pascal VOC dataset given as ``path``.
+
+    ``path`` is a folder of ``.xml`` files (all of those directly in it, sorted), or a VOC
+    devkit image-set list (``VOC2007/ImageSets/Main/train.txt``: one image id a line, the XML
+    files in ``VOC2007/Annotations/ID.xml``).
 
     Raises:
-        FileNotFoundError: ``folder`` is not a folder or holds no ``.xml`` file.
+        FileNotFoundError: ``path`` does not exist, a folder holds no ``.xml`` file, or a listed
+            id has no XML file (list file and line named).
     """
-    folder = os.fspath(folder)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"Pascal VOC annotation folder {folder!r} not found")
-    files = sorted(f for f in os.listdir(folder) if f.lower().endswith(".xml"))
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        files = sorted(f for f in os.listdir(path) if f.lower().endswith(".xml"))
+        if not files:
+            raise FileNotFoundError(f"Pascal VOC annotation folder {path!r} holds no .xml file")
+        return [os.path.join(path, f) for f in files]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Pascal VOC annotations {path!r} not found (a folder of .xml "
+            "files or an ImageSets/Main/*.txt list)"
+        )
+    devkit = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+    files = []
+    with open(path) as f:
+        for line_number, line in enumerate(f, start=1):
+            image_id = line.split()[0] if line.split() else ""
+            if not image_id:
+                continue
+            xml_file = os.path.join(devkit, "Annotations", image_id + ".xml")
+            if not os.path.isfile(xml_file):
+                raise FileNotFoundError(
+                    f"{path}, line {line_number}: image id {image_id!r} has no annotation file "
+                    f"{xml_file}"
+                )
+            files.append(xml_file)
     if not files:
-        raise FileNotFoundError(f"Pascal VOC annotation folder {folder!r} holds no .xml file")
-    return [os.path.join(folder, f) for f in files]
+        raise FileNotFoundError(f"Pascal VOC image-set list {path!r} names no image")
+    return files
+
+
+def default_voc_image_dir(path):
+    """Where the images of the VOC dataset ``path`` (see :func:`voc_xml_files`) are when not
+    given: ``JPEGImages`` of the devkit for an image-set list or an ``Annotations`` folder that
+    has one beside it, else the annotation folder itself (LabelImg saves XML beside images)."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isfile(path):
+        return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(path))), "JPEGImages")
+    beside = os.path.join(os.path.dirname(path), "JPEGImages")
+    if os.path.basename(path) == "Annotations" and os.path.isdir(beside):
+        return beside
+    return path
+
+
+def load_voc(path, image_dir=None):
+    """Read every annotation file of the VOC dataset ``path`` (:func:`voc_xml_files`) and find
+    its image (``<filename>`` in ``image_dir``, :func:`default_voc_image_dir` when None).
+
+    Raises:
+        FormatError: an annotation file is malformed (see :func:`read_voc_xml`), names an
+            image that is not in ``image_dir``, or gives another size than the image has.
+
+    Returns:
+        list[tuple[VocAnnotation, str]]: each file's annotation and its image's path.
+    """
+    image_dir = default_voc_image_dir(path) if image_dir is None else os.fspath(image_dir)
+    loaded = []
+    for xml_file in voc_xml_files(path):
+        ann = read_voc_xml(xml_file)
+        image = os.path.join(image_dir, ann.filename)
+        if not os.path.isfile(image):
+            raise FormatError(
+                f"{xml_file}: <filename> {ann.filename!r} is not an image in {image_dir} "
+                f"({image} not found)"
+            )
+        size = image_size(image)
+        if size not in ((ann.width, ann.height), (ann.height, ann.width)):
+            raise FormatError(
+                f"{xml_file}: <size> says {ann.width} x {ann.height} px, but {image} is "
+                f"{size[0]} x {size[1]} px"
+            )
+        loaded.append((ann, image))
+    return loaded
+
+
+def image_size(path):
+    """(width, height) of the image file ``path`` as detectron2 reads it (EXIF orientation
+    applied), from its header only."""
+    with Image.open(path) as image:
+        width, height = image.size
+        # EXIF orientations 5-8 turn the image by 90 degrees; detectron2's read_image applies them.
+        if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+            width, height = height, width
+    return width, height
+
+
+def voc_dataset_dicts(loaded, class_names):
+    """detectron2 dataset dicts of :func:`load_voc`'s ``loaded``, with category ids the
+    positions of the objects' names in ``class_names``. VOC's ``difficult`` objects are ordinary
+    boxes, as detectron2's own VOC loader trains on them."""
+    index = {name: k for k, name in enumerate(class_names)}
+    return [
+        {
+            "file_name": image,
+            "image_id": image_id,
+            "height": ann.height,
+            "width": ann.width,
+            "annotations": [
+                {"bbox": list(o.box), "bbox_mode": BoxMode.XYXY_ABS, "category_id": index[o.name]}
+                for o in ann.objects
+            ],
+        }
+        for image_id, (ann, image) in enumerate(loaded)
+    ]

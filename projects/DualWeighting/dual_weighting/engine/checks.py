@@ -18,10 +18,13 @@ from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig
 
 __all__ = [
+    "LAZY_NUM_CLASSES",
+    "YACS_NUM_CLASSES",
     "SetupError",
     "check_datasets",
     "check_device",
     "check_lazy_overrides",
+    "check_num_classes",
     "check_num_gpus",
     "check_yacs_overrides",
     "config_kind",
@@ -242,6 +245,32 @@ def _missing_paths(name):
     if image_root and not os.path.isdir(image_root):
         missing.append(image_root + os.sep)
     return missing
+
+
+# The key that gives the number of classes, by yacs meta-architecture, and the LazyConfig keys
+# tried in turn.
+YACS_NUM_CLASSES = {
+    "DWFCOS": "MODEL.DW.NUM_CLASSES",
+    "RetinaNet": "MODEL.RETINANET.NUM_CLASSES",
+    "GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES",
+}
+LAZY_NUM_CLASSES = ("model.num_classes", "model.roi_heads.num_classes")
+
+
+def check_num_classes(uses, num_classes, key):
+    """Raise when a dataset a run uses has more classes (its metadata's ``thing_classes``, where
+    known before loading) than the model predicts (``num_classes``, from the config ``key``).
+
+    Args:
+        uses: (dataset name, config key that names it) pairs.
+    """
+    for name, used_by in uses:
+        classes = MetadataCatalog.get(name).get("thing_classes") if name in DatasetCatalog else None
+        if classes and len(classes) > num_classes:
+            raise SetupError(
+                f"Dataset {name!r} ({used_by}) has {len(classes)} classes ({', '.join(classes)}) "
+                f"but the model predicts {key} = {num_classes}: set {key} {len(classes)}."
+            )
 
 
 def check_datasets(uses):

@@ -1,8 +1,10 @@
-"""The command line of ``train_net.py``: detectron2's arguments plus ``--register-coco``, the
+"""The command line of ``train_net.py``: detectron2's arguments plus ``--register-coco``,
+``--register-voc`` and ``--register-yolo``, the
 config setup (yacs here, LazyConfig in :mod:`.lazy`), the dataset registration every worker runs
 and the checks run before any worker starts."""
 
 import argparse
+import functools
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
@@ -14,10 +16,16 @@ from ..data import (
     register_coco_from_spec,
     register_synthetic,
     register_trees,
+    register_voc_from_specs,
+    register_yolo_from_spec,
 )
 from .checks import (
+    LAZY_NUM_CLASSES,
+    YACS_NUM_CLASSES,
+    SetupError,
     check_datasets,
     check_device,
+    check_num_classes,
     check_num_gpus,
     check_yacs_overrides,
     config_kind,
@@ -27,35 +35,48 @@ from .lazy import load_lazy_config
 
 
 def default_dw_argument_parser(epilog=None):
-    """detectron2's ``default_argument_parser`` plus ``--register-coco NAME=JSON:IMAGE_ROOT``."""
-    return _with_register_coco(default_argument_parser(epilog=epilog))
+    """detectron2's ``default_argument_parser`` plus the dataset flags ``--register-coco``,
+    ``--register-voc`` and ``--register-yolo``."""
+    return _with_dataset_flags(default_argument_parser(epilog=epilog))
 
 
-def _with_register_coco(parser):
-    """``parser`` with ``--register-coco`` (read by :func:`register_datasets`)."""
-    parser.add_argument(
-        "--register-coco",
-        action="append",
-        default=[],
-        metavar="NAME=JSON:IMAGE_ROOT",
-        help="register a COCO-format dataset under NAME (repeatable)",
+def _with_dataset_flags(parser):
+    """``parser`` with ``--register-coco``, ``--register-voc`` and ``--register-yolo`` (read by
+    :func:`register_datasets`)."""
+    flags = (
+        ("coco", "NAME=JSON:IMAGE_ROOT", "a COCO-format dataset"),
+        (
+            "voc",
+            "NAME=ANNOTATIONS[:IMAGE_DIR]",
+            "a Pascal VOC dataset: a folder of .xml files or an ImageSets/Main/*.txt list; "
+            "class names from the files, sorted, shared by all --register-voc datasets",
+        ),
+        ("yolo", "NAME=DATA_YAML:SPLIT", "a split of a YOLO dataset (Ultralytics data.yaml)"),
     )
+    for kind, metavar, what in flags:
+        parser.add_argument(
+            f"--register-{kind}",
+            action="append",
+            default=[],
+            metavar=metavar,
+            help=f"register {what} under NAME (repeatable)",
+        )
     return parser
 
 
-def tool_argument_parser(doc, config_help="model config", register_coco=False):
+def tool_argument_parser(doc, config_help="model config", dataset_flags=False):
     """The command line shared by the tools that load one config (``demo/demo.py``,
     ``export_model.py``, ``visualize_assignment.py``): the tool's docstring ``doc`` as its help
     (first paragraph the description, the text from "Examples:" on the epilog, layout kept), a
-    required ``--config-file`` and, if ``register_coco``, ``--register-coco``. The tool adds its
-    own arguments, then parses with :func:`parse_tool_args`."""
+    required ``--config-file`` and, if ``dataset_flags``, ``--register-coco/voc/yolo``. The tool
+    adds its own arguments, then parses with :func:`parse_tool_args`."""
     parser = argparse.ArgumentParser(
         description=doc.split("\n\n")[0],
         epilog="Examples:" + doc.split("Examples:")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config-file", required=True, metavar="FILE", help=config_help)
-    return _with_register_coco(parser) if register_coco else parser
+    return _with_dataset_flags(parser) if dataset_flags else parser
 
 
 def parse_tool_args(parser, argv=None):
@@ -99,11 +120,15 @@ def setup_cfg(args):
 def register_datasets(args):
     """Register the generated dataset and the tree crowns (``dw_synthetic_{train,val}``,
     ``deepforest_trees_{train,val}`` under DETECTRON2_DATASETS, as detectron2 does for COCO) and
-    those given with ``--register-coco``; run in every worker."""
+    those given with ``--register-coco``, ``--register-voc`` and ``--register-yolo``; run in
+    every worker."""
     register_synthetic(default_synthetic_root())
     register_trees()
     for spec in args.register_coco:
         register_coco_from_spec(spec)
+    register_voc_from_specs(getattr(args, "register_voc", ()))
+    for spec in getattr(args, "register_yolo", ()):
+        register_yolo_from_spec(spec)
 
 
 def _names(value):
@@ -119,10 +144,17 @@ def check_command_line(args):
     Raises:
         SetupError: with one paragraph naming the problem and the fix.
     """
-    register_datasets(args)
+    try:
+        register_datasets(args)
+    except (ValueError, OSError) as e:
+        raise SetupError(f"Cannot register a dataset: {e}") from e
     if config_kind(args.config_file) == "yacs":
         cfg = load_yacs_config(args.config_file, args.opts)
         device, device_key = cfg.MODEL.DEVICE, "MODEL.DEVICE"
+        classes_key = YACS_NUM_CLASSES.get(cfg.MODEL.META_ARCHITECTURE)
+        num_classes = None
+        if classes_key:
+            num_classes = functools.reduce(getattr, classes_key.split("."), cfg)
         uses = [(n, "DATASETS.TEST") for n in cfg.DATASETS.TEST]
         if not args.eval_only:
             uses = [(n, "DATASETS.TRAIN") for n in cfg.DATASETS.TRAIN] + uses
@@ -130,6 +162,11 @@ def check_command_line(args):
         cfg = load_lazy_config(args.config_file, args.opts)
         device_key = "train.device"
         device = OmegaConf.select(cfg, device_key, default="cuda")
+        classes_key = next(
+            (k for k in LAZY_NUM_CLASSES if OmegaConf.select(cfg, k, default=None) is not None),
+            None,
+        )
+        num_classes = OmegaConf.select(cfg, classes_key) if classes_key else None
         splits = ("test",) if args.eval_only else ("train", "test")
         uses = [
             (name, key)
@@ -139,3 +176,5 @@ def check_command_line(args):
     check_device(device, device_key, args.config_file)
     check_num_gpus(args.num_gpus, device)
     check_datasets(uses)
+    if num_classes is not None:
+        check_num_classes(uses, num_classes, classes_key)

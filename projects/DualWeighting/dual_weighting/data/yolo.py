@@ -1,0 +1,204 @@
+"""YOLO-format datasets (Ultralytics' layout: a ``data.yaml`` naming the classes and each split's
+images, one ``.txt`` label file per image) read into detectron2's dataset dicts, every problem
+named by file and line.
+
+A label line is ``CLASS XC YC W H``: the class index and the box centre and size as fractions
+of the image's width and height; a polygon line ``CLASS X1 Y1 X2 Y2 ...`` (segmentation labels)
+gives the box around its points. An image's label file is found by replacing the last
+``images`` folder of its path with ``labels`` and its extension with ``.txt``; an image without
+a label file has no objects (Ultralytics' convention for background images), and how many there
+are is logged.
+"""
+
+import logging
+import os
+
+import yaml
+from detectron2.structures import BoxMode
+
+from .voc import FormatError, image_size
+
+__all__ = ["IMAGE_EXTENSIONS", "label_path", "load_yolo", "read_yolo_labels", "yolo_split"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+
+
+def label_path(image):
+    """The label file of the image path ``image`` (``.../images/a/b.jpg`` ->
+    ``.../labels/a/b.txt``); beside the image when no folder is called ``images``."""
+    parts = os.path.normpath(image).split(os.sep)
+    if "images" in parts[:-1]:
+        k = len(parts) - 2 - parts[:-1][::-1].index("images")
+        parts[k] = "labels"
+    return os.path.splitext(os.sep.join(parts))[0] + ".txt"
+
+
+def read_yolo_labels(path, width, height, num_classes):
+    """The boxes of one label file, in ``XYXY_ABS`` pixels of a ``width`` x ``height`` image.
+
+    Raises:
+        FormatError: a line is not a class index in [0, ``num_classes``) followed by 4 (box)
+            or at least 6 and an even number of (polygon) fractions in [0, 1], or a box is
+            empty; the message names file and line.
+
+    Returns:
+        list[tuple[int, list[float]]]: (class index, box) per non-empty line.
+    """
+    objects = []
+    with open(path) as f:
+        for line_number, line in enumerate(f, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            where = f"{path}, line {line_number}"
+            try:
+                values = [float(v) for v in fields[1:]]
+                class_index = int(fields[0])
+            except ValueError:
+                raise FormatError(f"{where}: {line.strip()!r} is not numbers") from None
+            if not 0 <= class_index < num_classes:
+                raise FormatError(
+                    f"{where}: class {class_index} is not in 0..{num_classes - 1} (the "
+                    f"{num_classes} names of the data yaml)"
+                )
+            if len(values) != 4 and (len(values) < 6 or len(values) % 2):
+                raise FormatError(
+                    f"{where}: {len(fields)} values; a line is CLASS XC YC W H (box) or CLASS "
+                    "X1 Y1 X2 Y2 X3 Y3 ... (polygon)"
+                )
+            if any(not 0.0 <= v <= 1.0 for v in values):
+                raise FormatError(
+                    f"{where}: {line.strip()!r} has values outside [0, 1]; YOLO coordinates are "
+                    "fractions of the image's width and height"
+                )
+            if len(values) == 4:
+                xc, yc, w, h = values
+                box = [xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2]
+            else:
+                xs, ys = values[0::2], values[1::2]
+                box = [min(xs), min(ys), max(xs), max(ys)]
+            box = [
+                min(max(box[0], 0.0), 1.0) * width,
+                min(max(box[1], 0.0), 1.0) * height,
+                min(max(box[2], 0.0), 1.0) * width,
+                min(max(box[3], 0.0), 1.0) * height,
+            ]
+            if box[2] <= box[0] or box[3] <= box[1]:
+                raise FormatError(f"{where}: {line.strip()!r} is an empty box")
+            objects.append((class_index, box))
+    return objects
+
+
+def _class_names(data, data_yaml):
+    names = data.get("names")
+    if isinstance(names, dict):
+        try:
+            keys = sorted(int(k) for k in names)
+        except ValueError:
+            keys = None
+        if keys != list(range(len(names))):
+            raise FormatError(f"{data_yaml}: the keys of 'names' are not 0..{len(names) - 1}")
+        names = [names[k] if k in names else names[str(k)] for k in keys]
+    if not isinstance(names, list) or not names:
+        raise FormatError(
+            f"{data_yaml}: 'names' (the class names, a list or {{index: name}}) is missing"
+        )
+    if "nc" in data and data["nc"] != len(names):
+        raise FormatError(f"{data_yaml}: nc is {data['nc']} but 'names' has {len(names)} names")
+    return [str(n) for n in names]
+
+
+def yolo_split(data_yaml, split):
+    """Class names and image paths of ``split`` of the dataset described by ``data_yaml``.
+
+    The yaml's ``path`` is the dataset root (relative to the yaml's folder; the yaml's folder
+    when absent); ``split`` (e.g. ``train``, ``val``) names a folder of images (searched
+    recursively), a ``.txt`` list of image paths, or a list of either, relative to the root.
+
+    Raises:
+        FormatError: the yaml is malformed, lacks ``names`` or ``split``.
+        FileNotFoundError: a folder or list of the split does not exist, or it has no image.
+
+    Returns:
+        (list[str], list[str]): the class names and the sorted image paths.
+    """
+    data_yaml = os.fspath(data_yaml)
+    if not os.path.isfile(data_yaml):
+        raise FileNotFoundError(f"YOLO data yaml {data_yaml!r} not found")
+    try:
+        with open(data_yaml) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise FormatError(f"{data_yaml}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise FormatError(f"{data_yaml}: not a mapping of keys (path, train, val, names)")
+    names = _class_names(data, data_yaml)
+    if not data.get(split):
+        raise FormatError(f"{data_yaml}: has no split {split!r} (it has {sorted(data)})")
+    root = os.path.join(os.path.dirname(os.path.abspath(data_yaml)), str(data.get("path") or ""))
+    entries = data[split] if isinstance(data[split], list) else [data[split]]
+    images = []
+    for entry in entries:
+        where = os.path.join(root, str(entry))
+        if os.path.isdir(where):
+            images += [
+                os.path.join(folder, f)
+                for folder, _, files in os.walk(where)
+                for f in files
+                if f.lower().endswith(IMAGE_EXTENSIONS)
+            ]
+        elif os.path.isfile(where) and where.endswith(".txt"):
+            with open(where) as f:
+                images += [os.path.join(root, line.strip()) for line in f if line.strip()]
+        else:
+            raise FileNotFoundError(
+                f"{data_yaml}: {split} entry {entry!r} ({where}) is not a folder of images or a "
+                ".txt list of them"
+            )
+    if not images:
+        raise FileNotFoundError(f"{data_yaml}: split {split!r} has no image")
+    return names, sorted(images)
+
+
+def load_yolo(data_yaml, split):
+    """detectron2 dataset dicts of ``split`` (see :func:`yolo_split` and
+    :func:`read_yolo_labels`).
+
+    Raises:
+        FormatError, FileNotFoundError: as those functions; a listed image that does not exist.
+
+    Returns:
+        (list[str], list[dict]): the class names and the dataset dicts.
+    """
+    names, images = yolo_split(data_yaml, split)
+    records, unlabeled = [], 0
+    for image_id, image in enumerate(images):
+        if not os.path.isfile(image):
+            raise FileNotFoundError(f"{data_yaml}: image {image} of split {split!r} not found")
+        width, height = image_size(image)
+        labels = label_path(image)
+        objects = []
+        if os.path.isfile(labels):
+            objects = read_yolo_labels(labels, width, height, len(names))
+        else:
+            unlabeled += 1
+        records.append(
+            {
+                "file_name": image,
+                "image_id": image_id,
+                "height": height,
+                "width": width,
+                "annotations": [
+                    {"bbox": box, "bbox_mode": BoxMode.XYXY_ABS, "category_id": c}
+                    for c, box in objects
+                ],
+            }
+        )
+    if unlabeled:
+        logger.info(
+            f"{data_yaml} {split}: {unlabeled} of {len(images)} images have no label file "
+            "(background images, no objects)"
+        )
+    return names, records
