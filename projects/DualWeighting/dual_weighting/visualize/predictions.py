@@ -20,11 +20,14 @@ def predictions_beside_ground_truth(dataset_dicts, predictor, metadata, score_th
     rows = []
     for record in dataset_dicts:
         rgb = detection_utils.read_image(record["file_name"], format="RGB")
-        # Boxes only: filled masks would recolour the shapes and hide what the model saw.
+        # Boxes only: filled masks would recolour the shapes and hide what the model saw. Crowd
+        # regions are not objects to find (COCOeval ignores detections on them).
         boxes_only = dict(
             record,
             annotations=[
-                {k: v for k, v in a.items() if k != "segmentation"} for a in record["annotations"]
+                {k: v for k, v in a.items() if k != "segmentation"}
+                for a in record["annotations"]
+                if not a.get("iscrowd", 0)
             ],
         )
         truth = Visualizer(rgb, metadata).draw_dataset_dict(boxes_only).get_image()
