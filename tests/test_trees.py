@@ -8,11 +8,16 @@ from disk and reach no network.
 import json
 import os
 import re
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
 import pytest
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import Boxes, Instances
+from helpers import REPO
 from PIL import Image
 
 from dual_weighting.data.trees import (
@@ -25,6 +30,9 @@ from dual_weighting.data.trees import (
     tile_origins,
     trees_source_path,
 )
+from dual_weighting.visualize import predictions_beside_ground_truth
+
+TREES_CONFIG = REPO / "configs" / "dw_R_18_FPN_trees.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +170,54 @@ def test_another_file_is_refused_by_its_hash(tmp_path):
     fake.write_bytes(b"not the wheel")
     with pytest.raises(ValueError, match="has sha256 .* not 8c2798d8"):
         check_trees_source(fake)
+
+
+def test_draw_predictions_tool_and_crowd_regions(converted, tmp_path):
+    """tools/draw_predictions.py on two held-out tiles (random init): one row per tile, nothing
+    drawn on the prediction side above score 2; the ground truth leaves crowd regions out (the
+    picture is that of the record without them) and draws every ordinary box."""
+    root, _, coco = converted
+    spec = f"t_draw={root}/annotations/instances_val.json:{root}/val"
+    out = tmp_path / "pred.png"
+    command = [sys.executable, "tools/draw_predictions.py", "--config-file", str(TREES_CONFIG),
+               "--register-coco", spec, "--dataset", "t_draw", "--output", str(out)]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [*command, "--indices", "4", "5", "--score-thresh", "2", "--opts", "MODEL.WEIGHTS", ""],
+        capture_output=True, text=True, cwd=REPO, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    picture = np.asarray(Image.open(out).convert("RGB"))
+    assert picture.shape == (2 * (400 + 8), 2 * 400 + 8, 3)
+    tile = np.asarray(Image.open(root / "val" / coco["val"]["images"][4]["file_name"]))
+    assert np.array_equal(picture[:400, 408:], tile[:, :, :3])
+    bad = subprocess.run(
+        [*command, "--indices", "12", "--opts", "MODEL.WEIGHTS", ""],
+        capture_output=True, text=True, cwd=REPO, timeout=300, env=env,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "--indices [12]: t_draw has 12 records" in bad.stderr
+
+    names = register_trees(root, prefix="t_crowd")
+    try:
+        record = DatasetCatalog.get("t_crowd_val")[4]
+        metadata = MetadataCatalog.get("t_crowd_val")
+        assert any(a["iscrowd"] for a in record["annotations"])
+
+        def no_detections(image):
+            empty = Instances(image.shape[:2], pred_boxes=Boxes(torch.zeros(0, 4)))
+            empty.scores, empty.pred_classes = torch.zeros(0), torch.zeros(0, dtype=torch.long)
+            return {"instances": empty}
+
+        def draw(annotations):
+            np.random.seed(0)  # detectron2's Visualizer draws each box in a random colour
+            return predictions_beside_ground_truth(
+                [{**record, "annotations": annotations}], no_detections, metadata
+            )
+
+        ordinary = [a for a in record["annotations"] if not a["iscrowd"]]
+        assert np.array_equal(draw(record["annotations"]), draw(ordinary))
+        assert not np.array_equal(draw(ordinary), draw(ordinary[1:]))
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
