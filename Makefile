@@ -46,8 +46,9 @@ $(TREES): $(STAMP) projects/DualWeighting/dual_weighting/data/trees.py
 	$(PY) tools/prepare_trees.py
 
 benchmark-trees: $(TREES)
-	$(PY) tools/benchmark.py accuracy --dataset trees --seeds 0,1,2 --iters 400 --batch 8 \
-		--min-size 256 --max-size 256 --eval-period 50 --output-dir output/benchmark_trees
+	$(PY) tools/benchmark.py accuracy --dataset trees --seeds 0,1,2 --iters 400 \
+		--warmup-iters 200 --batch 8 --min-size 256 --max-size 256 --eval-period 50 \
+		--output-dir output/benchmark_trees
 
 demo: $(STAMP)
 	$(PY) tools/train_synthetic_model.py

@@ -22,7 +22,9 @@ from dual_weighting import DWFCOS
 from dual_weighting.data import generate_synthetic_coco, register_synthetic
 
 # The accuracy options at a tiny size: 2 iterations of 2 images of 64 x 96, evaluated at the end.
-TINY = argparse.Namespace(iters=2, batch=2, min_size=64, max_size=96, eval_period=0, device="cpu")
+TINY = argparse.Namespace(
+    iters=2, warmup_iters=None, batch=2, min_size=64, max_size=96, eval_period=0, device="cpu"
+)
 PREFIX = "test_benchmark_tiny"
 
 
@@ -179,16 +181,16 @@ def test_tables_on_hand_made_numbers():
     per_seed = report.format_per_seed(runs, variants, "own")
     text = report.format_accuracy(runs, variants)
     assert own in text and low in text and per_seed in text
-    # Mean and std of AP, AP50, ..., APl (APs without seed 2), the AP range, then detections
-    # per image (only FCOS seed 0 has a count; DW has none).
+    # Mean and std of AP, AP50, ..., APl (APs without seed 2), the AP range, detections per
+    # image (only FCOS seed 0 has a count; DW has none), then diverged runs of all (none of 3).
     assert printed_numbers(table_line(own, "FCOS", "(d2)")) == [
         20.0, 10.0, 21.0, 10.0, 22.0, 10.0, 18.0, 50**0.5, 24.0, 10.0, 25.0, 10.0,
-        10.0, 30.0, 100.0,
+        10.0, 30.0, 100.0, 0, 3,
     ]  # fmt: skip
     std = statistics.stdev([12.0, 21.0, 36.0])
     assert printed_numbers(table_line(own, "DW")) == [
         23.0, std, 24.0, std, 25.0, std, 19.5, statistics.stdev([15.0, 24.0]), 27.0, std,
-        28.0, std, 12.0, 36.0,
+        28.0, std, 12.0, 36.0, 0, 3,
     ]  # fmt: skip
     assert printed_numbers(table_line(low, "FCOS", "(d2)"))[:2] == [21.0, 10.0]  # each value + 1
     # Paired DW - FCOS: per seed, then mean, std and range.
@@ -253,6 +255,9 @@ def test_schedule_is_scaled_to_the_run_length():
     ]  # fmt: skip
     assert accuracy.scaled_schedule(2000)[3:] == [50, "SOLVER.STEPS", (1545, 1864)]
     assert accuracy.scaled_schedule(2)[-1] == ()  # steps at 0 or at the end would do nothing
+    assert accuracy.scaled_schedule(400, 200) == [
+        "SOLVER.MAX_ITER", 400, "SOLVER.WARMUP_ITERS", 200, "SOLVER.STEPS", (309, 373)
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -214,6 +214,11 @@ def argument_parser():
         help="of fcos,fcos_dw (detectron2's FCOS with DW's losses),dw,dw_refine",
     )
     a.add_argument("--iters", type=int, default=120, help="training iterations (demo: 220)")
+    a.add_argument(
+        "--warmup-iters",
+        type=int,
+        help="lr warm-up iterations (default: min(50, iters / 4); also the detectors section)",
+    )
     a.add_argument("--batch", type=int, default=8, help="images per batch (also 'small' speed)")
     a.add_argument("--min-size", type=int, default=192, help="shorter image side (demo: 256)")
     a.add_argument("--max-size", type=int, default=240, help="longer side cap (demo: 320)")

@@ -23,6 +23,7 @@ from dual_weighting.data import ensure_synthetic, ensure_trees
 from dual_weighting.engine import DWTrainer
 from dual_weighting.evaluation import DWCOCOEvaluator
 
+from .assignment_trace import format_trace, storage_trace, trace_assignments
 from .detectors import (
     FCOS_CLASSES,
     LOW_SCORE,
@@ -102,7 +103,7 @@ class BenchmarkTrainer(DWTrainer):
 
     @classmethod
     def build_model(cls, cfg):
-        model = build_detector(cfg)
+        model = trace_assignments(build_detector(cfg))
         logging.getLogger("detectron2").info(f"Model:\n{model}")
         return model
 
@@ -150,14 +151,20 @@ class BenchmarkTrainer(DWTrainer):
         )
 
 
-def scaled_schedule(iters):
-    """KEY VALUE options of a run of ``iters`` iterations: warm-up over min(50, iters / 4)
-    iterations and lr steps at 170/220 and 205/220 of the run (the demo's schedule when these
-    benchmarks were first run; kept fixed so that their numbers stay reproducible)."""
+# Iterations (0-based) of the assignment-trace tables; the last recorded one is added.
+TRACE_ITERATIONS = (0, 9, 19, 29, 39, 49, 99, 199, 299, 399, 499, 599, 799, 999)
+
+
+def scaled_schedule(iters, warmup_iters=None):
+    """KEY VALUE options of a run of ``iters`` iterations: warm-up over ``warmup_iters``
+    (default min(50, iters / 4)) iterations and lr steps at 170/220 and 205/220 of the run (the
+    demo's schedule when these benchmarks were first run; kept fixed so that their numbers stay
+    reproducible)."""
     steps = tuple(sorted({round(iters * f) for f in (170 / 220, 205 / 220)} - {0, iters}))
+    warmup_iters = min(50, iters // 4) if warmup_iters is None else warmup_iters
     return [
         "SOLVER.MAX_ITER", iters,
-        "SOLVER.WARMUP_ITERS", min(50, iters // 4),
+        "SOLVER.WARMUP_ITERS", warmup_iters,
         "SOLVER.STEPS", steps,
     ]  # fmt: skip
 
@@ -166,14 +173,14 @@ def run_opts(seed, args, output_dir):
     """KEY VALUE options every training run of the benchmark shares: seed, output folder, batch,
     the scaled schedule, input sizes and evaluation period.
 
-    ``args`` gives ``iters``, ``batch``, ``min_size``, ``max_size``, ``eval_period`` and
-    ``device`` (the options of ``tools/benchmark.py``).
+    ``args`` gives ``iters``, ``warmup_iters``, ``batch``, ``min_size``, ``max_size``,
+    ``eval_period`` and ``device`` (the options of ``tools/benchmark.py``).
     """
     opts = [
         "SEED", seed,
         "OUTPUT_DIR", str(output_dir),
         "SOLVER.IMS_PER_BATCH", args.batch,
-        *scaled_schedule(args.iters),
+        *scaled_schedule(args.iters, args.warmup_iters),
         "INPUT.MIN_SIZE_TRAIN", (args.min_size,),
         "INPUT.MAX_SIZE_TRAIN", args.max_size,
         "INPUT.MIN_SIZE_TEST", args.min_size,
@@ -232,7 +239,11 @@ def run_training(cfg, extra_hooks=(), trainer_class=None):
         dict: ``metrics`` ({view: {metric: value}}), ``train_s`` (without the periodic
         evaluations), ``s_per_iter`` (median of the trainer's iteration times), ``eval_s`` (the
         last evaluation), ``curve_eval_s`` (the periodic ones), ``losses`` (the total loss of
-        every iteration), ``curve`` ([iteration, metrics] of every evaluation, the last too).
+        every iteration), ``curve`` ([iteration, metrics] of every evaluation, the last too),
+        ``assignment`` (DW's assignment trace, :mod:`.assignment_trace`; empty for other models).
+
+    Raises:
+        DivergedRun: training stopped on a FloatingPointError; it carries what was recorded.
     """
     cfg = cfg.clone()
     cfg.freeze()
@@ -243,7 +254,11 @@ def run_training(cfg, extra_hooks=(), trainer_class=None):
         trainer = trainer_class(cfg)
         trainer.register_hooks(list(extra_hooks))
         start = time.perf_counter()
-        trainer.train()
+        try:
+            trainer.train()
+        except FloatingPointError as e:
+            trace = storage_trace(trainer.storage)
+            raise DivergedRun(str(e).splitlines()[0], trace, trainer.curve) from e
         train_s = time.perf_counter() - start - trainer.curve_eval_s
         # IterationTimer records iterations after its first 3 only.
         timer = trainer.storage.histories().get("time")
@@ -261,6 +276,31 @@ def run_training(cfg, extra_hooks=(), trainer_class=None):
         "curve_eval_s": trainer.curve_eval_s,
         "losses": losses,
         "curve": [[it, _floats(m)] for it, m in curve],
+        "assignment": storage_trace(trainer.storage),
+    }
+
+
+class DivergedRun(FloatingPointError):
+    """A training run that stopped on a FloatingPointError: its first line ``reason``, the
+    assignment ``trace`` and the AP ``curve`` recorded until then."""
+
+    def __init__(self, reason, trace, curve):
+        super().__init__(reason)
+        self.reason, self.trace, self.curve = reason, trace, curve
+
+
+def diverged_result(reason):
+    """The record of a run that diverged (a ``FloatingPointError`` of detectron2's check on the
+    losses or of DW's on its predictions and assignment): every metric NaN (left out of the
+    means), ``reason``."""
+    nan = float("nan")
+    metrics = dict.fromkeys(("AP", "AP50", "AP75", "APs", "APm", "APl", "dets/img"), nan)
+    return {
+        "metrics": {"own": dict(metrics), "low": dict(metrics)},
+        "diverged": reason,
+        "s_per_iter": nan,
+        "train_s": nan,
+        "eval_s": nan,
     }
 
 
@@ -288,19 +328,31 @@ def run_accuracy(args, out):
                 if record["config"] == cfg.dump():  # the same run, finished before
                     result, reused = record["result"], " (reused)"
             if not reused:
-                result = run_training(cfg)
+                try:
+                    result = run_training(cfg)
+                except DivergedRun as e:
+                    # A run that collapses is a result of the comparison, not the section's end.
+                    result = diverged_result(e.reason)
+                    result.update(assignment=e.trace, curve=[[it, _floats(m)] for it, m in e.curve])
                 result.update(variant=variant, seed=seed)
                 saved.write_text(json.dumps({"config": cfg.dump(), "result": result}))
             runs.append(result)
             own = result["metrics"]["own"]
-            print(
-                f" AP {own['AP']:.1f} AP50 {own['AP50']:.1f} | train {result['train_s']:.0f} s"
-                f" ({result['s_per_iter']:.2f} s/it), eval {result['eval_s']:.0f} s{reused}",
-                flush=True,
-            )
+            if "diverged" in result:
+                print(f" diverged: {result['diverged']}{reused}", flush=True)
+            else:
+                print(
+                    f" AP {own['AP']:.1f} AP50 {own['AP50']:.1f} | train {result['train_s']:.0f}"
+                    f" s ({result['s_per_iter']:.2f} s/it), eval {result['eval_s']:.0f} s{reused}",
+                    flush=True,
+                )
     out["accuracy"] = runs
     print()
     print(format_accuracy(runs, args.variants))
+    for run in runs:
+        table = format_trace(run, TRACE_ITERATIONS)
+        if table:
+            print(f"\nDW's assignment, {VARIANTS[run['variant']]} seed {run['seed']}:\n{table}")
     path = Path(args.output_dir) / "accuracy_ap_curves.png"
     plot_ap_curves(runs, path, split=split)
     print(f"  plot: {path}", flush=True)

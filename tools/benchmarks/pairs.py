@@ -51,6 +51,7 @@ from .accuracy import (
     run_opts,
     run_training,
 )
+from .accuracy import diverged_result as diverged_accuracy_result
 from .detectors import LOW_SCORE, NAMES, PAIRS, REPO, build_detector, score_of_product
 from .plots import bar_chart
 from .report import format_table, mean_std
@@ -178,16 +179,9 @@ class RecallAfterTraining(HookBase):
 
 
 def diverged_result(reason):
-    """The record of a run that diverged: every metric NaN (left out of the means), ``reason``."""
+    """The accuracy section's record of a diverged run, with NaN proposal recall."""
     nan = float("nan")
-    metrics = {"low": dict.fromkeys(("AP", "AP50", "AP75", "APs", "APm", "APl"), nan)}
-    return {
-        "metrics": metrics,
-        "recall": {f"AR@{k}": nan for k in RECALL_LIMITS},
-        "diverged": reason,
-        "s_per_iter": nan,
-        "train_s": nan,
-    }
+    return {**diverged_accuracy_result(reason), "recall": {f"AR@{k}": nan for k in RECALL_LIMITS}}
 
 
 def run_member(member, seed, args, run_dir):

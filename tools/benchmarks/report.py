@@ -75,11 +75,14 @@ def _pm(stats):
 
 
 def format_summary(runs, variants, view):
-    """Mean ± sample std over seeds of every metric, and the range of AP."""
+    """Mean ± sample std over seeds of every metric (of the runs that did not diverge), the range
+    of AP and how many runs diverged."""
     summary = summarize(runs, variants, view)
     rows = []
     for v in variants:
         _, _, lo, hi = summary[v]["AP"]
+        mine = [r for r in runs if r["variant"] == v]
+        diverged = sum("diverged" in r for r in mine)
         dets = mean_std(
             [r["metrics"][view].get("dets/img", math.nan) for r in runs if r["variant"] == v]
         )[0]
@@ -87,14 +90,15 @@ def format_summary(runs, variants, view):
             [
                 VARIANTS[v],
                 *(_pm(summary[v][m]) for m in METRICS),
-                f"{lo:.1f}-{hi:.1f}",
+                "n/a" if math.isnan(lo) else f"{lo:.1f}-{hi:.1f}",
                 "n/a" if math.isnan(dets) else f"{dets:.1f}",
+                f"{diverged}/{len(mine)}",
             ]
         )
     seeds = sorted({r["seed"] for r in runs})
     return (
         f"COCO box AP (%), mean ± sample std over seeds {seeds}, {VIEW_TITLES[view]}:\n"
-        + format_table(["detector", *METRICS, "AP range", "dets/img"], rows)
+        + format_table(["detector", *METRICS, "AP range", "dets/img", "diverged"], rows)
     )
 
 
@@ -129,7 +133,9 @@ def format_accuracy(runs, variants):
         parts.append(format_per_seed(runs, variants, view))
     timing = []
     for v in variants:
-        mine = [r for r in runs if r["variant"] == v]
+        mine = [r for r in runs if r["variant"] == v and "diverged" not in r]
+        if not mine:
+            continue
         timing.append(
             [
                 VARIANTS[v],
@@ -155,7 +161,8 @@ def plot_ap_curves(runs, path, view="own", split="the generated validation split
             [m[view]["AP"] for _, m in r["curve"]],
         )
         for r in runs
-        if "curve" in r  # runs reused from before the curve was recorded have none
+        # Runs reused from before the curve was recorded have none, diverged ones may have none.
+        if r.get("curve")
     }
     return curve_chart(
         curves,
