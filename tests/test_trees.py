@@ -30,7 +30,7 @@ from dual_weighting.data.trees import (
     tile_origins,
     trees_source_path,
 )
-from dual_weighting.visualize import predictions_beside_ground_truth
+from dual_weighting.visualize import draw_tiled_source, predictions_beside_ground_truth
 
 TREES_CONFIG = REPO / "configs" / "dw_R_18_FPN_trees.yaml"
 
@@ -221,3 +221,25 @@ def test_draw_predictions_tool_and_crowd_regions(converted, tmp_path):
         for name in names:
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
+
+
+def test_tiles_drawn_back_on_their_source_image(converted):
+    root, summary, coco = converted
+    val = summary["val"]
+    source = "2019_YELL_2_541000_4977000_image_crop.png"
+    picture = draw_tiled_source(val["json_file"], val["image_root"], source)
+    assert picture.shape == (3 * 400, 4 * 400, 3)  # the tiles cover the padded image
+    # The tile at (400, 0) is at its place: away from boxes and borders, its own pixels.
+    tile = next(i for i in coco["val"]["images"] if (i["x0"], i["y0"]) == (400, 0))
+    pixels = np.asarray(Image.open(root / "val" / tile["file_name"]).convert("RGB"))
+    boxes = [a["bbox"] for a in coco["val"]["annotations"] if a["image_id"] == tile["id"]]
+    free = np.ones((400, 400), bool)
+    free[[0, -1], :] = free[:, [0, -1]] = False
+    for x, y, w, h in boxes:
+        free[max(int(y) - 2, 0) : int(y + h) + 3, max(int(x) - 2, 0) : int(x + w) + 3] = False
+    assert free.sum() > 10_000
+    assert np.array_equal(picture[:400, 400:800][free], pixels[free])
+    assert (picture[1100:1190, 1300:1390] == 0).all()  # padding past the image, no box
+    assert (picture[400, 1300:1390] == 255).all()  # a tile border
+    with pytest.raises(ValueError, match="has no tile of 'nope.png'"):
+        draw_tiled_source(val["json_file"], val["image_root"], "nope.png")

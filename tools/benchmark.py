@@ -3,6 +3,8 @@
 
     python tools/benchmark.py                     # all sections at the default small setting
     python tools/benchmark.py accuracy --seeds 0,1,2,3,4
+    python tools/benchmark.py accuracy --dataset trees --iters 400 --warmup-iters 200 \
+        --min-size 256 --max-size 256 --eval-period 50   # real photographs (make benchmark-trees)
     python tools/benchmark.py speed --speed-settings r50 --device cuda
     python tools/benchmark.py losses --loss-args="--boxes 1,10,50,200"
     python tools/benchmark.py evaluation          # COCOeval backends at COCO's size
@@ -26,7 +28,12 @@ Both use the same pixel mean/std, solver, input sizes, batch, iterations and see
 and 100 val images of 256x320, 6 classes) with the demo's model and solver
 (``dw_R_18_FPN_synthetic_demo``: ResNet-18-FPN, 128 channels, 2-conv towers, from scratch,
 trainable BN, batch 8, its SGD settings) but a shorter default run: images resized to 192x240
-and ``--iters`` iterations, with warm-up and lr steps scaled to them (:func:`scaled_schedule`).
+and ``--iters`` iterations, with warm-up (``--warmup-iters``, default min(50, iters / 4)) and lr
+steps scaled to them (:func:`scaled_schedule`). ``--dataset trees`` trains and evaluates on real
+aerial photographs instead: DeepForest's tree crowns (``dual_weighting.data.trees``: NEON
+orthophotos boxed by people, 400x400 tiles, 133 training tiles, 12 held-out tiles of another
+image; downloaded and converted on first use) with ``configs/dw_R_18_FPN_trees.yaml`` (the same
+model, 1 class).
 Training goes through ``DWTrainer`` (train_net.py's, a detectron2 ``DefaultTrainer``) and
 evaluation through ``COCOEvaluator`` + ``inference_on_dataset``. The two detectors of one seed
 see the same images in the same order with the same flips. Detections are scored once at a low
@@ -45,7 +52,12 @@ image (at most 100) and the per-seed paired difference DW - FCOS (same seed = sa
 backbone and data order). Every ``--eval-period`` iterations (0: only at the end) each run is
 also evaluated (detectron2's ``EvalHook``, the torch random state restored after it so that
 training is the same), and ``accuracy_ap_curves.png`` plots AP over iterations per detector and
-seed.
+seed. A run that stops on a ``FloatingPointError`` (detectron2's check on the losses, DW's on its
+predictions or a collapsed assignment) is recorded as diverged (left out of the means, counted
+in the tables) and the section goes on. For DW runs, every iteration's assignment is summarised
+(``benchmarks/assignment_trace.py``: inside pairs, the fraction whose predicted box has IoU >=
+0.5, boxes whose positive weights the eps clamp shrinks, negative weight inside boxes, largest
+scores) and printed at a few iterations.
 
 **speed**: per setting (``--speed-settings``), one model per variant (default FCOS, DW, DW with
 box refine), random weights, synthetic images and 10 COCO-like random boxes per image (from

@@ -11,12 +11,16 @@ the tiled COCO-format dataset ``deepforest_trees_train`` / ``deepforest_trees_va
 import argparse
 import json
 
+from PIL import Image
+
 from dual_weighting.data.trees import (
+    TREES_SPLITS,
     convert_trees,
     default_trees_root,
     download_trees_source,
     trees_source_path,
 )
+from dual_weighting.visualize import draw_tiled_source
 
 
 def main(argv=None):
@@ -27,11 +31,23 @@ def main(argv=None):
         "--root", help="dataset folder (default: $DETECTRON2_DATASETS/deepforest_trees)"
     )
     parser.add_argument("--source", help="the wheel (default: ROOT/source/, downloaded if missing)")
+    parser.add_argument(
+        "--draw",
+        metavar="PNG",
+        help="also draw the held-out image's tiles put back together, with their boxes "
+        "(cyan) and crowd regions (red)",
+    )
     args = parser.parse_args(argv)
     root = args.root or default_trees_root()
     source = download_trees_source(args.source or trees_source_path(root))
     summary = convert_trees(source, root)
     print(json.dumps(summary, indent=1))
+    if args.draw:
+        val = summary["val"]
+        held_out = TREES_SPLITS["val"][0].replace(".xml", ".png")
+        picture = draw_tiled_source(val["json_file"], val["image_root"], held_out)
+        Image.fromarray(picture).save(args.draw)
+        print(f"drew {args.draw}")
     return summary
 
 

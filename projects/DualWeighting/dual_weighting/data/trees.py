@@ -236,6 +236,16 @@ def _trees_params(tile, train_stride, min_visible):
     }
 
 
+def _replace_atomically(path, write):
+    """Write a file through ``write(binary file)`` to a temporary name, then rename it to
+    ``path``: a training run reading the dataset while it is converted again never sees a
+    half-written file."""
+    partial = f"{path}.partial-{os.getpid()}"
+    with open(partial, "wb") as f:
+        write(f)
+    os.replace(partial, path)
+
+
 def convert_trees(source, root, tile=TILE, train_stride=TRAIN_STRIDE, min_visible=MIN_VISIBLE):
     """Write the tiled COCO-format dataset under ``root``: ``annotations/instances_{split}.json``
     and the PNG tiles in ``{split}/``.
@@ -260,7 +270,10 @@ def convert_trees(source, root, tile=TILE, train_stride=TRAIN_STRIDE, min_visibl
             os.makedirs(image_root, exist_ok=True)
             images = []
             for image_id, (file_name, canvas, origin) in enumerate(tiles, start=1):
-                Image.fromarray(canvas).save(os.path.join(image_root, file_name))
+                _replace_atomically(
+                    os.path.join(image_root, file_name),
+                    lambda f, c=canvas: Image.fromarray(c).save(f, format="PNG"),
+                )
                 size = {"width": tile, "height": tile}
                 images.append({"id": image_id, "file_name": file_name, **size, **origin})
             json_file = os.path.join(root, "annotations", f"instances_{split}.json")
@@ -275,8 +288,7 @@ def convert_trees(source, root, tile=TILE, train_stride=TRAIN_STRIDE, min_visibl
                 "annotations": annotations,
                 "categories": [{"id": 1, "name": CLASS_NAMES[0], "supercategory": "plant"}],
             }
-            with open(json_file, "w") as f:
-                json.dump(coco, f)
+            _replace_atomically(json_file, lambda f, c=coco: f.write(json.dumps(c).encode()))
             crowd = sum(a["iscrowd"] for a in annotations)
             summary[split] = {
                 "json_file": json_file,

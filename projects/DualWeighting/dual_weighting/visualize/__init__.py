@@ -1,5 +1,5 @@
-"""Pictures: detections beside ground truth, and what DW assigns to each anchor point (the maps,
-the model run that gives them, and the figure).
+"""Pictures: detections beside ground truth, a tiled dataset on its source image, and what DW
+assigns to each anchor point (the maps, the model run that gives them, and the figure).
 
 ``tools/visualize_assignment.py`` and ``tools/train_synthetic_model.py`` are thin command lines
 over these; ``demo/demo.py`` (outside the package, as detectron2's demo) loads its config with
@@ -11,11 +11,13 @@ from .assignment_maps import dw_assignment_maps, split_levels, strong_positives
 from .assignment_model import compute_assignment, load_model, select_records, training_mapper
 from .config import load_cfg
 from .predictions import predictions_beside_ground_truth
+from .tiles import draw_tiled_source
 
 __all__ = [
     "compute_assignment",
     "describe_assignment",
     "draw_assignment",
+    "draw_tiled_source",
     "dw_assignment_maps",
     "load_cfg",
     "load_model",
