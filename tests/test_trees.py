@@ -20,6 +20,7 @@ from detectron2.structures import Boxes, Instances
 from helpers import REPO
 from PIL import Image
 
+from dual_weighting.data import register_voc_from_specs
 from dual_weighting.data.trees import (
     TREES_SOURCE,
     TREES_SPLITS,
@@ -243,3 +244,25 @@ def test_tiles_drawn_back_on_their_source_image(converted):
     assert (picture[400, 1300:1390] == 255).all()  # a tile border
     with pytest.raises(ValueError, match="has no tile of 'nope.png'"):
         draw_tiled_source(val["json_file"], val["image_root"], "nope.png")
+
+
+def test_a_real_voc_file_of_the_wheel_registers_with_its_classes(wheel, tmp_path):
+    """SOAP_061 (another site, crowns marked Alive or Dead) as a user's LabelImg folder."""
+    with zipfile.ZipFile(wheel) as z:
+        for name in ("SOAP_061.xml", "SOAP_061.png"):
+            (tmp_path / name).write_bytes(z.read(TREES_SOURCE["data"] + name))
+    text = (tmp_path / "SOAP_061.xml").read_text()
+    (name,) = register_voc_from_specs([f"t_soap={tmp_path}"])
+    try:
+        assert MetadataCatalog.get(name).thing_classes == ["Alive", "Dead"]
+        (record,) = DatasetCatalog.get(name)
+        classes = [a["category_id"] for a in record["annotations"]]
+        assert classes.count(0) == text.count("<name>Alive</name>") == 9
+        assert classes.count(1) == text.count("<name>Dead</name>") == 28
+        assert (record["width"], record["height"]) == (400, 400)
+        boxes = np.array([a["bbox"] for a in record["annotations"]])
+        assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 400).all()
+        assert (boxes[:, 2:] > boxes[:, :2]).all()
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
