@@ -7,7 +7,7 @@
 #   make env     only the environment
 #   make trees   download (pip, the DeepForest wheel, not installed) and convert the real
 #                tree-crown photographs (tools/prepare_trees.py); make test needs them
-#   make benchmark-trees   DW-FCOS against detectron2's FCOS on them, 3 seeds (about 80
+#   make benchmark-trees   DW-FCOS against detectron2's FCOS on them, 3 seeds (about 50
 #                minutes on 2 CPU cores; tools/benchmark.py accuracy --dataset trees)
 #
 # TORCH is what gets installed when .venv has no torch yet; an existing torch is kept.
