@@ -7,7 +7,7 @@
 #   make env     only the environment
 #   make trees   download (pip, the DeepForest wheel, not installed) and convert the real
 #                tree-crown photographs (tools/prepare_trees.py); make test needs them
-#   make benchmark-trees   DW-FCOS against detectron2's FCOS on them, 3 seeds (about 50
+#   make benchmark-trees   DW-FCOS against detectron2's FCOS on them, 5 seeds (about 85
 #                minutes on 2 CPU cores; tools/benchmark.py accuracy --dataset trees)
 #
 # TORCH is what gets installed when .venv has no torch yet; an existing torch is kept.
@@ -46,7 +46,7 @@ $(TREES): $(STAMP) projects/DualWeighting/dual_weighting/data/trees.py
 	$(PY) tools/prepare_trees.py
 
 benchmark-trees: $(TREES)
-	$(PY) tools/benchmark.py accuracy --dataset trees --seeds 0,1,2 --iters 400 \
+	$(PY) tools/benchmark.py accuracy --dataset trees --seeds 0,1,2,3,4 --iters 400 \
 		--warmup-iters 200 --batch 8 --min-size 256 --max-size 256 --eval-period 50 \
 		--output-dir output/benchmark_trees
 

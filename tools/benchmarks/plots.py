@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 # Matplotlib's default cycle; one colour per bar label or detector.
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 LINESTYLES = ("-", "--", ":", "-.")
-MARKERS = ("o", "s", "^", "D")
+MARKERS = ("o", "s", "^", "D", "v", "P")
 # Small pictures for the docs: 7 x 3.6 inches at 100 dpi, titles wrapped to fit.
 FIGSIZE, DPI, TITLE_WIDTH = (7.0, 3.6), 100, 95
 
