@@ -4,6 +4,7 @@
 ``configs/`` they read, and the scripts import this folder as ``benchmarks`` (a script's folder,
 ``tools/``, is on its ``sys.path``; pytest's ``pythonpath`` adds it for the tests).
 
+- ``options``: ``tools/benchmark.py``'s command line, its sections and the checks of its options.
 - ``detectors``: the two detectors on one backbone, their configs and score thresholds.
 - ``accuracy``: training with detectron2's trainer and COCO evaluation at two thresholds.
 - ``speed``: training step and inference time, peak memory of a training step.
