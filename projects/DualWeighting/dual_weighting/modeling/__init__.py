@@ -1,13 +1,14 @@
 """The DW-FCOS model: meta-architecture, head, DW criterion, backbone and box refinement.
 
 Importing it registers ``DWFCOS`` (META_ARCH_REGISTRY), ``DWHead`` (DW_HEAD_REGISTRY) and
-``build_dw_resnet_fpn_backbone`` (BACKBONE_REGISTRY).
+``build_dw_resnet_fpn_backbone`` and ``build_timm_fpn_backbone`` (BACKBONE_REGISTRY).
 """
 
 from .assignment import DWAssignment, dw_assign
 from .backbone import build_dw_resnet_fpn_backbone, dw_fpn, dw_resnet
 from .box_refine import refine_boxes
 from .criterion import DWCriterion
+from .fcos import ConfigurableFCOS
 from .fcos_dw_loss import DWLossFCOS
 from .head import DW_HEAD_REGISTRY, DWHead, build_dw_head
 from .image_list import DWImageList
@@ -16,8 +17,10 @@ from .meta_arch import DWFCOS
 from .postprocessing import release_rescale
 from .retinanet import DWRetinaNet, DWRetinaNetHead
 from .rpn import DWRPN
+from .timm_backbone import TimmBackbone, build_timm_fpn_backbone
 
 __all__ = [
+    "ConfigurableFCOS",
     "DWAssignment",
     "DWCriterion",
     "DWFCOS",
@@ -28,8 +31,10 @@ __all__ = [
     "DWRetinaNet",
     "DWRetinaNetHead",
     "DW_HEAD_REGISTRY",
+    "TimmBackbone",
     "build_dw_head",
     "build_dw_resnet_fpn_backbone",
+    "build_timm_fpn_backbone",
     "dw_assign",
     "dw_fpn",
     "dw_losses",

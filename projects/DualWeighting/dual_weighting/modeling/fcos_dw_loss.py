@@ -7,13 +7,13 @@ Shapes: N images, C classes, P anchor points over all levels.
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
-from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.modeling.meta_arch.fcos import FCOS
 from detectron2.structures import Boxes
 
 from .candidates import candidate_centers, decode_per_candidate
 from .criterion import DWCriterion, DWTrainingMixin
+from .fcos import fcos_arguments
 
 __all__ = ["DWLossFCOS"]
 
@@ -74,39 +74,7 @@ class DWLossFCOS(DWTrainingMixin, FCOS):
 
     @classmethod
     def from_config(cls, cfg):
-        backbone = build_backbone(cfg)
-        shapes = backbone.output_shape()
-        fcos = cfg.MODEL.FCOS
-        missing = [f for f in fcos.IN_FEATURES if f not in shapes]
-        if missing:
-            raise ValueError(
-                f"MODEL.FCOS.IN_FEATURES names {missing}, which backbone "
-                f"{cfg.MODEL.BACKBONE.NAME} does not output (it has {sorted(shapes)})"
-            )
-        input_shape = [shapes[f] for f in fcos.IN_FEATURES]
-        channels = {s.channels for s in input_shape}
-        if len(channels) != 1:
-            raise ValueError(f"FCOSHead needs equally wide input levels, got channels {channels}")
-        head = FCOSHead(
-            input_shape=[ShapeSpec(channels=s.channels, stride=s.stride) for s in input_shape],
-            conv_dims=[channels.pop()] * fcos.NUM_CONVS,
-            num_classes=fcos.NUM_CLASSES,
-            prior_prob=fcos.PRIOR_PROB,
-            norm=fcos.NORM,
-        )
-        return {
-            "backbone": backbone,
-            "head": head,
-            "head_in_features": list(fcos.IN_FEATURES),
-            "num_classes": fcos.NUM_CLASSES,
-            "criterion": DWCriterion(cfg),
-            "test_score_thresh": fcos.SCORE_THRESH_TEST,
-            "test_topk_candidates": fcos.TOPK_CANDIDATES_TEST,
-            "test_nms_thresh": fcos.NMS_THRESH_TEST,
-            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-        }
+        return {**fcos_arguments(cfg), "criterion": DWCriterion(cfg)}
 
     def criterion_inputs(self, features, predictions):
         """The head's predictions as the criterion takes them, in float32.
