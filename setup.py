@@ -21,6 +21,8 @@ setup(
         "faster-coco-eval>=1.6",
         # demo/demo.py --video-input; <4.11 keeps numpy 1.x, which detectron2's metadata pins.
         "opencv-python-headless>=4.5,<4.11",
+        # Backbones (dual_weighting.modeling.TimmBackbone); weights never from its hub.
+        "timm>=1.0",
     ],
     extras_require={
         # dual_weighting.export and tools/export_model.py --format onnx: torch.onnx.export
