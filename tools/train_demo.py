@@ -23,6 +23,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from PIL import Image
 
+from dual_weighting.data import register_trees
 from dual_weighting.engine.defaults import load_yacs_config
 from dual_weighting.visualize import predictions_beside_ground_truth
 
@@ -58,6 +59,7 @@ def main(argv=None):
         cwd=REPO,
     )  # fmt: skip
 
+    register_trees()
     cfg = load_yacs_config(args.config_file, overrides)
     cfg.defrost()
     cfg.MODEL.WEIGHTS = str(Path(args.output_dir) / "model_final.pth")
