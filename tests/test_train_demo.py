@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
-
 from train_demo import METRICS, main
 
 SHORT = [
