@@ -10,10 +10,9 @@ FrozenBN, BGR input), its init checkpoint, the anchors, the RPN head and proposa
 ROI heads, the data (640-800 training), SGD at lr 0.02 and the 90k-iteration 1x schedule.
 """
 
-from detectron2.config import LazyCall as L
-
-from dual_weighting import DWRPN, DWCriterion
 from dual_weighting.engine.lazy import model_zoo
+
+from ..common.models.dw_rpn import dw_rpn_like
 
 # Underscored: LazyConfig.load leaves it out of the config.
 _rcnn = model_zoo.get_config("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.py")
@@ -29,17 +28,4 @@ for _key in ("mask_in_features", "mask_pooler", "mask_head"):
 dataloader.train.mapper.use_instance_mask = False
 
 # detectron2's RPN without its anchor matcher, sampling and box loss, which DW replaces.
-_rpn = model.proposal_generator
-model.proposal_generator = L(DWRPN)(
-    in_features=_rpn.in_features,
-    head=_rpn.head,
-    anchor_generator=_rpn.anchor_generator,
-    box2box_transform=_rpn.box2box_transform,
-    pre_nms_topk=_rpn.pre_nms_topk,
-    post_nms_topk=_rpn.post_nms_topk,
-    nms_thresh=_rpn.nms_thresh,
-    # DW's release hyper-parameters (model.proposal_generator.criterion.<name>=... overrides).
-    criterion=L(DWCriterion)(**DWCriterion.defaults()),
-    # DW's classifier init (MODEL.DW.PRIOR_PROB) for the objectness; None: detectron2's.
-    objectness_prior_prob=0.02,
-)
+model.proposal_generator = dw_rpn_like(model.proposal_generator)
