@@ -7,7 +7,9 @@ class DWCheckpointer(DetectionCheckpointer):
     """detectron2's DetectionCheckpointer, plus:
 
     - a file that cannot be read (truncated, not a checkpoint) raises an error naming it;
-    - with ``strict=True``, a checkpoint that leaves any model weight missing raises an error
+    - with ``strict=True``, a checkpoint whose tensors have other shapes than the model's raises
+      an error listing them, saying so when the classifier differs (a checkpoint trained for
+      another number of classes), and one that leaves any model weight missing raises an error
       listing the missing names (e.g. a no-refine checkpoint for a refine config). Use it for
       evaluation; training from ImageNet weights legitimately misses the head.
     """
@@ -27,6 +29,8 @@ class DWCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
+        if self.strict and incompatible.incorrect_shapes:
+            raise KeyError(_shape_mismatch_message(incompatible.incorrect_shapes))
         if self.strict and incompatible.missing_keys:
             missing = sorted(incompatible.missing_keys)
             shown = ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else "")
@@ -35,3 +39,35 @@ class DWCheckpointer(DetectionCheckpointer):
                 f"missing from it ({shown}). Is it for another config (box refine, DCN, depth)?"
             )
         return incompatible
+
+
+# The last layer of each head that predicts classes: its output count follows the class count.
+_CLASSIFIERS = ("cls_logits.weight", "cls_score.weight")
+
+
+def _shape_mismatch_message(incorrect_shapes):
+    """One paragraph on the tensors whose checkpoint shape differs from the model's, naming the
+    class-count keys when a classifier is among them."""
+    listed = ", ".join(
+        f"{k} {tuple(a)} in the checkpoint, {tuple(b)} in the model"
+        for k, a, b in incorrect_shapes[:5]
+    )
+    more = f" and {len(incorrect_shapes) - 5} more" if len(incorrect_shapes) > 5 else ""
+    # Another width changes a classifier's input channels too; another class count its outputs.
+    classifiers = [
+        (key, a, b) for key, a, b in incorrect_shapes if key.endswith(_CLASSIFIERS) and a[0] != b[0]
+    ]
+    if classifiers:
+        key, in_checkpoint, in_model = classifiers[0]
+        return (
+            f"The checkpoint was trained for another number of classes: its classifier {key} "
+            f"has {in_checkpoint[0]} outputs, this model's {in_model[0]}. Set the model's class "
+            "count to the checkpoint's (yacs: MODEL.DW.NUM_CLASSES for DWFCOS, "
+            "MODEL.FCOS.NUM_CLASSES, MODEL.RETINANET.NUM_CLASSES or MODEL.ROI_HEADS.NUM_CLASSES "
+            "for the others; LazyConfig: model.num_classes or model.roi_heads.num_classes), or "
+            f"use the checkpoint trained for this dataset. Tensors of other shapes: {listed}{more}."
+        )
+    return (
+        f"The checkpoint does not fit this model: tensors of other shapes: {listed}{more}. Is it "
+        "for another config (widths, depth, head convs)?"
+    )
