@@ -7,7 +7,6 @@ from detectron2.modeling import build_model
 from helpers import CONFIGS, YAMLS, load_cfg
 
 from dual_weighting import DWFCOS, add_dw_config
-from dual_weighting.engine import load_yacs_config
 from dual_weighting.layers.deform_conv import ModulatedDeformConv
 
 # The release counts epochs: 1x = 12 epochs with lr steps after epochs 8 and 11, 2x = 24 with
@@ -101,44 +100,6 @@ def test_dw_defaults_equal_the_release():
     assert (dw.SCORE_THRESH_TEST, dw.TOPK_CANDIDATES_TEST, dw.NMS_THRESH_TEST) == (0.05, 1000, 0.6)
     assert cfg.TEST.DETECTIONS_PER_IMAGE == 100
     assert (cfg.TEST.IMS_PER_BATCH, cfg.TEST.COCO_EVAL) == (1, "auto")
-
-
-def test_old_keys_load_with_a_deprecation_naming_the_new_key(tmp_path):
-    old = tmp_path / "old.yaml"
-    old.write_text(
-        f'_BASE_: "{CONFIGS / "dw_R_50_FPN_1x.yaml"}"\n'
-        "MODEL:\n  DW:\n    TEST_SCORE_THRESH: 0.3\n    MAX_DETECTIONS_PER_IMAGE: 7\n"
-        "    COCO_EVAL: pycocotools\nINPUT:\n  RELEASE_TEST_RESIZE: False\n"
-    )
-    with pytest.warns(FutureWarning) as caught:
-        cfg = load_yacs_config(str(old))
-    messages = sorted(str(w.message) for w in caught)
-    assert len(messages) == 4
-    assert any(
-        "MODEL.DW.TEST_SCORE_THRESH is deprecated" in m and "use MODEL.DW.SCORE_THRESH_TEST" in m
-        for m in messages
-    )
-    assert any("use TEST.DETECTIONS_PER_IMAGE" in m for m in messages)
-    assert cfg.MODEL.DW.SCORE_THRESH_TEST == 0.3 and cfg.TEST.DETECTIONS_PER_IMAGE == 7
-    assert cfg.TEST.COCO_EVAL == "pycocotools" and cfg.INPUT.RELEASE_RESIZE_TEST is False
-    assert cfg.MODEL.DW.TEST_SCORE_THRESH is None  # moved, not kept twice
-    # A model built straight from a config that was never upgraded reads the old values too.
-    raw = load_cfg(CONFIGS / "dw_R_18_FPN_synthetic_demo.yaml")
-    raw.merge_from_list(["MODEL.DW.TEST_NMS_THRESH", 0.45])
-    with pytest.warns(FutureWarning, match="use MODEL.DW.NMS_THRESH_TEST"):
-        model = DWFCOS(raw)
-    assert model.test_nms_thresh == 0.45
-    assert raw.MODEL.DW.TEST_NMS_THRESH == 0.45  # the caller's config is left as it was
-
-
-def test_an_old_key_overrides_its_new_key_from_a_base(tmp_path):
-    leaf = tmp_path / "leaf.yaml"
-    leaf.write_text(
-        f'_BASE_: "{CONFIGS / "dw_R_50_FPN_1x.yaml"}"\nINPUT:\n  RELEASE_TEST_RESIZE: False\n'
-    )
-    assert load_yacs_config(str(CONFIGS / "dw_R_50_FPN_1x.yaml")).INPUT.RELEASE_RESIZE_TEST
-    with pytest.warns(FutureWarning, match="INPUT.RELEASE_RESIZE_TEST = False .*replacing True"):
-        assert load_yacs_config(str(leaf)).INPUT.RELEASE_RESIZE_TEST is False
 
 
 def test_typo_and_wrong_type_fail_naming_the_key(tmp_path):

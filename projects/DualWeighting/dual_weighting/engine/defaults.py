@@ -10,7 +10,7 @@ from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from omegaconf import OmegaConf
 
-from ..config import add_dw_config, upgrade_dw_config
+from ..config import add_dw_config
 from ..data import (
     default_synthetic_root,
     register_coco_from_spec,
@@ -93,8 +93,7 @@ def parse_tool_args(parser, argv=None):
 
 def load_yacs_config(config_file, opts=()):
     """A frozen config: detectron2's defaults, DW's keys, ``config_file``, then the ``KEY VALUE``
-    overrides ``opts``, each checked first (:func:`.checks.check_yacs_overrides`); deprecated
-    keys moved to their new names with a warning (:func:`~dual_weighting.upgrade_dw_config`).
+    overrides ``opts``, each checked first (:func:`.checks.check_yacs_overrides`).
 
     Raises:
         SetupError: ``config_file`` is a LazyConfig, or an override is malformed or unknown.
@@ -106,7 +105,7 @@ def load_yacs_config(config_file, opts=()):
     check_yacs_overrides(cfg, list(opts), config_file)
     cfg.merge_from_list(list(opts))
     cfg.freeze()
-    return upgrade_dw_config(cfg)
+    return cfg
 
 
 def setup_cfg(args):

@@ -17,7 +17,6 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
-from .. import config as dw_config
 from ..layers import BatchPadding, batched_nms_float32, capturing_graph, check_maskable
 from .assignment import decode_ltrb
 from .candidates import candidate_centers
@@ -109,7 +108,6 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
 
     @classmethod
     def from_config(cls, cfg):
-        cfg = dw_config.upgrade_dw_config(cfg)
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         in_features = list(cfg.MODEL.DW.IN_FEATURES)
