@@ -21,7 +21,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from torchvision.ops import deform_conv2d
 
-from dual_weighting import DWCriterion, DWHead, add_dw_config
+from dual_weighting import DWCriterion, DWHead
+from dual_weighting.engine import load_yacs_config
 from dual_weighting.layers.deform_conv import deform_conv2d_full_precision
 from dual_weighting.modeling.assignment import decode_ltrb
 from dual_weighting.modeling.backbone import ModulatedDeformBottleneckBlock
@@ -48,13 +49,10 @@ NMS_TIE = torch.tensor([[0.0, 0.0, 320.0, 320.0], [0.0, 0.0, 320.0, 192.0]])
 
 
 def load_cfg(path, *opts):
-    """detectron2's and DW's defaults, the yacs file ``path``, on the CPU without weights, then
-    the ``KEY VALUE`` overrides ``opts``. Unlike the package's ``load_yacs_config``: unfrozen,
-    unchecked, deprecated keys left where they are."""
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    cfg.merge_from_file(str(path))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
+    """The package's ``load_yacs_config`` of the yacs file ``path``, on the CPU without weights,
+    then the ``KEY VALUE`` overrides ``opts``; unfrozen, for the tests to change."""
+    cfg = load_yacs_config(str(path), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
+    cfg.defrost()
     return cfg
 
 

@@ -19,10 +19,10 @@ import sys
 import pytest
 import torch
 from detectron2.modeling import build_model
-from helpers import REPO, THIN, THIN_BOTTLENECK, RecordingCheckpointer
+from helpers import REPO, THIN, THIN_BOTTLENECK, RecordingCheckpointer, load_cfg
 
 from dual_weighting.checkpoint import convert_for_config, load_release_state_dict
-from dual_weighting.checkpoint.release import build_cfg, rename
+from dual_weighting.checkpoint.release import rename
 
 TOOL = REPO / "tools" / "convert_release_checkpoint.py"
 
@@ -144,7 +144,7 @@ def make_release_checkpoint(reference, keys, num_classes=3, seed=0):
 
 
 def build(config, opts=()):
-    return build_model(build_cfg(str(config), [*TINY, *opts])).eval()
+    return build_model(load_cfg(config, *TINY, *opts)).eval()
 
 
 def outputs(model, image):
@@ -212,7 +212,7 @@ def _convert_expecting_error(tmp_path, state, config=REFINE):
     src = tmp_path / "release.pth"
     torch.save(state, src)
     with pytest.raises(ValueError) as error:
-        convert_for_config(load_release_state_dict(src), build_cfg(str(config), TINY))
+        convert_for_config(load_release_state_dict(src), load_cfg(config, *TINY))
     return str(error.value)
 
 

@@ -18,6 +18,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
+from dw_reference import reference_dw_losses, reference_dw_sums_of_scores
 from helpers import assert_same_architecture
 from torch import nn
 
@@ -382,74 +383,22 @@ def reference_decode(deltas, anchors):
     return torch.stack((px - pw / 2, py - ph / 2, px + pw / 2, py + ph / 2), -1)
 
 
-def reference_giou_iou(p, g, eps=1e-6):
-    """GIoU and IoU of a predicted box (4 scalar tensors) and a gt box (4 floats)."""
-    area_p = (p[2] - p[0]) * (p[3] - p[1])
-    area_g = (g[2] - g[0]) * (g[3] - g[1])
-    iw = torch.minimum(p[2], torch.tensor(g[2])) - torch.maximum(p[0], torch.tensor(g[0]))
-    ih = torch.minimum(p[3], torch.tensor(g[3])) - torch.maximum(p[1], torch.tensor(g[1]))
-    overlap = iw.clamp(min=0) * ih.clamp(min=0)
-    union = torch.clamp(area_p + area_g - overlap, min=eps)
-    ew = torch.maximum(p[2], torch.tensor(g[2])) - torch.minimum(p[0], torch.tensor(g[0]))
-    eh = torch.maximum(p[3], torch.tensor(g[3])) - torch.minimum(p[1], torch.tensor(g[1]))
-    enclose = torch.clamp(ew.clamp(min=0) * eh.clamp(min=0), min=eps)
-    iou = overlap / union
-    return iou - (enclose - union) / enclose, iou
-
-
-def reference_losses(predictions, gt_boxes, gt_classes, sigma=1.11):
-    """The spec's losses with a per-box Python loop, on float64, for anchor candidates."""
+def reference_losses(predictions, gt_boxes, gt_classes):
+    """The spec's losses (dw_reference.py) of the anchors' joint scores and decoded boxes."""
     anchors, strides = reference_anchors()
-    centres = ((anchors[:, :2] + anchors[:, 2:]) / 2).tolist()
-    cls_logits = reference_flatten(predictions[0], C)
-    boxes = reference_decode(reference_flatten(predictions[1], 4), anchors)
-    num_images, num_points, _ = cls_logits.shape
-    q_all = torch.sigmoid(cls_logits)
+    scores = torch.sigmoid(reference_flatten(predictions[0], C))
     if len(predictions) == 3:
-        q_all = q_all * torch.sigmoid(reference_flatten(predictions[2], 1))
-    zero = cls_logits.sum() * 0
-    pos_cls, pos_loc, neg, neg_norm = zero, zero, zero, 0.0
-    for n in range(num_images):
-        q = q_all[n]
-        w_neg = [[1.0] * C for _ in range(num_points)]
-        for box, cls in zip(gt_boxes[n], gt_classes[n]):
-            x1, y1, x2, y2 = box
-            bag = []
-            for p in range(num_points):
-                px, py = centres[p]
-                if not (x1 < px < x2 and y1 < py < y2):
-                    continue
-                s = strides[p]
-                cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-                prior = math.exp(-(((px - cx) / s) ** 2) / (2 * sigma**2))
-                prior *= math.exp(-(((py - cy) / s) ** 2) / (2 * sigma**2))
-                giou, iou = reference_giou_iou(boxes[n, p], box)
-                p_loc = torch.exp(-5 * (1 - giou))
-                p_cls = q[p, cls]
-                bag.append((p, prior, p_cls, p_loc, (p_cls * p_loc).item(), iou.item()))
-            if not bag:
-                continue
-            den = max(sum(math.exp(3 * v) * v * prior for _, prior, _, _, v, _ in bag), 1e-12)
-            for _, prior, p_cls, p_loc, v, _ in bag:
-                w = math.exp(5 * v) * v * prior / den
-                one = torch.ones_like(p_cls)
-                pos_cls = pos_cls + 0.25 * w * F.binary_cross_entropy(p_cls, one)
-                pos_loc = pos_loc + 0.25 * w * F.binary_cross_entropy(p_loc, one)
-            ts = [(1 - u**2) / 0.75 for *_, u in bag]
-            t1, t2 = min(ts), min(1.0, max(ts))
-            for (p, *_, u), t in zip(bag, ts):
-                y = 1.0 if u < 0.5 else (t - t1 + 1e-12) / (t2 - t1 + 1e-12)
-                w_neg[p][cls] = min(w_neg[p][cls], y)
-        w = torch.tensor(w_neg, dtype=q.dtype)
-        bce = F.binary_cross_entropy(q, torch.zeros_like(q), reduction="none")
-        neg = neg + (w * q**2 * bce).sum()
-        neg_norm += (1 - w).sum().item()
-    num_boxes = max(float(sum(len(b) for b in gt_boxes)), 1.0)
-    return {
-        "loss_cls_pos": pos_cls / num_boxes,
-        "loss_loc": pos_loc / num_boxes,
-        "loss_cls_neg": neg / max(neg_norm, 1.0),
-    }
+        scores = scores * torch.sigmoid(reference_flatten(predictions[2], 1))
+    boxes = reference_decode(reference_flatten(predictions[1], 4), anchors)
+    return reference_dw_losses(
+        (anchors[:, :2] + anchors[:, 2:]) / 2,
+        torch.tensor(strides, dtype=torch.float64),
+        scores,
+        boxes,
+        [torch.tensor(b, dtype=torch.float64) for b in gt_boxes],
+        [torch.tensor(c) for c in gt_classes],
+        sums=reference_dw_sums_of_scores,
+    )
 
 
 @pytest.mark.parametrize("quality", QUALITIES)

@@ -18,6 +18,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.proposal_generator import RPN, StandardRPNHead
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
+from dw_reference import reference_dw_losses, reference_dw_sums_of_scores
 from helpers import assert_same_architecture
 from pycocotools.coco import COCO
 from torch import nn
@@ -116,77 +117,37 @@ def reference_decode(deltas, anchors):
     return torch.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], dim=1)
 
 
-def reference_giou_iou(pred, box, eps=1e-6):
-    """GIoU and IoU of (P, 4) boxes with one box, MMDetection's eps clamps."""
-    area_p = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
-    area_b = (box[2] - box[0]) * (box[3] - box[1])
-    iw = (torch.minimum(pred[:, 2], box[2]) - torch.maximum(pred[:, 0], box[0])).clamp(min=0)
-    ih = (torch.minimum(pred[:, 3], box[3]) - torch.maximum(pred[:, 1], box[1])).clamp(min=0)
-    union = (area_p + area_b - iw * ih).clamp(min=eps)
-    iou = iw * ih / union
-    ew = torch.maximum(pred[:, 2], box[2]) - torch.minimum(pred[:, 0], box[0])
-    eh = torch.maximum(pred[:, 3], box[3]) - torch.minimum(pred[:, 1], box[1])
-    enclose = (ew * eh).clamp(min=eps)
-    return iou - (enclose - union) / enclose, iou
-
-
-def bce(x, target):
-    """torch's binary cross-entropy of probabilities, log clamped at -100."""
-    p = x if target == 1 else 1 - x
-    return -torch.log(p).clamp(min=-100)
-
-
 def reference_rpn_losses(levels, gt_boxes, loss_weight):
-    """DW-RPN's two losses by the spec's formulas, a Python loop over images and boxes.
+    """DW-RPN's two losses: the spec's losses (dw_reference.py) of the anchors' objectness, one
+    class, and decoded proposals, under RPN's names and weights.
 
     Args:
         levels: per level ``(stride, sizes, aspect_ratios, logits (N, A, H, W), deltas
             (N, 4A, H, W))``, predictions in float64.
         gt_boxes: per image, a list of XYXY boxes.
     """
-    mu, sigma = 0.0, 1.11
-    pos_cls = pos_loc = neg = neg_norm = 0.0
-    for n, boxes in enumerate(gt_boxes):
-        anchors, strides, q, pred = [], [], [], []
-        for stride, sizes, ratios, logits, deltas in levels:
-            _, a, h, w = logits.shape
-            anchors.append(reference_anchors(stride, sizes, ratios, h, w))
-            strides.append(torch.full((h * w * a,), float(stride), dtype=torch.float64))
-            q.append(torch.sigmoid(logits[n].permute(1, 2, 0).reshape(-1)))
-            level_deltas = deltas[n].reshape(a, 4, h, w).permute(2, 3, 0, 1).reshape(-1, 4)
-            pred.append(reference_decode(level_deltas, anchors[-1]))
-        anchors, strides, q, pred = (torch.cat(x) for x in (anchors, strides, q, pred))
-        centres = (anchors[:, :2] + anchors[:, 2:]) / 2
-        w_neg = torch.ones_like(q)
-        for box in torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4):
-            bag = (
-                (centres[:, 0] > box[0])
-                & (centres[:, 0] < box[2])
-                & (centres[:, 1] > box[1])
-                & (centres[:, 1] < box[3])
-            )
-            if not bag.any():
-                continue
-            z = (centres[bag] - (box[:2] + box[2:]) / 2) / strides[bag, None] - mu
-            prior = torch.exp(-(z**2) / (2 * sigma**2)).prod(dim=1)
-            giou, iou = reference_giou_iou(pred[bag], box)
-            p_loc = torch.exp(-5 * (1 - giou))
-            p_cls = q[bag]
-            v = p_cls * p_loc
-            w_pos = torch.exp(5 * v) * v * prior / max((torch.exp(3 * v) * v * prior).sum(), 1e-12)
-            pos_cls += 0.25 * (w_pos * bce(p_cls, 1)).sum()
-            pos_loc += 0.25 * (w_pos * bce(p_loc, 1)).sum()
-            t = (1 - iou**2) / (1 - 0.5**2)
-            t1, t2 = t.min(), min(1.0, t.max())
-            y = torch.where(iou < 0.5, torch.ones_like(t), (t - t1 + 1e-12) / (t2 - t1 + 1e-12))
-            w_neg[bag] = torch.minimum(w_neg[bag], y)
-        neg += (w_neg * q**2 * bce(q, 0)).sum()
-        neg_norm += (1 - w_neg).sum()
-    num_boxes = max(sum(len(b) for b in gt_boxes), 1)
+    anchors, strides, scores, pred = [], [], [], []
+    for stride, sizes, ratios, logits, deltas in levels:
+        n, a, h, w = logits.shape
+        anchors.append(reference_anchors(stride, sizes, ratios, h, w))
+        strides.append(torch.full((h * w * a,), float(stride), dtype=torch.float64))
+        scores.append(torch.sigmoid(logits.permute(0, 2, 3, 1).reshape(n, -1, 1)))
+        level_deltas = deltas.reshape(n, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4)
+        pred.append(torch.stack([reference_decode(d, anchors[-1]) for d in level_deltas]))
+    anchors = torch.cat(anchors)
+    boxes = [torch.tensor(b, dtype=torch.float64).reshape(-1, 4) for b in gt_boxes]
+    dw = reference_dw_losses(
+        (anchors[:, :2] + anchors[:, 2:]) / 2,
+        torch.cat(strides),
+        torch.cat(scores, 1),
+        torch.cat(pred, 1),
+        boxes,
+        [torch.zeros(len(b), dtype=torch.long) for b in boxes],
+        sums=reference_dw_sums_of_scores,
+    )
     return {
-        "loss_rpn_cls": loss_weight["loss_rpn_cls"]
-        * (pos_cls / num_boxes + neg / max(neg_norm, 1.0)),
-        "loss_rpn_loc": loss_weight["loss_rpn_loc"] * pos_loc / num_boxes,
+        "loss_rpn_cls": loss_weight["loss_rpn_cls"] * (dw["loss_cls_pos"] + dw["loss_cls_neg"]),
+        "loss_rpn_loc": loss_weight["loss_rpn_loc"] * dw["loss_loc"],
     }
 
 

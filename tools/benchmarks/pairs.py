@@ -34,14 +34,13 @@ import sys
 from pathlib import Path
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.engine import HookBase
 from detectron2.structures import BoxMode
 from detectron2.utils.env import seed_all_rng
 
-from dual_weighting.config import add_dw_config
 from dual_weighting.data import default_synthetic_root, ensure_synthetic
+from dual_weighting.engine import load_yacs_config
 from dual_weighting.evaluation.proposals import proposal_recall
 
 from .accuracy import (
@@ -116,12 +115,10 @@ def pair_cfg(member, seed, args, output_dir):
     pair = pair_of(member)
     if pair == "fcos":
         return accuracy_cfg(member, seed, args, output_dir)
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    cfg.merge_from_file(str(PAIR_CONFIGS[pair]))
     opts = [*SMALL_OPTS, *PAIR_OPTS[pair], *ORIGINAL_OPTS.get(member, [])]
-    cfg.merge_from_list([str(o) for o in opts] + run_opts(seed, args, output_dir))
-    cfg.MODEL.DEVICE = args.device
+    opts = [str(o) for o in opts] + run_opts(seed, args, output_dir)
+    cfg = load_yacs_config(str(PAIR_CONFIGS[pair]), [*opts, "MODEL.DEVICE", args.device])
+    cfg.defrost()
     return cfg
 
 

@@ -20,10 +20,11 @@ from torch import nn
 from ..layers import BatchPadding, batched_nms_float32, capturing_graph, check_maskable
 from .assignment import decode_ltrb
 from .candidates import candidate_centers
-from .criterion import DWCriterion, DWTrainingMixin
+from .criterion import DWCriterion
 from .head import build_dw_head
 from .image_list import DWImageList, check_finite_images
 from .postprocessing import release_rescale
+from .training import DWTrainingMixin
 
 __all__ = ["DWFCOS"]
 
