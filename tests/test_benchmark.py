@@ -10,16 +10,16 @@ import statistics
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
-from detectron2.modeling import build_model
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling.meta_arch.fcos import FCOS
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.env import seed_all_rng
 from helpers import printed_numbers, table_line
 
-from benchmarks import accuracy, batched, detectors, pairs, report, soak, speed
+from benchmarks import accuracy, detectors, pairs, report, speed
 from dual_weighting import DWFCOS
-from dual_weighting.data import generate_synthetic_coco, register_synthetic
+from dual_weighting.data import register_synthetic
+from sample_data.shapes import generate_synthetic_coco
 
 # The accuracy options at a tiny size: 2 iterations of 2 images of 64 x 96, evaluated at the end.
 TINY = argparse.Namespace(
@@ -53,7 +53,7 @@ def test_detectors_share_backbone_input_and_solver(tmp_path):
     assert cfgs["dw"].INPUT.MIN_SIZE_TRAIN == (64,) and cfgs["dw"].SOLVER.MAX_ITER == 2
 
     models = speed.build_speed_models(detectors.SMALL_CONFIG, [], ["fcos", "dw"], "cpu")
-    fcos, dw = models["fp32"]["fcos"][1], models["fp32"]["dw"][1]
+    fcos, dw = models["fcos"][1], models["dw"][1]
     assert type(fcos) is FCOS and type(dw) is DWFCOS
     assert type(fcos.backbone) is type(dw.backbone)
     a, b = fcos.backbone.state_dict(), dw.backbone.state_dict()
@@ -199,10 +199,8 @@ def test_tables_on_hand_made_numbers():
     ]  # fmt: skip
 
     speed_results = {
-        "fp32": {
-            "fcos": {"train_s": [1.0, 2.0, 4.0], "infer_s": [0.1] * 3, "train_mib": [90, 100]},
-            "dw": {"train_s": [1.1, 2.4, 4.0], "infer_s": [0.1, 0.2, 0.1], "train_mib": [None] * 3},
-        }
+        "fcos": {"train_s": [1.0, 2.0, 4.0], "infer_s": [0.1] * 3, "train_mib": [90, 100]},
+        "dw": {"train_s": [1.1, 2.4, 4.0], "infer_s": [0.1, 0.2, 0.1], "train_mib": [None] * 3},
     }
     table = speed.format_speed(speed_results, "title")
     # Median train s/it and inference ms, largest memory growth, each with its ratio to FCOS:
@@ -210,43 +208,6 @@ def test_tables_on_hand_made_numbers():
     # unmeasured, so it has neither value nor ratio.
     assert printed_numbers(table_line(table, "FCOS", "(d2)")) == [2.0, 1.0, 100, 1.0, 100, 1.0]
     assert printed_numbers(table_line(table, "DW")) == [2.4, 1.1, 100, 1.0]
-
-
-def test_soak_runs_twice_to_the_same_loss_curve_and_samples_memory(tiny_opts, tmp_path):
-    args = argparse.Namespace(
-        soak_iters=6, soak_batch=2, soak_min_size=64, soak_max_size=96, soak_seed=5,
-        soak_rss_period=4, device="cpu",
-    )  # fmt: skip
-    opts = [*tiny_opts, "DATALOADER.NUM_WORKERS", "1"]  # a worker process, as in the soak
-    cfg = soak.soak_cfg(args, tmp_path / "a", opts)
-    assert cfg.SOLVER.BASE_LR == pytest.approx(0.01 * 2 / 8)  # the demo's lr at batch 2
-    assert cfg.SOLVER.MAX_ITER == 6 and cfg.INPUT.MIN_SIZE_TRAIN == (64,) and cfg.SEED == 5
-    runs = []
-    for name in ("a", "b"):
-        sampler = soak.RSSSampler(args.soak_rss_period)
-        result = accuracy.run_training(soak.soak_cfg(args, tmp_path / name, opts), [sampler])
-        runs.append({**result, "rss_mib": sampler.samples})
-    assert len(runs[0]["losses"]) == 6 and runs[0]["losses"] == runs[1]["losses"]
-    assert [it for it, _ in runs[0]["rss_mib"]] == [4, 6]  # every 4th and the last
-    assert all(rss > 50 for _, rss in runs[0]["rss_mib"])  # torch alone takes more
-
-    def difference_line(text):
-        (line,) = [line for line in text.splitlines() if "largest difference" in line]
-        return line
-
-    same = difference_line(soak.format_soak(runs))
-    assert printed_numbers(same) == [0] and "NOT" not in same
-    runs[1]["losses"] = [*runs[1]["losses"][:-1], runs[1]["losses"][-1] + 0.5]
-    apart = difference_line(soak.format_soak(runs))
-    assert printed_numbers(apart) == [0.5] and "NOT identical" in apart
-
-
-def test_rss_growth_and_curve_difference_on_hand_made_numbers():
-    samples = [(100, 900.0), (200, 1000.0), (300, 1010.0), (400, 1030.0)]
-    assert soak.rss_growth(samples) == 130.0  # from iteration 100 (a quarter of 400)
-    assert soak.rss_growth(samples, skip_fraction=0.75) == 20.0  # from iteration 300
-    assert soak.curve_difference([1.0, 2.0], [1.0, 2.25]) == 0.25
-    assert soak.curve_difference([1.0], [1.0, 2.0]) == float("inf")
 
 
 def test_schedule_is_scaled_to_the_run_length():
@@ -258,89 +219,6 @@ def test_schedule_is_scaled_to_the_run_length():
     assert accuracy.scaled_schedule(400, 200) == [
         "SOLVER.MAX_ITER", 400, "SOLVER.WARMUP_ITERS", 200, "SOLVER.STEPS", (309, 373)
     ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def batched_cfg(tiny_opts):
-    """The demo config tested at the tiny images' size, keeping every detection."""
-    opts = [
-        *tiny_opts, "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
-        "DATALOADER.NUM_WORKERS", "0", "MODEL.DW.SCORE_THRESH_TEST", "0.0",
-    ]  # fmt: skip
-    return detectors.make_cfg(detectors.SMALL_CONFIG, "dw", opts)
-
-
-def test_mixed_size_mapper_resizes_by_image_id(batched_cfg):
-    mapper = batched.MixedSizeMapper(batched_cfg, short_sides=(32, 48, 64))
-    shapes = set()
-    for d in DatasetCatalog.get(batched_cfg.DATASETS.TEST[0]):
-        short = (32, 48, 64)[d["image_id"] % 3]
-        shape = tuple(mapper(d)["image"].shape[1:])
-        assert shape == (short, short * 3 // 2)
-        shapes.add(shape)
-    assert len(shapes) == 2  # the two images differ in size
-
-
-def test_batches_of_one_size_give_the_detections_of_one_image(batched_cfg, tmp_path):
-    seed_all_rng(0)
-    model = build_model(batched_cfg)
-    torch.save({"model": model.state_dict()}, tmp_path / "model.pth")
-    loaded = batched.load_model(batched_cfg, tmp_path / "model.pth")
-    assert not loaded.training
-    dataset = batched_cfg.DATASETS.TEST[0]
-    alone, seconds = batched.predict(loaded, batched_cfg, dataset, batch_size=1)
-    together, _ = batched.predict(loaded, batched_cfg, dataset, batch_size=2)
-    ids = [d["image_id"] for d in DatasetCatalog.get(dataset)]
-    assert sorted(alone) == sorted(together) == sorted(ids) and seconds > 0
-    assert all(len(x) > 0 for _, x in alone.values())  # threshold 0: every image has some
-    # The images have one size: no padding, so the batch computes each image as alone.
-    c = batched.compare_detections(alone, together)
-    assert c["unmatched"] == 0 and c["score_diff"] < 1e-5 and c["box_diff"] < 1e-3
-    ap = batched.coco_ap(dataset, alone)
-    assert {"AP", "AP50"} <= set(ap)
-
-    # Mixed sizes: masked, the batch computes each image as alone; plain padding does not.
-    mixed = batched.MixedSizeMapper(batched_cfg, short_sides=(32, 64))
-    alone, _ = batched.predict(loaded, batched_cfg, dataset, batch_size=1, mapper=mixed)
-    masked, _ = batched.predict(loaded, batched_cfg, dataset, batch_size=2, mapper=mixed)
-    c = batched.compare_detections(alone, masked)
-    assert c["unmatched"] == 0 and c["score_diff"] < 1e-5 and c["box_diff"] < 1e-3
-    loaded.test_mask_padding = False
-    plain, _ = batched.predict(loaded, batched_cfg, dataset, batch_size=2, mapper=mixed)
-    c = batched.compare_detections(alone, plain)
-    assert c["unmatched"] > 0 and c["score_diff"] > 1e-3
-    loaded.test_mask_padding = True
-    ordered, _ = batched.predict(loaded, batched_cfg, dataset, 2, mapper=mixed, ordered=True)
-    assert batched.compare_detections(alone, ordered)["score_diff"] < 1e-5
-    for d in DatasetCatalog.get(dataset):
-        assert mixed.output_size(d) == tuple(mixed(d)["image"].shape[1:])
-
-    mapped = [DatasetMapper(batched_cfg, is_train=False)(d) for d in DatasetCatalog.get(dataset)]
-    cases = {("one size", "", 1): (mapped, 1, True), ("one size", "", 2): (mapped, 2, False)}
-    rates = batched.throughput(loaded, cases, "cpu", warmup=0, repeats=2)
-    assert set(rates) == set(cases) and all(len(r) == 2 and min(r) > 0 for r in rates.values())
-    assert loaded.test_mask_padding  # restored
-    # Batch 1 against itself: ratio 1.
-    first = table_line(batched.format_throughput(rates), "one", "size", "1")
-    assert printed_numbers(first)[-1] == 1.0
-    # Ratios are medians of same-round ratios (2, 1, 3), not ratios of medians (4 / 3), each to
-    # the first case of the same images; the numbers: batch, median images/s, ratio.
-    table = batched.format_throughput(
-        {
-            ("a", "", 1): [2.0, 4.0, 3.0],
-            ("a", "masked", 4): [4.0, 4.0, 9.0],
-            ("b", "plain", 1): [1.0, 1.0, 1.0],
-            ("b", "plain", 4): [3.0, 3.0, 3.0],
-        }
-    )
-    assert printed_numbers(table_line(table, "a", "masked")) == [4, 4.0, 2.0]
-    assert printed_numbers(table_line(table, "b", "plain", "4")) == [4, 3.0, 3.0]
-
-
-def test_batched_section_without_a_model_names_the_file(tmp_path):
-    args = argparse.Namespace(weights=tmp_path / "missing.pth", device="cpu")
-    with pytest.raises(FileNotFoundError, match="missing.pth.*make demo"):
-        batched.run_batched(args, {})
 
 
 def test_each_pair_of_the_detectors_section_differs_only_in_dw(tmp_path):

@@ -34,10 +34,7 @@ def test_every_section_is_a_choice_and_alone_ones_are_sections():
         (["--speed-variants", "retina"], "Unknown variant 'retina'"),
         (["--pairs", "yolo"], "Unknown pair 'yolo'"),
         (["--speed-settings", "r18"], "Unknown speed setting 'r18'"),
-        (["--export-settings", "r101"], "Unknown export setting 'r101'"),
-        (["--coco-backends", "cocoapi"], "Unknown COCOeval backend 'cocoapi'"),
         (["--quant-precisions", "int8_static"], "fp32 first"),
-        (["--speed-precisions", "fp8"], "Unknown precision 'fp8'"),
     ],
 )
 def test_an_unknown_name_stops_with_the_option_value(argv, message):

@@ -9,7 +9,7 @@ from detectron2.config import LazyConfig
 from detectron2.data import MetadataCatalog
 from helpers import CONFIGS
 
-from dual_weighting.data import generate_synthetic_coco, register_coco_from_spec, register_synthetic
+from dual_weighting.data import register_coco_from_spec, register_synthetic
 from dual_weighting.engine import (
     SetupError,
     check_command_line,
@@ -19,6 +19,7 @@ from dual_weighting.engine import (
     load_yacs_config,
 )
 from dual_weighting.engine.checks import check_datasets, check_device, check_num_gpus
+from sample_data.shapes import generate_synthetic_coco
 
 YAML = str(CONFIGS / "dw_R_50_FPN_1x.yaml")
 PY = str(CONFIGS / "lazy" / "dw_R_50_FPN_1x.py")

@@ -16,14 +16,8 @@ from helpers import REPO
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
-from dual_weighting.data import (
-    CLASS_NAMES,
-    ensure_synthetic,
-    generate_synthetic_coco,
-    register_coco_from_spec,
-    register_synthetic,
-    render_image,
-)
+from dual_weighting.data import CLASS_NAMES, register_coco_from_spec, register_synthetic
+from sample_data.shapes import ensure_synthetic, generate_synthetic_coco, render_image
 
 TINY = {"num_train": 20, "num_val": 6}  # default 256x320 images
 
@@ -148,7 +142,7 @@ def test_annotated_objects_are_mostly_visible(tiny):
 
 def test_rendered_pixels_match_annotations():
     # Which object each pixel shows, against the rasterised segmentation (rings have a hole).
-    from dual_weighting.data.synthetic import _coco_annotation
+    from sample_data.shapes import _coco_annotation
 
     h, w = 128, 160
     seen_ring = False

@@ -15,7 +15,6 @@ model.
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import warnings
@@ -31,13 +30,10 @@ from helpers import (
     NMS_TIE,
     REPO,
     load_cfg,
-    printed_numbers,
-    table_line,
     thin_cfg,
 )
 
-from benchmarks import export_speed
-from dual_weighting.data import generate_synthetic_coco, register_synthetic
+from dual_weighting.data import register_synthetic
 from dual_weighting.engine import DWTrainer
 from dual_weighting.export import (
     ExportError,
@@ -54,6 +50,7 @@ from dual_weighting.export import (
 )
 from dual_weighting.export.quantize import quantize_static_int8, write_precision
 from dual_weighting.layers import traceable_batched_nms
+from sample_data.shapes import generate_synthetic_coco
 
 pytest.importorskip("onnxruntime", reason="needs the export extra: pip install -e .[export]")
 onnx = pytest.importorskip("onnx", reason="needs the export extra: pip install -e .[export]")
@@ -321,7 +318,7 @@ def test_importing_the_package_needs_neither_onnx_nor_onnxruntime():
     # None in sys.modules makes an import fail, as if the package were not installed.
     code = (
         "import sys; sys.modules['onnx'] = sys.modules['onnxruntime'] = None; "
-        "import dual_weighting, dual_weighting.export, benchmarks.export_speed; "
+        "import dual_weighting, dual_weighting.export, benchmarks.quantization; "
         "print('imported')"
     )
     # Run in tools/, where the (not installed) benchmarks package is, as tools/benchmark.py runs.
@@ -380,22 +377,6 @@ def test_tool_exports_to_onnx_and_evaluates(tiny_dataset, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-def test_export_benchmark_section_times_every_runtime_on_equal_detections():
-    result = export_speed.measure_export_speed(
-        DEMO_CONFIG, "dw", 64, 96, "cpu", warmup=0, repeats=2
-    )
-    assert set(result["latency_s"]) == {"eager", "torchscript", "onnx"}
-    assert all(len(t) == 2 and min(t) > 0 for t in result["latency_s"].values())
-    assert set(result["export_s"]) == set(result["match"]) == {"torchscript", "onnx"}
-    assert all(m.startswith("equal: ") for m in result["match"].values()), result["match"]
-    # A row per runtime: median ms per image and its ratio to eager (1 for eager itself).
-    table = export_speed.format_export_speed(result, "title")
-    for runtime, times in result["latency_s"].items():
-        row = table_line(table, runtime)
-        assert printed_numbers(row)[0] == 1e3 * statistics.median(times)
-    assert printed_numbers(table_line(table, "eager"))[1] == 1.0
-
-
 @pytest.mark.parametrize("precision", ["int8_static", "int8_dynamic"])
 def test_int8_models_are_smaller_and_detect_much_the_same(precision, exported, tmp_path):
     model, detector, _, folder = exported("demo", "onnx")

@@ -23,9 +23,9 @@ from helpers import assert_same_architecture
 from pycocotools.coco import COCO
 from torch import nn
 
+from benchmarks.proposals import matched_ious, proposal_recall
 from dual_weighting import DWRPN, DWCriterion
 from dual_weighting.engine import load_yacs_config
-from dual_weighting.evaluation.proposals import matched_ious, proposal_recall
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 YAML = CONFIGS / "COCO-Detection" / "dw_rpn_faster_rcnn_R_50_FPN_1x.yaml"

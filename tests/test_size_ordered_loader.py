@@ -1,4 +1,4 @@
-"""The test loader that batches images of one size (dual_weighting.data.test_loader)."""
+"""The test loader that batches images of one size (dual_weighting.data.inference_loader)."""
 
 import logging
 from unittest import mock

@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import REPO, read_metrics, registrations, run_train_net, train_net_args
 
-from dual_weighting.data import generate_synthetic_coco
+from sample_data.shapes import generate_synthetic_coco
 
 
 def test_train_writes_checkpoint_and_metrics_then_eval_only_prints_ap(shapes_dataset, tmp_path):

@@ -1,7 +1,7 @@
 """The real tree-crown set: the converter's tiles and boxes against counts taken from the source
 files by other means, boxes cut by tile borders, the held-out image kept out of training.
 
-The DeepForest wheel is downloaded by `make env` (tools/prepare_trees.py); these tests read it
+The DeepForest wheel is downloaded by `make trees` (tools/prepare_trees.py); these tests read it
 from disk and reach no network.
 """
 
@@ -21,17 +21,16 @@ from helpers import REPO
 from PIL import Image
 
 from dual_weighting.data import register_voc_from_specs
-from dual_weighting.data.trees import (
+from dual_weighting.data.trees import TREES_SPLITS, register_trees
+from sample_data.trees import (
     TREES_SOURCE,
-    TREES_SPLITS,
     check_trees_source,
     convert_trees,
-    register_trees,
     tile_boxes,
     tile_origins,
     trees_source_path,
 )
-from dual_weighting.visualize import draw_tiled_source, predictions_beside_ground_truth
+from visualize import draw_tiled_source, predictions_beside_ground_truth
 
 TREES_CONFIG = REPO / "configs" / "dw_R_18_FPN_trees.yaml"
 

@@ -19,11 +19,11 @@ from PIL import Image
 
 from dual_weighting import DWCriterion
 from dual_weighting.data import register_coco_from_spec
+from dual_weighting.engine import load_tool_config
 from dual_weighting.modeling.assignment import decode_ltrb
-from dual_weighting.visualize import (
+from visualize import (
     compute_assignment,
     dw_assignment_maps,
-    load_cfg,
     load_model,
     select_records,
     split_levels,
@@ -71,7 +71,7 @@ def test_model_maps_reproduce_the_training_losses(tiny):
     FrozenBN (and the head's GroupNorm) behave the same in train and eval mode.
     """
     register_coco_from_spec(tiny)
-    cfg = load_cfg(CONFIG, [*SMALL, "MODEL.RESNETS.NORM", "FrozenBN"])
+    cfg = load_tool_config(CONFIG, [*SMALL, "MODEL.RESNETS.NORM", "FrozenBN"])
     model = load_model(cfg)
     mapped = training_mapper(cfg)(DatasetCatalog.get(DATASET)[0])
     maps, shapes, strides = compute_assignment(model, mapped)

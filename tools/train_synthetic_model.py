@@ -21,9 +21,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from PIL import Image
 
-from dual_weighting.data import default_synthetic_root, ensure_synthetic
+from dual_weighting.data import default_synthetic_root
 from dual_weighting.engine import load_yacs_config
-from dual_weighting.visualize import predictions_beside_ground_truth
+from sample_data.shapes import ensure_synthetic
+from visualize import predictions_beside_ground_truth
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "dw_R_18_FPN_synthetic_demo.yaml"

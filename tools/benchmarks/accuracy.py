@@ -19,11 +19,11 @@ from detectron2.engine import hooks
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils.env import seed_all_rng
 
-from dual_weighting.data import ensure_synthetic, ensure_trees
 from dual_weighting.engine import DWTrainer
 from dual_weighting.evaluation import DWCOCOEvaluator
+from sample_data.shapes import ensure_synthetic
+from sample_data.trees import ensure_trees
 
-from .assignment_trace import format_trace, storage_trace, trace_assignments
 from .detectors import (
     FCOS_CLASSES,
     LOW_SCORE,
@@ -103,7 +103,7 @@ class BenchmarkTrainer(DWTrainer):
 
     @classmethod
     def build_model(cls, cfg):
-        model = trace_assignments(build_detector(cfg))
+        model = build_detector(cfg)
         logging.getLogger("detectron2").info(f"Model:\n{model}")
         return model
 
@@ -149,10 +149,6 @@ class BenchmarkTrainer(DWTrainer):
                 ScoreFilteredCOCOEvaluator(dataset_name, "low", low),
             ]
         )
-
-
-# Iterations (0-based) of the assignment-trace tables; the last recorded one is added.
-TRACE_ITERATIONS = (0, 9, 19, 29, 39, 49, 99, 199, 299, 399, 499, 599, 799, 999)
 
 
 def scaled_schedule(iters, warmup_iters=None):
@@ -239,8 +235,7 @@ def run_training(cfg, extra_hooks=(), trainer_class=None):
         dict: ``metrics`` ({view: {metric: value}}), ``train_s`` (without the periodic
         evaluations), ``s_per_iter`` (median of the trainer's iteration times), ``eval_s`` (the
         last evaluation), ``curve_eval_s`` (the periodic ones), ``losses`` (the total loss of
-        every iteration), ``curve`` ([iteration, metrics] of every evaluation, the last too),
-        ``assignment`` (DW's assignment trace, :mod:`.assignment_trace`; empty for other models).
+        every iteration), ``curve`` ([iteration, metrics] of every evaluation, the last too).
 
     Raises:
         DivergedRun: training stopped on a FloatingPointError; it carries what was recorded.
@@ -257,8 +252,7 @@ def run_training(cfg, extra_hooks=(), trainer_class=None):
         try:
             trainer.train()
         except FloatingPointError as e:
-            trace = storage_trace(trainer.storage)
-            raise DivergedRun(str(e).splitlines()[0], trace, trainer.curve) from e
+            raise DivergedRun(str(e).splitlines()[0], trainer.curve) from e
         train_s = time.perf_counter() - start - trainer.curve_eval_s
         # IterationTimer records iterations after its first 3 only.
         timer = trainer.storage.histories().get("time")
@@ -276,17 +270,16 @@ def run_training(cfg, extra_hooks=(), trainer_class=None):
         "curve_eval_s": trainer.curve_eval_s,
         "losses": losses,
         "curve": [[it, _floats(m)] for it, m in curve],
-        "assignment": storage_trace(trainer.storage),
     }
 
 
 class DivergedRun(FloatingPointError):
-    """A training run that stopped on a FloatingPointError: its first line ``reason``, the
-    assignment ``trace`` and the AP ``curve`` recorded until then."""
+    """A training run that stopped on a FloatingPointError: its first line ``reason`` and the AP
+    ``curve`` recorded until then."""
 
-    def __init__(self, reason, trace, curve):
+    def __init__(self, reason, curve):
         super().__init__(reason)
-        self.reason, self.trace, self.curve = reason, trace, curve
+        self.reason, self.curve = reason, curve
 
 
 def diverged_result(reason):
@@ -333,7 +326,7 @@ def run_accuracy(args, out):
                 except DivergedRun as e:
                     # A run that collapses is a result of the comparison, not the section's end.
                     result = diverged_result(e.reason)
-                    result.update(assignment=e.trace, curve=[[it, _floats(m)] for it, m in e.curve])
+                    result.update(curve=[[it, _floats(m)] for it, m in e.curve])
                 result.update(variant=variant, seed=seed)
                 saved.write_text(json.dumps({"config": cfg.dump(), "result": result}))
             runs.append(result)
@@ -349,10 +342,6 @@ def run_accuracy(args, out):
     out["accuracy"] = runs
     print()
     print(format_accuracy(runs, args.variants))
-    for run in runs:
-        table = format_trace(run, TRACE_ITERATIONS)
-        if table:
-            print(f"\nDW's assignment, {VARIANTS[run['variant']]} seed {run['seed']}:\n{table}")
     path = Path(args.output_dir) / "accuracy_ap_curves.png"
     plot_ap_curves(runs, path, split=split)
     print(f"  plot: {path}", flush=True)

@@ -20,7 +20,7 @@ same backbone weights) and see the same images in the same order. Each is evalua
 training at a low score threshold (:data:`.detectors.LOW_SCORE` on each one's score: FCOS's
 ``sqrt(cls * ctr)``, RetinaNet's and the ROI heads' class probability), and the Faster R-CNN
 pair also by the average recall of its RPN's proposals (AR@100, AR@1000,
-:func:`dual_weighting.evaluation.proposals.proposal_recall`).
+:func:`.proposals.proposal_recall`).
 
 Training-step time and peak memory ratios come from one extra measurement per pair, after its
 trainings: the two fresh models' training steps interleaved round by round on one batch of the
@@ -39,9 +39,8 @@ from detectron2.engine import HookBase
 from detectron2.structures import BoxMode
 from detectron2.utils.env import seed_all_rng
 
-from dual_weighting.data import default_synthetic_root, ensure_synthetic
 from dual_weighting.engine import load_yacs_config
-from dual_weighting.evaluation.proposals import proposal_recall
+from sample_data.shapes import ensure_synthetic
 
 from .accuracy import (
     BenchmarkTrainer,
@@ -53,6 +52,7 @@ from .accuracy import (
 from .accuracy import diverged_result as diverged_accuracy_result
 from .detectors import LOW_SCORE, NAMES, PAIRS, REPO, build_detector, score_of_product
 from .plots import bar_chart
+from .proposals import proposal_recall
 from .report import format_table, mean_std
 from .speed import measure_speed, paired_ratio, peak_mib, synthetic_batch
 
@@ -219,7 +219,7 @@ def measure_pair(pair, args):
     batch = synthetic_batch(
         args.batch, args.min_size, args.max_size, NUM_CLASSES, args.boxes, seed=0
     )
-    return measure_speed({"fp32": models}, batch, args.device, args.warmup, args.repeats)["fp32"]
+    return measure_speed(models, batch, args.device, args.warmup, args.repeats)
 
 
 def metric_rows(runs, pair):
@@ -335,7 +335,7 @@ def plot_pairs(runs, pairs, path):
 def run_pairs(args, out):
     """Train every detector of ``args.pairs`` for every seed, measure each pair's step time and
     memory, print the tables, write ``detectors.png``, set ``out["detectors"]``."""
-    ensure_synthetic(default_synthetic_root())
+    ensure_synthetic()
     members = [(s, m) for s in args.seeds for p in args.pairs for m in PAIRS[p]]
     runs = []
     for i, (seed, member) in enumerate(members):

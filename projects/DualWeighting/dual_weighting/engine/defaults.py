@@ -6,6 +6,7 @@ and the checks run before any worker starts."""
 import argparse
 import functools
 
+import torch
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from omegaconf import OmegaConf
@@ -66,10 +67,11 @@ def _with_dataset_flags(parser):
 
 def tool_argument_parser(doc, config_help="model config", dataset_flags=False):
     """The command line shared by the tools that load one config (``demo/demo.py``,
-    ``export_model.py``, ``visualize_assignment.py``): the tool's docstring ``doc`` as its help
-    (first paragraph the description, the text from "Examples:" on the epilog, layout kept), a
-    required ``--config-file`` and, if ``dataset_flags``, ``--register-coco/voc/yolo``. The tool
-    adds its own arguments, then parses with :func:`parse_tool_args`."""
+    ``export_model.py``, ``visualize_assignment.py``; their config is
+    :func:`load_tool_config`'s): the tool's docstring ``doc`` as its help (first paragraph the
+    description, the text from "Examples:" on the epilog, layout kept), a required
+    ``--config-file`` and, if ``dataset_flags``, ``--register-coco/voc/yolo``. The tool adds its
+    own arguments, then parses with :func:`parse_tool_args`."""
     parser = argparse.ArgumentParser(
         description=doc.split("\n\n")[0],
         epilog="Examples:" + doc.split("Examples:")[1],
@@ -105,6 +107,23 @@ def load_yacs_config(config_file, opts=()):
     check_yacs_overrides(cfg, list(opts), config_file)
     cfg.merge_from_list(list(opts))
     cfg.freeze()
+    return cfg
+
+
+def load_tool_config(config_file, opts=()):
+    """:func:`load_yacs_config` for the tools that run a model on a few images (the demo,
+    export, the assignment pictures): not frozen, and a config that asks for CUDA on a machine
+    without it runs on the CPU (said on stdout).
+
+    Raises:
+        SetupError: ``config_file`` is a LazyConfig (these tools take yacs configs); the
+            message names its yaml twin.
+    """
+    cfg = load_yacs_config(config_file, opts)
+    cfg.defrost()
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        print("CUDA is not available: running on the CPU.")
+        cfg.MODEL.DEVICE = "cpu"
     return cfg
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..modeling.assignment import DWAssignment
+from dual_weighting.modeling.assignment import DWAssignment
 
 __all__ = ["dw_assignment_maps", "split_levels", "strong_positives"]
 

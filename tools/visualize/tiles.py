@@ -13,7 +13,7 @@ ORDINARY, CROWD, BORDER = (0, 255, 255), (255, 40, 40), (255, 255, 255)
 
 def draw_tiled_source(json_file, image_root, source):
     """The tiles of ``source`` (a source file name, the images' ``source`` field) of a tiled
-    COCO json (as :func:`dual_weighting.data.trees.convert_trees` writes it), put back
+    COCO json (as :func:`sample_data.trees.convert_trees` writes it), put back
     together, with their boxes and borders.
 
     Returns:

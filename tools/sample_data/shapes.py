@@ -1,4 +1,6 @@
-"""A generated COCO-format detection dataset of coloured shapes on cluttered backgrounds.
+"""A generated COCO-format detection dataset of coloured shapes on cluttered backgrounds, which
+the package registers as ``dw_synthetic_train`` / ``dw_synthetic_val``
+(``dual_weighting.data.register_synthetic``); :func:`ensure_synthetic` writes and registers it.
 
 It is small and easy enough for a ResNet-18-FPN detector trained from scratch on a CPU for a few
 minutes, yet it exercises what matters for label assignment: six shape classes (colour is a hint,
@@ -21,14 +23,16 @@ of its pixels), an extra key that COCO tools ignore.
 import colorsys
 import inspect
 import json
+import logging
 import math
 import os
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-# Category ids are 1..K in this order, as in COCO's json files.
-CLASS_NAMES = ("circle", "square", "triangle", "ring", "cross", "star")
+from dual_weighting.data import CLASS_NAMES, default_synthetic_root, register_synthetic
+
+logger = logging.getLogger(__name__)
 # Each class has a typical hue (degrees); colour helps but is not decisive (see _object_colour).
 _CLASS_HUES = (0.0, 60.0, 120.0, 180.0, 240.0, 300.0)
 _SPLITS = ("train", "val")
@@ -379,3 +383,39 @@ def generate_synthetic_coco(
             "num_annotations": len(annotations),
         }
     return result
+
+
+def ensure_synthetic(root=None, prefix="dw_synthetic", **generate_kwargs):
+    """Generate the synthetic dataset under ``root`` unless it is already there, then register
+    it (``dual_weighting.data.register_synthetic``).
+
+    The dataset counts as there when both json files exist and were generated with the same
+    arguments (recorded in their ``info``); otherwise it is (re)generated. In multi-process
+    training call this in the main process before launching workers.
+
+    Args:
+        root (str or None): dataset folder; ``default_synthetic_root()`` when None.
+        prefix (str): dataset names are ``{prefix}_train`` and ``{prefix}_val``.
+        generate_kwargs: keyword arguments of :func:`generate_synthetic_coco`.
+
+    Returns:
+        tuple[str, str]: the train and val dataset names.
+    """
+    root = default_synthetic_root() if root is None else os.fspath(root)
+    if not _synthetic_is_current(root, generate_kwargs):
+        logger.info(f"Generating the synthetic dataset in {root} ...")
+        generate_synthetic_coco(root, **generate_kwargs)
+    return register_synthetic(root, prefix)
+
+
+def _synthetic_is_current(root, generate_kwargs):
+    wanted = synthetic_params(**generate_kwargs)
+    for split in _SPLITS:
+        json_file = os.path.join(root, "annotations", f"instances_{split}.json")
+        if not os.path.isfile(json_file):
+            return False
+        with open(json_file) as f:
+            info = json.load(f).get("info", {})
+        if any(info.get(k) != v for k, v in wanted.items()):
+            return False
+    return True
