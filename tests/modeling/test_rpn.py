@@ -6,7 +6,6 @@ Faster R-CNN configs (yacs and LazyConfig), and the proposal recall of the bench
 """
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +18,7 @@ from detectron2.modeling.proposal_generator import RPN, StandardRPNHead
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 from dw_reference import reference_dw_losses, reference_dw_sums_of_scores
-from helpers import assert_same_architecture
+from helpers import REPO, assert_same_architecture
 from pycocotools.coco import COCO
 from torch import nn
 
@@ -27,7 +26,7 @@ from benchmarks.proposals import matched_ious, proposal_recall
 from dual_weighting import DWRPN, DWCriterion
 from dual_weighting.engine import load_yacs_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = REPO / "configs"
 YAML = CONFIGS / "COCO-Detection" / "dw_rpn_faster_rcnn_R_50_FPN_1x.yaml"
 LAZY = CONFIGS / "lazy" / "COCO-Detection" / "dw_rpn_faster_rcnn_R_50_FPN_1x.py"
 LOSS_WEIGHT = {"loss_rpn_cls": 0.7, "loss_rpn_loc": 1.3}

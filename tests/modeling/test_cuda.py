@@ -115,6 +115,7 @@ def test_detections_on_cuda_equal_cpu():
     )
 
 
+@pytest.mark.slow
 def test_train_net_with_amp_on_cuda(shapes_dataset, tmp_path):
     """detectron2's AMPTrainer (SOLVER.AMP.ENABLED, CUDA only) trains and evaluates DW-FCOS."""
     out = tmp_path / "out"

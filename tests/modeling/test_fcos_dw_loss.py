@@ -2,8 +2,6 @@
 criterion. The candidates by hand, the decoded boxes against detectron2's rule written out, a
 short training on a fixed batch, awkward ground truth, and the yacs / LazyConfig twins."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from detectron2.config import instantiate
@@ -12,7 +10,7 @@ from detectron2.modeling import Backbone, build_model
 from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from helpers import assert_same_architecture
+from helpers import REPO, assert_same_architecture
 from torch import nn
 
 from benchmarks.detectors import SMALL_CONFIG, build_detector, make_cfg
@@ -20,7 +18,7 @@ from dual_weighting import DWCriterion
 from dual_weighting.engine import load_lazy_config, load_yacs_config
 from dual_weighting.modeling import DWLossFCOS
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = REPO / "configs"
 YAML = CONFIGS / "COCO-Detection" / "fcos_dw_loss_R_50_FPN_1x.yaml"
 LAZY = CONFIGS / "lazy" / "COCO-Detection" / "fcos_dw_loss_R_50_FPN_1x.py"
 C = 3
@@ -149,7 +147,7 @@ def test_training_steps_lower_the_losses_and_reach_every_head_parameter():
     ids=["empty", "outside", "zero_area", "crowded"],
 )
 def test_awkward_ground_truth_trains_with_finite_losses_and_gradients(boxes, classes):
-    """What DWFCOS gives them (tests/test_robustness.py): finite losses and gradients; a box
+    """What DWFCOS gives them (tests/engine/test_robustness.py): finite losses and gradients; a box
     holding no anchor point has no candidates, so only the negative loss sees it."""
     model = tiny_model().train()
     with EventStorage():

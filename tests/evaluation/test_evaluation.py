@@ -136,7 +136,7 @@ def test_crowd_and_empty_images_are_exercised(dataset):
     assert max(len(d[0]) for d in detections.values()) >= 100
 
 
-def test_backend_choice():
+def test_cocoeval_backend_names_resolve_or_are_refused_with_the_reason():
     assert resolve_cocoeval("auto")[1] == "faster_coco_eval"  # installed by make env
     assert resolve_cocoeval("pycocotools")[0] is COCOeval
     with pytest.raises(ValueError, match="Unknown COCOeval backend 'fast'"):

@@ -173,7 +173,7 @@ def test_register_synthetic_is_idempotent_and_refuses_other_paths(tmp_path, name
         register_synthetic(tmp_path / "b", prefix="test_dw_idem")
 
 
-def test_register_coco_from_spec(tiny, tmp_path, names):
+def test_malformed_or_missing_coco_specs_are_named_and_a_good_one_registers(tiny, tmp_path, names):
     _, result = tiny
     json_file, image_root = result["val"]["json_file"], result["val"]["image_root"]
     for spec in ("no_equals_sign", "name=annotations.txt:images", "=a.json:b", "x=a.json:"):
@@ -211,7 +211,7 @@ def test_ensure_synthetic_generates_once(tmp_path, names):
     assert len(DatasetCatalog.get("test_dw_ensure_train")) == 3
 
 
-def test_generate_dataset_cli(tmp_path):
+def test_generate_dataset_tool_writes_the_asked_number_of_images(tmp_path):
     out = tmp_path / "cli"
     printed = subprocess.run(
         [sys.executable, str(REPO / "tools" / "generate_dataset.py"), "--output", str(out),

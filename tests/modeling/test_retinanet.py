@@ -5,7 +5,6 @@ twins."""
 
 import inspect
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,13 +18,13 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 from dw_reference import reference_dw_losses, reference_dw_sums_of_scores
-from helpers import assert_same_architecture
+from helpers import REPO, assert_same_architecture
 from torch import nn
 
 from dual_weighting import DWCriterion, DWRetinaNet, DWRetinaNetHead, add_dw_config
 from dual_weighting.engine import load_lazy_config, load_yacs_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = REPO / "configs"
 YAML = CONFIGS / "COCO-Detection" / "dw_retinanet_R_50_FPN_1x.yaml"
 LAZY = CONFIGS / "lazy" / "COCO-Detection" / "dw_retinanet_R_50_FPN_1x.py"
 QUALITIES = ["objectness", "none"]
@@ -208,7 +207,7 @@ def test_boxes_without_candidates_count_only_in_the_normaliser_as_in_dwfcos():
         with EventStorage():
             return model(batch)
 
-    # A small DW-FCOS, as tests/test_robustness.py builds it.
+    # A small DW-FCOS, as tests/engine/test_robustness.py builds it.
     cfg = get_cfg()
     add_dw_config(cfg)
     cfg.merge_from_file(str(CONFIGS / "dw_R_18_FPN_synthetic_demo.yaml"))

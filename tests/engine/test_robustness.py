@@ -262,6 +262,7 @@ def test_non_finite_input_image_is_named_at_inference():
         model(batch)
 
 
+@pytest.mark.slow
 def test_divergent_training_stops_naming_the_iteration_and_resumes_from_the_last_checkpoint(
     shapes_dataset, tmp_path
 ):

@@ -15,6 +15,9 @@ from helpers import REPO, read_metrics, registrations, run_train_net, train_net_
 
 from sample_data.shapes import generate_synthetic_coco
 
+# Every test runs train_net.py in a subprocess.
+pytestmark = pytest.mark.slow
+
 
 def test_train_writes_checkpoint_and_metrics_then_eval_only_prints_ap(shapes_dataset, tmp_path):
     out = tmp_path / "run"
@@ -39,8 +42,8 @@ def test_train_writes_checkpoint_and_metrics_then_eval_only_prints_ap(shapes_dat
     assert "copypaste: AP,AP50,AP75,APs,APm,APl" in log
     assert "COCOeval backend: faster_coco_eval" in log  # the default where it is installed
 
-    # pycocotools forced, and 3 images a batch: the same numbers (tests/test_padding.py checks
-    # batches of mixed sizes).
+    # pycocotools forced, and 3 images a batch: the same numbers (tests/layers/test_padding.py
+    # checks batches of mixed sizes).
     proc = run_train_net(
         ["--eval-only"]
         + train_net_args(shapes_dataset, tmp_path / "eval_pycocotools", "MODEL.WEIGHTS",
@@ -205,7 +208,7 @@ def test_lazy_config_trains_on_two_workers_resumes_and_evaluates(shapes_dataset,
 
 
 def test_set_up_errors_stop_before_any_worker_with_one_paragraph(shapes_dataset, tmp_path):
-    # yacs-style overrides given to a LazyConfig (tests/test_checks.py covers every check).
+    # yacs-style overrides given to a LazyConfig (tests/engine/test_checks.py covers every check).
     proc = run_train_net(
         [*tiny_lazy_args(shapes_dataset, tmp_path), "SOLVER.MAX_ITER", "10"], check=False
     )

@@ -296,6 +296,7 @@ def test_bad_yolo_files_are_named(tmp_path, label, yaml_text, message):
     assert message in str(e.value)
 
 
+@pytest.mark.slow
 def test_train_net_trains_and_evaluates_voc_and_yolo_folders(shapes_dataset, tmp_path):
     root = str(shapes_dataset)
     for split in ("train", "val"):

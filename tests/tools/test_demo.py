@@ -82,7 +82,7 @@ def test_demo_video(tmp_path):
     assert count == len(frames) == 3 and frames[0].shape == (64, 96, 3)
 
 
-def test_output_paths(tmp_path):
+def test_demo_output_is_the_named_file_or_a_file_per_input_in_the_folder(tmp_path):
     assert output_path(str(tmp_path / "a.png"), "x/in.jpg", 1) == str(tmp_path / "a.png")
     assert output_path(str(tmp_path / "pics"), "x/in.jpg", 2) == str(tmp_path / "pics" / "in.jpg")
     assert (tmp_path / "pics").is_dir()

@@ -36,7 +36,7 @@ from dual_weighting.engine import DWTrainer
         ((6, 124), (65, 1333), (64, 1333)),
     ],
 )
-def test_output_size_rule(size, release, detectron2):
+def test_release_resize_size_differs_from_detectron2s_where_mmcv_rounds(size, release, detectron2):
     assert release_resize_shape(*size, 800, 1333) == release
     assert ResizeShortestEdge.get_output_shape(*size, 800, 1333) == detectron2
 

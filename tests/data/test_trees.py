@@ -62,7 +62,7 @@ def objects_in_xml(wheel, xml_name):
     return np.array([[int(a) - 1, int(b) - 1, int(c), int(d)] for a, b, c, d in corners], float)
 
 
-def test_source_counts_and_sizes(wheel):
+def test_wheel_holds_the_crowns_counted_in_its_xml_files(wheel):
     # Crowns per file, as `grep -c '<object>'` counts them.
     counts = {name: len(objects_in_xml(wheel, name)) for s in TREES_SPLITS.values() for name in s}
     assert counts == {
@@ -101,7 +101,7 @@ def test_tile_boxes_by_hand():
     assert crowd.tolist() == [True, True, False]
 
 
-def test_tiles_and_boxes(converted):
+def test_tiles_are_400_px_and_every_box_lies_inside_its_tile(converted):
     root, summary, coco = converted
     assert {s: summary[s]["images"] for s in summary} == {"train": 11 * 12 + 1, "val": 4 * 3}
     for split, data in coco.items():

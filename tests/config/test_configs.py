@@ -31,7 +31,7 @@ def test_every_published_model_has_a_config():
     assert ITERS_PER_EPOCH == -(-117266 // 16)
 
 
-def test_schedules_in_iterations():
+def test_1x_and_2x_schedules_are_the_releases_epochs_in_iterations():
     # Written out: 1x = 87,960 iterations, steps 58,640 / 80,630; 2x = 175,920, 117,280 / 161,260.
     one_x = load_cfg(CONFIGS / "dw_R_50_FPN_1x.yaml").SOLVER
     assert (one_x.MAX_ITER, tuple(one_x.STEPS)) == (87960, (58640, 80630))
