@@ -10,7 +10,6 @@ import math
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
-from detectron2.evaluation.coco_evaluation import _evaluate_box_proposals
 from detectron2.modeling import build_model
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransform
@@ -19,10 +18,8 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 from dw_reference import reference_dw_losses, reference_dw_sums_of_scores
 from helpers import REPO, assert_same_architecture
-from pycocotools.coco import COCO
 from torch import nn
 
-from benchmarks.proposals import matched_ious, proposal_recall
 from dual_weighting import DWRPN, DWCriterion
 from dual_weighting.engine import load_yacs_config
 
@@ -464,66 +461,3 @@ def test_yacs_and_lazy_configs_build_the_same_faster_rcnn():
     assert not lazy_model.roi_heads.mask_on and not yacs_model.roi_heads.mask_on
     assert torch.equal(lazy_model.pixel_mean, yacs_model.pixel_mean)
     assert lazy_model.input_format == yacs_model.input_format == "BGR"
-
-
-# --- Proposal recall. -------------------------------------------------------------------------
-
-
-def test_proposal_recall_by_hand():
-    a, b, c = (0.0, 0, 10, 10), (20.0, 20, 30, 30), (50.0, 50, 60, 60)
-    # Best first: A itself, half of A (IoU 0.5), most of B (IoU 0.78).
-    proposals = [torch.tensor([a, (0.0, 0, 10, 5), (20.0, 20, 30, 27.8)]), torch.zeros(0, 4)]
-    gt = [torch.tensor([a, b]), torch.tensor([c])]  # C has no proposal: missed
-    recall = proposal_recall(proposals, gt, limits=(1, 3))
-    # AR@1: A found at every threshold, B and C never: 1/3.
-    assert recall["AR@1"] == pytest.approx(100 / 3)
-    # AR@3: B is found at the 6 thresholds 0.5-0.75, not at the 4 from 0.8.
-    assert recall["AR@3"] == pytest.approx(100 * (6 * 2 / 3 + 4 * 1 / 3) / 10)
-    assert proposal_recall([torch.zeros(0, 4)], [torch.zeros(0, 4)]) == {
-        "AR@100": 0.0,
-        "AR@1000": 0.0,
-    }
-    # One proposal per box at most, best pair first: P covers A (0.9) and B (0.6); Q covers B
-    # with 0.55; B gets Q, not P.
-    boxes = torch.tensor([(0.0, 0, 10, 10), (0.0, 0, 10, 15)])
-    p, q = (0.0, 0, 10, 9), (0.0, 0, 10, 8.25)
-    ious = matched_ious(torch.tensor([p, q]), boxes)
-    torch.testing.assert_close(ious, torch.tensor([0.9, 0.55]))
-    recall = proposal_recall([torch.tensor([p, q])], [boxes], limits=(2,))
-    assert recall["AR@2"] == pytest.approx(100 * (9 + 2) / 20)  # 0.9 at 9 of 10, 0.55 at 2
-
-
-def test_proposal_recall_equals_detectron2s_box_proposals_evaluation():
-    """On random images whose every image has proposals (where both count the same boxes)."""
-    g = torch.Generator().manual_seed(0)
-    images, annotations, predictions, proposals, gt_boxes = [], [], [], [], []
-    for i in range(6):
-        num_gt = int(torch.randint(1, 8, (1,), generator=g))
-        corners = torch.rand(num_gt, 2, generator=g) * 200
-        gt = torch.cat([corners, corners + torch.rand(num_gt, 2, generator=g) * 80 + 5], 1)
-        num = int(torch.randint(1, 1500, (1,), generator=g))
-        noisy = (
-            gt[torch.randint(0, num_gt, (num,), generator=g)] + torch.randn(num, 4, generator=g) * 8
-        )
-        boxes = torch.cat(
-            [noisy[:, :2].minimum(noisy[:, 2:]), noisy[:, :2].maximum(noisy[:, 2:])], 1
-        )
-        scores = torch.rand(num, generator=g)
-        images.append({"id": i, "width": 300, "height": 300})
-        for x0, y0, x1, y1 in gt.tolist():
-            annotations.append(
-                {"id": len(annotations) + 1, "image_id": i, "category_id": 1, "iscrowd": 0,
-                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)}
-            )  # fmt: skip
-        inst = Instances((300, 300))
-        inst.proposal_boxes, inst.objectness_logits = Boxes(boxes), scores
-        predictions.append({"image_id": i, "proposals": inst})
-        proposals.append(boxes[scores.argsort(descending=True)])
-        gt_boxes.append(gt)
-    coco = COCO()
-    coco.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1}]}
-    coco.createIndex()
-    ours = proposal_recall(proposals, gt_boxes, limits=(10, 100, 1000))
-    for limit in (10, 100, 1000):
-        theirs = _evaluate_box_proposals(predictions, coco, limit=limit)["ar"].item()
-        assert ours[f"AR@{limit}"] == pytest.approx(100 * theirs, abs=1e-9)

@@ -8,7 +8,6 @@ pytest's ``pythonpath`` adds it for the tests).
 - ``detectors``: the two detectors on one backbone, their configs and score thresholds.
 - ``accuracy``: training with detectron2's trainer and COCO evaluation at two thresholds.
 - ``pairs``: DW inside detectron2's FCOS, RetinaNet and RPN against each original.
-- ``proposals``: the RPN's proposal recall (AR@k), for the pairs.
 - ``speed``: training step (``SimpleTrainer.run_step``) and inference time, peak memory.
 - ``quantization``: the demo model in int8 ONNX against float32.
 - ``memory``: the CPU and CUDA memory probes.

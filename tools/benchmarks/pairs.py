@@ -19,8 +19,8 @@ accuracy section. The two detectors of a pair and seed start from the same rando
 same backbone weights) and see the same images in the same order. Each is evaluated once after
 training at a low score threshold (:data:`.detectors.LOW_SCORE` on each one's score: FCOS's
 ``sqrt(cls * ctr)``, RetinaNet's and the ROI heads' class probability), and the Faster R-CNN
-pair also by the average recall of its RPN's proposals (AR@100, AR@1000,
-:func:`.proposals.proposal_recall`).
+pair also by the average recall of its RPN's proposals (AR@100, AR@1000, detectron2's
+``COCOEvaluator`` box-proposal evaluation).
 
 Training-step time and peak memory ratios come from one extra measurement per pair, after its
 trainings: the two fresh models' training steps interleaved round by round on one batch of the
@@ -34,9 +34,10 @@ import sys
 from pathlib import Path
 
 import torch
-from detectron2.data import DatasetCatalog, build_detection_test_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import HookBase
-from detectron2.structures import BoxMode
+from detectron2.evaluation import COCOEvaluator
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.utils.env import seed_all_rng
 
 from dual_weighting.engine import load_yacs_config
@@ -52,7 +53,6 @@ from .accuracy import (
 from .accuracy import diverged_result as diverged_accuracy_result
 from .detectors import LOW_SCORE, NAMES, PAIRS, REPO, build_detector, score_of_product
 from .plots import bar_chart
-from .proposals import proposal_recall
 from .report import format_table, mean_std
 from .speed import measure_speed, paired_ratio, peak_mib, synthetic_batch
 
@@ -139,33 +139,26 @@ class PairTrainer(BenchmarkTrainer):
 @torch.no_grad()
 def rpn_recall(cfg, model):
     """AR@100 and AR@1000 (percent) of ``model``'s RPN proposals on ``cfg.DATASETS.TEST[0]``, in
-    the original image frame against its non-crowd boxes."""
+    the original image frame: detectron2's ``COCOEvaluator`` box-proposal evaluation (non-crowd
+    boxes, every area)."""
     dataset = cfg.DATASETS.TEST[0]
-    boxes_by_id = {
-        d["image_id"]: torch.tensor(
-            [
-                BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-                for a in d["annotations"]
-                if not a.get("iscrowd", 0)
-            ],
-            dtype=torch.float32,
-        ).reshape(-1, 4)
-        for d in DatasetCatalog.get(dataset)
-    }
+    evaluator = COCOEvaluator(dataset, tasks=("bbox",), distributed=False)
+    evaluator.reset()
     was_training = model.training
     model.eval()
-    proposals, gt_boxes = [], []
     for inputs in build_detection_test_loader(cfg, dataset):
         images = model.preprocess_image(inputs)
         features = model.backbone(images.tensor)
         found, _ = model.proposal_generator(images, features, None)
-        for x, p, size in zip(inputs, found, images.image_sizes):
-            # From the resized frame back to the original, as detector_postprocess scales.
-            scale = torch.tensor([x["width"] / size[1], x["height"] / size[0]] * 2)
-            proposals.append(p.proposal_boxes.tensor.cpu() * scale)
-            gt_boxes.append(boxes_by_id[x["image_id"]])
+        # From the resized frame back to the original, as detectron2's ProposalNetwork does.
+        outputs = [
+            {"proposals": detector_postprocess(p, x["height"], x["width"])}
+            for x, p in zip(inputs, found)
+        ]
+        evaluator.process(inputs, outputs)
     model.train(was_training)
-    return proposal_recall(proposals, gt_boxes, limits=RECALL_LIMITS)
+    results = evaluator.evaluate()["box_proposals"]
+    return {f"AR@{k}": results[f"AR@{k}"] for k in RECALL_LIMITS}
 
 
 class RecallAfterTraining(HookBase):
