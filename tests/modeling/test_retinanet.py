@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.config import get_cfg, instantiate
+from detectron2.config import instantiate
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone, build_model
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
@@ -18,10 +18,10 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 from dw_reference import reference_dw_losses, reference_dw_sums_of_scores
-from helpers import REPO, assert_same_architecture
+from helpers import DEMO_CONFIG, REPO, assert_same_architecture, load_cfg
 from torch import nn
 
-from dual_weighting import DWCriterion, DWRetinaNet, DWRetinaNetHead, add_dw_config
+from dual_weighting import DWCriterion, DWRetinaNet, DWRetinaNetHead
 from dual_weighting.engine import load_lazy_config, load_yacs_config
 
 CONFIGS = REPO / "configs"
@@ -208,10 +208,7 @@ def test_boxes_without_candidates_count_only_in_the_normaliser_as_in_dwfcos():
             return model(batch)
 
     # A small DW-FCOS, as tests/engine/test_robustness.py builds it.
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    cfg.merge_from_file(str(CONFIGS / "dw_R_18_FPN_synthetic_demo.yaml"))
-    cfg.merge_from_list(["MODEL.FPN.OUT_CHANNELS", "64", "MODEL.DW.NUM_CLASSES", "2"])
+    cfg = load_cfg(DEMO_CONFIG, "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.DW.NUM_CLASSES", "2")
     dwfcos = build_model(cfg).train()
     for model in (dwfcos, tiny_model("objectness").train(), tiny_model("none").train()):
         alone = losses_of(model, good)
