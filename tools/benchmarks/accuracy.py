@@ -92,13 +92,14 @@ class BenchmarkTrainer(DWTrainer):
     """``DWTrainer`` (train_net.py's) that builds either detector, gives every detector of one
     seed the same data order and flips, skips checkpoints, and evaluates both score views.
 
-    Every ``TEST.EVAL_PERIOD`` iterations (never if 0) it evaluates and appends ``[iteration,
-    {view: metrics}]`` to ``self.curve``, adding the seconds to ``self.curve_eval_s``; the
-    evaluation after the last iteration is :func:`run_training`'s.
+    Every ``TEST.EVAL_PERIOD`` iterations (never if 0) detectron2's ``EvalHook`` evaluates and
+    puts the metrics in the trainer's ``EventStorage``, which its writers record in
+    ``metrics.json`` (the AP curve, :func:`storage_curve`); the seconds go to
+    ``self.curve_eval_s``. The evaluation after the last iteration is :func:`run_training`'s.
     """
 
     def __init__(self, cfg):
-        self.curve, self.curve_eval_s = [], 0.0
+        self.curve_eval_s = 0.0
         super().__init__(cfg)
 
     @classmethod
@@ -116,7 +117,7 @@ class BenchmarkTrainer(DWTrainer):
 
     def build_hooks(self):
         # No checkpoints. detectron2's EvalHook keeps its place (before the writers, so the
-        # curve's metrics reach metrics.json) but records the curve and skips the end.
+        # curve's metrics reach metrics.json) but keeps training's random state and skips the end.
         built = []
         for h in super().build_hooks():
             if isinstance(h, hooks.EvalHook) and self.cfg.TEST.EVAL_PERIOD > 0:
@@ -133,7 +134,6 @@ class BenchmarkTrainer(DWTrainer):
         start = time.perf_counter()
         with random_state_kept():
             metrics = self.test(self.cfg, self.model)
-        self.curve.append([self.iter + 1, metrics])
         self.curve_eval_s += time.perf_counter() - start
         return metrics
 
@@ -149,6 +149,19 @@ class BenchmarkTrainer(DWTrainer):
                 ScoreFilteredCOCOEvaluator(dataset_name, "low", low),
             ]
         )
+
+
+def storage_curve(storage):
+    """``[[iteration, {view: metrics}], ...]`` of the periodic evaluations: the values
+    detectron2's ``EvalHook`` put in the trainer's ``EventStorage`` (keys ``own/AP``, ...), which
+    its writers record in ``metrics.json``."""
+    points = {}
+    for key, history in storage.histories().items():
+        view, _, metric = key.partition("/")
+        if view in ("own", "low") and metric:
+            for value, iteration in history.values():
+                points.setdefault(iteration + 1, {}).setdefault(view, {})[metric] = value
+    return [[iteration, metrics] for iteration, metrics in sorted(points.items())]
 
 
 def scaled_schedule(iters, warmup_iters=None):
@@ -252,7 +265,7 @@ def run_training(cfg, extra_hooks=(), trainer_class=None):
         try:
             trainer.train()
         except FloatingPointError as e:
-            raise DivergedRun(str(e).splitlines()[0], trainer.curve) from e
+            raise DivergedRun(str(e).splitlines()[0], storage_curve(trainer.storage)) from e
         train_s = time.perf_counter() - start - trainer.curve_eval_s
         # IterationTimer records iterations after its first 3 only.
         timer = trainer.storage.histories().get("time")
@@ -261,7 +274,7 @@ def run_training(cfg, extra_hooks=(), trainer_class=None):
         start = time.perf_counter()
         metrics = trainer_class.test(cfg, trainer.model)
         eval_s = time.perf_counter() - start
-    curve = [*trainer.curve, [cfg.SOLVER.MAX_ITER, metrics]]
+    curve = [*storage_curve(trainer.storage), [cfg.SOLVER.MAX_ITER, metrics]]
     return {
         "metrics": _floats(metrics),
         "train_s": train_s,
