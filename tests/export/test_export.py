@@ -134,9 +134,11 @@ def graph_ops(fmt, folder):
 
 # ONNX export (torch.export) takes 0.5-2 minutes a model on 2 cores: the demo model and the one
 # with both DCNv2 and box refine cover every layer the others have.
+# ONNX export (torch.export) takes about a minute a model on a CPU: slow.
+ONNX = pytest.param("onnx", marks=pytest.mark.slow)
 CASES = [(name, "torchscript") for name in MODELS] + [
-    ("demo", "onnx"),
-    ("R50_DCN_refine", "onnx"),
+    pytest.param("demo", "onnx", marks=pytest.mark.slow),
+    pytest.param("R50_DCN_refine", "onnx", marks=pytest.mark.slow),
 ]
 
 
@@ -188,7 +190,7 @@ def onnx_graph(detector):
     return run
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["torchscript", ONNX])
 def test_bad_inputs_to_an_exported_model_are_refused_by_name(fmt, exported):
     _, detector, _, _ = exported("demo", fmt)
     good = image(OTHER_SIZE, seed=1)
@@ -347,6 +349,7 @@ def test_match_detections_pairs_by_value_within_the_tolerances():
         assert not match_detections(dets, other, size).equal
 
 
+@pytest.mark.slow
 def test_tool_exports_to_onnx_and_evaluates(tiny_dataset, tmp_path):
     json_file = tiny_dataset / "annotations" / "instances_val.json"
     assert len(json.loads(json_file.read_text())["images"]) == 4
@@ -377,6 +380,7 @@ def test_tool_exports_to_onnx_and_evaluates(tiny_dataset, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["int8_static", "int8_dynamic"])
 def test_int8_models_are_smaller_and_detect_much_the_same(precision, exported, tmp_path):
     model, detector, _, folder = exported("demo", "onnx")
