@@ -321,6 +321,7 @@ def test_train_net_trains_and_evaluates_voc_and_yolo_folders(shapes_dataset, tmp
         assert (out / "model_final.pth").is_file()
 
 
+@pytest.mark.slow
 def test_train_net_names_a_bad_voc_file_and_too_few_classes(shapes_dataset, tmp_path):
     root = str(shapes_dataset)
     folder = write_voc(f"{root}/annotations/instances_val.json", f"{root}/val", tmp_path / "voc")
