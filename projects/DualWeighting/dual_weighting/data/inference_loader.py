@@ -1,4 +1,5 @@
-"""The test loader: detectron2's, with batches of one image size where the data allows.
+"""The inference loader (evaluation): detectron2's test loader, with batches of one image size where
+the data allows.
 
 detectron2 pads the images of a batch to the largest one. With the padding masked
 (``MODEL.DW.MASK_PADDING_TEST``) the detections do not change, but the padded cells still cost
