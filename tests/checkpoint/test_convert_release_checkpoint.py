@@ -258,7 +258,7 @@ def test_wrong_shape_and_center_prior_fail_loudly(tmp_path, refine_release):
     assert "center_prior.sigma" in err and "CENTER_PRIOR_SIGMA" in err
 
 
-def test_rename_table():
+def test_release_names_map_to_detectron2_names_by_hand():
     assert rename("backbone.layer4.2.conv2.conv_offset.bias") == (
         "backbone.bottom_up.res5.2.conv2_offset.bias"
     )

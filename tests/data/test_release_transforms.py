@@ -77,7 +77,7 @@ def test_resize_is_opencv_bilinear_not_pil(new_size):
     np.testing.assert_array_equal(gray[:, :, 0], ours[:, :, 0])
 
 
-def test_augmentation_checks_sizes():
+def test_release_resize_refuses_bad_sizes_and_caps_the_longer_side():
     with pytest.raises(ValueError, match=r"positive sizes, got shorter side \(0, 0\)"):
         ReleaseResizeShortestEdge(0, 1333)
     with pytest.raises(ValueError, match="'range' takes \\(min, max\\) sizes"):

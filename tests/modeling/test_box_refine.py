@@ -83,7 +83,7 @@ def test_matches_hand_written_sampler_values_and_gradients(seed):
         torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-9)
 
 
-def test_gradcheck():
+def test_refine_boxes_passes_gradcheck_in_float64():
     ltrb, offsets, stride = random_inputs(2)
     assert torch.autograd.gradcheck(
         lambda a, b: refine_boxes(a, b, stride), (ltrb, offsets), eps=1e-6, atol=1e-6

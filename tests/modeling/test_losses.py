@@ -197,7 +197,7 @@ def test_smallest_negative_weight_stands():
     )
 
 
-def test_no_boxes_anywhere():
+def test_without_boxes_only_the_negative_loss_remains():
     points, strides, cls_logits, ctr_logits, box_ltrb, _, _ = make_case(0)
     cls_logits.requires_grad_()
     box_ltrb.requires_grad_()
@@ -270,7 +270,7 @@ def test_negative_loss_matches_autograd_through_bce(dtype, rtol):
     torch.testing.assert_close(actual_grad, expected_grad, rtol=rtol, atol=0)
 
 
-def test_non_contiguous_inputs():
+def test_non_contiguous_predictions_give_the_same_losses():
     """Predictions in (N, C, P) memory order, as a head's permuted output, give the same."""
     points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, gt_classes = make_case(1)
     expected = dw_losses(points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, gt_classes)

@@ -178,7 +178,7 @@ def make_trainable_model(test_score_thresh=0.05, seed=0, **head_kwargs):
     )
 
 
-def test_checkpoint_round_trip(tmp_path):
+def test_a_saved_and_restored_model_gives_the_same_detections(tmp_path):
     # Untrained scores are about 0.02 * 0.5: keep them all to compare many boxes.
     model = make_trainable_model(test_score_thresh=0.0, box_refine=True).eval()
     with torch.no_grad():

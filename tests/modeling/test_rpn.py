@@ -211,7 +211,7 @@ def test_losses_equal_the_slow_reference():
     assert storage.latest()["rpn/num_candidates"][0] == len(assignment.image) / 3
 
 
-def test_hand_made_assignment():
+def test_hand_made_anchor_assignment_of_one_box():
     """A 16 x 16 image, one level of stride 8 (2 x 2 cells, centres 0 and 8), square anchors of
     sides 8 and 12, zero predictions (every score 1/2, every proposal its anchor), one box
     (2, 2, 14, 14). Only the two anchors centred at (8, 8) are inside it: A = (4, 4, 12, 12),

@@ -85,7 +85,7 @@ def test_model_maps_reproduce_the_training_losses(tiny):
     assert [tuple(s) for s in shapes][0] == (8, 12) and strides == [8, 16, 32, 64, 128]
 
 
-def test_record_selection():
+def test_records_are_selected_by_index_or_file_name_and_bad_ones_named():
     records = [{"file_name": "/data/train/000001.jpg"}, {"file_name": "/data/train/000002.jpg"}]
     assert select_records(records, [1, 0]) == [1, 0]
     assert select_records(records, [0], ["000002.jpg", "train/000001.jpg"]) == [1, 0]
