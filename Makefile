@@ -50,7 +50,7 @@ test: lint $(TREES) $(LITE0)
 
 trees: $(TREES)
 
-$(TREES): $(STAMP) projects/DualWeighting/dual_weighting/data/trees.py
+$(TREES): $(STAMP) tools/sample_data/trees.py
 	$(PY) tools/prepare_trees.py
 
 benchmark-trees: $(TREES)

@@ -24,8 +24,8 @@ from detectron2.engine import DefaultPredictor
 from PIL import Image
 
 from dual_weighting.data import register_trees
-from dual_weighting.engine.defaults import load_yacs_config
-from dual_weighting.visualize import predictions_beside_ground_truth
+from dual_weighting.engine import load_yacs_config
+from visualize import predictions_beside_ground_truth
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "trees" / "dw_fcos_Lite0_FPN.yaml"
@@ -60,9 +60,8 @@ def main(argv=None):
     )  # fmt: skip
 
     register_trees()
-    cfg = load_yacs_config(args.config_file, overrides)
-    cfg.defrost()
-    cfg.MODEL.WEIGHTS = str(Path(args.output_dir) / "model_final.pth")
+    weights = str(Path(args.output_dir) / "model_final.pth")
+    cfg = load_yacs_config(args.config_file, [*overrides, "MODEL.WEIGHTS", weights])
     val_name = cfg.DATASETS.TEST[0]
     picture = predictions_beside_ground_truth(
         DatasetCatalog.get(val_name)[: args.num_images],

@@ -22,7 +22,6 @@ from detectron2.engine import (
 from detectron2.utils import comm
 
 from ..checkpoint import DWCheckpointer
-from ..config import upgrade_dw_config
 from ..data import build_dw_test_loader, build_test_augmentation, build_train_augmentation
 from ..evaluation import DWCOCOEvaluator
 
@@ -40,7 +39,6 @@ class DWTrainer(DefaultTrainer):
     """detectron2's DefaultTrainer with COCO box evaluation, also on CPU (gloo) workers."""
 
     def __init__(self, cfg):
-        cfg = upgrade_dw_config(cfg)
         if cfg.MODEL.DEVICE != "cpu" or comm.get_world_size() == 1:
             super().__init__(cfg)
             return

@@ -12,8 +12,9 @@ from detectron2.modeling.meta_arch.fcos import FCOS
 from detectron2.structures import Boxes
 
 from .candidates import candidate_centers, decode_per_candidate
-from .criterion import DWCriterion, DWTrainingMixin
+from .criterion import DWCriterion
 from .fcos import fcos_arguments
+from .training import DWTrainingMixin
 
 __all__ = ["DWLossFCOS"]
 
