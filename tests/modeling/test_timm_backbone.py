@@ -139,6 +139,7 @@ def test_yacs_and_lazyconfig_build_the_same_backbone():
         ({"model_name": LITE0, "out_features": ["c6"]}, r"out_features \['c6'\] are not"),
         ({"model_name": LITE0, "norm": "GN"}, "norm must be one of"),
         ({"model_name": LITE0, "freeze_at": 6}, r"freeze_at must be in \[0, 5\]"),
+        ({"model_name": "vgg11", "drop_path_rate": 0.1}, "vgg11 has no stochastic depth"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):

@@ -69,13 +69,19 @@ class TimmBackbone(Backbone):
                 f"{model_name!r} is not a timm model (timm {timm.__version__}); "
                 "see timm.list_models()."
             )
-        self.body = timm.create_model(
-            model_name,
-            pretrained=False,
-            features_only=True,
-            in_chans=in_channels,
-            drop_path_rate=drop_path_rate,
-        )
+        # Only models with stochastic depth take drop_path_rate; pass it where it is asked for.
+        extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        try:
+            self.body = timm.create_model(
+                model_name, pretrained=False, features_only=True, in_chans=in_channels, **extra
+            )
+        except TypeError as e:
+            if not extra:
+                raise
+            raise ValueError(
+                f"{model_name} has no stochastic depth: drop_path_rate must be 0, not "
+                f"{drop_path_rate} ({e})."
+            ) from e
         info = self.body.feature_info
         levels = [round(math.log2(s)) for s in info.reduction()]
         names = [f"c{k}" for k in levels]
