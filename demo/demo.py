@@ -11,7 +11,7 @@ asks for CUDA on a machine without it runs on the CPU. The logic is in ``demo/pr
 Examples:
     python demo/demo.py --config-file configs/dw_R_18_FPN_synthetic_demo.yaml \\
         --input datasets/dw_synthetic/val/00000*.jpg --output output/demo_pictures \\
-        --opts MODEL.WEIGHTS output/demo/model_final.pth
+        --opts MODEL.WEIGHTS output/shapes_demo/model_final.pth
     python demo/demo.py --config-file configs/dw_R_50_FPN_1x.yaml --video-input street.mp4 \\
         --output street_dw.mp4 --opts MODEL.WEIGHTS converted.pth
 """

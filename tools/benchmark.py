@@ -7,7 +7,7 @@
         --min-size 256 --max-size 256 --eval-period 50   # real photographs (make benchmark-trees)
     python tools/benchmark.py speed --speed-settings r50 --device cuda
     python tools/benchmark.py detectors           # DW in detectron2's FCOS, RetinaNet, RPN
-    python tools/benchmark.py quantization        # int8 ONNX (needs `make demo`'s model)
+    python tools/benchmark.py quantization        # int8 ONNX (needs `make demo-shapes`' model)
 
 Each section re-measures numbers that docs/BENCHMARKS.md reports. The one-off investigations
 recorded there (losses against the release's loop, COCO evaluation time, batched inference,
@@ -81,7 +81,7 @@ training-step time and peak-memory ratio measured interleaved; ``detectors.png``
 and AR. ``--resume`` reuses finished runs.
 
 **quantization** (not part of "all"): the trained demo model (``--weights``, default ``make
-demo``'s ``output/demo/model_final.pth``) exported to ONNX
+demo-shapes``'s ``output/shapes_demo/model_final.pth``) exported to ONNX
 in float32 and int8 (``--quant-precisions``: static, calibrated on ``--calibration-images``
 training images; dynamic), COCO AP of each on the generated validation split through ONNX
 Runtime and PyTorch eager, file size, and latency per image over ``--quant-images`` images,

@@ -20,7 +20,7 @@ The logic is in ``dual_weighting/export/``.
 Examples:
     python tools/export_model.py --config-file configs/dw_R_18_FPN_synthetic_demo.yaml \\
         --format onnx --output output/export --run-eval \\
-        --opts MODEL.WEIGHTS output/demo/model_final.pth
+        --opts MODEL.WEIGHTS output/shapes_demo/model_final.pth
     python tools/export_model.py --config-file configs/dw_R_50_FPN_DCN_refine_ms_2x.yaml \\
         --format torchscript --sample-image photo.jpg --output output/export_ts \\
         --opts MODEL.WEIGHTS dw_dcn.pth MODEL.DEVICE cpu

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Fine-tune the ImageNet-initialised DW-FCOS (EfficientNet-Lite0-FPN) on the tree-crown
 photographs, evaluate it on the held-out image and draw its predictions beside the ground truth:
-the job behind ``make demo``.
+the job behind ``make demo``. With ``--config-file configs/dw_R_18_FPN_synthetic_demo.yaml`` (``make
+demo-shapes``) it trains the small from-scratch model on the generated shapes instead, generating
+them first.
 
 1. Trains ``configs/trees/dw_fcos_Lite0_FPN.yaml`` (or ``--config-file``) on CPU with
    ``train_net.py`` (detectron2's trainer: ETA logging, checkpoints, ``metrics.json``), resuming
@@ -25,6 +27,7 @@ from PIL import Image
 
 from dual_weighting.data import register_trees
 from dual_weighting.engine import load_yacs_config
+from sample_data.shapes import ensure_synthetic
 from visualize import predictions_beside_ground_truth
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +55,10 @@ def main(argv=None):
 
     start = time.perf_counter()
     overrides = ["OUTPUT_DIR", args.output_dir, *args.opts]
+    datasets = load_yacs_config(args.config_file, overrides).DATASETS
+    if any(n.startswith("dw_synthetic_") for n in (*datasets.TRAIN, *datasets.TEST)):
+        print("Generating the shapes dataset if absent", flush=True)
+        ensure_synthetic()
     subprocess.run(
         [sys.executable, str(REPO / "train_net.py"), "--config-file", args.config_file,
          "--resume", *overrides],

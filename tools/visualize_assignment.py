@@ -19,7 +19,8 @@ that carry ``--strong-mass`` of the box's positive weight, coloured by level.
 Examples:
     # A briefly trained demo model on the generated dataset's first training images:
     python tools/visualize_assignment.py --config-file configs/dw_R_18_FPN_synthetic_demo.yaml \\
-        --indices 0 1 --output output/assignment --opts MODEL.WEIGHTS output/demo/model_final.pth
+        --indices 0 1 --output output/assignment \\
+        --opts MODEL.WEIGHTS output/shapes_demo/model_final.pth
     # Any COCO-format dataset, random init:
     python tools/visualize_assignment.py --config-file configs/dw_R_50_FPN_1x.yaml \\
         --register-coco mine=ann.json:images/ --dataset mine --output out/ \\

@@ -97,8 +97,8 @@ def argument_parser(doc):
     q.add_argument(
         "--weights",
         type=Path,
-        default=REPO / "output" / "demo" / "model_final.pth",
-        help="the demo model's checkpoint (default: make demo's)",
+        default=REPO / "output" / "shapes_demo" / "model_final.pth",
+        help="the demo model's checkpoint (default: make demo-shapes')",
     )
     q.add_argument(
         "--quant-precisions",

@@ -107,8 +107,8 @@ def run_quantization(args, out):
     ``args.quant_precisions``, print the table, set ``out["quantization"]``."""
     if not args.weights.is_file():
         raise FileNotFoundError(
-            f"No trained model at {args.weights}: run `make demo` (it writes "
-            "output/demo/model_final.pth) or pass --weights"
+            f"No trained model at {args.weights}: run `make demo-shapes` (it writes "
+            "output/shapes_demo/model_final.pth) or pass --weights"
         )
     if args.device != "cpu":
         raise SystemExit("The quantization section measures ONNX Runtime on the CPU: --device cpu")
