@@ -7,6 +7,7 @@
         --min-size 256 --max-size 256 --eval-period 50   # real photographs (make benchmark-trees)
     python tools/benchmark.py speed --speed-settings r50 --device cuda
     python tools/benchmark.py detectors           # DW in detectron2's FCOS, RetinaNet, RPN
+    python tools/benchmark.py pretrained --resume # the same pairs from ImageNet weights, trees
     python tools/benchmark.py quantization        # int8 ONNX (needs `make demo-shapes`' model)
 
 Each section re-measures numbers that docs/BENCHMARKS.md reports. The one-off investigations
@@ -80,6 +81,15 @@ of the RPN's proposals, the paired per-seed difference, runs that diverged, and 
 training-step time and peak-memory ratio measured interleaved; ``detectors.png`` shows mean AP
 and AR. ``--resume`` reuses finished runs.
 
+**pretrained** (not part of "all"): detectron2's FCOS against DW-FCOS and against ``DWLossFCOS``,
+RetinaNet against ``DWRetinaNet``, Faster R-CNN against it with ``DWRPN`` (``--pretrained-pairs``),
+each fine-tuned from the converted ImageNet EfficientNet-Lite0 on the tree crowns
+(``configs/trees/``) for ``--pretrained-iters`` iterations per seed of ``--seeds``, through
+``train_net.py``; AP curves from ``metrics.json``, the pair table with per-seed differences and a
+plateau check (``benchmarks/pretrained.py``). Runs go to
+``OUTPUT_DIR/pretrained/<config>_seed<k>/``; ``--resume`` continues an interrupted one from its
+checkpoint and reuses finished ones.
+
 **quantization** (not part of "all"): the trained demo model (``--weights``, default ``make
 demo-shapes``'s ``output/shapes_demo/model_final.pth``) exported to ONNX
 in float32 and int8 (``--quant-precisions``: static, calibrated on ``--calibration-images``
@@ -106,6 +116,7 @@ import torch
 from benchmarks.accuracy import run_accuracy
 from benchmarks.options import ALONE, SECTIONS, argument_parser, check_args
 from benchmarks.pairs import run_pairs
+from benchmarks.pretrained import run_pretrained
 from benchmarks.quantization import run_quantization
 from benchmarks.report import environment
 from benchmarks.speed import run_speed
@@ -131,6 +142,7 @@ def main(argv=None):
         "accuracy": run_accuracy,
         "speed": run_speed,
         "detectors": run_pairs,
+        "pretrained": run_pretrained,
         "quantization": run_quantization,
     }
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)

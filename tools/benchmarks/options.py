@@ -8,11 +8,12 @@ from pathlib import Path
 from dual_weighting.export.quantize import PRECISIONS as QUANT_PRECISIONS
 
 from .detectors import PAIRS, REPO, VARIANTS
+from .pretrained import PAIRS as PRETRAINED_PAIRS
 from .speed import speed_settings
 
 # The sections, in the order "all" runs them; those of ALONE run only when named.
-SECTIONS = ("accuracy", "speed", "detectors", "quantization")
-ALONE = ("detectors", "quantization")
+SECTIONS = ("accuracy", "speed", "detectors", "pretrained", "quantization")
+ALONE = ("detectors", "pretrained", "quantization")
 
 
 def _csv(kind):
@@ -35,7 +36,7 @@ def argument_parser(doc):
         nargs="?",
         default="all",
         choices=("all", *SECTIONS),
-        help="what to run (default: all = accuracy, speed; detectors and quantization run alone)",
+        help="what to run (default: all = accuracy, speed; the others run alone)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
@@ -43,8 +44,9 @@ def argument_parser(doc):
     p.add_argument(
         "--resume",
         action="store_true",
-        help="reuse accuracy and detectors runs already finished in OUTPUT_DIR with the same "
-        "config (marked 'reused'), e.g. after an interrupted run",
+        help="reuse accuracy, detectors and pretrained runs already finished in OUTPUT_DIR with "
+        "the same config (marked 'reused'; an interrupted pretrained run continues from its "
+        "last checkpoint), e.g. after an interrupted run",
     )
     a = p.add_argument_group("accuracy")
     a.add_argument(
@@ -79,6 +81,16 @@ def argument_parser(doc):
         type=_csv(str),
         default=list(PAIRS),
         help=f"of {','.join(PAIRS)}: detectron2's detector and the same with DW (default: all)",
+    )
+    t = p.add_argument_group("pretrained (also uses --seeds, --eval-period, --warmup-iters)")
+    t.add_argument(
+        "--pretrained-pairs",
+        type=_csv(str),
+        default=list(PRETRAINED_PAIRS),
+        help=f"of {','.join(PRETRAINED_PAIRS)}: configs/trees/ pairs (default: all)",
+    )
+    t.add_argument(
+        "--pretrained-iters", type=int, default=400, help="iterations of each run (default 400)"
     )
     s = p.add_argument_group("speed")
     s.add_argument(
@@ -125,6 +137,11 @@ def check_args(args):
     for name in args.pairs:
         if name not in PAIRS:
             raise SystemExit(f"Unknown pair {name!r}; choose from {sorted(PAIRS)}")
+    for name in args.pretrained_pairs:
+        if name not in PRETRAINED_PAIRS:
+            raise SystemExit(
+                f"Unknown pretrained pair {name!r}; choose from {sorted(PRETRAINED_PAIRS)}"
+            )
     for name in args.speed_settings:
         if name not in speed_settings(args):
             raise SystemExit(
