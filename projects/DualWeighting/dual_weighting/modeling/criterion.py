@@ -17,6 +17,7 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from .assignment import DWAssignment, dw_assign
+from .criterion_inputs import check_criterion_inputs, criterion_dtype
 from .losses import dw_losses
 
 __all__ = ["DWCriterion", "DWTrainingMixin", "check_assignment", "check_finite_predictions"]
@@ -73,11 +74,25 @@ class DWCriterion(nn.Module):
     The argument names are those of the yacs keys ``MODEL.DW.<NAME>`` in lower case. The module
     has no parameters or buffers: it only computes.
 
+    Its inputs are checked (:func:`~.criterion_inputs.check_criterion_inputs`, one host read):
+    a wrong shape or length, a class id outside [0, C) or a non-finite box raises a ValueError
+    naming the argument, the index and the value. Half-precision predictions are computed in
+    float32, with autocast off.
+
     Example::
 
         criterion = DWCriterion()
         losses = criterion(points, strides, cls_logits, quality_logits, pred_boxes,
                            gt_boxes, gt_classes)
+
+    A head of one's own that trains with it can stop on the states where training cannot go on
+    but the losses would not say so (a collapsed classifier, boxes overflowing float32), as
+    the detectors of this package do, with the two steps apart::
+
+        assignment = criterion.assign(points, strides, cls_logits, quality_logits, pred_boxes,
+                                      gt_boxes, gt_classes)
+        criterion.check(assignment, "my detector", iteration)
+        losses = criterion.losses(assignment, sum(len(b) for b in gt_boxes))
     """
 
     @configurable
@@ -149,34 +164,54 @@ class DWCriterion(nn.Module):
         gt_classes: list[torch.Tensor],
     ) -> DWAssignment:
         """The first step: scores, center prior and weights of every (image, candidate, box)
-        pair whose candidate lies inside the box. Arguments as :meth:`forward`'s."""
-        return dw_assign(
-            points,
-            strides,
-            cls_logits,
-            quality_logits,
-            pred_boxes,
-            gt_boxes,
-            gt_classes,
-            center_prior_mu=self.center_prior_mu,
-            center_prior_sigma=self.center_prior_sigma,
-            soft_prior=self.soft_prior,
-            candidate_topk_per_level=self.candidate_topk_per_level,
-            loc_score_scale=self.loc_score_scale,
-            pos_weight_num_scale=self.pos_weight_num_scale,
-            pos_weight_den_scale=self.pos_weight_den_scale,
-            neg_iou_thresh=self.neg_iou_thresh,
+        pair whose candidate lies inside the box. Arguments as :meth:`forward`'s.
+
+        Raises:
+            ValueError: a mistake in the inputs, named with its index and value
+                (:func:`~.criterion_inputs.check_criterion_inputs`).
+        """
+        check_criterion_inputs(
+            points, strides, cls_logits, quality_logits, pred_boxes, gt_boxes, gt_classes
         )
+        dtype = criterion_dtype(cls_logits, quality_logits, pred_boxes)
+        cls_logits, pred_boxes = cls_logits.to(dtype), pred_boxes.to(dtype)
+        quality_logits = None if quality_logits is None else quality_logits.to(dtype)
+        with torch.autocast(cls_logits.device.type, enabled=False):
+            return dw_assign(
+                points,
+                strides,
+                cls_logits,
+                quality_logits,
+                pred_boxes,
+                gt_boxes,
+                gt_classes,
+                center_prior_mu=self.center_prior_mu,
+                center_prior_sigma=self.center_prior_sigma,
+                soft_prior=self.soft_prior,
+                candidate_topk_per_level=self.candidate_topk_per_level,
+                loc_score_scale=self.loc_score_scale,
+                pos_weight_num_scale=self.pos_weight_num_scale,
+                pos_weight_den_scale=self.pos_weight_den_scale,
+                neg_iou_thresh=self.neg_iou_thresh,
+            )
 
     def losses(self, assignment: DWAssignment, num_boxes: int) -> dict[str, torch.Tensor]:
         """The second step: the losses of ``assignment`` for a batch of ``num_boxes`` boxes,
         normalised over the batch and over all workers (:func:`~.losses.dw_losses`)."""
-        return dw_losses(
-            assignment,
-            num_boxes,
-            pos_cls_loss_weight=self.pos_cls_loss_weight,
-            pos_loc_loss_weight=self.pos_loc_loss_weight,
-        )
+        with torch.autocast(assignment.scores.device.type, enabled=False):
+            return dw_losses(
+                assignment,
+                num_boxes,
+                pos_cls_loss_weight=self.pos_cls_loss_weight,
+                pos_loc_loss_weight=self.pos_loc_loss_weight,
+            )
+
+    def check(self, assignment: DWAssignment, detector: str = "DWCriterion", iteration=None):
+        """Raise a FloatingPointError where training cannot go on but the losses of
+        ``assignment`` would not say so: a collapsed classifier, or predicted boxes whose area
+        overflows float32 (:func:`check_assignment`, one host read). ``detector`` and
+        ``iteration`` are named in the message."""
+        check_assignment(assignment, detector, iteration)
 
     def forward(
         self,
@@ -188,9 +223,9 @@ class DWCriterion(nn.Module):
         gt_boxes: list[torch.Tensor],
         gt_classes: list[torch.Tensor],
     ) -> dict[str, torch.Tensor]:
-        """The DW losses of a batch. Computed in the dtype of the predictions: give float32 or
-        float64 (cast half-precision predictions first); memory is O(N P G) booleans plus O(N P
-        C) for the scores, never (P, G, C).
+        """The DW losses of a batch. Computed in the dtype of the predictions, float64 if any is
+        float64, float32 for float32 and half precision, with autocast off; memory is O(N P G)
+        booleans plus O(N P C) for the scores, never (P, G, C).
 
         Args:
             points: (P, 2) candidate locations (x, y) in pixels of the padded input: anchor
@@ -206,6 +241,10 @@ class DWCriterion(nn.Module):
 
         Returns:
             ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars.
+
+        Raises:
+            ValueError: a mistake in the inputs, named with its index and value (see
+                :meth:`assign`).
         """
         assignment = self.assign(
             points, strides, cls_logits, quality_logits, pred_boxes, gt_boxes, gt_classes
