@@ -247,10 +247,14 @@ def _missing_paths(name):
     return missing
 
 
-# The key that gives the number of classes, by yacs meta-architecture, and the LazyConfig keys
-# tried in turn.
+# The key that gives the number of classes, by yacs meta-architecture (every detector of this
+# package and detectron2's; DW-RPN's classes are its GeneralizedRCNN's), and the LazyConfig keys
+# tried in turn (detectron2's FCOS and RetinaNet and this package's detectors have
+# model.num_classes, detectron2's R-CNNs model.roi_heads.num_classes).
 YACS_NUM_CLASSES = {
     "DWFCOS": "MODEL.DW.NUM_CLASSES",
+    "DWLossFCOS": "MODEL.FCOS.NUM_CLASSES",
+    "DWRetinaNet": "MODEL.RETINANET.NUM_CLASSES",
     "RetinaNet": "MODEL.RETINANET.NUM_CLASSES",
     "GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES",
 }
