@@ -16,6 +16,7 @@ from .datasets import (
     register_voc_from_specs,
     register_yolo_from_spec,
 )
+from .mapper import DWDatasetMapper
 from .synthetic import CLASS_NAMES, generate_synthetic_coco, render_image, synthetic_params
 from .test_loader import SizeOrderedInferenceSampler, build_dw_test_loader
 from .transforms import (
@@ -31,6 +32,7 @@ from .yolo import load_yolo
 
 __all__ = [
     "CLASS_NAMES",
+    "DWDatasetMapper",
     "FormatError",
     "OpenCVResizeTransform",
     "ReleaseResizeShortestEdge",

@@ -7,11 +7,7 @@ import weakref
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import (
-    DatasetMapper,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
+from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import (
     AMPTrainer,
     DefaultTrainer,
@@ -23,7 +19,12 @@ from detectron2.utils import comm
 
 from ..checkpoint import DWCheckpointer
 from ..config import upgrade_dw_config
-from ..data import build_dw_test_loader, build_test_augmentation, build_train_augmentation
+from ..data import (
+    DWDatasetMapper,
+    build_dw_test_loader,
+    build_test_augmentation,
+    build_train_augmentation,
+)
 from ..evaluation import DWCOCOEvaluator
 
 
@@ -65,11 +66,12 @@ class DWTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """detectron2's training loader; its resize is the release's when
+        """detectron2's training loader, whose mapper names an image it cannot read
+        (:class:`..data.DWDatasetMapper`); its resize is the release's when
         ``INPUT.RELEASE_RESIZE_TRAIN`` is on (:func:`..data.build_train_augmentation`)."""
         if not cfg.INPUT.RELEASE_RESIZE_TRAIN:
-            return super().build_train_loader(cfg)
-        mapper = DatasetMapper(cfg, is_train=True, augmentations=build_train_augmentation(cfg))
+            return build_detection_train_loader(cfg, mapper=DWDatasetMapper(cfg, is_train=True))
+        mapper = DWDatasetMapper(cfg, is_train=True, augmentations=build_train_augmentation(cfg))
         return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
@@ -78,7 +80,7 @@ class DWTrainer(DefaultTrainer):
         by size when more than one (:func:`..data.build_dw_test_loader`); it resizes as the
         release does when ``INPUT.RELEASE_RESIZE_TEST`` is on
         (:func:`..data.build_test_augmentation`)."""
-        mapper = DatasetMapper(cfg, is_train=False, augmentations=build_test_augmentation(cfg))
+        mapper = DWDatasetMapper(cfg, is_train=False, augmentations=build_test_augmentation(cfg))
         return build_dw_test_loader(
             get_detection_dataset_dicts([dataset_name], filter_empty=False),
             mapper=mapper,
