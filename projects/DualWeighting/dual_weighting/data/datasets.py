@@ -18,7 +18,7 @@ from detectron2.data.datasets import register_coco_instances
 
 from .synthetic import CLASS_NAMES, generate_synthetic_coco, synthetic_params
 from .voc import load_voc, voc_dataset_dicts
-from .yolo import load_yolo
+from .yolo import MAX_SHOWN, load_yolo
 
 __all__ = [
     "default_synthetic_root",
@@ -167,8 +167,17 @@ def _registered_as(name, spec):
     )
 
 
-def _register_dicts(name, records, class_names, spec):
-    DatasetCatalog.register(name, lambda: records)
+def _register_dicts(name, records, class_names, spec, notes=()):
+    """Register ``records``; ``notes``, (logging level, message) pairs about the data, are logged
+    each time the dataset is loaded: registration runs before a run sets up its logging, so
+    logged then they would reach no log file (and below WARNING, no terminal)."""
+
+    def load():
+        for level, message in notes:
+            logger.log(level, message)
+        return records
+
+    DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(
         thing_classes=list(class_names), evaluator_type="coco", dw_spec=spec
     )
@@ -206,12 +215,26 @@ def register_voc_from_specs(specs):
     names = []
     for name, spec, loaded in parsed:
         if not _registered_as(name, spec):
-            _register_dicts(name, voc_dataset_dicts(loaded, class_names), class_names, spec)
-            clipped = sum(o.clipped for ann, _ in loaded for o in ann.objects)
-            if clipped:
-                logger.warning(f"{spec}: {clipped} boxes reached past their image, clipped to it")
+            records = voc_dataset_dicts(loaded, class_names)
+            _register_dicts(name, records, class_names, spec, _clipped_notes(spec, loaded))
         names.append(name)
     return names
+
+
+def _clipped_notes(spec, loaded):
+    """The note (level, message) on the boxes of :func:`.voc.load_voc`'s ``loaded`` that
+    reached past their image and were clipped to it: how many, and the first few by file and
+    line; none when there are none."""
+    clipped = [(ann.path, o) for ann, _ in loaded for o in ann.objects if o.clipped]
+    if not clipped:
+        return []
+    shown = "; ".join(
+        f"{path}, line {o.line} ({o.name!r}, now [{', '.join(f'{v:g}' for v in o.box)}])"
+        for path, o in clipped[:MAX_SHOWN]
+    )
+    more = f" and {len(clipped) - MAX_SHOWN} more" if len(clipped) > MAX_SHOWN else ""
+    message = f"{spec}: {len(clipped)} boxes reached past their image, clipped to it: {shown}"
+    return [(logging.WARNING, message + more)]
 
 
 def register_yolo_from_spec(spec):
@@ -237,6 +260,7 @@ def register_yolo_from_spec(spec):
             "my_val=data.yaml:val)."
         )
     if not _registered_as(name, spec.strip()):
-        class_names, records = load_yolo(data_yaml, split)
-        _register_dicts(name, records, class_names, spec.strip())
+        notes = []
+        class_names, records = load_yolo(data_yaml, split, report=lambda *note: notes.append(note))
+        _register_dicts(name, records, class_names, spec.strip(), notes)
     return name

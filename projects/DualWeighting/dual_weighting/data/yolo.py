@@ -22,6 +22,9 @@ __all__ = ["IMAGE_EXTENSIONS", "label_path", "load_yolo", "read_yolo_labels", "y
 
 logger = logging.getLogger(__name__)
 
+# How many boxes or file names a message lists before the rest are counted.
+MAX_SHOWN = 5
+
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
 
@@ -35,11 +38,20 @@ def label_path(image):
     return os.path.splitext(os.sep.join(parts))[0] + ".txt"
 
 
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_yolo_labels(path, width, height, num_classes):
     """The boxes of one label file, in ``XYXY_ABS`` pixels of a ``width`` x ``height`` image.
 
     Raises:
-        FormatError: a line is not a class index in [0, ``num_classes``) followed by 4 (box)
+        FormatError: a line is not a class index in [0, ``num_classes``) (an integer, or a
+            float with no fractional part as Ultralytics accepts) followed by 4 (box)
             or at least 6 and an even number of (polygon) fractions in [0, 1], or a box is
             empty; the message names file and line.
 
@@ -54,10 +66,19 @@ def read_yolo_labels(path, width, height, num_classes):
                 continue
             where = f"{path}, line {line_number}"
             try:
-                values = [float(v) for v in fields[1:]]
-                class_index = int(fields[0])
+                values = [float(v) for v in fields]
             except ValueError:
-                raise FormatError(f"{where}: {line.strip()!r} is not numbers") from None
+                field = next(v for v in fields if not _is_number(v))
+                raise FormatError(
+                    f"{where}: {line.strip()!r} is not numbers ({field!r} is not a number)"
+                ) from None
+            # Ultralytics accepts a class written as an integral float ("2.0").
+            if not values[0].is_integer():
+                raise FormatError(
+                    f"{where}: class {fields[0]!r} is not a whole number (the first value of a "
+                    "line is the class index)"
+                )
+            class_index, values = int(values[0]), values[1:]
             if not 0 <= class_index < num_classes:
                 raise FormatError(
                     f"{where}: class {class_index} is not in 0..{num_classes - 1} (the "
@@ -110,8 +131,9 @@ def _class_names(data, data_yaml):
     return [str(n) for n in names]
 
 
-def yolo_split(data_yaml, split):
-    """Class names and image paths of ``split`` of the dataset described by ``data_yaml``.
+def _read_split(data_yaml, split):
+    """Class names, image paths and image folders of ``split`` of the dataset described by
+    ``data_yaml``.
 
     The yaml's ``path`` is the dataset root (relative to the yaml's folder; the yaml's folder
     when absent); ``split`` (e.g. ``train``, ``val``) names a folder of images (searched
@@ -122,7 +144,8 @@ def yolo_split(data_yaml, split):
         FileNotFoundError: a folder or list of the split does not exist, or it has no image.
 
     Returns:
-        (list[str], list[str]): the class names and the sorted image paths.
+        (list[str], list[str], list[str]): the class names, the sorted image paths and the
+        folders among the split's entries.
     """
     data_yaml = os.fspath(data_yaml)
     if not os.path.isfile(data_yaml):
@@ -139,10 +162,11 @@ def yolo_split(data_yaml, split):
         raise FormatError(f"{data_yaml}: has no split {split!r} (it has {sorted(data)})")
     root = os.path.join(os.path.dirname(os.path.abspath(data_yaml)), str(data.get("path") or ""))
     entries = data[split] if isinstance(data[split], list) else [data[split]]
-    images = []
+    images, folders = [], []
     for entry in entries:
         where = os.path.join(root, str(entry))
         if os.path.isdir(where):
+            folders.append(where)
             images += [
                 os.path.join(folder, f)
                 for folder, _, files in os.walk(where)
@@ -159,12 +183,43 @@ def yolo_split(data_yaml, split):
             )
     if not images:
         raise FileNotFoundError(f"{data_yaml}: split {split!r} has no image")
-    return names, sorted(images)
+    return names, sorted(images), folders
 
 
-def load_yolo(data_yaml, split):
+def yolo_split(data_yaml, split):
+    """Class names and sorted image paths of ``split`` of the dataset described by
+    ``data_yaml``; see :func:`_read_split`."""
+    return _read_split(data_yaml, split)[:2]
+
+
+def _orphan_labels(folders, images):
+    """The label files of the image ``folders`` (``images`` -> ``labels``, as
+    :func:`label_path`) that belong to none of ``images``: their image is missing, so their
+    boxes would be lost. A folder without an ``images`` part holds its labels beside the images,
+    with other ``.txt`` files, and is not searched."""
+    expected = {os.path.normpath(label_path(image)) for image in images}
+    orphans = []
+    for folder in folders:
+        folder = os.path.normpath(folder)
+        labels = os.path.dirname(label_path(os.path.join(folder, "x")))
+        if labels == folder or not os.path.isdir(labels):
+            continue
+        orphans += [
+            os.path.join(parent, f)
+            for parent, _, files in os.walk(labels)
+            for f in files
+            if f.endswith(".txt") and os.path.normpath(os.path.join(parent, f)) not in expected
+        ]
+    return sorted(orphans)
+
+
+def load_yolo(data_yaml, split, report=None):
     """detectron2 dataset dicts of ``split`` (see :func:`yolo_split` and
     :func:`read_yolo_labels`).
+
+    What is worth knowing but not an error goes to ``report(level, message)`` (the module's
+    logger by default): how many images have no label file (background images, no objects),
+    and how many label files have no image (their boxes are not used), with the first names.
 
     Raises:
         FormatError, FileNotFoundError: as those functions; a listed image that does not exist.
@@ -172,7 +227,8 @@ def load_yolo(data_yaml, split):
     Returns:
         (list[str], list[dict]): the class names and the dataset dicts.
     """
-    names, images = yolo_split(data_yaml, split)
+    report = report or logger.log
+    names, images, folders = _read_split(data_yaml, split)
     records, unlabeled = [], 0
     for image_id, image in enumerate(images):
         if not os.path.isfile(image):
@@ -197,8 +253,18 @@ def load_yolo(data_yaml, split):
             }
         )
     if unlabeled:
-        logger.info(
+        report(
+            logging.INFO,
             f"{data_yaml} {split}: {unlabeled} of {len(images)} images have no label file "
-            "(background images, no objects)"
+            "(background images, no objects)",
+        )
+    orphans = _orphan_labels(folders, images)
+    if orphans:
+        shown = ", ".join(orphans[:MAX_SHOWN])
+        shown += f" and {len(orphans) - MAX_SHOWN} more" if len(orphans) > MAX_SHOWN else ""
+        report(
+            logging.WARNING,
+            f"{data_yaml} {split}: {len(orphans)} label files have no image, their boxes are "
+            f"not used: {shown}",
         )
     return names, records

@@ -32,6 +32,7 @@ from .checks import (
     require_kind,
 )
 from .lazy import load_lazy_config
+from .run_log import setup_dw_logger
 
 
 def default_dw_argument_parser(epilog=None):
@@ -111,9 +112,10 @@ def load_yacs_config(config_file, opts=()):
 
 def setup_cfg(args):
     """:func:`load_yacs_config` of ``args.config_file`` and ``args.opts``, then detectron2's
-    ``default_setup`` (output folder, logging, seed)."""
+    ``default_setup`` (output folder, logging, seed), this package's loggers included."""
     cfg = load_yacs_config(args.config_file, args.opts)
     default_setup(cfg, args)
+    setup_dw_logger(cfg.OUTPUT_DIR)
     return cfg
 
 

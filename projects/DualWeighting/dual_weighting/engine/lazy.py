@@ -18,6 +18,7 @@ from detectron2.utils import comm
 from ..checkpoint import DWCheckpointer
 from ..layers import check_maskable
 from .checks import check_lazy_overrides, require_kind
+from .run_log import setup_dw_logger
 from .trainer import create_ddp_model_on
 
 with warnings.catch_warnings():  # detectron2.model_zoo imports the deprecated pkg_resources
@@ -52,9 +53,11 @@ def load_lazy_config(config_file, overrides=()):
 
 def setup_lazy_cfg(args):
     """The config of ``args.config_file`` and ``args.opts``, then detectron2's ``default_setup``
-    (output folder, logging, the config saved as ``config.yaml``, ``train.seed``)."""
+    (output folder, logging, this package's loggers included, the config saved as
+    ``config.yaml``, ``train.seed``)."""
     cfg = load_lazy_config(args.config_file, args.opts)
     default_setup(cfg, args)
+    setup_dw_logger(cfg.train.output_dir)
     return cfg
 
 
