@@ -66,9 +66,7 @@ def test_lists_shorter_than_the_batch_and_short_candidates_are_refused():
 def test_non_finite_values_are_named():
     args = inputs()
     args[5] = [torch.tensor([[4.0, 4.0, math.nan, 40.0]])]
-    refused(args, r"gt_boxes\[0\]\[0\] is \[4.0, 4.0, nan, 40.0\]: not finite")
-    args[5] = [torch.tensor([[44.0, 4.0, 4.0, 40.0]])]
-    refused(args, r"gt_boxes\[0\]\[0\] is \[44.0, 4.0, 4.0, 40.0\]: .* x2 < x1")
+    refused(args, r"gt_boxes\[0\]\[0\] is \[4.0, 4.0, nan, 40.0\], not finite")
     args = inputs()
     args[2][0, 3, 1] = math.nan
     refused(args, r"cls_logits\[0, 3, 1\] is nan")

@@ -17,6 +17,7 @@ from detectron2.utils import comm
 
 from ..checkpoint import DWCheckpointer
 from ..layers import check_maskable
+from ..modeling.criterion import set_config_style
 from .checks import check_lazy_overrides, require_kind
 from .run_log import setup_dw_logger
 from .trainer import create_ddp_model_on
@@ -100,10 +101,13 @@ def _hooks(cfg, model, optimizer, checkpointer):
 
 
 def build_lazy_model(cfg):
-    """``cfg.model`` instantiated on ``cfg.train.device``. A DW-FCOS that will batch test images
-    with its padding masked (``model.test_mask_padding`` and ``dataloader.test.batch_size`` > 1)
-    is checked now (:func:`~..layers.check_maskable`), not at the first evaluation."""
+    """``cfg.model`` instantiated on ``cfg.train.device``, its DW criteria naming LazyConfig
+    keys when training collapses (:func:`~..modeling.criterion.set_config_style`). A DW-FCOS
+    that will batch test images with its padding masked (``model.test_mask_padding`` and
+    ``dataloader.test.batch_size`` > 1) is checked now (:func:`~..layers.check_maskable`), not at
+    the first evaluation."""
     model = instantiate(cfg.model)
+    set_config_style(model, "lazy")
     batch_size = cfg.dataloader.get("test", {}).get("batch_size", 1)
     if getattr(model, "test_mask_padding", False) and batch_size > 1:
         check_maskable(backbone=model.backbone, head=model.head)

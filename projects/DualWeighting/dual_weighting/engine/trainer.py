@@ -26,6 +26,7 @@ from ..data import (
     build_train_augmentation,
 )
 from ..evaluation import DWCOCOEvaluator
+from ..modeling.criterion import set_config_style
 
 
 def create_ddp_model_on(model, device, **ddp_kwargs):
@@ -63,6 +64,14 @@ class DWTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_model(cls, cfg):
+        """detectron2's model of ``cfg``, whose DW criteria name yacs keys when training
+        collapses (:func:`~..modeling.criterion.set_config_style`)."""
+        model = super().build_model(cfg)
+        set_config_style(model, "yacs")
+        return model
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -20,7 +20,20 @@ from .assignment import DWAssignment, dw_assign
 from .criterion_inputs import check_criterion_inputs, criterion_dtype
 from .losses import dw_losses
 
-__all__ = ["DWCriterion", "DWTrainingMixin", "check_assignment", "check_finite_predictions"]
+__all__ = [
+    "DWCriterion",
+    "DWTrainingMixin",
+    "check_assignment",
+    "check_finite_predictions",
+    "set_config_style",
+]
+
+# What to change when training collapses, in the keys of the run's config style.
+_COLLAPSE_FIX = {
+    "yacs": "lower SOLVER.BASE_LR or lengthen the warm-up (SOLVER.WARMUP_ITERS)",
+    "lazy": "lower optimizer.lr or lengthen the warm-up (lr_multiplier.warmup_length)",
+    None: "lower the learning rate or lengthen its warm-up",
+}
 
 
 def check_finite_predictions(predictions, detector: str, iteration: int):
@@ -35,7 +48,9 @@ def check_finite_predictions(predictions, detector: str, iteration: int):
         )
 
 
-def check_assignment(assignment: DWAssignment, detector: str, iteration: int):
+def check_assignment(
+    assignment: DWAssignment, detector: str, iteration=None, config_style: str | None = None
+):
     """Raise a FloatingPointError naming ``detector`` and ``iteration`` in the two states of an
     assignment from finite predictions where training cannot go on but the losses would not say
     so (one host read for both):
@@ -45,7 +60,8 @@ def check_assignment(assignment: DWAssignment, detector: str, iteration: int):
       an error that names neither.
     - candidates with a center prior but every positive weight exactly 0: every joint score of
       the candidates underflowed to 0 (a collapsed classifier). Every DW loss and its gradient
-      is then exactly 0, and the run would go on without learning anything.
+      is then exactly 0, and the run would go on without learning anything. The message says
+      which keys to change in the ``config_style`` of the run ("yacs" or "lazy"; None: no keys).
     """
     if len(assignment.prior) == 0:
         return
@@ -55,16 +71,24 @@ def check_assignment(assignment: DWAssignment, detector: str, iteration: int):
             (assignment.prior > 0).any() & (assignment.pos_weight.sum() == 0),
         )
     ).tolist()
+    when = "" if iteration is None else f" at iteration={iteration}"
     if not_finite:
-        raise FloatingPointError(
-            f"{detector} predicted boxes overflow float32 (NaN GIoU) at iteration={iteration}"
-        )
+        raise FloatingPointError(f"{detector} predicted boxes overflow float32 (NaN GIoU){when}")
     if collapsed:
         raise FloatingPointError(
-            f"{detector} training collapsed at iteration={iteration}: every joint score of the "
+            f"{detector} training collapsed{when}: every joint score of the "
             f"{len(assignment.prior)} candidates of the batch's boxes underflowed to 0, so every "
-            f"positive weight and every loss is 0; lower SOLVER.BASE_LR or lengthen the warm-up"
+            f"positive weight and every loss is 0; {_COLLAPSE_FIX[config_style]}"
         )
+
+
+def set_config_style(model: nn.Module, style: str):
+    """Tell every :class:`DWCriterion` of ``model`` the config style of the run, "yacs" or
+    "lazy", so that a collapse names the keys to change in it (the engine's trainers do this
+    when they build the model)."""
+    for module in model.modules():
+        if isinstance(module, DWCriterion):
+            module.config_style = style
 
 
 class DWCriterion(nn.Module):
@@ -73,6 +97,10 @@ class DWCriterion(nn.Module):
 
     The argument names are those of the yacs keys ``MODEL.DW.<NAME>`` in lower case. The module
     has no parameters or buffers: it only computes.
+
+    Attributes:
+        config_style: "yacs" or "lazy", the config style of the run, for the keys a collapse
+            names (:func:`set_config_style`); None when unknown.
 
     Its inputs are checked (:func:`~.criterion_inputs.check_criterion_inputs`, one host read):
     a wrong shape or length, a class id outside [0, C) or a non-finite box raises a ValueError
@@ -94,6 +122,8 @@ class DWCriterion(nn.Module):
         criterion.check(assignment, "my detector", iteration)
         losses = criterion.losses(assignment, sum(len(b) for b in gt_boxes))
     """
+
+    config_style = None
 
     @configurable
     def __init__(
@@ -210,8 +240,9 @@ class DWCriterion(nn.Module):
         """Raise a FloatingPointError where training cannot go on but the losses of
         ``assignment`` would not say so: a collapsed classifier, or predicted boxes whose area
         overflows float32 (:func:`check_assignment`, one host read). ``detector`` and
-        ``iteration`` are named in the message."""
-        check_assignment(assignment, detector, iteration)
+        ``iteration`` are named in the message, and for a collapse the keys to change in the
+        run's :attr:`config_style`."""
+        check_assignment(assignment, detector, iteration, self.config_style)
 
     def forward(
         self,
@@ -286,5 +317,5 @@ class DWTrainingMixin:
                 gt_boxes,
                 [x.gt_classes for x in gt_instances],
             )
-            check_assignment(assignment, self.DETECTOR_NAME, storage.iter)
+            self.criterion.check(assignment, self.DETECTOR_NAME, storage.iter)
             return self.criterion.losses(assignment, sum(len(b) for b in gt_boxes))

@@ -22,7 +22,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
 from .candidates import candidate_centers
-from .criterion import DWCriterion, check_assignment, check_finite_predictions
+from .criterion import DWCriterion, check_finite_predictions
 
 __all__ = ["DWRPN"]
 
@@ -213,7 +213,7 @@ class DWRPN(RPN):
         with torch.autocast(device_type, enabled=False):
             inputs = self.criterion_inputs(anchors, pred_objectness_logits, pred_anchor_deltas)
             assignment = self.criterion.assign(*inputs, gt_boxes, gt_labels)
-            check_assignment(assignment, "DW-RPN", storage.iter)
+            self.criterion.check(assignment, "DW-RPN", storage.iter)
             dw = self.criterion.losses(assignment, sum(len(b) for b in gt_boxes))
         # (anchor, box) pairs with the anchor's centre inside the box, per image.
         storage.put_scalar("rpn/num_candidates", len(assignment.image) / len(gt_boxes))
