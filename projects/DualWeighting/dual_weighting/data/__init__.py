@@ -8,6 +8,7 @@ Nothing is registered at import; call :func:`ensure_synthetic`, :func:`register_
 ``coco_2017_*`` names.
 """
 
+from .class_names import parse_class_names, save_class_names, saved_class_names
 from .datasets import (
     default_synthetic_root,
     ensure_synthetic,
@@ -55,6 +56,9 @@ __all__ = [
     "register_voc_from_specs",
     "register_yolo_from_spec",
     "release_resize_shape",
+    "parse_class_names",
     "render_image",
+    "save_class_names",
+    "saved_class_names",
     "synthetic_params",
 ]

@@ -8,6 +8,7 @@ named) into detectron2's dataset dicts, and are COCO-evaluated too (detectron2's
 (under ``$DETECTRON2_DATASETS``) are untouched.
 """
 
+import collections
 import json
 import logging
 import os
@@ -16,8 +17,9 @@ import re
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
+from .class_names import near_duplicates
 from .synthetic import CLASS_NAMES, generate_synthetic_coco, synthetic_params
-from .voc import load_voc, voc_dataset_dicts
+from .voc import FormatError, load_voc, voc_dataset_dicts
 from .yolo import MAX_SHOWN, load_yolo
 
 __all__ = [
@@ -184,19 +186,26 @@ def _register_dicts(name, records, class_names, spec, notes=()):
     return name
 
 
-def register_voc_from_specs(specs):
+def register_voc_from_specs(specs, class_names=None):
     """Register Pascal VOC datasets given as ``NAME=ANNOTATIONS[:IMAGE_DIR]``, as for
     ``--register-voc``.
 
     ANNOTATIONS is a folder of ``.xml`` files or a devkit list ``ImageSets/Main/SPLIT.txt``
     (:func:`.voc.voc_xml_files`); IMAGE_DIR holds the images the files name (default:
-    :func:`.voc.default_voc_image_dir`). The class names are the sorted names of every object
-    of all ``specs`` together, so that the datasets of one command line (train and test) share
-    one class order.
+    :func:`.voc.default_voc_image_dir`).
+
+    Args:
+        specs: the datasets, as above.
+        class_names: the classes, in the order of the model's class numbers (``--voc-classes``,
+            :func:`.class_names.parse_class_names`); every object's name must be one of them.
+            None: the sorted names of every object of all ``specs`` together, so that the
+            datasets of one command line (train and test) share one order; names differing
+            only in case are then refused (a typo would become a class of its own).
 
     Raises:
         ValueError: a spec is malformed, or NAME is registered from another spec.
-        FormatError: a file is malformed (named, with its line).
+        FormatError: a file is malformed (named, with its line); an object's name is not in
+            ``class_names``, or names differ only in case (each named with a file and line).
         FileNotFoundError: a folder, list or image does not exist.
 
     Returns:
@@ -209,9 +218,8 @@ def register_voc_from_specs(specs):
         )
         path, _, image_dir = rest.partition(":")
         parsed.append((name, spec.strip(), load_voc(path, image_dir or None)))
-    class_names = sorted(
-        {o.name for _, _, loaded in parsed for ann, _ in loaded for o in ann.objects}
-    )
+    objects = [(o, ann.path) for _, _, loaded in parsed for ann, _ in loaded for o in ann.objects]
+    class_names = _voc_class_names(objects, class_names)
     names = []
     for name, spec, loaded in parsed:
         if not _registered_as(name, spec):
@@ -219,6 +227,38 @@ def register_voc_from_specs(specs):
             _register_dicts(name, records, class_names, spec, _clipped_notes(spec, loaded))
         names.append(name)
     return names
+
+
+def _voc_class_names(objects, given):
+    """The class list of VOC ``objects`` ((VocObject, xml path) pairs): ``given``, where every
+    object's name must be, or else their sorted names, refused when some differ only in case."""
+    first = {}
+    for o, path in objects:
+        first.setdefault(o.name, f"{path}, line {o.line}")
+    if given is not None:
+        missing = [name for name in first if name not in given]
+        if missing:
+            close = {n.casefold(): n for n in given}
+            hint = close.get(missing[0].casefold())
+            hint = f" (did you mean {hint!r}?)" if hint else ""
+            raise FormatError(
+                f"{first[missing[0]]}: class {missing[0]!r} is not in the class list "
+                f"({', '.join(given)}){hint}; {len(missing)} name(s) are missing from it: "
+                f"{', '.join(map(repr, missing))}"
+            )
+        return list(given)
+    close = near_duplicates(first)
+    if close:
+        count = collections.Counter(o.name for o, _ in objects)
+        shown = "; ".join(
+            " and ".join(f"{n!r} ({count[n]} objects, first {first[n]})" for n in group)
+            for group in close
+        )
+        raise FormatError(
+            f"Pascal VOC class names differ only in case: {shown}. Correct the files, or give "
+            "the class list with --voc-classes (names that it lists are kept apart)."
+        )
+    return sorted(first)
 
 
 def _clipped_notes(spec, loaded):

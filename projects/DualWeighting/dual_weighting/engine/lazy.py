@@ -20,7 +20,7 @@ from ..layers import check_maskable
 from ..modeling.criterion import set_config_style
 from .checks import check_lazy_overrides, require_kind
 from .run_log import setup_dw_logger
-from .trainer import create_ddp_model_on
+from .trainer import create_ddp_model_on, save_training_class_names
 
 with warnings.catch_warnings():  # detectron2.model_zoo imports the deprecated pkg_resources
     warnings.simplefilter("ignore", UserWarning)
@@ -117,13 +117,16 @@ def build_lazy_model(cfg):
 def do_train(args, cfg):
     """Train ``cfg.model`` from ``cfg.train.init_checkpoint`` (or, with ``args.resume``, from the
     last checkpoint in ``cfg.train.output_dir``, with its iteration, optimizer and schedule) for
-    ``cfg.train.max_iter`` iterations, on ``cfg.train.device``."""
+    ``cfg.train.max_iter`` iterations, on ``cfg.train.device``; the class names of the training
+    data are saved in the output folder (``class_names.txt``)."""
     train = cfg.train
     model = build_lazy_model(cfg)
     logger.info(f"Model:\n{model}")
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     data = instantiate(cfg.dataloader.train)
+    names = cfg.dataloader.train.dataset.get("names")
+    save_training_class_names(train.output_dir, [names] if isinstance(names, str) else names)
     model = create_ddp_model_on(model, train.device, **train.ddp)
     trainer_class = AMPTrainer if train.amp.enabled else SimpleTrainer
     trainer = trainer_class(model, data, optimizer)

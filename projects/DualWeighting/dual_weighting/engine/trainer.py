@@ -7,7 +7,11 @@ import weakref
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.engine import (
     AMPTrainer,
     DefaultTrainer,
@@ -24,6 +28,7 @@ from ..data import (
     build_dw_test_loader,
     build_test_augmentation,
     build_train_augmentation,
+    save_class_names,
 )
 from ..evaluation import DWCOCOEvaluator
 from ..modeling.criterion import set_config_style
@@ -38,13 +43,28 @@ def create_ddp_model_on(model, device, **ddp_kwargs):
     return create_ddp_model(model, **ddp_kwargs)
 
 
+def save_training_class_names(output_dir, dataset_names):
+    """From the main process, save the class names of the first of the training datasets
+    ``dataset_names`` beside the run's checkpoints (``class_names.txt``,
+    :func:`~..data.save_class_names`), for evaluation and the demo to check theirs against;
+    nothing when its metadata has none. Call it once the training data is loaded (a COCO json's
+    names are known only then)."""
+    if not comm.is_main_process() or not dataset_names:
+        return
+    names = MetadataCatalog.get(dataset_names[0]).get("thing_classes")
+    if names:
+        save_class_names(output_dir, names)
+
+
 class DWTrainer(DefaultTrainer):
-    """detectron2's DefaultTrainer with COCO box evaluation, also on CPU (gloo) workers."""
+    """detectron2's DefaultTrainer with COCO box evaluation, also on CPU (gloo) workers; the
+    class names of its training data are saved in ``OUTPUT_DIR`` (``class_names.txt``)."""
 
     def __init__(self, cfg):
         cfg = upgrade_dw_config(cfg)
         if cfg.MODEL.DEVICE != "cpu" or comm.get_world_size() == 1:
             super().__init__(cfg)
+            save_training_class_names(cfg.OUTPUT_DIR, cfg.DATASETS.TRAIN)
             return
         # Several CPU workers: DefaultTrainer's construction, in its order, with the DDP wrapper
         # a CPU model needs (detectron2's hard-codes GPU device ids).
@@ -64,6 +84,7 @@ class DWTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+        save_training_class_names(cfg.OUTPUT_DIR, cfg.DATASETS.TRAIN)
 
     @classmethod
     def build_model(cls, cfg):
