@@ -6,7 +6,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from helpers import DEMO_CONFIG, load_cfg
-from PIL import Image
+from voc_files import write_voc
 
 from dual_weighting.data import FormatError, parse_class_names, saved_class_names
 from dual_weighting.data.datasets import register_voc_from_specs
@@ -16,23 +16,6 @@ from dual_weighting.engine import (
     check_command_line,
     default_dw_argument_parser,
 )
-
-XML = """<annotation><filename>{name}.png</filename>
-<size><width>40</width><height>30</height></size>
-{objects}</annotation>
-"""
-OBJECT = "<object><name>{}</name><bndbox><xmin>3</xmin><ymin>2</ymin><xmax>20</xmax>" \
-         "<ymax>9</ymax></bndbox></object>\n"  # fmt: skip
-
-
-def voc_folder(folder, images):
-    """A VOC folder of 40 x 30 images; ``images``: image name -> the names of its objects."""
-    folder.mkdir(parents=True)
-    for name, objects in images.items():
-        Image.new("RGB", (40, 30)).save(folder / f"{name}.png")
-        xml = XML.format(name=name, objects="".join(OBJECT.format(o) for o in objects))
-        (folder / f"{name}.xml").write_text(xml)
-    return folder
 
 
 def category_ids(dataset):
@@ -56,8 +39,8 @@ def test_class_lists_from_a_file_or_commas(tmp_path):
 
 
 def test_a_split_without_a_class_keeps_the_numbers_of_the_given_list(tmp_path):
-    train = voc_folder(tmp_path / "train", {"a": ["circle", "cross"], "b": ["square"]})
-    val = voc_folder(tmp_path / "val", {"c": ["square", "circle"]})  # no cross
+    train = write_voc(tmp_path / "train", {"a": ["circle", "cross"], "b": ["square"]})
+    val = write_voc(tmp_path / "val", {"c": ["square", "circle"]})  # no cross
     # From the files alone, each command numbers what it sees: square is 2, then 1.
     register_voc_from_specs([f"files_train={train}"])
     register_voc_from_specs([f"files_val={val}"])
@@ -73,7 +56,7 @@ def test_a_split_without_a_class_keeps_the_numbers_of_the_given_list(tmp_path):
 
 
 def test_a_name_outside_the_list_is_named_with_file_and_line(tmp_path):
-    folder = voc_folder(tmp_path / "voc", {"a": ["circle"], "b": ["cross", "Square"]})
+    folder = write_voc(tmp_path / "voc", {"a": ["circle"], "b": ["cross", "Square"]})
     with pytest.raises(FormatError) as e:
         register_voc_from_specs([f"outside={folder}"], ["circle", "cross", "square"])
     message = str(e.value)
@@ -82,7 +65,7 @@ def test_a_name_outside_the_list_is_named_with_file_and_line(tmp_path):
 
 
 def test_names_differing_only_in_case_are_reported_unless_listed(tmp_path):
-    folder = voc_folder(tmp_path / "voc", {"a": ["circle", "circle"], "b": ["Circle"]})
+    folder = write_voc(tmp_path / "voc", {"a": ["circle", "circle"], "b": ["Circle"]})
     with pytest.raises(FormatError) as e:
         register_voc_from_specs([f"case={folder}"])
     message = str(e.value)
@@ -100,8 +83,8 @@ def check(argv, monkeypatch):
 
 
 def test_training_saves_its_names_and_evaluation_checks_them(tmp_path, monkeypatch):
-    train = voc_folder(tmp_path / "train", {"a": ["circle", "cross"], "b": ["square"]})
-    val = voc_folder(tmp_path / "val", {"c": ["square", "circle"]})
+    train = write_voc(tmp_path / "train", {"a": ["circle", "cross"], "b": ["square"]})
+    val = write_voc(tmp_path / "val", {"c": ["square", "circle"]})
     out = tmp_path / "out"
     names = parse_class_names("circle,cross,square")
     register_voc_from_specs([f"saved_train={train}"], names)
@@ -132,9 +115,9 @@ def test_training_saves_its_names_and_evaluation_checks_them(tmp_path, monkeypat
 
 
 def test_training_refuses_a_test_set_of_other_names(tmp_path, monkeypatch):
-    train = voc_folder(tmp_path / "train", {"a": ["circle", "cross"]})
+    train = write_voc(tmp_path / "train", {"a": ["circle", "cross"]})
     register_voc_from_specs([f"other_train={train}"])
-    register_voc_from_specs([f"other_val={voc_folder(tmp_path / 'val', {'b': ['circle']})}"])
+    register_voc_from_specs([f"other_val={write_voc(tmp_path / 'val', {'b': ['circle']})}"])
     with pytest.raises(
         SetupError,
         match=r"'other_val' \(DATASETS.TEST\) has the classes\n  circle"

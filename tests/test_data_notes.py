@@ -9,27 +9,21 @@ import pytest
 from detectron2.data import DatasetCatalog
 from helpers import DEMO_CONFIG
 from PIL import Image
+from voc_files import voc_xml
 
 from dual_weighting.data import FormatError, load_yolo
 from dual_weighting.data.datasets import register_voc_from_specs, register_yolo_from_spec
 from dual_weighting.engine import default_dw_argument_parser, setup_cfg
 
-# A 40 x 30 image; box k reaches past the right border when k is odd.
-VOC_XML = """<annotation><filename>{name}.png</filename>
-<size><width>40</width><height>30</height></size>
-{objects}</annotation>
-"""
-OBJECT = "<object><name>dot</name><bndbox><xmin>{x0}</xmin><ymin>2</ymin><xmax>{x1}</xmax>" \
-         "<ymax>9</ymax></bndbox></object>\n"  # fmt: skip
-
 
 def voc_folder(folder, num_images=4):
-    """``num_images`` images of 2 boxes each, the second reaching past the image (x1 = 45)."""
+    """``num_images`` 40 x 30 images of 2 boxes each, the second reaching past the image (x1 =
+    45)."""
     folder.mkdir()
     for k in range(num_images):
         Image.new("RGB", (40, 30)).save(folder / f"{k}.png")
-        objects = OBJECT.format(x0=3, x1=10) + OBJECT.format(x0=20, x1=45)
-        (folder / f"{k}.xml").write_text(VOC_XML.format(name=k, objects=objects))
+        objects = [("dot", (3, 2, 10, 9)), ("dot", (20, 2, 45, 9))]
+        (folder / f"{k}.xml").write_text(voc_xml(f"{k}.png", 40, 30, objects))
     return folder
 
 

@@ -10,6 +10,7 @@ import torch
 from detectron2.modeling import build_model
 from helpers import DEMO_CONFIG, REPO, load_cfg
 from PIL import Image
+from voc_files import write_voc
 
 SMALL = ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96", "TEST.DETECTIONS_PER_IMAGE", "3"]
 # The demo config's 6 classes, under names no dataset here has.
@@ -42,22 +43,6 @@ def photo(tmp_path_factory):
     return path
 
 
-def voc_folder(folder, names):
-    """A VOC folder of one 96 x 64 image holding one object of each of ``names``."""
-    folder.mkdir()
-    Image.new("RGB", (96, 64)).save(folder / "a.png")
-    objects = "".join(
-        f"<object><name>{n}</name><bndbox><xmin>3</xmin><ymin>2</ymin><xmax>20</xmax>"
-        "<ymax>9</ymax></bndbox></object>"
-        for n in names
-    )
-    (folder / "a.xml").write_text(
-        f"<annotation><filename>a.png</filename><size><width>96</width><height>64</height>"
-        f"</size>{objects}</annotation>"
-    )
-    return folder
-
-
 def run(argv, capsys):
     demo_main()(["--config-file", str(DEMO_CONFIG), "--confidence-threshold", "0", *argv])
     lines = capsys.readouterr().out.splitlines()
@@ -71,7 +56,7 @@ def test_labels_are_the_names_saved_beside_the_weights(model_dir, photo, capsys)
 
 
 def test_a_registered_dataset_of_other_names_is_refused(model_dir, photo, tmp_path, capsys):
-    folder = voc_folder(tmp_path / "voc", ["cat", "ant"])
+    folder = write_voc(tmp_path / "voc", {"a": ["cat", "ant"]}, size=(96, 64))
     weights = str(model_dir / "model_final.pth")
     argv = ["--input", str(photo), "--register-voc", f"demo_voc={folder}", "--opts", *SMALL,
             "MODEL.WEIGHTS", weights]  # fmt: skip
@@ -88,7 +73,7 @@ def test_a_registered_dataset_of_other_names_is_refused(model_dir, photo, tmp_pa
 
 def test_without_saved_names_a_registered_dataset_labels_them(photo, tmp_path, capsys):
     names = ["p", "q", "r", "s", "t", "u"]
-    folder = voc_folder(tmp_path / "voc", names)
+    folder = write_voc(tmp_path / "voc", {"a": names}, size=(96, 64))
     argv = ["--input", str(photo), "--register-voc", f"demo_voc_names={folder}",
             "--opts", *SMALL]  # fmt: skip
     labels = run(argv, capsys)

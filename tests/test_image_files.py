@@ -6,16 +6,11 @@ import pytest
 from detectron2.data import DatasetCatalog
 from helpers import DEMO_CONFIG, load_cfg
 from PIL import Image
+from voc_files import voc_xml
 
 from dual_weighting.data import DWDatasetMapper, FormatError
 from dual_weighting.data.datasets import register_voc_from_specs, register_yolo_from_spec
 from dual_weighting.engine import DWTrainer
-
-VOC_XML = """<annotation><filename>{name}</filename>
-<size><width>64</width><height>48</height><depth>3</depth></size>
-<object><name>cross</name><bndbox><xmin>5</xmin><ymin>6</ymin><xmax>30</xmax><ymax>40</ymax>
-</bndbox></object></annotation>
-"""
 
 
 def write_image(path, fmt="JPEG"):
@@ -35,7 +30,8 @@ def voc_folder(folder, images):
     folder.mkdir()
     for name, write in images.items():
         write(folder / name)
-        (folder / name).with_suffix(".xml").write_text(VOC_XML.format(name=name))
+        xml = voc_xml(name, 64, 48, [("cross", (5, 6, 30, 40))])
+        (folder / name).with_suffix(".xml").write_text(xml)
     return folder
 
 
