@@ -5,7 +5,7 @@ with a dataset of other names refused with both lists, names differing only in c
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from helpers import DEMO_CONFIG, load_cfg
+from helpers import CONFIGS, DEMO_CONFIG, load_cfg
 from voc_files import write_voc
 
 from dual_weighting.data import FormatError, parse_class_names, saved_class_names
@@ -125,3 +125,19 @@ def test_training_refuses_a_test_set_of_other_names(tmp_path, monkeypatch):
     ):
         check(["DATASETS.TRAIN", '("other_train",)', "DATASETS.TEST", '("other_val",)'],
               monkeypatch)  # fmt: skip
+
+
+def test_a_lazy_evaluation_checks_the_names_beside_its_init_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "class_names.txt").write_text("circle\ncross\nsquare\n")
+    (out / "model_final.pth").write_bytes(b"")
+    val = write_voc(tmp_path / "val", {"c": ["square", "circle"]})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["--config-file", str(CONFIGS / "lazy" / "dw_R_18_FPN_synthetic_demo.py"), "--eval-only",
+            "--register-voc", f"lazy_val={val}", "train.device=cpu",
+            "dataloader.test.dataset.names=lazy_val",
+            f"train.init_checkpoint={out / 'model_final.pth'}"]  # fmt: skip
+    with pytest.raises(SetupError, match=r"'lazy_val' \(dataloader.test.dataset.names\) has the "
+                       r"classes\n  circle, square\nbut the model's are"):  # fmt: skip
+        check_command_line(default_dw_argument_parser().parse_args(argv))
