@@ -5,6 +5,7 @@ is set up, into its log.txt); YOLO classes written as integral floats."""
 
 import logging
 
+import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog
 from helpers import DEMO_CONFIG
@@ -79,7 +80,7 @@ def test_yolo_labels_without_an_image_and_background_images_are_counted(tmp_path
     assert "train: 1 of 2 images have no label file (background images, no objects)" in text
     labels_dir = tmp_path / "labels" / "train"
     assert "train: 7 label files have no image, their boxes are not used: " in text
-    assert f"{labels_dir / 'gone0.txt'}, {labels_dir / 'gone1.txt'}" in text
+    assert f"{labels_dir / 'gone0.txt'}; {labels_dir / 'gone1.txt'}" in text
     assert f"{labels_dir / 'gone4.txt'} and 2 more" in text and "gone5" not in text
 
 
@@ -107,3 +108,17 @@ def test_the_notes_reach_the_runs_log_file(tmp_path, monkeypatch, dw_log):
     DatasetCatalog.get(name)
     log = (out / "log.txt").read_text()
     assert "4 boxes reached past their image, clipped to it" in log
+
+
+def test_yolo_boxes_past_their_image_are_clipped_and_counted(tmp_path, caplog):
+    # 20 x 10 image: centre 0.95, width 0.2 reaches x = 1.05; the second line fits.
+    data_yaml = yolo_folder(tmp_path, ["x"], {"x": "0 0.95 0.5 0.2 0.2\n1 0.5 0.5 0.2 0.2\n"})
+    with caplog.at_level(logging.INFO):
+        name = register_yolo_from_spec(f"yolo_clip={data_yaml}:train")
+        (record,) = DatasetCatalog.get(name)
+    boxes = [a["bbox"] for a in record["annotations"]]
+    np.testing.assert_allclose(boxes, [[17.0, 4.0, 20.0, 6.0], [8.0, 4.0, 12.0, 6.0]])
+    labels = tmp_path / "labels" / "train" / "x.txt"
+    assert (
+        f"train: 1 boxes reached past their image, clipped to it: {labels}, line 1" in caplog.text
+    )

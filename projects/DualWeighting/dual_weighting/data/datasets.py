@@ -20,7 +20,7 @@ from detectron2.data.datasets import register_coco_instances
 from .class_names import near_duplicates
 from .synthetic import CLASS_NAMES, generate_synthetic_coco, synthetic_params
 from .voc import FormatError, load_voc, voc_dataset_dicts
-from .yolo import MAX_SHOWN, load_yolo
+from .yolo import first_names, load_yolo
 
 __all__ = [
     "default_synthetic_root",
@@ -268,13 +268,14 @@ def _clipped_notes(spec, loaded):
     clipped = [(ann.path, o) for ann, _ in loaded for o in ann.objects if o.clipped]
     if not clipped:
         return []
-    shown = "; ".join(
-        f"{path}, line {o.line} ({o.name!r}, now [{', '.join(f'{v:g}' for v in o.box)}])"
-        for path, o in clipped[:MAX_SHOWN]
+    shown = first_names(
+        [
+            f"{path}, line {o.line} ({o.name!r}, now [{', '.join(f'{v:g}' for v in o.box)}])"
+            for path, o in clipped
+        ]
     )
-    more = f" and {len(clipped) - MAX_SHOWN} more" if len(clipped) > MAX_SHOWN else ""
     message = f"{spec}: {len(clipped)} boxes reached past their image, clipped to it: {shown}"
-    return [(logging.WARNING, message + more)]
+    return [(logging.WARNING, message)]
 
 
 def register_yolo_from_spec(spec):

@@ -12,18 +12,28 @@ are is logged.
 
 import logging
 import os
+from typing import NamedTuple
 
 import yaml
 from detectron2.structures import BoxMode
 
 from .voc import FormatError, image_size
 
-__all__ = ["IMAGE_EXTENSIONS", "label_path", "load_yolo", "read_yolo_labels", "yolo_split"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "YoloObject",
+    "label_path",
+    "load_yolo",
+    "read_yolo_labels",
+    "yolo_split",
+]
 
 logger = logging.getLogger(__name__)
 
 # How many boxes or file names a message lists before the rest are counted.
 MAX_SHOWN = 5
+# A box past the image by less than this (a fraction of its side, from rounding) is not clipped.
+_CLIP_TOLERANCE = 1e-6
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
@@ -36,6 +46,16 @@ def label_path(image):
         k = len(parts) - 2 - parts[:-1][::-1].index("images")
         parts[k] = "labels"
     return os.path.splitext(os.sep.join(parts))[0] + ".txt"
+
+
+class YoloObject(NamedTuple):
+    """One label line: its class index, its ``box`` [x0, y0, x1, y1] in ``XYXY_ABS`` pixels,
+    its ``line`` and whether the box was ``clipped`` to the image."""
+
+    class_index: int
+    box: list
+    line: int
+    clipped: bool
 
 
 def _is_number(text):
@@ -56,7 +76,8 @@ def read_yolo_labels(path, width, height, num_classes):
             empty; the message names file and line.
 
     Returns:
-        list[tuple[int, list[float]]]: (class index, box) per non-empty line.
+        list[YoloObject]: one per non-empty line; a box reaching past the image (its centre
+        and size say so) is clipped to it and marked ``clipped``.
     """
     objects = []
     with open(path) as f:
@@ -100,15 +121,12 @@ def read_yolo_labels(path, width, height, num_classes):
             else:
                 xs, ys = values[0::2], values[1::2]
                 box = [min(xs), min(ys), max(xs), max(ys)]
-            box = [
-                min(max(box[0], 0.0), 1.0) * width,
-                min(max(box[1], 0.0), 1.0) * height,
-                min(max(box[2], 0.0), 1.0) * width,
-                min(max(box[3], 0.0), 1.0) * height,
-            ]
+            inside = [min(max(v, 0.0), 1.0) for v in box]
+            clipped = any(abs(a - b) > _CLIP_TOLERANCE for a, b in zip(inside, box))
+            box = [inside[0] * width, inside[1] * height, inside[2] * width, inside[3] * height]
             if box[2] <= box[0] or box[3] <= box[1]:
                 raise FormatError(f"{where}: {line.strip()!r} is an empty box")
-            objects.append((class_index, box))
+            objects.append(YoloObject(class_index, box, line_number, clipped))
     return objects
 
 
@@ -192,6 +210,12 @@ def yolo_split(data_yaml, split):
     return _read_split(data_yaml, split)[:2]
 
 
+def first_names(items):
+    """The first :data:`MAX_SHOWN` of ``items``, then how many more there are."""
+    more = f" and {len(items) - MAX_SHOWN} more" if len(items) > MAX_SHOWN else ""
+    return "; ".join(items[:MAX_SHOWN]) + more
+
+
 def _orphan_labels(folders, images):
     """The label files of the image ``folders`` (``images`` -> ``labels``, as
     :func:`label_path`) that belong to none of ``images``: their image is missing, so their
@@ -219,7 +243,8 @@ def load_yolo(data_yaml, split, report=None):
 
     What is worth knowing but not an error goes to ``report(level, message)`` (the module's
     logger by default): how many images have no label file (background images, no objects),
-    and how many label files have no image (their boxes are not used), with the first names.
+    how many boxes reached past their image and were clipped to it, and how many label files
+    have no image (their boxes are not used), with the first files (and lines).
 
     Raises:
         FormatError, FileNotFoundError: as those functions; a listed image that does not exist.
@@ -229,7 +254,7 @@ def load_yolo(data_yaml, split, report=None):
     """
     report = report or logger.log
     names, images, folders = _read_split(data_yaml, split)
-    records, unlabeled = [], 0
+    records, unlabeled, clipped = [], 0, []
     for image_id, image in enumerate(images):
         if not os.path.isfile(image):
             raise FileNotFoundError(f"{data_yaml}: image {image} of split {split!r} not found")
@@ -238,6 +263,7 @@ def load_yolo(data_yaml, split, report=None):
         objects = []
         if os.path.isfile(labels):
             objects = read_yolo_labels(labels, width, height, len(names))
+            clipped += [f"{labels}, line {o.line}" for o in objects if o.clipped]
         else:
             unlabeled += 1
         records.append(
@@ -247,8 +273,8 @@ def load_yolo(data_yaml, split, report=None):
                 "height": height,
                 "width": width,
                 "annotations": [
-                    {"bbox": box, "bbox_mode": BoxMode.XYXY_ABS, "category_id": c}
-                    for c, box in objects
+                    {"bbox": o.box, "bbox_mode": BoxMode.XYXY_ABS, "category_id": o.class_index}
+                    for o in objects
                 ],
             }
         )
@@ -258,13 +284,17 @@ def load_yolo(data_yaml, split, report=None):
             f"{data_yaml} {split}: {unlabeled} of {len(images)} images have no label file "
             "(background images, no objects)",
         )
+    if clipped:
+        report(
+            logging.WARNING,
+            f"{data_yaml} {split}: {len(clipped)} boxes reached past their image, clipped to it: "
+            + first_names(clipped),
+        )
     orphans = _orphan_labels(folders, images)
     if orphans:
-        shown = ", ".join(orphans[:MAX_SHOWN])
-        shown += f" and {len(orphans) - MAX_SHOWN} more" if len(orphans) > MAX_SHOWN else ""
         report(
             logging.WARNING,
             f"{data_yaml} {split}: {len(orphans)} label files have no image, their boxes are "
-            f"not used: {shown}",
+            f"not used: {first_names(orphans)}",
         )
     return names, records
