@@ -98,10 +98,6 @@ class DWCriterion(nn.Module):
     The argument names are those of the yacs keys ``MODEL.DW.<NAME>`` in lower case. The module
     has no parameters or buffers: it only computes.
 
-    Attributes:
-        config_style: "yacs" or "lazy", the config style of the run, for the keys a collapse
-            names (:func:`set_config_style`); None when unknown.
-
     Its inputs are checked (:func:`~.criterion_inputs.check_criterion_inputs`, one host read):
     a wrong shape or length, a class id outside [0, C) or a non-finite box raises a ValueError
     naming the argument, the index and the value. Half-precision predictions are computed in
@@ -121,6 +117,10 @@ class DWCriterion(nn.Module):
                                       gt_boxes, gt_classes)
         criterion.check(assignment, "my detector", iteration)
         losses = criterion.losses(assignment, sum(len(b) for b in gt_boxes))
+
+    Attributes:
+        config_style: "yacs" or "lazy", the config style of the run, for the keys a collapse
+            names (:func:`set_config_style`); None when unknown.
     """
 
     config_style = None

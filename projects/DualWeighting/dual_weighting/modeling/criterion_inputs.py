@@ -20,8 +20,8 @@ _PREDICTIONS = ("cls_logits", "quality_logits", "pred_boxes")
 def criterion_dtype(*predictions: torch.Tensor | None) -> torch.dtype:
     """The dtype the criterion computes in: that of the predictions (float64 if any is), and
     float32 for half precision. ``exp(5 v)``, the center prior and the BCE's log clamp are not
-    meant for float16 or bfloat16: in float16 the joint scores round past 1 at real image sizes
-    and the BCE refuses them.
+    meant for float16 or bfloat16: at real image sizes the float16 negative loss sums past
+    float16's largest value to inf, and joint scores rounding past 1 make the BCE refuse them.
 
     Raises:
         ValueError: a prediction is not floating point (named, with its dtype).
