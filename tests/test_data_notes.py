@@ -122,3 +122,11 @@ def test_yolo_boxes_past_their_image_are_clipped_and_counted(tmp_path, caplog):
     assert (
         f"train: 1 boxes reached past their image, clipped to it: {labels}, line 1" in caplog.text
     )
+
+
+def test_the_notes_are_logged_once(tmp_path, caplog):
+    (name,) = register_voc_from_specs([f"clip_voc_once={voc_folder(tmp_path / 'voc')}"])
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):  # the training loader, then two evaluations
+            DatasetCatalog.get(name)
+    assert caplog.text.count("4 boxes reached past their image") == 1

@@ -171,12 +171,13 @@ def _registered_as(name, spec):
 
 def _register_dicts(name, records, class_names, spec, notes=()):
     """Register ``records``; ``notes``, (logging level, message) pairs about the data, are logged
-    each time the dataset is loaded: registration runs before a run sets up its logging, so
+    when the dataset is first loaded: registration runs before a run sets up its logging, so
     logged then they would reach no log file (and below WARNING, no terminal)."""
+    unsaid = list(notes)
 
     def load():
-        for level, message in notes:
-            logger.log(level, message)
+        while unsaid:
+            logger.log(*unsaid.pop(0))
         return records
 
     DatasetCatalog.register(name, load)
