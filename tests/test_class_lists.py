@@ -5,6 +5,7 @@ with a dataset of other names refused with both lists, names differing only in c
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_model
 from helpers import CONFIGS, DEMO_CONFIG, load_cfg
 from voc_files import write_voc
 
@@ -92,10 +93,10 @@ def test_training_saves_its_names_and_evaluation_checks_them(tmp_path, monkeypat
         DEMO_CONFIG, "DATASETS.TRAIN", '("saved_train",)', "DATASETS.TEST", "()",
         "OUTPUT_DIR", str(out), "DATALOADER.NUM_WORKERS", "0",
     )  # fmt: skip
-    DWTrainer(cfg)
+    trainer = DWTrainer(cfg)
     assert (out / "class_names.txt").read_text() == "circle\ncross\nsquare\n"
     weights = out / "model_final.pth"
-    weights.write_bytes(b"")
+    torch.save({"model": trainer.model.state_dict()}, weights)
     assert saved_class_names(str(weights)) == (names, str(out / "class_names.txt"))
 
     # Evaluating on the val split read alone (circle, square) is refused, both lists shown.
@@ -131,7 +132,9 @@ def test_a_lazy_evaluation_checks_the_names_beside_its_init_checkpoint(tmp_path,
     out = tmp_path / "out"
     out.mkdir()
     (out / "class_names.txt").write_text("circle\ncross\nsquare\n")
-    (out / "model_final.pth").write_bytes(b"")
+    torch.manual_seed(0)
+    model = build_model(load_cfg(DEMO_CONFIG))  # the yaml twin of the LazyConfig used below
+    torch.save({"model": model.state_dict()}, out / "model_final.pth")
     val = write_voc(tmp_path / "val", {"c": ["square", "circle"]})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     argv = ["--config-file", str(CONFIGS / "lazy" / "dw_R_18_FPN_synthetic_demo.py"), "--eval-only",
