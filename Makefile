@@ -42,7 +42,7 @@ test: lint $(TREES)
 
 trees: $(TREES)
 
-$(TREES): $(STAMP) projects/DualWeighting/dual_weighting/data/trees.py
+$(TREES): $(STAMP) tools/sample_data/trees.py
 	$(PY) tools/prepare_trees.py
 
 benchmark-trees: $(TREES)

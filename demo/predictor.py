@@ -19,8 +19,8 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from dual_weighting.data import saved_class_names
+from dual_weighting.engine import load_tool_config
 from dual_weighting.engine.checks import check_class_names
-from dual_weighting.visualize import load_cfg
 
 __all__ = [
     "DetectionDemo",
@@ -34,11 +34,11 @@ __all__ = [
 
 
 def demo_cfg(config_file, opts=(), confidence_threshold=0.5):
-    """The frozen config of :func:`dual_weighting.visualize.load_cfg` with
+    """The frozen config of :func:`dual_weighting.engine.load_tool_config` with
     ``MODEL.DW.SCORE_THRESH_TEST`` set to ``confidence_threshold``: candidates below it are not
     drawn, so the model need not keep them either, and a threshold under the config's lets the
     model keep (and the picture show) more."""
-    cfg = load_cfg(config_file, opts)
+    cfg = load_tool_config(config_file, opts)
     cfg.MODEL.DW.SCORE_THRESH_TEST = confidence_threshold
     cfg.freeze()
     return cfg

@@ -4,7 +4,7 @@ functions in helpers.py)."""
 import pytest
 import torch
 
-from dual_weighting.data import generate_synthetic_coco
+from sample_data.shapes import generate_synthetic_coco
 
 # One intra-op thread: the suite runs on small shared machines, where OpenMP threads waiting for
 # a busy core make every op slower; results do not depend on the thread count.

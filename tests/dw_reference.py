@@ -1,9 +1,11 @@
 """The tests' one independent reference of DW's losses, and the random cases it is checked on.
 
-``reference_dw_sums`` follows docs/DW_SPEC.md section by section with explicit Python loops over
-images, boxes and points, and shares no code with the package; it is slow on purpose. test_losses
-compares the package with it, test_losses_distributed its normalisers over two workers, test_cuda
-the CUDA losses with the CPU ones on its cases (``make_case``).
+``reference_dw_sums_of_scores`` follows docs/DW_SPEC.md section by section with explicit Python
+loops over images, boxes and points, and shares no code with the package; it is slow on purpose.
+test_losses compares the package with it (DW-FCOS' predictions, ``reference_dw_sums``),
+test_losses_distributed its normalisers over two workers, test_retinanet and test_rpn the DW
+losses of anchors with it; test_cuda compares the CUDA losses with the CPU ones on its cases
+(``make_case``).
 """
 
 from __future__ import annotations
@@ -33,16 +35,19 @@ def reference_giou_iou(pred, gt, eps=1e-6):
     return iou - (enclose - union) / enclose, iou
 
 
-def reference_dw_sums(points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, gt_classes):
-    """Unnormalised sums (pos_cls, pos_loc, neg) and the two local normalisers, by the spec."""
-    num_images, num_points, num_classes = cls_logits.shape
+def reference_dw_sums_of_scores(points, strides, scores, pred_boxes, gt_boxes, gt_classes):
+    """Unnormalised sums (pos_cls, pos_loc, neg) and the two local normalisers, by the spec, of
+    any detector's candidates: ``points`` (P, 2) and ``strides`` (P,), joint scores ``scores``
+    (N, P, C) in (0, 1), predicted XYXY boxes ``pred_boxes`` (N, P, 4), and per image the gt
+    boxes (G_n, 4) and classes (G_n,)."""
+    num_images, num_points, num_classes = scores.shape
     pts = points.tolist()
     strd = strides.tolist()
-    zero = cls_logits.sum() * 0
+    zero = scores.sum() * 0
     pos_cls, pos_loc, neg = zero, zero, zero
     neg_norm = 0.0
     for n in range(num_images):
-        q = torch.sigmoid(cls_logits[n]) * torch.sigmoid(ctr_logits[n])[:, None]  # (P, C)
+        q = scores[n]  # (P, C)
         w_neg = [[1.0] * num_classes for _ in range(num_points)]
         for box, cls in zip(gt_boxes[n].tolist(), gt_classes[n].tolist()):
             x1, y1, x2, y2 = box
@@ -56,9 +61,7 @@ def reference_dw_sums(points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxe
                 prior = math.exp(-(((px - cx) / s - 0.0) ** 2) / (2 * SIGMA**2)) * math.exp(
                     -(((py - cy) / s - 0.0) ** 2) / (2 * SIGMA**2)
                 )
-                lft, top, rgt, bot = box_ltrb[n, p].unbind()
-                pred = (px - lft, py - top, px + rgt, py + bot)
-                giou, iou = reference_giou_iou(pred, box)
+                giou, iou = reference_giou_iou(pred_boxes[n, p].unbind(), box)
                 p_loc = torch.exp(-5 * (1 - giou))
                 p_cls = q[p, cls]
                 v = (p_cls * p_loc).item()
@@ -85,9 +88,20 @@ def reference_dw_sums(points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxe
     return (pos_cls, pos_loc, neg), (num_boxes, neg_norm)
 
 
-def reference_dw_losses(*args):
-    """Single-process losses: the sums over the clamped normalisers."""
-    (pos_cls, pos_loc, neg), (num_boxes, neg_norm) = reference_dw_sums(*args)
+def reference_dw_sums(points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, gt_classes):
+    """:func:`reference_dw_sums_of_scores` of DW-FCOS' predictions: the joint score
+    ``sigmoid(cls) * sigmoid(ctr)``, boxes at distances ``box_ltrb`` (N, P, 4) of the points."""
+    scores = torch.sigmoid(cls_logits) * torch.sigmoid(ctr_logits)[..., None]
+    px, py = points[:, 0], points[:, 1]
+    lft, top, rgt, bot = box_ltrb.unbind(-1)
+    pred_boxes = torch.stack((px - lft, py - top, px + rgt, py + bot), -1)
+    return reference_dw_sums_of_scores(points, strides, scores, pred_boxes, gt_boxes, gt_classes)
+
+
+def reference_dw_losses(*args, sums=reference_dw_sums):
+    """Single-process losses: the sums (``sums(*args)``, DW-FCOS' by default) over the clamped
+    normalisers."""
+    (pos_cls, pos_loc, neg), (num_boxes, neg_norm) = sums(*args)
     return {
         "loss_cls_pos": pos_cls / max(num_boxes, 1.0),
         "loss_loc": pos_loc / max(num_boxes, 1.0),

@@ -1,7 +1,8 @@
 """Builders shared by several test modules (not tests themselves): paths, configs and models,
-inputs, the train_net runner and the NaN-offset check run in a subprocess. Plain functions and
-constants, so that parametrize lists, spawned workers and subprocesses can use them too; the
-fixtures are in conftest.py, the literal DW reference and its random cases in dw_reference.py.
+inputs, the train_net runner and the runner of the NaN-offset check (nan_offset_check.py). Plain
+functions and constants, so that parametrize lists, spawned workers and subprocesses can use them
+too; the fixtures are in conftest.py, the literal DW reference and its random cases in
+dw_reference.py.
 """
 
 import functools
@@ -16,15 +17,12 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
-from torchvision.ops import deform_conv2d
 
-from dual_weighting import DWCriterion, DWHead, add_dw_config
-from dual_weighting.layers.deform_conv import deform_conv2d_full_precision
+from dual_weighting import DWCriterion
+from dual_weighting.engine import load_yacs_config
 from dual_weighting.modeling.assignment import decode_ltrb
-from dual_weighting.modeling.backbone import ModulatedDeformBottleneckBlock
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -48,13 +46,10 @@ NMS_TIE = torch.tensor([[0.0, 0.0, 320.0, 320.0], [0.0, 0.0, 320.0, 192.0]])
 
 
 def load_cfg(path, *opts):
-    """detectron2's and DW's defaults, the yacs file ``path``, on the CPU without weights, then
-    the ``KEY VALUE`` overrides ``opts``. Unlike the package's ``load_yacs_config``: unfrozen,
-    unchecked, deprecated keys left where they are."""
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    cfg.merge_from_file(str(path))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
+    """The package's ``load_yacs_config`` of the yacs file ``path``, on the CPU without weights,
+    then the ``KEY VALUE`` overrides ``opts``; unfrozen, for the tests to change."""
+    cfg = load_yacs_config(str(path), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
+    cfg.defrost()
     return cfg
 
 
@@ -337,71 +332,14 @@ def read_metrics(output_dir):
 # NaN offsets, checked in a subprocess
 # ---------------------------------------------------------------------------------------------
 
-# torchvision's CPU deform_conv2d segfaults on a NaN offset (0.29): the checks that could reach
-# the kernel with one run in a subprocess, so that a regression fails a test, not the suite.
-
-
-def check_nan_offsets_never_reach_the_kernel():
-    """Run in a subprocess by :func:`run_nan_offset_check`; raises AssertionError on a wrong
-    value, and would die with a segmentation fault if a NaN offset reached the kernel."""
-    torch.set_num_threads(1)
-    g = torch.Generator().manual_seed(0)
-    # The two forms in the package: 3x3 DCNv2 with a mask (backbone, head towers) and the 1x1
-    # grouped all-ones sampling of box refine, without a mask.
-    forms = [
-        ((2, 8, 6, 7), (2, 18, 6, 7), (4, 8, 3, 3), (2, 9, 6, 7), {"padding": 1}),
-        ((2, 4, 6, 7), (2, 8, 6, 7), (4, 1, 1, 1), None, {}),
-    ]
-    for x_shape, offset_shape, weight_shape, mask_shape, kwargs in forms:
-        x = torch.randn(x_shape, generator=g, dtype=torch.float64, requires_grad=True)
-        weight = torch.randn(weight_shape, generator=g, dtype=torch.float64, requires_grad=True)
-        mask = None if mask_shape is None else torch.rand(mask_shape, generator=g).double()
-        finite = 3 * torch.randn(offset_shape, generator=g, dtype=torch.float64)
-        # One NaN offset of image 1 at cell (2, 3); an infinite one at cell (4, 5).
-        offset = finite.clone()
-        offset[1, 1, 2, 3] = float("nan")
-        offset[1, 2, 4, 5] = float("inf")
-        offset.requires_grad_()
-        out = deform_conv2d_full_precision(x, offset, weight, mask=mask, **kwargs)
-        # The plain op on the offset with the NaN made 0: an independent reference everywhere
-        # else, where the output must be bit-identical (the infinite offset reads zeros).
-        expected = deform_conv2d(
-            x, offset.detach().nan_to_num(nan=0.0), weight, mask=mask, **kwargs
-        )
-        nan_cell = torch.zeros_like(out, dtype=torch.bool)
-        nan_cell[1, :, 2, 3] = True
-        assert out[nan_cell].isnan().all(), "the NaN offset's output cell must be NaN"
-        assert torch.equal(out[~nan_cell], expected[~nan_cell])
-        out.nan_to_num().sum().backward()
-        assert all(torch.isfinite(t.grad).all() for t in (x, weight)), "finite gradients"
-        assert offset.grad[1, :, 2, 3].eq(0).all(), "no gradient through the NaN cell"
-
-        all_nan = torch.full(offset_shape, float("nan"), dtype=torch.float64)
-        assert deform_conv2d_full_precision(x, all_nan, weight, mask=mask, **kwargs).isnan().all()
-
-    # The layers that call it: a DCN bottleneck block (backbone) and a head with DCN towers and
-    # box refine, on a NaN pixel and on NaN features: NaN out, where the finite checks see it.
-    block = ModulatedDeformBottleneckBlock(16, 32, bottleneck_channels=8, norm="FrozenBN")
-    image = torch.randn(1, 16, 9, 9, generator=g)
-    image[0, 3, 4, 4] = float("nan")
-    with torch.no_grad():
-        block.conv2_offset.weight.normal_(generator=g)
-        assert block(image).isnan().any()
-    shapes = [ShapeSpec(channels=32, stride=s) for s in (8, 16)]
-    head = DWHead(input_shape=shapes, num_classes=3, box_refine=True, dcn_on_last_conv=True)
-    for value in (float("nan"), float("inf")):
-        with torch.no_grad():
-            predictions = head([torch.full((1, 32, 6, 8), value), torch.full((1, 32, 3, 4), value)])
-        assert all(x.isnan().all() for level in predictions for x in level)
-    print("checked")
-
 
 @functools.cache
 def run_nan_offset_check():
-    """Run :func:`check_nan_offsets_never_reach_the_kernel` in a fresh Python process, once a
-    session (test_robustness.py checks its result; test_model_e2e.py runs it before its
-    non-finite cases)."""
-    code = "import helpers; helpers.check_nan_offsets_never_reach_the_kernel()"
+    """Run ``nan_offset_check.py`` in a fresh Python process, once a session
+    (engine/test_robustness.py checks its result; modeling/test_model_e2e.py runs it before its
+    non-finite cases): torchvision's CPU deform_conv2d segfaults on a NaN offset (0.29), so a
+    regression there fails a test, not the suite."""
+    code = "import nan_offset_check; nan_offset_check.main()"
     return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

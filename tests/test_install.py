@@ -24,6 +24,16 @@ def test_import_without_detectron2_says_how_to_install(tmp_path):
     assert "make env" in proc.stderr
 
 
+@pytest.mark.parametrize("module", ["dual_weighting.config", "dual_weighting.modeling.meta_arch"])
+def test_each_module_imports_first_in_a_fresh_interpreter(module):
+    # config.py imports modeling/; a module of modeling/ that imported a name of config.py back
+    # would find it undefined here.
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_wheel_install_leaves_out_compiled_ops_and_tools(tmp_path):
     wheel = tmp_path / "sal_detectron2-0.7.2-cp310-none-any.whl"
     dist = "sal_detectron2-0.7.2.dist-info"

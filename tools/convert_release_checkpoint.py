@@ -20,7 +20,7 @@ from dual_weighting.checkpoint import (
     load_release_state_dict,
     save_converted_release,
 )
-from dual_weighting.checkpoint.release import build_cfg
+from dual_weighting.engine import load_yacs_config
 
 
 def main(argv=None):
@@ -48,7 +48,8 @@ def main(argv=None):
         "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides, KEY VALUE pairs"
     )
     args = parser.parse_args(argv)
-    cfg = build_cfg(args.config_file, args.opts)
+    # Converted on the CPU: the model is built only for its names and shapes.
+    cfg = load_yacs_config(args.config_file, [*args.opts, "MODEL.DEVICE", "cpu"])
     try:
         model = convert_for_config(load_release_state_dict(args.input, args.unsafe_load), cfg)
     except ValueError as e:

@@ -21,7 +21,7 @@ from dual_weighting.engine import (
     register_datasets,
     tool_argument_parser,
 )
-from dual_weighting.visualize import predictions_beside_ground_truth
+from visualize import predictions_beside_ground_truth
 
 
 def main(argv=None):

@@ -36,6 +36,7 @@ from detectron2.utils.logger import setup_logger
 
 from dual_weighting.engine import (
     SetupError,
+    load_tool_config,
     parse_tool_args,
     register_datasets,
     tool_argument_parser,
@@ -54,7 +55,6 @@ from dual_weighting.export import (
     verify_exported,
 )
 from dual_weighting.export.quantize import calibration_images, write_precision
-from dual_weighting.visualize import load_cfg
 
 
 def parse_args(argv=None):
@@ -118,7 +118,7 @@ def main(argv=None):
     setup_logger(name="detectron2")  # the evaluation's tables are logged
     register_datasets(args)
     try:
-        cfg = load_cfg(args.config_file, args.opts)
+        cfg = load_tool_config(args.config_file, args.opts)
     except SetupError as e:
         raise SystemExit(f"tools/export_model.py: error: {e}") from None
     if args.quantize and args.format != "onnx":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write the synthetic shapes dataset in COCO's layout (see dual_weighting/data/synthetic.py).
+"""Write the synthetic shapes dataset in COCO's layout (see tools/sample_data/shapes.py).
 
 Example:
     python tools/generate_dataset.py --output datasets/dw_synthetic --num-train 400 --num-val 100
@@ -8,7 +8,7 @@ Example:
 import argparse
 import time
 
-from dual_weighting.data import generate_synthetic_coco
+from sample_data.shapes import generate_synthetic_coco
 
 
 def parse_args(argv=None):

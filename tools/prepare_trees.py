@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Download the DeepForest wheel (pip, no install) and convert its annotated aerial photographs to
 the tiled COCO-format dataset ``deepforest_trees_train`` / ``deepforest_trees_val`` under
-``$DETECTRON2_DATASETS/deepforest_trees`` (``dual_weighting.data.trees`` says how).
+``$DETECTRON2_DATASETS/deepforest_trees`` (``tools/sample_data/trees.py`` says how).
 
     python tools/prepare_trees.py
     python tools/prepare_trees.py --root /data/deepforest_trees \\
@@ -13,14 +13,9 @@ import json
 
 from PIL import Image
 
-from dual_weighting.data.trees import (
-    TREES_SPLITS,
-    convert_trees,
-    default_trees_root,
-    download_trees_source,
-    trees_source_path,
-)
-from dual_weighting.visualize import draw_tiled_source
+from dual_weighting.data.trees import TREES_SPLITS, default_trees_root
+from sample_data.trees import convert_trees, download_trees_source, trees_source_path
+from visualize import draw_tiled_source
 
 
 def main(argv=None):

@@ -17,14 +17,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from PIL import Image
 
-from dual_weighting import add_dw_config
-from dual_weighting.data import default_synthetic_root, ensure_synthetic
-from dual_weighting.visualize import predictions_beside_ground_truth
+from dual_weighting.data import default_synthetic_root
+from dual_weighting.engine import load_yacs_config
+from sample_data.shapes import ensure_synthetic
+from visualize import predictions_beside_ground_truth
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "dw_R_18_FPN_synthetic_demo.yaml"
@@ -58,11 +58,8 @@ def main(argv=None):
         check=True,
     )  # fmt: skip
 
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    cfg.merge_from_file(str(CONFIG))
-    cfg.merge_from_list(overrides)
-    cfg.MODEL.WEIGHTS = str(Path(args.output_dir) / "model_final.pth")
+    weights = str(Path(args.output_dir) / "model_final.pth")
+    cfg = load_yacs_config(str(CONFIG), [*overrides, "MODEL.WEIGHTS", weights])
     val_name = cfg.DATASETS.TEST[0]
     picture = predictions_beside_ground_truth(
         DatasetCatalog.get(val_name)[: args.num_images],

@@ -3,9 +3,9 @@
 
 For each image (a registered dataset's record, picked by index) the model's backbone and head
 run on the image as the trainer feeds it (detectron2's DatasetMapper, annotations kept, resized
-to the test size without flipping), and :func:`dual_weighting.visualize.dw_assignment_maps`
+to the test size without flipping), and :func:`visualize.dw_assignment_maps`
 computes the DW weights exactly as the training loss does (the code is in
-``dual_weighting/visualize/``). One PNG per image shows, for each ground-truth box (a block of
+``tools/visualize/``). One PNG per image shows, for each ground-truth box (a block of
 three rows) and each FPN level (a column):
 
 - the center prior (a fixed Gaussian around the box centre, 0 outside the box),
@@ -33,15 +33,15 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from dual_weighting.engine import (
     SetupError,
+    load_tool_config,
     parse_tool_args,
     register_datasets,
     tool_argument_parser,
 )
-from dual_weighting.visualize import (
+from visualize import (
     compute_assignment,
     describe_assignment,
     draw_assignment,
-    load_cfg,
     load_model,
     pick_boxes,
     select_records,
@@ -79,7 +79,7 @@ def main(argv=None):
     args = parse_args(argv)
     register_datasets(args)
     try:
-        cfg = load_cfg(args.config_file, args.opts)
+        cfg = load_tool_config(args.config_file, args.opts)
     except SetupError as e:
         raise SystemExit(f"tools/visualize_assignment.py: error: {e}") from None
     dataset = args.dataset or cfg.DATASETS.TRAIN[0]

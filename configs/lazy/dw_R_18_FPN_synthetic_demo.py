@@ -1,5 +1,5 @@
 # The main job's model (`make demo`) as a LazyConfig: a small DW-FCOS trained from scratch on CPU
-# on the generated shapes dataset (dual_weighting.data.synthetic, 256x320 images, 6 classes).
+# on the generated shapes dataset (tools/sample_data/shapes.py, 256x320 images, 6 classes).
 # Twin of configs/dw_R_18_FPN_synthetic_demo.yaml.
 from .base_dw import dataloader, model, optimizer, train  # noqa: F401
 from .common.dw_schedule import step_schedule

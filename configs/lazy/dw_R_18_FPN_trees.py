@@ -1,6 +1,6 @@
 # The demo's small DW-FCOS (ResNet-18-FPN, 128 channels, from scratch) on real aerial photographs:
 # tree crowns in NEON orthophotos boxed by the DeepForest authors, tiled to 400 x 400 px
-# (dual_weighting.data.trees; `python tools/prepare_trees.py` downloads and converts them).
+# (dual_weighting.data.trees registers them; `python tools/prepare_trees.py` converts them).
 # Twin of configs/dw_R_18_FPN_trees.yaml.
 from .common.dw_schedule import step_schedule
 from .dw_R_18_FPN_synthetic_demo import dataloader, model, optimizer, train  # noqa: F401

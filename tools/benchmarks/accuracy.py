@@ -19,11 +19,11 @@ from detectron2.engine import hooks
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils.env import seed_all_rng
 
-from dual_weighting.data import ensure_synthetic, ensure_trees
 from dual_weighting.engine import DWTrainer
 from dual_weighting.evaluation import DWCOCOEvaluator
+from sample_data.shapes import ensure_synthetic
+from sample_data.trees import ensure_trees
 
-from .assignment_trace import format_trace, storage_trace, trace_assignments
 from .detectors import (
     FCOS_CLASSES,
     LOW_SCORE,
@@ -92,18 +92,19 @@ class BenchmarkTrainer(DWTrainer):
     """``DWTrainer`` (train_net.py's) that builds either detector, gives every detector of one
     seed the same data order and flips, skips checkpoints, and evaluates both score views.
 
-    Every ``TEST.EVAL_PERIOD`` iterations (never if 0) it evaluates and appends ``[iteration,
-    {view: metrics}]`` to ``self.curve``, adding the seconds to ``self.curve_eval_s``; the
-    evaluation after the last iteration is :func:`run_training`'s.
+    Every ``TEST.EVAL_PERIOD`` iterations (never if 0) detectron2's ``EvalHook`` evaluates and
+    puts the metrics in the trainer's ``EventStorage``, which its writers record in
+    ``metrics.json`` (the AP curve, :func:`storage_curve`); the seconds go to
+    ``self.curve_eval_s``. The evaluation after the last iteration is :func:`run_training`'s.
     """
 
     def __init__(self, cfg):
-        self.curve, self.curve_eval_s = [], 0.0
+        self.curve_eval_s = 0.0
         super().__init__(cfg)
 
     @classmethod
     def build_model(cls, cfg):
-        model = trace_assignments(build_detector(cfg))
+        model = build_detector(cfg)
         logging.getLogger("detectron2").info(f"Model:\n{model}")
         return model
 
@@ -116,7 +117,7 @@ class BenchmarkTrainer(DWTrainer):
 
     def build_hooks(self):
         # No checkpoints. detectron2's EvalHook keeps its place (before the writers, so the
-        # curve's metrics reach metrics.json) but records the curve and skips the end.
+        # curve's metrics reach metrics.json) but keeps training's random state and skips the end.
         built = []
         for h in super().build_hooks():
             if isinstance(h, hooks.EvalHook) and self.cfg.TEST.EVAL_PERIOD > 0:
@@ -133,7 +134,6 @@ class BenchmarkTrainer(DWTrainer):
         start = time.perf_counter()
         with random_state_kept():
             metrics = self.test(self.cfg, self.model)
-        self.curve.append([self.iter + 1, metrics])
         self.curve_eval_s += time.perf_counter() - start
         return metrics
 
@@ -151,8 +151,17 @@ class BenchmarkTrainer(DWTrainer):
         )
 
 
-# Iterations (0-based) of the assignment-trace tables; the last recorded one is added.
-TRACE_ITERATIONS = (0, 9, 19, 29, 39, 49, 99, 199, 299, 399, 499, 599, 799, 999)
+def storage_curve(storage):
+    """``[[iteration, {view: metrics}], ...]`` of the periodic evaluations: the values
+    detectron2's ``EvalHook`` put in the trainer's ``EventStorage`` (keys ``own/AP``, ...), which
+    its writers record in ``metrics.json``."""
+    points = {}
+    for key, history in storage.histories().items():
+        view, _, metric = key.partition("/")
+        if view in ("own", "low") and metric:
+            for value, iteration in history.values():
+                points.setdefault(iteration + 1, {}).setdefault(view, {})[metric] = value
+    return [[iteration, metrics] for iteration, metrics in sorted(points.items())]
 
 
 def scaled_schedule(iters, warmup_iters=None):
@@ -239,8 +248,7 @@ def run_training(cfg, extra_hooks=(), trainer_class=None):
         dict: ``metrics`` ({view: {metric: value}}), ``train_s`` (without the periodic
         evaluations), ``s_per_iter`` (median of the trainer's iteration times), ``eval_s`` (the
         last evaluation), ``curve_eval_s`` (the periodic ones), ``losses`` (the total loss of
-        every iteration), ``curve`` ([iteration, metrics] of every evaluation, the last too),
-        ``assignment`` (DW's assignment trace, :mod:`.assignment_trace`; empty for other models).
+        every iteration), ``curve`` ([iteration, metrics] of every evaluation, the last too).
 
     Raises:
         DivergedRun: training stopped on a FloatingPointError; it carries what was recorded.
@@ -257,8 +265,7 @@ def run_training(cfg, extra_hooks=(), trainer_class=None):
         try:
             trainer.train()
         except FloatingPointError as e:
-            trace = storage_trace(trainer.storage)
-            raise DivergedRun(str(e).splitlines()[0], trace, trainer.curve) from e
+            raise DivergedRun(str(e).splitlines()[0], storage_curve(trainer.storage)) from e
         train_s = time.perf_counter() - start - trainer.curve_eval_s
         # IterationTimer records iterations after its first 3 only.
         timer = trainer.storage.histories().get("time")
@@ -267,7 +274,7 @@ def run_training(cfg, extra_hooks=(), trainer_class=None):
         start = time.perf_counter()
         metrics = trainer_class.test(cfg, trainer.model)
         eval_s = time.perf_counter() - start
-    curve = [*trainer.curve, [cfg.SOLVER.MAX_ITER, metrics]]
+    curve = [*storage_curve(trainer.storage), [cfg.SOLVER.MAX_ITER, metrics]]
     return {
         "metrics": _floats(metrics),
         "train_s": train_s,
@@ -276,17 +283,16 @@ def run_training(cfg, extra_hooks=(), trainer_class=None):
         "curve_eval_s": trainer.curve_eval_s,
         "losses": losses,
         "curve": [[it, _floats(m)] for it, m in curve],
-        "assignment": storage_trace(trainer.storage),
     }
 
 
 class DivergedRun(FloatingPointError):
-    """A training run that stopped on a FloatingPointError: its first line ``reason``, the
-    assignment ``trace`` and the AP ``curve`` recorded until then."""
+    """A training run that stopped on a FloatingPointError: its first line ``reason`` and the AP
+    ``curve`` recorded until then."""
 
-    def __init__(self, reason, trace, curve):
+    def __init__(self, reason, curve):
         super().__init__(reason)
-        self.reason, self.trace, self.curve = reason, trace, curve
+        self.reason, self.curve = reason, curve
 
 
 def diverged_result(reason):
@@ -333,7 +339,7 @@ def run_accuracy(args, out):
                 except DivergedRun as e:
                     # A run that collapses is a result of the comparison, not the section's end.
                     result = diverged_result(e.reason)
-                    result.update(assignment=e.trace, curve=[[it, _floats(m)] for it, m in e.curve])
+                    result.update(curve=[[it, _floats(m)] for it, m in e.curve])
                 result.update(variant=variant, seed=seed)
                 saved.write_text(json.dumps({"config": cfg.dump(), "result": result}))
             runs.append(result)
@@ -349,10 +355,6 @@ def run_accuracy(args, out):
     out["accuracy"] = runs
     print()
     print(format_accuracy(runs, args.variants))
-    for run in runs:
-        table = format_trace(run, TRACE_ITERATIONS)
-        if table:
-            print(f"\nDW's assignment, {VARIANTS[run['variant']]} seed {run['seed']}:\n{table}")
     path = Path(args.output_dir) / "accuracy_ap_curves.png"
     plot_ap_curves(runs, path, split=split)
     print(f"  plot: {path}", flush=True)

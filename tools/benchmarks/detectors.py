@@ -12,6 +12,7 @@ from detectron2.modeling import build_backbone, build_model
 
 from dual_weighting import DWCriterion
 from dual_weighting.config import add_dw_config
+from dual_weighting.engine import load_yacs_config
 from dual_weighting.engine.lazy import model_zoo
 from dual_weighting.modeling import DWLossFCOS
 
@@ -72,20 +73,18 @@ def score_of_product(variant, product):
 
 
 def make_cfg(config_file, variant, opts=(), device="cpu"):
-    """A DW config (``add_dw_config`` + ``config_file`` + ``opts``) for one variant.
+    """A DW config (:func:`~dual_weighting.engine.load_yacs_config` of ``config_file`` and
+    ``opts``) for one variant.
 
     ``variant`` "fcos" sets ``MODEL.META_ARCHITECTURE`` to "FCOS", which only
     :func:`build_detector` understands (detectron2's FCOS is not registered); "dw_refine" turns
-    on ``MODEL.DW.BOX_REFINE``. ``MODEL.FCOS.SCORE_THRESH_TEST`` (added here) is FCOS's
-    threshold on sqrt(cls * ctr), detectron2's default unless overridden.
+    on ``MODEL.DW.BOX_REFINE``. ``MODEL.FCOS.SCORE_THRESH_TEST`` is FCOS's threshold on
+    sqrt(cls * ctr), detectron2's default unless overridden.
     """
     if variant not in VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    cfg.MODEL.FCOS.SCORE_THRESH_TEST = fcos_default_score_thresh()
-    cfg.merge_from_file(str(config_file))
-    cfg.merge_from_list(list(opts))
+    cfg = load_yacs_config(str(config_file), opts)
+    cfg.defrost()
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = ""  # random init (the R-50 configs name ImageNet weights)
     if variant in FCOS_CLASSES:

@@ -19,8 +19,8 @@ accuracy section. The two detectors of a pair and seed start from the same rando
 same backbone weights) and see the same images in the same order. Each is evaluated once after
 training at a low score threshold (:data:`.detectors.LOW_SCORE` on each one's score: FCOS's
 ``sqrt(cls * ctr)``, RetinaNet's and the ROI heads' class probability), and the Faster R-CNN
-pair also by the average recall of its RPN's proposals (AR@100, AR@1000,
-:func:`dual_weighting.evaluation.proposals.proposal_recall`).
+pair also by the average recall of its RPN's proposals (AR@100, AR@1000, detectron2's
+``COCOEvaluator`` box-proposal evaluation).
 
 Training-step time and peak memory ratios come from one extra measurement per pair, after its
 trainings: the two fresh models' training steps interleaved round by round on one batch of the
@@ -34,15 +34,14 @@ import sys
 from pathlib import Path
 
 import torch
-from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, build_detection_test_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import HookBase
-from detectron2.structures import BoxMode
+from detectron2.evaluation import COCOEvaluator
+from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.utils.env import seed_all_rng
 
-from dual_weighting.config import add_dw_config
-from dual_weighting.data import default_synthetic_root, ensure_synthetic
-from dual_weighting.evaluation.proposals import proposal_recall
+from dual_weighting.engine import load_yacs_config
+from sample_data.shapes import ensure_synthetic
 
 from .accuracy import (
     BenchmarkTrainer,
@@ -116,12 +115,10 @@ def pair_cfg(member, seed, args, output_dir):
     pair = pair_of(member)
     if pair == "fcos":
         return accuracy_cfg(member, seed, args, output_dir)
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    cfg.merge_from_file(str(PAIR_CONFIGS[pair]))
     opts = [*SMALL_OPTS, *PAIR_OPTS[pair], *ORIGINAL_OPTS.get(member, [])]
-    cfg.merge_from_list([str(o) for o in opts] + run_opts(seed, args, output_dir))
-    cfg.MODEL.DEVICE = args.device
+    opts = [str(o) for o in opts] + run_opts(seed, args, output_dir)
+    cfg = load_yacs_config(str(PAIR_CONFIGS[pair]), [*opts, "MODEL.DEVICE", args.device])
+    cfg.defrost()
     return cfg
 
 
@@ -142,33 +139,26 @@ class PairTrainer(BenchmarkTrainer):
 @torch.no_grad()
 def rpn_recall(cfg, model):
     """AR@100 and AR@1000 (percent) of ``model``'s RPN proposals on ``cfg.DATASETS.TEST[0]``, in
-    the original image frame against its non-crowd boxes."""
+    the original image frame: detectron2's ``COCOEvaluator`` box-proposal evaluation (non-crowd
+    boxes, every area)."""
     dataset = cfg.DATASETS.TEST[0]
-    boxes_by_id = {
-        d["image_id"]: torch.tensor(
-            [
-                BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-                for a in d["annotations"]
-                if not a.get("iscrowd", 0)
-            ],
-            dtype=torch.float32,
-        ).reshape(-1, 4)
-        for d in DatasetCatalog.get(dataset)
-    }
+    evaluator = COCOEvaluator(dataset, tasks=("bbox",), distributed=False)
+    evaluator.reset()
     was_training = model.training
     model.eval()
-    proposals, gt_boxes = [], []
     for inputs in build_detection_test_loader(cfg, dataset):
         images = model.preprocess_image(inputs)
         features = model.backbone(images.tensor)
         found, _ = model.proposal_generator(images, features, None)
-        for x, p, size in zip(inputs, found, images.image_sizes):
-            # From the resized frame back to the original, as detector_postprocess scales.
-            scale = torch.tensor([x["width"] / size[1], x["height"] / size[0]] * 2)
-            proposals.append(p.proposal_boxes.tensor.cpu() * scale)
-            gt_boxes.append(boxes_by_id[x["image_id"]])
+        # From the resized frame back to the original, as detectron2's ProposalNetwork does.
+        outputs = [
+            {"proposals": detector_postprocess(p, x["height"], x["width"])}
+            for x, p in zip(inputs, found)
+        ]
+        evaluator.process(inputs, outputs)
     model.train(was_training)
-    return proposal_recall(proposals, gt_boxes, limits=RECALL_LIMITS)
+    results = evaluator.evaluate()["box_proposals"]
+    return {f"AR@{k}": results[f"AR@{k}"] for k in RECALL_LIMITS}
 
 
 class RecallAfterTraining(HookBase):
@@ -222,7 +212,7 @@ def measure_pair(pair, args):
     batch = synthetic_batch(
         args.batch, args.min_size, args.max_size, NUM_CLASSES, args.boxes, seed=0
     )
-    return measure_speed({"fp32": models}, batch, args.device, args.warmup, args.repeats)["fp32"]
+    return measure_speed(models, batch, args.device, args.warmup, args.repeats)
 
 
 def metric_rows(runs, pair):
@@ -338,7 +328,7 @@ def plot_pairs(runs, pairs, path):
 def run_pairs(args, out):
     """Train every detector of ``args.pairs`` for every seed, measure each pair's step time and
     memory, print the tables, write ``detectors.png``, set ``out["detectors"]``."""
-    ensure_synthetic(default_synthetic_root())
+    ensure_synthetic()
     members = [(s, m) for s in args.seeds for p in args.pairs for m in PAIRS[p]]
     runs = []
     for i, (seed, member) in enumerate(members):

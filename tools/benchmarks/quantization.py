@@ -18,8 +18,9 @@ import tempfile
 
 import torch
 from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
 
-from dual_weighting.data import default_synthetic_root, ensure_synthetic
+from dual_weighting.checkpoint import DWCheckpointer
 from dual_weighting.engine import DWTrainer
 from dual_weighting.export import (
     OnnxRuntimeDetector,
@@ -29,8 +30,8 @@ from dual_weighting.export import (
     sample_image,
 )
 from dual_weighting.export.quantize import calibration_images, write_precision
+from sample_data.shapes import ensure_synthetic
 
-from .batched import load_model
 from .detectors import SMALL_CONFIG, make_cfg
 from .report import format_table
 from .speed import Device, paired_ratio
@@ -111,9 +112,11 @@ def run_quantization(args, out):
         )
     if args.device != "cpu":
         raise SystemExit("The quantization section measures ONNX Runtime on the CPU: --device cpu")
-    ensure_synthetic(default_synthetic_root())
+    ensure_synthetic()
     cfg = make_cfg(SMALL_CONFIG, "dw")
-    model = load_model(cfg, args.weights)
+    model = build_model(cfg)
+    DWCheckpointer(model, strict=True).load(str(args.weights))
+    model.eval()
     model.test_release_postprocess = False  # as exported (detectron2's post-processing)
     dataset = cfg.DATASETS.TEST[0]
     num_val = len(DatasetCatalog.get(dataset))

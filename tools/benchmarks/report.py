@@ -9,12 +9,10 @@ evaluation), as ``accuracy.run_accuracy`` makes.
 import datetime
 import math
 import os
-import platform
 import statistics
-import subprocess
 
-import detectron2
 import torch
+from detectron2.utils.collect_env import collect_env_info
 
 from .detectors import LOW_SCORE, VARIANTS
 from .plots import curve_chart
@@ -172,26 +170,13 @@ def plot_ap_curves(runs, path, view="own", split="the generated validation split
 
 
 def environment(device, command):
-    """Machine, versions and threads, as a dict; ``command`` is the command line to record."""
-    model = platform.processor() or "unknown"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    env = {
+    """The date, ``command`` (the command line to record), the device, torch's threads and the
+    cores usable, and detectron2's ``collect_env_info()`` (versions, CPU and GPU), as a dict."""
+    return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command,
-        "cpu": model,
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "detectron2": detectron2.__version__,
         "device": device,
-        "niceness": os.nice(0),
+        "torch_threads": torch.get_num_threads(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "collect_env_info": collect_env_info(),
     }
-    if device.startswith("cuda"):
-        env["gpu"] = torch.cuda.get_device_name()
-    return env

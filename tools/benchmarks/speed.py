@@ -1,22 +1,24 @@
-"""The speed section: seconds of a training step, inference latency and peak memory of a
-training step, one model per variant, the models' steps interleaved round by round."""
+"""The speed section: seconds of a training step (detectron2's ``SimpleTrainer.run_step``),
+inference latency and peak memory of a training step, one model per variant, the models' steps
+interleaved round by round."""
 
 import functools
+import itertools
+import math
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from detectron2.engine import SimpleTrainer
 from detectron2.solver import build_optimizer
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
-from .detectors import NAMES, R50_CONFIG, SMALL_CONFIG, VARIANTS, build_detector, make_cfg
-from .losses import make_inputs
+from .detectors import R50_CONFIG, SMALL_CONFIG, VARIANTS, build_detector, make_cfg
 from .memory import peak_cuda_growth_mib, peak_rss_growth_mib
 from .plots import bar_chart
-from .precision import autocast, check_precision, float32_losses, grad_scaler
 from .report import format_table
 
 
@@ -38,14 +40,24 @@ def speed_settings(args):
 
 
 def synthetic_batch(num_images, height, width, num_classes, boxes_per_image, seed):
-    """Random uint8 images (3, height, width) with COCO-like random boxes (the loss
-    benchmark's, :func:`.losses.make_inputs`), as detectron2 dataset dicts."""
-    *_, gt_boxes, gt_classes = make_inputs(
-        num_images, boxes_per_image, height, width, num_classes, seed, torch.float32
-    )
+    """Random uint8 images (3, height, width) with COCO-like random boxes (sqrt(area)
+    log-uniform in [12, 600] px, aspect ratio log-uniform in [1/3, 3], centres uniform, clipped
+    to the image), as detectron2 dataset dicts."""
     g = torch.Generator().manual_seed(seed)
+
+    def uniform(lo, hi, n):
+        return lo + (hi - lo) * torch.rand(n, generator=g)
+
     batch = []
-    for boxes, classes in zip(gt_boxes, gt_classes):
+    for _ in range(num_images):
+        side = torch.exp(uniform(math.log(12), math.log(600), boxes_per_image))
+        aspect = torch.exp(uniform(-math.log(3), math.log(3), boxes_per_image))
+        w, h = side * aspect.sqrt(), side / aspect.sqrt()
+        cx, cy = uniform(0, width, boxes_per_image), uniform(0, height, boxes_per_image)
+        boxes = torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), 1)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        classes = torch.randint(num_classes, (boxes_per_image,), generator=g)
         image = torch.randint(0, 256, (3, height, width), generator=g, dtype=torch.uint8)
         instances = Instances((height, width), gt_boxes=Boxes(boxes), gt_classes=classes)
         batch.append({"image": image, "instances": instances, "height": height, "width": width})
@@ -78,105 +90,64 @@ class Device:
         return probe(functools.partial(self.time, fn))
 
 
-def build_speed_models(
-    config_file, opts, variants, device, seed=0, precisions=("fp32",), channels_last=False
-):
-    """One model per precision and variant, each from the same seed (identical backbones; the
-    models of a variant are identical), in channels_last memory format if asked. FCOS computes
-    its losses in float32 under autocast, as DW does (:func:`.precision.float32_losses`).
+def build_speed_models(config_file, opts, variants, device, seed=0):
+    """One model per variant, each from the same seed (identical backbones).
 
     Returns:
-        {precision: {variant: (cfg, model)}}.
-
-    Raises:
-        ValueError: a precision the device cannot run (:func:`.precision.check_precision`).
+        {variant: (cfg, model)}.
     """
     models = {}
-    for precision in precisions:
-        check_precision(precision, device)
-        models[precision] = {}
-        for variant in variants:
-            cfg = make_cfg(config_file, variant, opts, device)
-            seed_all_rng(seed)
-            model = build_detector(cfg)
-            if channels_last:
-                model.to(memory_format=torch.channels_last)
-            if variant == "fcos" and precision != "fp32":
-                float32_losses(model, device)
-            models[precision][variant] = (cfg, model)
+    for variant in variants:
+        cfg = make_cfg(config_file, variant, opts, device)
+        seed_all_rng(seed)
+        models[variant] = (cfg, build_detector(cfg))
     return models
 
 
 def measure_speed(models, batch, device, warmup, repeats):
-    """Training step and inference timings of ``models`` ({precision: {variant: (cfg, model)}}),
-    every model interleaved in the same rounds. A step in fp16 or bf16 runs as detectron2's
-    AMPTrainer runs it (:mod:`.precision`), inference under the same autocast.
+    """Training step and inference timings of ``models`` ({name: (cfg, model)}), every model
+    interleaved in the same rounds. A training step is detectron2's ``SimpleTrainer.run_step``
+    on ``batch`` (which stops on a non-finite loss).
 
     Returns:
-        {precision: {variant: {"train_s": [...], "train_mib": [...], "finite": [...],
-        "infer_s": [...]}}}: per timed round, seconds of a training step, its memory peak in MiB
-        (None if unmeasurable), whether all its losses were finite and seconds of inference on
-        one image.
+        {name: {"train_s": [...], "train_mib": [...], "infer_s": [...]}}: per timed round,
+        seconds of a training step, its memory peak in MiB (None if unmeasurable) and seconds
+        of inference on one image.
     """
     dev = Device(device)
-    flat = {(p, v): model for p, by_variant in models.items() for v, model in by_variant.items()}
-    runs = {key: {"train_s": [], "train_mib": [], "finite": [], "infer_s": []} for key in flat}
-    optimizers = {key: build_optimizer(cfg, model) for key, (cfg, model) in flat.items()}
-    scalers = {key: grad_scaler(key[0], device) for key in flat}
-
-    def train_step(key, finite):
-        with autocast(key[0], device):
-            losses = flat[key][1](batch)
-        # Kept as a tensor: reading it here would synchronise inside the timed step.
-        finite.append(torch.stack([x.detach().float() for x in losses.values()]).isfinite())
-        scalers[key].scale(sum(losses.values())).backward()
-        scalers[key].step(optimizers[key])
-        scalers[key].update()
-        optimizers[key].zero_grad(set_to_none=True)
-
+    trainers = {
+        name: SimpleTrainer(model, itertools.repeat(batch), build_optimizer(cfg, model))
+        for name, (cfg, model) in models.items()
+    }
+    runs = {name: {"train_s": [], "train_mib": [], "infer_s": []} for name in models}
     image = [{k: batch[0][k] for k in ("image", "height", "width")}]
 
-    def infer(key):
-        with torch.no_grad(), autocast(key[0], device):
-            flat[key][1](image)
-
     with EventStorage():
-        for _, model in flat.values():
-            model.train()
         for _ in range(warmup):
-            for key in flat:
-                train_step(key, [])
+            for trainer in trainers.values():
+                trainer.run_step()
         # Every timed step is measured alike: the memory probe (trim, reset) runs before each.
         for r in range(repeats):
-            for key, run in runs.items():
-                step = functools.partial(train_step, key, run["finite"])
-                seconds, mib = dev.time_and_peak(step)
+            for name, run in runs.items():
+                seconds, mib = dev.time_and_peak(trainers[name].run_step)
                 run["train_s"].append(seconds)
                 run["train_mib"].append(mib)
             if r == 0:
-                print(f"    first timed round: {_round_line(runs, 'train_s')}", flush=True)
-        for run in runs.values():
-            run["finite"] = [bool(f.all()) for f in run["finite"]]
+                line = ", ".join(f"{n} {run['train_s'][-1]:.2f} s" for n, run in runs.items())
+                print(f"    first timed round: {line}", flush=True)
 
-        for _, model in flat.values():
-            model.eval()
-            model.test_score_thresh = 0.0  # top 1000 candidates per level go to NMS
+    models = {name: model for name, (_, model) in models.items()}
+    for model in models.values():
+        model.eval()
+        model.test_score_thresh = 0.0  # top 1000 candidates per level go to NMS
+    with torch.no_grad():
         for _ in range(warmup):
-            for key in flat:
-                infer(key)
+            for model in models.values():
+                model(image)
         for _ in range(repeats):
-            for key, run in runs.items():
-                run["infer_s"].append(dev.time(functools.partial(infer, key)))
-    return {p: {v: runs[(p, v)] for v in by_variant} for p, by_variant in models.items()}
-
-
-def label(variant, precision):
-    """The detector's name, with the precision unless float32."""
-    return NAMES[variant] if precision == "fp32" else f"{NAMES[variant]} {precision}"
-
-
-def _round_line(runs, key):
-    return ", ".join(f"{label(v, p)} {r[key][-1]:.2f} s" for (p, v), r in runs.items())
+            for name, run in runs.items():
+                run["infer_s"].append(dev.time(functools.partial(models[name], image)))
+    return runs
 
 
 def paired_ratio(times, baseline):
@@ -206,17 +177,15 @@ def ratios(result, base):
 
 def ratio_groups(speed, baseline="fcos"):
     """The ratios to ``baseline`` of :func:`format_speed`'s tables for a bar chart: {"<setting>
-    [<precision>] <measure>": {detector: ratio}} over the settings of ``speed`` ({setting:
-    {"results": measure_speed's results}}), each precision to ``baseline`` in the same precision
-    (float32 unnamed), ``baseline`` left out (its ratios are 1)."""
+    <measure>": {detector: ratio}} over the settings of ``speed`` ({setting: {"results":
+    measure_speed's results}}), ``baseline`` left out (its ratios are 1)."""
     groups = {}
     for name, entry in speed.items():
-        for precision, results in entry["results"].items():
-            prefix = name if precision == "fp32" else f"{name} {precision}"
-            others = {v: r for v, r in results.items() if v != baseline}
-            to_base = {v: ratios(r, results.get(baseline)) for v, r in others.items()}
-            for i, measure in enumerate(("train step", "inference", "train memory")):
-                groups[f"{prefix} {measure}"] = {VARIANTS[v]: t[i] for v, t in to_base.items()}
+        results = entry["results"]
+        others = {v: r for v, r in results.items() if v != baseline}
+        to_base = {v: ratios(r, results.get(baseline)) for v, r in others.items()}
+        for i, measure in enumerate(("train step", "inference", "train memory")):
+            groups[f"{name} {measure}"] = {VARIANTS[v]: t[i] for v, t in to_base.items()}
     return groups
 
 
@@ -226,64 +195,41 @@ def _times(x):
 
 def format_speed(results, title, baseline="fcos"):
     """Median times and peak memory (``measure_speed``'s ``results``), each with its ratio to
-    ``baseline``'s in the same precision; with a precision other than fp32, also the
-    precision, the ratios to the same detector in fp32 and whether every loss was finite."""
-    mixed = any(p != "fp32" for p in results)
+    ``baseline``'s."""
     rows = []
-    for precision, by_variant in results.items():
-        for v, r in by_variant.items():
-            to_base = ratios(r, by_variant.get(baseline))
-            to_fp32 = ratios(r, results.get("fp32", {}).get(v))
-            mib = peak_mib(r)
-            values = (
-                f"{statistics.median(r['train_s']):.3f}",
-                f"{1e3 * statistics.median(r['infer_s']):.0f}",
-                "n/a" if mib is None else f"{mib:.0f}",
-            )
-            row = [VARIANTS[v], precision] if mixed else [VARIANTS[v]]
-            for value, b, f in zip(values, to_base, to_fp32):
-                row += [value, _times(b), _times(f)] if mixed else [value, _times(b)]
-            rows.append(row + (["yes" if all(r["finite"]) else "NO"] if mixed else []))
+    for v, r in results.items():
+        mib = peak_mib(r)
+        values = (
+            f"{statistics.median(r['train_s']):.3f}",
+            f"{1e3 * statistics.median(r['infer_s']):.0f}",
+            "n/a" if mib is None else f"{mib:.0f}",
+        )
+        row = [VARIANTS[v]]
+        for value, b in zip(values, ratios(r, results.get(baseline))):
+            row += [value, _times(b)]
+        rows.append(row)
     header = ["detector", "train s/it", "ratio", "infer ms/img", "ratio", "train MiB", "ratio"]
-    if mixed:
-        header = ["detector", "precision"]
-        for measure in ("train s/it", "infer ms/img", "train MiB"):
-            header += [measure, "vs FCOS", "vs fp32"]
-        header.append("losses finite")
     return f"{title}\n{format_table(header, rows)}"
 
 
 def run_speed(args, out):
-    """Measure every setting of ``args.speed_settings`` for ``args.speed_variants`` in every
-    precision of ``args.speed_precisions``, print the tables, set ``out["speed"]``."""
+    """Measure every setting of ``args.speed_settings`` for ``args.speed_variants``, print the
+    tables, set ``out["speed"]``."""
     out["speed"] = {}
     for name in args.speed_settings:
         config_file, opts, height, width, batch_size, desc = speed_settings(args)[name]
-        models = build_speed_models(
-            config_file,
-            opts,
-            args.speed_variants,
-            args.device,
-            precisions=args.speed_precisions,
-            channels_last=args.channels_last,
-        )
-        num_classes = next(iter(models[args.speed_precisions[0]].values()))[0].MODEL.DW.NUM_CLASSES
+        models = build_speed_models(config_file, opts, args.speed_variants, args.device)
+        num_classes = next(iter(models.values()))[0].MODEL.DW.NUM_CLASSES
         batch = synthetic_batch(batch_size, height, width, num_classes, args.boxes, seed=0)
         print(f"  {desc} ...", flush=True)
         results = measure_speed(models, batch, args.device, args.warmup, args.repeats)
         del models
         out["speed"][name] = {"description": desc, "results": results}
         title = (
-            f"{desc}, {args.boxes} boxes/image, {args.device}"
-            f"{', channels_last' if args.channels_last else ''}, median of {args.repeats} rounds "
+            f"{desc}, {args.boxes} boxes/image, {args.device}, median of {args.repeats} rounds "
             f"after {args.warmup} warm-up; ratio = median of same-round ratios; "
             "inference at score threshold 0, 1 image; train MiB = largest memory growth of a "
-            "training step"
-            + (
-                "; fp16/bf16: autocast as detectron2's AMPTrainer, vs fp32 = same detector in fp32:"
-                if any(p != "fp32" for p in args.speed_precisions)
-                else ":"
-            )
+            "training step:"
         )
         print(format_speed(results, title) + "\n", flush=True)
     if "fcos" in args.speed_variants:

@@ -14,7 +14,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
         "https://detectron2.readthedocs.io/en/latest/tutorials/install.html"
     ) from e
 
-from .config import add_dw_config, upgrade_dw_config
+from .config import add_dw_config
 from .modeling import (
     DW_HEAD_REGISTRY,
     DWFCOS,
@@ -41,7 +41,6 @@ __all__ = [
     "DWRetinaNetHead",
     "DW_HEAD_REGISTRY",
     "add_dw_config",
-    "upgrade_dw_config",
     "build_dw_head",
     "dw_assign",
     "dw_losses",

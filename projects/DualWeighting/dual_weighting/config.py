@@ -1,27 +1,10 @@
 """Config keys of Dual Weighting. Defaults equal the authors' release (see DW_SPEC.md)."""
 
-import warnings
-
 from detectron2.config import CfgNode as CN
 
 from .modeling.criterion import DWCriterion
 
-__all__ = ["DEPRECATED_KEYS", "add_dw_config", "upgrade_dw_config"]
-
-# Keys of the previous release that still load, for one release, as the key beside them (with a
-# FutureWarning naming it); upgrade_dw_config moves their values.
-DEPRECATED_KEYS = {
-    "MODEL.DW.TEST_SCORE_THRESH": "MODEL.DW.SCORE_THRESH_TEST",
-    "MODEL.DW.TEST_TOPK_CANDIDATES": "MODEL.DW.TOPK_CANDIDATES_TEST",
-    "MODEL.DW.TEST_NMS_THRESH": "MODEL.DW.NMS_THRESH_TEST",
-    "MODEL.DW.MAX_DETECTIONS_PER_IMAGE": "TEST.DETECTIONS_PER_IMAGE",
-    "MODEL.DW.TEST_MASK_PADDING": "MODEL.DW.MASK_PADDING_TEST",
-    "MODEL.DW.RELEASE_TEST_POSTPROCESS": "MODEL.DW.RELEASE_POSTPROCESS_TEST",
-    "MODEL.DW.TEST_IMS_PER_BATCH": "TEST.IMS_PER_BATCH",
-    "MODEL.DW.COCO_EVAL": "TEST.COCO_EVAL",
-    "INPUT.RELEASE_TEST_RESIZE": "INPUT.RELEASE_RESIZE_TEST",
-    "INPUT.RELEASE_TRAIN_RESIZE": "INPUT.RELEASE_RESIZE_TRAIN",
-}
+__all__ = ["add_dw_config"]
 
 
 def add_dw_config(cfg):
@@ -138,52 +121,3 @@ def add_dw_config(cfg):
     # extra conv on the box tower (DWRetinaNetHead) whose sigmoid multiplies the class score in
     # training and at inference.
     cfg.MODEL.DW_RETINANET.QUALITY = "none"
-
-    # Deprecated names of the keys above (DEPRECATED_KEYS): None unless a config sets them.
-    for old in DEPRECATED_KEYS:
-        node, name = _node_and_name(cfg, old)
-        node[name] = None
-
-
-def upgrade_dw_config(cfg):
-    """``cfg`` with the values of deprecated keys (:data:`DEPRECATED_KEYS`) moved to their new
-    keys, each with a FutureWarning naming both; ``cfg`` itself when it sets none. ``cfg`` is
-    never modified: the upgraded config is a copy, frozen if ``cfg`` is.
-
-    A deprecated key that is set wins over its new key: the project's configs set only new keys,
-    so an old key comes from the user's own file or command line, which means to override.
-    """
-    used = [(old, new) for old, new in DEPRECATED_KEYS.items() if _get(cfg, old) is not None]
-    if not used:
-        return cfg
-    frozen = cfg.is_frozen()
-    cfg = cfg.clone()
-    cfg.defrost()
-    for old, new in used:
-        value, replaced = _get(cfg, old), _get(cfg, new)
-        warnings.warn(
-            f"Config key {old} is deprecated and will be removed in the next release; use {new} "
-            f"({new} = {value!r} taken from it, replacing {replaced!r})",
-            FutureWarning,
-            stacklevel=2,
-        )
-        node, name = _node_and_name(cfg, new)
-        node[name] = value
-        node, name = _node_and_name(cfg, old)
-        node[name] = None
-    if frozen:
-        cfg.freeze()
-    return cfg
-
-
-def _node_and_name(cfg, key: str):
-    *path, name = key.split(".")
-    node = cfg
-    for part in path:
-        node = node[part]
-    return node, name
-
-
-def _get(cfg, key: str):
-    node, name = _node_and_name(cfg, key)
-    return node.get(name)

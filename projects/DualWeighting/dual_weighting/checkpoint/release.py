@@ -40,9 +40,10 @@ Input (:func:`load_release_state_dict`): a release checkpoint file in MMDetectio
 ``torch.save``-d ``{"meta": ..., "state_dict": {...}}``, or a raw state dict; a leading
 ``module.`` (DataParallel) is stripped. Output (:func:`save_converted_release`): ``{"model":
 {...}, "__author__": ..., "matching_heuristics": False}`` for ``MODEL.WEIGHTS``.
-``tools/convert_release_checkpoint.py`` is the command line; in Python::
+``tools/convert_release_checkpoint.py`` is the command line; in Python (with
+``dual_weighting.engine.load_yacs_config``)::
 
-    cfg = build_cfg("configs/dw_R_50_FPN_refine_1x.yaml")
+    cfg = load_yacs_config("configs/dw_R_50_FPN_refine_1x.yaml", ["MODEL.DEVICE", "cpu"])
     model = convert_for_config(load_release_state_dict("dw_r50_1x.pth"), cfg)
     save_converted_release(model, "dw_R_50_FPN_refine_1x.pth")
 """
@@ -53,13 +54,11 @@ import pickle
 import re
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from ..config import add_dw_config
+from .torchvision_resnet import rename_resnet
 
 __all__ = [
-    "build_cfg",
     "check_against_model",
     "check_center_prior",
     "convert_for_config",
@@ -70,7 +69,6 @@ __all__ = [
     "save_converted_release",
 ]
 
-_BN = r"(weight|bias|running_mean|running_var)"
 _CONV = r"(weight|bias)"
 _HEAD_SIMPLE = {
     "conv_cls": "head.cls_logits",
@@ -83,26 +81,9 @@ _DROPPED = re.compile(r".*\.num_batches_tracked")
 
 
 def _rename_backbone(key):
-    rules = [
-        (rf"backbone\.conv1\.{_CONV}", "stem.conv1.{0}"),
-        (rf"backbone\.bn1\.{_BN}", "stem.conv1.norm.{0}"),
-        (rf"backbone\.layer(\d)\.(\d+)\.conv(\d)\.{_CONV}", "res{s}.{1}.conv{2}.{3}"),
-        (rf"backbone\.layer(\d)\.(\d+)\.bn(\d)\.{_BN}", "res{s}.{1}.conv{2}.norm.{3}"),
-        (rf"backbone\.layer(\d)\.(\d+)\.downsample\.0\.{_CONV}", "res{s}.{1}.shortcut.{2}"),
-        (rf"backbone\.layer(\d)\.(\d+)\.downsample\.1\.{_BN}", "res{s}.{1}.shortcut.norm.{2}"),
-        (
-            rf"backbone\.layer(\d)\.(\d+)\.conv2\.conv_offset\.{_CONV}",
-            "res{s}.{1}.conv2_offset.{2}",
-        ),
-    ]
-    for pattern, template in rules:
-        match = re.fullmatch(pattern, key)
-        if match:
-            groups = match.groups()
-            # MMDetection's layer1..layer4 are detectron2's res2..res5.
-            stage = int(groups[0]) + 1 if key.startswith("backbone.layer") else None
-            return "backbone.bottom_up." + template.format(*groups, s=stage)
-    return None
+    # MMDetection's ResNet has torchvision's names (and MMCV's DCNv2 offset convs).
+    name = rename_resnet(key.removeprefix("backbone."))
+    return None if name is None else "backbone.bottom_up." + name
 
 
 def _rename_neck(key, fpn_stages):
@@ -273,18 +254,6 @@ def load_release_state_dict(path, unsafe_load=False):
     if not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise ValueError("expected a state dict of tensors, or one under 'state_dict'")
     return data
-
-
-def build_cfg(config_file, opts=()):
-    """The config to convert for: ``config_file`` and ``opts`` (KEY VALUE list) on detectron2's
-    and DW's defaults, on the CPU, with no weights to load."""
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    return cfg
 
 
 def fpn_stages_of(model_state):

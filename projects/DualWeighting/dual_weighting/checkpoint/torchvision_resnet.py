@@ -35,37 +35,53 @@ import torch
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "RESNET_RENAMES",
     "convert_torchvision_resnet",
     "load_torchvision_state_dict",
+    "rename_resnet",
     "save_detectron2_checkpoint",
 ]
 
 DEFAULT_PREFIX = "backbone.bottom_up."
 
 _BN = r"(weight|bias|running_mean|running_var)"
-# (torchvision pattern, detectron2 template); "{stage}" is the torchvision layer index + 1.
-_RULES = [
-    (re.compile(r"conv1\.weight"), "stem.conv1.weight"),
+_CONV = r"(weight|bias)"
+# The renaming table of torchvision's ResNet names, which MMDetection's ResNet (the release's
+# backbone) shares: (pattern, detectron2 template); "{stage}" is the layer index + 1
+# (layer1..layer4 are detectron2's res2..res5). The DCNv2 offset conv is MMCV's.
+RESNET_RENAMES = [
+    (re.compile(rf"conv1\.{_CONV}"), "stem.conv1.{0}"),
     (re.compile(rf"bn1\.{_BN}"), "stem.conv1.norm.{0}"),
-    (re.compile(r"layer([1-4])\.(\d+)\.conv(\d)\.weight"), "res{stage}.{1}.conv{2}.weight"),
+    (re.compile(rf"layer([1-4])\.(\d+)\.conv(\d)\.{_CONV}"), "res{stage}.{1}.conv{2}.{3}"),
     (re.compile(rf"layer([1-4])\.(\d+)\.bn(\d)\.{_BN}"), "res{stage}.{1}.conv{2}.norm.{3}"),
-    (re.compile(r"layer([1-4])\.(\d+)\.downsample\.0\.weight"), "res{stage}.{1}.shortcut.weight"),
+    (re.compile(rf"layer([1-4])\.(\d+)\.downsample\.0\.{_CONV}"), "res{stage}.{1}.shortcut.{2}"),
     (re.compile(rf"layer([1-4])\.(\d+)\.downsample\.1\.{_BN}"), "res{stage}.{1}.shortcut.norm.{2}"),
+    (
+        re.compile(rf"layer([1-4])\.(\d+)\.conv2\.conv_offset\.{_CONV}"),
+        "res{stage}.{1}.conv2_offset.{2}",
+    ),
 ]
 _DROPPED = re.compile(r"fc\.(weight|bias)|.*\.num_batches_tracked")
+
+
+def rename_resnet(key):
+    """detectron2's short ResNet name (``res2.0.conv1.weight``) of a torchvision ResNet ``key``
+    (``layer1.0.conv1.weight``), by :data:`RESNET_RENAMES`; None if no rule matches."""
+    for pattern, template in RESNET_RENAMES:
+        match = pattern.fullmatch(key)
+        if match:
+            groups = match.groups()
+            stage = int(groups[0]) + 1 if key.startswith("layer") else None
+            return template.format(*groups, stage=stage)
+    return None
 
 
 def _rename(key, prefix):
     """Return the detectron2 name of torchvision ``key``, "" if it is dropped, None if unknown."""
     if _DROPPED.fullmatch(key):
         return ""
-    for pattern, template in _RULES:
-        match = pattern.fullmatch(key)
-        if match:
-            groups = match.groups()
-            stage = int(groups[0]) + 1 if key.startswith("layer") else None
-            return prefix + template.format(*groups, stage=stage)
-    return None
+    name = rename_resnet(key)
+    return None if name is None else prefix + name
 
 
 def convert_torchvision_resnet(state_dict, prefix=DEFAULT_PREFIX):

@@ -9,7 +9,6 @@ named) into detectron2's dataset dicts, and are COCO-evaluated too (detectron2's
 """
 
 import collections
-import json
 import logging
 import os
 import re
@@ -18,13 +17,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
 from .class_names import near_duplicates
-from .synthetic import CLASS_NAMES, generate_synthetic_coco, synthetic_params
 from .voc import FormatError, load_voc, voc_dataset_dicts
 from .yolo import first_names, load_yolo
 
 __all__ = [
+    "CLASS_NAMES",
     "default_synthetic_root",
-    "ensure_synthetic",
     "register_coco_from_spec",
     "register_synthetic",
     "register_voc_from_specs",
@@ -32,6 +30,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# The classes of the generated shapes dataset (tools/sample_data/shapes.py); category ids are
+# 1..K in this order, as in COCO's json files.
+CLASS_NAMES = ("circle", "square", "triangle", "ring", "cross", "star")
 
 # NAME=JSON_PATH:IMAGE_ROOT. The json path must end in ".json", which tells the separating colon
 # apart from colons inside the paths (e.g. Windows drive letters).
@@ -71,8 +73,8 @@ def _synthetic_paths(root, split):
 
 
 def register_synthetic(root, prefix="dw_synthetic"):
-    """Register the dataset written by :func:`generate_synthetic_coco` under ``root`` as
-    ``{prefix}_train`` and ``{prefix}_val``.
+    """Register the generated shapes dataset under ``root`` (written by
+    ``tools/sample_data/shapes.py``) as ``{prefix}_train`` and ``{prefix}_val``.
 
     Files are not read until a dataset is loaded, so this may run before generation. Registering
     the same names with the same paths again does nothing; other paths raise ValueError.
@@ -86,42 +88,6 @@ def register_synthetic(root, prefix="dw_synthetic"):
         metadata = {"thing_classes": list(CLASS_NAMES)}
         names.append(_register(f"{prefix}_{split}", json_file, image_root, metadata))
     return tuple(names)
-
-
-def ensure_synthetic(root=None, prefix="dw_synthetic", **generate_kwargs):
-    """Generate the synthetic dataset under ``root`` unless it is already there, then register
-    it (see :func:`register_synthetic`).
-
-    The dataset counts as there when both json files exist and were generated with the same
-    arguments (recorded in their ``info``); otherwise it is (re)generated. In multi-process
-    training call this in the main process before launching workers.
-
-    Args:
-        root (str or None): dataset folder; :func:`default_synthetic_root` when None.
-        prefix (str): dataset names are ``{prefix}_train`` and ``{prefix}_val``.
-        generate_kwargs: keyword arguments of :func:`generate_synthetic_coco`.
-
-    Returns:
-        tuple[str, str]: the train and val dataset names.
-    """
-    root = default_synthetic_root() if root is None else os.fspath(root)
-    if not _synthetic_is_current(root, generate_kwargs):
-        logger.info(f"Generating the synthetic dataset in {root} ...")
-        generate_synthetic_coco(root, **generate_kwargs)
-    return register_synthetic(root, prefix)
-
-
-def _synthetic_is_current(root, generate_kwargs):
-    wanted = synthetic_params(**generate_kwargs)
-    for split in ("train", "val"):
-        json_file = _synthetic_paths(root, split)[0]
-        if not os.path.isfile(json_file):
-            return False
-        with open(json_file) as f:
-            info = json.load(f).get("info", {})
-        if any(info.get(k) != v for k, v in wanted.items()):
-            return False
-    return True
 
 
 def register_coco_from_spec(spec):

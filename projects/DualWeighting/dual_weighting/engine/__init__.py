@@ -6,6 +6,7 @@ from .checks import SetupError, config_kind
 from .defaults import (
     check_command_line,
     default_dw_argument_parser,
+    load_tool_config,
     load_yacs_config,
     parse_tool_args,
     register_datasets,
@@ -25,6 +26,7 @@ __all__ = [
     "do_train",
     "lazy_main",
     "load_lazy_config",
+    "load_tool_config",
     "load_yacs_config",
     "parse_tool_args",
     "register_datasets",

@@ -6,11 +6,12 @@ and the checks run before any worker starts."""
 import argparse
 import functools
 
+import torch
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from omegaconf import OmegaConf
 
-from ..config import add_dw_config, upgrade_dw_config
+from ..config import add_dw_config
 from ..data import (
     default_synthetic_root,
     parse_class_names,
@@ -78,10 +79,11 @@ def _with_dataset_flags(parser):
 
 def tool_argument_parser(doc, config_help="model config", dataset_flags=False):
     """The command line shared by the tools that load one config (``demo/demo.py``,
-    ``export_model.py``, ``visualize_assignment.py``): the tool's docstring ``doc`` as its help
-    (first paragraph the description, the text from "Examples:" on the epilog, layout kept), a
-    required ``--config-file`` and, if ``dataset_flags``, ``--register-coco/voc/yolo``. The tool
-    adds its own arguments, then parses with :func:`parse_tool_args`."""
+    ``export_model.py``, ``visualize_assignment.py``; their config is
+    :func:`load_tool_config`'s): the tool's docstring ``doc`` as its help (first paragraph the
+    description, the text from "Examples:" on the epilog, layout kept), a required
+    ``--config-file`` and, if ``dataset_flags``, ``--register-coco/voc/yolo``. The tool adds its
+    own arguments, then parses with :func:`parse_tool_args`."""
     parser = argparse.ArgumentParser(
         description=doc.split("\n\n")[0],
         epilog="Examples:" + doc.split("Examples:")[1],
@@ -105,8 +107,7 @@ def parse_tool_args(parser, argv=None):
 
 def load_yacs_config(config_file, opts=()):
     """A frozen config: detectron2's defaults, DW's keys, ``config_file``, then the ``KEY VALUE``
-    overrides ``opts``, each checked first (:func:`.checks.check_yacs_overrides`); deprecated
-    keys moved to their new names with a warning (:func:`~dual_weighting.upgrade_dw_config`).
+    overrides ``opts``, each checked first (:func:`.checks.check_yacs_overrides`).
 
     Raises:
         SetupError: ``config_file`` is a LazyConfig, or an override is malformed or unknown.
@@ -118,7 +119,24 @@ def load_yacs_config(config_file, opts=()):
     check_yacs_overrides(cfg, list(opts), config_file)
     cfg.merge_from_list(list(opts))
     cfg.freeze()
-    return upgrade_dw_config(cfg)
+    return cfg
+
+
+def load_tool_config(config_file, opts=()):
+    """:func:`load_yacs_config` for the tools that run a model on a few images (the demo,
+    export, the assignment pictures): not frozen, and a config that asks for CUDA on a machine
+    without it runs on the CPU (said on stdout).
+
+    Raises:
+        SetupError: ``config_file`` is a LazyConfig (these tools take yacs configs); the
+            message names its yaml twin.
+    """
+    cfg = load_yacs_config(config_file, opts)
+    cfg.defrost()
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        print("CUDA is not available: running on the CPU.")
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg
 
 
 def setup_cfg(args):

@@ -22,7 +22,6 @@ from detectron2.engine import (
 from detectron2.utils import comm
 
 from ..checkpoint import DWCheckpointer
-from ..config import upgrade_dw_config
 from ..data import (
     DWDatasetMapper,
     build_dw_test_loader,
@@ -61,7 +60,6 @@ class DWTrainer(DefaultTrainer):
     class names of its training data are saved in ``OUTPUT_DIR`` (``class_names.txt``)."""
 
     def __init__(self, cfg):
-        cfg = upgrade_dw_config(cfg)
         if cfg.MODEL.DEVICE != "cpu" or comm.get_world_size() == 1:
             super().__init__(cfg)
             save_training_class_names(cfg.OUTPUT_DIR, cfg.DATASETS.TRAIN)

@@ -21,7 +21,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 
 from ..checkpoint import DWCheckpointer
-from ..data import build_test_augmentation, render_image
+from ..data import build_test_augmentation
 from ..layers import ModulatedDeformConv
 
 __all__ = [
@@ -155,16 +155,15 @@ def script_model(model):
 
 
 def sample_image(cfg, path=None, seed=0) -> torch.Tensor:
-    """An input for tracing: the image at ``path`` (or, without one, a generated shapes image of
-    480x640, :func:`~..data.synthetic.render_image`), in ``cfg.INPUT.FORMAT``, resized by the
-    config's test resize, as the model sees it.
+    """An input for tracing: the image at ``path`` (or, without one, 480x640 uniform noise from
+    ``seed``: tracing records the computation, whatever the pixels), in ``cfg.INPUT.FORMAT``,
+    resized by the config's test resize, as the model sees it.
 
     Returns:
         (3, H, W) float32 pixel values.
     """
     if path is None:
-        rgb, _, _ = render_image(np.random.default_rng(seed), (480, 640), (2, 6), (40, 300), 0.5)
-        image = rgb[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else rgb
+        image = np.random.default_rng(seed).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     else:
         image = read_image(path, format=cfg.INPUT.FORMAT)
     image, _ = T.apply_augmentations(build_test_augmentation(cfg), image)

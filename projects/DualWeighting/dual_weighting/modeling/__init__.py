@@ -1,6 +1,8 @@
-"""The DW-FCOS model: meta-architecture, head, DW criterion, backbone and box refinement.
+"""The DW-FCOS model (meta-architecture, head, DW criterion and training step, backbone, box
+refinement) and DW in detectron2's own detectors.
 
-Importing it registers ``DWFCOS`` (META_ARCH_REGISTRY), ``DWHead`` (DW_HEAD_REGISTRY) and
+Importing it registers ``DWFCOS``, ``DWLossFCOS`` and ``DWRetinaNet`` (META_ARCH_REGISTRY),
+``DWRPN`` (PROPOSAL_GENERATOR_REGISTRY), ``DWHead`` (DW_HEAD_REGISTRY) and
 ``build_dw_resnet_fpn_backbone`` (BACKBONE_REGISTRY).
 """
 

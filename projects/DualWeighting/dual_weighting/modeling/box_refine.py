@@ -31,7 +31,7 @@ def read_at_offsets(maps: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     deformable convolution, one group per channel), written with ``F.grid_sample``: a core op,
     which ONNX has as GridSample (opset 16) and TorchScript runs without torchvision's ops. The
     two agree to rounding: grid_sample's coordinate normalisation rounds differently, 1e-12 px
-    in float64 and a few float32 ulps of the read positions (tests/test_box_refine.py).
+    in float64 and a few float32 ulps of the read positions (tests/modeling/test_box_refine.py).
 
     Offsets are handled as :func:`~.deform_conv.deform_conv2d_full_precision` handles them: a
     NaN offset is read as 0 (it must not reach the kernel, which turns it into an integer index)

@@ -13,20 +13,13 @@ import inspect
 
 import torch
 from detectron2.config import configurable
-from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from .assignment import DWAssignment, dw_assign
 from .criterion_inputs import check_criterion_inputs, criterion_dtype
 from .losses import dw_losses
 
-__all__ = [
-    "DWCriterion",
-    "DWTrainingMixin",
-    "check_assignment",
-    "check_finite_predictions",
-    "set_config_style",
-]
+__all__ = ["DWCriterion", "check_assignment", "check_finite_predictions", "set_config_style"]
 
 # What to change when training collapses, in the keys of the run's config style.
 _COLLAPSE_FIX = {
@@ -281,41 +274,3 @@ class DWCriterion(nn.Module):
             points, strides, cls_logits, quality_logits, pred_boxes, gt_boxes, gt_classes
         )
         return self.losses(assignment, sum(len(b) for b in gt_boxes))
-
-
-class DWTrainingMixin:
-    """``forward_training`` for a detectron2 :class:`DenseDetector` trained with DW: the class
-    provides ``self.criterion`` (a :class:`DWCriterion`), ``criterion_inputs(features,
-    predictions)`` (its candidates and predictions as the criterion takes them) and
-    ``DETECTOR_NAME`` (named in errors). Put it before the detector in the bases."""
-
-    DETECTOR_NAME = "DW"
-
-    def forward_training(self, images, features, predictions, gt_instances):
-        """The DW losses of a batch.
-
-        Args:
-            images: the padded batch.
-            features: L tensors (N, D, H_l, W_l).
-            predictions: the head's per-level outputs (lists of L tensors).
-            gt_instances: N Instances with ``gt_boxes`` (G_n, 4) and ``gt_classes`` (G_n,).
-
-        Returns:
-            ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars.
-        """
-        storage = get_event_storage()
-        check_finite_predictions(predictions, self.DETECTOR_NAME, storage.iter)
-        storage.put_scalar(
-            "num_gt_boxes_per_image", sum(len(x) for x in gt_instances) / len(gt_instances)
-        )
-        # The losses run in float32 with autocast off: exp(5 v) and the BCE's log clamp are not
-        # meant for half precision, and CUDA autocast refuses binary_cross_entropy outright.
-        with torch.autocast(images.tensor.device.type, enabled=False):
-            gt_boxes = [x.gt_boxes.tensor for x in gt_instances]
-            assignment = self.criterion.assign(
-                *self.criterion_inputs(features, predictions),
-                gt_boxes,
-                [x.gt_classes for x in gt_instances],
-            )
-            self.criterion.check(assignment, self.DETECTOR_NAME, storage.iter)
-            return self.criterion.losses(assignment, sum(len(b) for b in gt_boxes))

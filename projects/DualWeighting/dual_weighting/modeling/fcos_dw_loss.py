@@ -13,7 +13,8 @@ from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
 from detectron2.structures import Boxes
 
 from .candidates import candidate_centers, decode_per_candidate
-from .criterion import DWCriterion, DWTrainingMixin
+from .criterion import DWCriterion
+from .training import DWTrainingMixin
 
 __all__ = ["DWLossFCOS"]
 

@@ -17,14 +17,14 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
-from .. import config as dw_config
 from ..layers import BatchPadding, batched_nms_float32, capturing_graph, check_maskable
 from .assignment import decode_ltrb
 from .candidates import candidate_centers
-from .criterion import DWCriterion, DWTrainingMixin
+from .criterion import DWCriterion
 from .head import build_dw_head
 from .image_list import DWImageList, check_finite_images
 from .postprocessing import release_rescale
+from .training import DWTrainingMixin
 
 __all__ = ["DWFCOS"]
 
@@ -109,7 +109,6 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
 
     @classmethod
     def from_config(cls, cfg):
-        cfg = dw_config.upgrade_dw_config(cfg)
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         in_features = list(cfg.MODEL.DW.IN_FEATURES)

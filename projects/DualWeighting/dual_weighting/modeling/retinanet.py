@@ -24,7 +24,8 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
 from .candidates import candidate_centers, decode_per_candidate
-from .criterion import DWCriterion, DWTrainingMixin
+from .criterion import DWCriterion
+from .training import DWTrainingMixin
 
 __all__ = ["DWRetinaNet", "DWRetinaNetHead", "QUALITIES"]
 

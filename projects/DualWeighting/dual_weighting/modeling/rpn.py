@@ -22,7 +22,8 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
 from .candidates import candidate_centers
-from .criterion import DWCriterion, check_finite_predictions
+from .criterion import DWCriterion
+from .training import dw_training_step
 
 __all__ = ["DWRPN"]
 
@@ -203,20 +204,16 @@ class DWRPN(RPN):
         Returns:
             ``{"loss_rpn_cls", "loss_rpn_loc"}``, scalars, weighted by ``self.loss_weight``.
         """
-        storage = get_event_storage()
-        check_finite_predictions(
-            [pred_objectness_logits, pred_anchor_deltas], "DW-RPN", storage.iter
+        dw, assignment = dw_training_step(
+            self.criterion,
+            "DW-RPN",
+            [pred_objectness_logits, pred_anchor_deltas],
+            lambda: self.criterion_inputs(anchors, pred_objectness_logits, pred_anchor_deltas),
+            gt_boxes,
+            gt_labels,
         )
-        # In float32 with autocast off, as DW-FCOS's: exp(5 v) and the BCE's log clamp are not
-        # meant for half precision, and CUDA autocast refuses binary_cross_entropy.
-        device_type = pred_objectness_logits[0].device.type
-        with torch.autocast(device_type, enabled=False):
-            inputs = self.criterion_inputs(anchors, pred_objectness_logits, pred_anchor_deltas)
-            assignment = self.criterion.assign(*inputs, gt_boxes, gt_labels)
-            self.criterion.check(assignment, "DW-RPN", storage.iter)
-            dw = self.criterion.losses(assignment, sum(len(b) for b in gt_boxes))
         # (anchor, box) pairs with the anchor's centre inside the box, per image.
-        storage.put_scalar("rpn/num_candidates", len(assignment.image) / len(gt_boxes))
+        get_event_storage().put_scalar("rpn/num_candidates", len(assignment.image) / len(gt_boxes))
         losses = {
             "loss_rpn_cls": dw["loss_cls_pos"] + dw["loss_cls_neg"],
             "loss_rpn_loc": dw["loss_loc"],
