@@ -6,8 +6,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
-from helpers import CONFIGS, DEMO_CONFIG, load_cfg
-from voc_files import write_voc
+from helpers import CONFIGS, DEMO_CONFIG, load_cfg, write_voc
 
 from dual_weighting.data import FormatError, parse_class_names, saved_class_names
 from dual_weighting.data.datasets import register_voc_from_specs

@@ -8,9 +8,8 @@ import logging
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog
-from helpers import DEMO_CONFIG
+from helpers import DEMO_CONFIG, voc_xml
 from PIL import Image
-from voc_files import voc_xml
 
 from dual_weighting.data import FormatError, load_yolo
 from dual_weighting.data.datasets import register_voc_from_specs, register_yolo_from_spec

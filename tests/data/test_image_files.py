@@ -4,9 +4,8 @@
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog
-from helpers import DEMO_CONFIG, load_cfg
+from helpers import DEMO_CONFIG, load_cfg, voc_xml
 from PIL import Image
-from voc_files import voc_xml
 
 from dual_weighting.data import DWDatasetMapper, FormatError
 from dual_weighting.data.datasets import register_voc_from_specs, register_yolo_from_spec

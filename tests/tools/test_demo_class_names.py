@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
-from helpers import DEMO_CONFIG, REPO, load_cfg
+from helpers import DEMO_CONFIG, REPO, load_cfg, write_voc
 from PIL import Image
-from voc_files import write_voc
 
 SMALL = ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96", "TEST.DETECTIONS_PER_IMAGE", "3"]
 # The demo config's 6 classes, under names no dataset here has.
