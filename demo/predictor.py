@@ -13,18 +13,21 @@ import glob
 import os
 
 import numpy as np
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, Metadata, MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
+from dual_weighting.data import saved_class_names
 from dual_weighting.engine import load_tool_config
+from dual_weighting.engine.checks import check_class_names
 
 __all__ = [
     "DetectionDemo",
     "demo_cfg",
     "describe_detections",
     "expand_inputs",
+    "label_names",
     "output_path",
     "video_output_path",
 ]
@@ -39,6 +42,30 @@ def demo_cfg(config_file, opts=(), confidence_threshold=0.5):
     cfg.MODEL.DW.SCORE_THRESH_TEST = confidence_threshold
     cfg.freeze()
     return cfg
+
+
+def label_names(weights, flagged):
+    """The class names to label detections with: those saved beside the checkpoint ``weights``
+    (``class_names.txt``), else those of the first of the ``flagged`` datasets; None for the
+    config's first test dataset's.
+
+    Args:
+        weights: ``MODEL.WEIGHTS``.
+        flagged: (dataset name, flag) of the datasets registered by the command's
+            ``--register-*`` flags.
+
+    Raises:
+        SetupError: a flagged dataset's names differ from those labels (both lists shown).
+    """
+    for name, _ in flagged:
+        DatasetCatalog.get(name)  # a COCO json's class names are known once it is loaded
+    names, where = saved_class_names(weights)
+    if names is None and flagged:
+        names = MetadataCatalog.get(flagged[0][0]).get("thing_classes")
+        where = f"those of dataset {flagged[0][0]!r}"
+    if names:
+        check_class_names(flagged, names, where)
+    return names
 
 
 def expand_inputs(patterns):
@@ -95,14 +122,18 @@ class DetectionDemo:
 
     Attributes:
         predictor: detectron2's ``DefaultPredictor`` (takes BGR images).
-        metadata: metadata of ``cfg.DATASETS.TEST[0]`` (``thing_classes``), or empty metadata.
+        metadata: ``thing_classes`` the ``class_names`` given, else the metadata of
+            ``cfg.DATASETS.TEST[0]``, or empty metadata.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, class_names=None):
         self.predictor = DefaultPredictor(cfg)
-        self.metadata = MetadataCatalog.get(
-            cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused"
-        )
+        if class_names:
+            self.metadata = Metadata(name="class_names", thing_classes=list(class_names))
+        else:
+            self.metadata = MetadataCatalog.get(
+                cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused"
+            )
 
     @property
     def class_names(self):

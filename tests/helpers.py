@@ -1,8 +1,8 @@
 """Builders shared by several test modules (not tests themselves): paths, configs and models,
-inputs, the train_net runner and the runner of the NaN-offset check (nan_offset_check.py). Plain
-functions and constants, so that parametrize lists, spawned workers and subprocesses can use them
-too; the fixtures are in conftest.py, the literal DW reference and its random cases in
-dw_reference.py.
+inputs, Pascal VOC files, the train_net runner and the runner of the NaN-offset check
+(nan_offset_check.py). Plain functions and constants, so that parametrize lists, spawned workers
+and subprocesses can use them too; the fixtures are in conftest.py, the literal DW reference and
+its random cases in dw_reference.py.
 """
 
 import functools
@@ -19,6 +19,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
+from PIL import Image
 
 from dual_weighting import DWCriterion
 from dual_weighting.engine import load_yacs_config
@@ -274,6 +275,39 @@ def table_line(text, *words):
     """The one line of ``text`` whose first words are ``words`` (a table row by its label)."""
     (line,) = [line for line in text.splitlines() if line.split()[: len(words)] == list(words)]
     return line
+
+
+# ---------------------------------------------------------------------------------------------
+# Pascal VOC files: each <object> on a line of its own (line 3 for the first), so that messages
+# naming file and line can be checked
+# ---------------------------------------------------------------------------------------------
+
+
+def voc_xml(filename, width, height, objects):
+    """The XML of an image ``filename`` of ``width`` x ``height`` pixels holding ``objects``,
+    (name, (xmin, ymin, xmax, ymax)) pairs in VOC's 1-based pixel corners."""
+    lines = [
+        f"<annotation><filename>{filename}</filename>",
+        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>",
+        *(
+            f"<object><name>{name}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+            f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+            for name, (x0, y0, x1, y1) in objects
+        ),
+        "</annotation>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_voc(folder, images, size=(40, 30), box=(3, 2, 20, 9)):
+    """A VOC folder (each XML beside its black PNG image of ``size`` (width, height)) of
+    ``images``: image stem -> the names of its objects, each with ``box``. Returns the folder."""
+    folder.mkdir(parents=True)
+    for stem, names in images.items():
+        Image.new("RGB", size).save(folder / f"{stem}.png")
+        xml = voc_xml(f"{stem}.png", *size, [(name, box) for name in names])
+        (folder / f"{stem}.xml").write_text(xml)
+    return folder
 
 
 # ---------------------------------------------------------------------------------------------

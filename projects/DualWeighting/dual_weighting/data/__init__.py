@@ -8,6 +8,7 @@ Nothing is registered at import; call :func:`register_synthetic`, :func:`registe
 and ``tools/prepare_trees.py``. Real COCO uses detectron2's builtin ``coco_2017_*`` names.
 """
 
+from .class_names import parse_class_names, save_class_names, saved_class_names
 from .datasets import (
     CLASS_NAMES,
     default_synthetic_root,
@@ -17,6 +18,7 @@ from .datasets import (
     register_yolo_from_spec,
 )
 from .inference_loader import SizeOrderedInferenceSampler, build_dw_test_loader
+from .mapper import DWDatasetMapper
 from .transforms import (
     OpenCVResizeTransform,
     ReleaseResizeShortestEdge,
@@ -30,6 +32,7 @@ from .yolo import load_yolo
 
 __all__ = [
     "CLASS_NAMES",
+    "DWDatasetMapper",
     "FormatError",
     "OpenCVResizeTransform",
     "ReleaseResizeShortestEdge",
@@ -41,6 +44,7 @@ __all__ = [
     "default_trees_root",
     "load_voc",
     "load_yolo",
+    "parse_class_names",
     "read_voc_xml",
     "register_coco_from_spec",
     "register_synthetic",
@@ -48,4 +52,6 @@ __all__ = [
     "register_voc_from_specs",
     "register_yolo_from_spec",
     "release_resize_shape",
+    "save_class_names",
+    "saved_class_names",
 ]

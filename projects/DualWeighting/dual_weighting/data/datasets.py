@@ -8,6 +8,7 @@ named) into detectron2's dataset dicts, and are COCO-evaluated too (detectron2's
 (under ``$DETECTRON2_DATASETS``) are untouched.
 """
 
+import collections
 import logging
 import os
 import re
@@ -15,8 +16,9 @@ import re
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-from .voc import load_voc, voc_dataset_dicts
-from .yolo import load_yolo
+from .class_names import near_duplicates
+from .voc import FormatError, load_voc, voc_dataset_dicts
+from .yolo import first_names, load_yolo
 
 __all__ = [
     "CLASS_NAMES",
@@ -133,27 +135,44 @@ def _registered_as(name, spec):
     )
 
 
-def _register_dicts(name, records, class_names, spec):
-    DatasetCatalog.register(name, lambda: records)
+def _register_dicts(name, records, class_names, spec, notes=()):
+    """Register ``records``; ``notes``, (logging level, message) pairs about the data, are logged
+    when the dataset is first loaded: registration runs before a run sets up its logging, so
+    logged then they would reach no log file (and below WARNING, no terminal)."""
+    unsaid = list(notes)
+
+    def load():
+        while unsaid:
+            logger.log(*unsaid.pop(0))
+        return records
+
+    DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(
         thing_classes=list(class_names), evaluator_type="coco", dw_spec=spec
     )
     return name
 
 
-def register_voc_from_specs(specs):
+def register_voc_from_specs(specs, class_names=None):
     """Register Pascal VOC datasets given as ``NAME=ANNOTATIONS[:IMAGE_DIR]``, as for
     ``--register-voc``.
 
     ANNOTATIONS is a folder of ``.xml`` files or a devkit list ``ImageSets/Main/SPLIT.txt``
     (:func:`.voc.voc_xml_files`); IMAGE_DIR holds the images the files name (default:
-    :func:`.voc.default_voc_image_dir`). The class names are the sorted names of every object
-    of all ``specs`` together, so that the datasets of one command line (train and test) share
-    one class order.
+    :func:`.voc.default_voc_image_dir`).
+
+    Args:
+        specs: the datasets, as above.
+        class_names: the classes, in the order of the model's class numbers (``--voc-classes``,
+            :func:`.class_names.parse_class_names`); every object's name must be one of them.
+            None: the sorted names of every object of all ``specs`` together, so that the
+            datasets of one command line (train and test) share one order; names differing
+            only in case are then refused (a typo would become a class of its own).
 
     Raises:
         ValueError: a spec is malformed, or NAME is registered from another spec.
-        FormatError: a file is malformed (named, with its line).
+        FormatError: a file is malformed (named, with its line); an object's name is not in
+            ``class_names``, or names differ only in case (each named with a file and line).
         FileNotFoundError: a folder, list or image does not exist.
 
     Returns:
@@ -166,18 +185,64 @@ def register_voc_from_specs(specs):
         )
         path, _, image_dir = rest.partition(":")
         parsed.append((name, spec.strip(), load_voc(path, image_dir or None)))
-    class_names = sorted(
-        {o.name for _, _, loaded in parsed for ann, _ in loaded for o in ann.objects}
-    )
+    objects = [(o, ann.path) for _, _, loaded in parsed for ann, _ in loaded for o in ann.objects]
+    class_names = _voc_class_names(objects, class_names)
     names = []
     for name, spec, loaded in parsed:
         if not _registered_as(name, spec):
-            _register_dicts(name, voc_dataset_dicts(loaded, class_names), class_names, spec)
-            clipped = sum(o.clipped for ann, _ in loaded for o in ann.objects)
-            if clipped:
-                logger.warning(f"{spec}: {clipped} boxes reached past their image, clipped to it")
+            records = voc_dataset_dicts(loaded, class_names)
+            _register_dicts(name, records, class_names, spec, _clipped_notes(spec, loaded))
         names.append(name)
     return names
+
+
+def _voc_class_names(objects, given):
+    """The class list of VOC ``objects`` ((VocObject, xml path) pairs): ``given``, where every
+    object's name must be, or else their sorted names, refused when some differ only in case."""
+    first = {}
+    for o, path in objects:
+        first.setdefault(o.name, f"{path}, line {o.line}")
+    if given is not None:
+        missing = [name for name in first if name not in given]
+        if missing:
+            close = {n.casefold(): n for n in given}
+            hint = close.get(missing[0].casefold())
+            hint = f" (did you mean {hint!r}?)" if hint else ""
+            raise FormatError(
+                f"{first[missing[0]]}: class {missing[0]!r} is not in the class list "
+                f"({', '.join(given)}){hint}; {len(missing)} name(s) are missing from it: "
+                f"{', '.join(map(repr, missing))}"
+            )
+        return list(given)
+    close = near_duplicates(first)
+    if close:
+        count = collections.Counter(o.name for o, _ in objects)
+        shown = "; ".join(
+            " and ".join(f"{n!r} ({count[n]} objects, first {first[n]})" for n in group)
+            for group in close
+        )
+        raise FormatError(
+            f"Pascal VOC class names differ only in case: {shown}. Correct the files, or give "
+            "the class list with --voc-classes (names that it lists are kept apart)."
+        )
+    return sorted(first)
+
+
+def _clipped_notes(spec, loaded):
+    """The note (level, message) on the boxes of :func:`.voc.load_voc`'s ``loaded`` that
+    reached past their image and were clipped to it: how many, and the first few by file and
+    line; none when there are none."""
+    clipped = [(ann.path, o) for ann, _ in loaded for o in ann.objects if o.clipped]
+    if not clipped:
+        return []
+    shown = first_names(
+        [
+            f"{path}, line {o.line} ({o.name!r}, now [{', '.join(f'{v:g}' for v in o.box)}])"
+            for path, o in clipped
+        ]
+    )
+    message = f"{spec}: {len(clipped)} boxes reached past their image, clipped to it: {shown}"
+    return [(logging.WARNING, message)]
 
 
 def register_yolo_from_spec(spec):
@@ -203,6 +268,7 @@ def register_yolo_from_spec(spec):
             "my_val=data.yaml:val)."
         )
     if not _registered_as(name, spec.strip()):
-        class_names, records = load_yolo(data_yaml, split)
-        _register_dicts(name, records, class_names, spec.strip())
+        notes = []
+        class_names, records = load_yolo(data_yaml, split, report=lambda *note: notes.append(note))
+        _register_dicts(name, records, class_names, spec.strip(), notes)
     return name

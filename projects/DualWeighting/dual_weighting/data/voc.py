@@ -230,14 +230,39 @@ def load_voc(path, image_dir=None):
     return loaded
 
 
+# How a complete file of the common formats ends: a JPEG with its End Of Image marker, a PNG with
+# its IEND chunk. Other files, and these when they end otherwise, are decoded to find out.
+_FILE_ENDS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
+
+
+def _ends_with(path, end):
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(f.tell() - len(end), 0))
+        return f.read() == end
+
+
 def image_size(path):
     """(width, height) of the image file ``path`` as detectron2 reads it (EXIF orientation
-    applied), from its header only."""
-    with Image.open(path) as image:
-        width, height = image.size
-        # EXIF orientations 5-8 turn the image by 90 degrees; detectron2's read_image applies them.
-        if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-            width, height = height, width
+    applied), from its header; the image is decoded only when its file does not end as a
+    complete JPEG or PNG does, so that a truncated file is found here rather than by the data
+    loader, hours later and without its name.
+
+    Raises:
+        FormatError: the file is not an image, or is truncated or corrupt (the file named).
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+            end = _FILE_ENDS.get(image.format)
+            if end is None or not _ends_with(path, end):
+                image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise FormatError(f"{path}: not a readable image ({e})") from None
+    # EXIF orientations 5-8 turn the image by 90 degrees; detectron2's read_image applies them.
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
     return width, height
 
 

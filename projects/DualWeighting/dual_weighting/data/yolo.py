@@ -12,15 +12,28 @@ are is logged.
 
 import logging
 import os
+from typing import NamedTuple
 
 import yaml
 from detectron2.structures import BoxMode
 
 from .voc import FormatError, image_size
 
-__all__ = ["IMAGE_EXTENSIONS", "label_path", "load_yolo", "read_yolo_labels", "yolo_split"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "YoloObject",
+    "label_path",
+    "load_yolo",
+    "read_yolo_labels",
+    "yolo_split",
+]
 
 logger = logging.getLogger(__name__)
+
+# How many boxes or file names a message lists before the rest are counted.
+MAX_SHOWN = 5
+# A box past the image by less than this (a fraction of its side, from rounding) is not clipped.
+_CLIP_TOLERANCE = 1e-6
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
@@ -35,16 +48,36 @@ def label_path(image):
     return os.path.splitext(os.sep.join(parts))[0] + ".txt"
 
 
+class YoloObject(NamedTuple):
+    """One label line: its class index, its ``box`` [x0, y0, x1, y1] in ``XYXY_ABS`` pixels,
+    its ``line`` and whether the box was ``clipped`` to the image."""
+
+    class_index: int
+    box: list
+    line: int
+    clipped: bool
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_yolo_labels(path, width, height, num_classes):
     """The boxes of one label file, in ``XYXY_ABS`` pixels of a ``width`` x ``height`` image.
 
     Raises:
-        FormatError: a line is not a class index in [0, ``num_classes``) followed by 4 (box)
+        FormatError: a line is not a class index in [0, ``num_classes``) (an integer, or a
+            float with no fractional part as Ultralytics accepts) followed by 4 (box)
             or at least 6 and an even number of (polygon) fractions in [0, 1], or a box is
             empty; the message names file and line.
 
     Returns:
-        list[tuple[int, list[float]]]: (class index, box) per non-empty line.
+        list[YoloObject]: one per non-empty line; a box reaching past the image (its centre
+        and size say so) is clipped to it and marked ``clipped``.
     """
     objects = []
     with open(path) as f:
@@ -54,10 +87,19 @@ def read_yolo_labels(path, width, height, num_classes):
                 continue
             where = f"{path}, line {line_number}"
             try:
-                values = [float(v) for v in fields[1:]]
-                class_index = int(fields[0])
+                values = [float(v) for v in fields]
             except ValueError:
-                raise FormatError(f"{where}: {line.strip()!r} is not numbers") from None
+                field = next(v for v in fields if not _is_number(v))
+                raise FormatError(
+                    f"{where}: {line.strip()!r} is not numbers ({field!r} is not a number)"
+                ) from None
+            # Ultralytics accepts a class written as an integral float ("2.0").
+            if not values[0].is_integer():
+                raise FormatError(
+                    f"{where}: class {fields[0]!r} is not a whole number (the first value of a "
+                    "line is the class index)"
+                )
+            class_index, values = int(values[0]), values[1:]
             if not 0 <= class_index < num_classes:
                 raise FormatError(
                     f"{where}: class {class_index} is not in 0..{num_classes - 1} (the "
@@ -79,15 +121,12 @@ def read_yolo_labels(path, width, height, num_classes):
             else:
                 xs, ys = values[0::2], values[1::2]
                 box = [min(xs), min(ys), max(xs), max(ys)]
-            box = [
-                min(max(box[0], 0.0), 1.0) * width,
-                min(max(box[1], 0.0), 1.0) * height,
-                min(max(box[2], 0.0), 1.0) * width,
-                min(max(box[3], 0.0), 1.0) * height,
-            ]
+            inside = [min(max(v, 0.0), 1.0) for v in box]
+            clipped = any(abs(a - b) > _CLIP_TOLERANCE for a, b in zip(inside, box))
+            box = [inside[0] * width, inside[1] * height, inside[2] * width, inside[3] * height]
             if box[2] <= box[0] or box[3] <= box[1]:
                 raise FormatError(f"{where}: {line.strip()!r} is an empty box")
-            objects.append((class_index, box))
+            objects.append(YoloObject(class_index, box, line_number, clipped))
     return objects
 
 
@@ -110,8 +149,9 @@ def _class_names(data, data_yaml):
     return [str(n) for n in names]
 
 
-def yolo_split(data_yaml, split):
-    """Class names and image paths of ``split`` of the dataset described by ``data_yaml``.
+def _read_split(data_yaml, split):
+    """Class names, image paths and image folders of ``split`` of the dataset described by
+    ``data_yaml``.
 
     The yaml's ``path`` is the dataset root (relative to the yaml's folder; the yaml's folder
     when absent); ``split`` (e.g. ``train``, ``val``) names a folder of images (searched
@@ -122,7 +162,8 @@ def yolo_split(data_yaml, split):
         FileNotFoundError: a folder or list of the split does not exist, or it has no image.
 
     Returns:
-        (list[str], list[str]): the class names and the sorted image paths.
+        (list[str], list[str], list[str]): the class names, the sorted image paths and the
+        folders among the split's entries.
     """
     data_yaml = os.fspath(data_yaml)
     if not os.path.isfile(data_yaml):
@@ -139,10 +180,11 @@ def yolo_split(data_yaml, split):
         raise FormatError(f"{data_yaml}: has no split {split!r} (it has {sorted(data)})")
     root = os.path.join(os.path.dirname(os.path.abspath(data_yaml)), str(data.get("path") or ""))
     entries = data[split] if isinstance(data[split], list) else [data[split]]
-    images = []
+    images, folders = [], []
     for entry in entries:
         where = os.path.join(root, str(entry))
         if os.path.isdir(where):
+            folders.append(where)
             images += [
                 os.path.join(folder, f)
                 for folder, _, files in os.walk(where)
@@ -159,12 +201,50 @@ def yolo_split(data_yaml, split):
             )
     if not images:
         raise FileNotFoundError(f"{data_yaml}: split {split!r} has no image")
-    return names, sorted(images)
+    return names, sorted(images), folders
 
 
-def load_yolo(data_yaml, split):
+def yolo_split(data_yaml, split):
+    """Class names and sorted image paths of ``split`` of the dataset described by
+    ``data_yaml``; see :func:`_read_split`."""
+    return _read_split(data_yaml, split)[:2]
+
+
+def first_names(items):
+    """The first :data:`MAX_SHOWN` of ``items``, then how many more there are."""
+    more = f" and {len(items) - MAX_SHOWN} more" if len(items) > MAX_SHOWN else ""
+    return "; ".join(items[:MAX_SHOWN]) + more
+
+
+def _orphan_labels(folders, images):
+    """The label files of the image ``folders`` (``images`` -> ``labels``, as
+    :func:`label_path`) that belong to none of ``images``: their image is missing, so their
+    boxes would be lost. A folder without an ``images`` part holds its labels beside the images,
+    with other ``.txt`` files, and is not searched."""
+    expected = {os.path.normpath(label_path(image)) for image in images}
+    orphans = []
+    for folder in folders:
+        folder = os.path.normpath(folder)
+        labels = os.path.dirname(label_path(os.path.join(folder, "x")))
+        if labels == folder or not os.path.isdir(labels):
+            continue
+        orphans += [
+            os.path.join(parent, f)
+            for parent, _, files in os.walk(labels)
+            for f in files
+            if f.endswith(".txt") and os.path.normpath(os.path.join(parent, f)) not in expected
+        ]
+    return sorted(orphans)
+
+
+def load_yolo(data_yaml, split, report=None):
     """detectron2 dataset dicts of ``split`` (see :func:`yolo_split` and
     :func:`read_yolo_labels`).
+
+    What is worth knowing but not an error goes to ``report(level, message)`` (the module's
+    logger by default): how many images have no label file (background images, no objects),
+    how many boxes reached past their image and were clipped to it, and how many label files
+    have no image (their boxes are not used), with the first files (and lines).
 
     Raises:
         FormatError, FileNotFoundError: as those functions; a listed image that does not exist.
@@ -172,8 +252,9 @@ def load_yolo(data_yaml, split):
     Returns:
         (list[str], list[dict]): the class names and the dataset dicts.
     """
-    names, images = yolo_split(data_yaml, split)
-    records, unlabeled = [], 0
+    report = report or logger.log
+    names, images, folders = _read_split(data_yaml, split)
+    records, unlabeled, clipped = [], 0, []
     for image_id, image in enumerate(images):
         if not os.path.isfile(image):
             raise FileNotFoundError(f"{data_yaml}: image {image} of split {split!r} not found")
@@ -182,6 +263,7 @@ def load_yolo(data_yaml, split):
         objects = []
         if os.path.isfile(labels):
             objects = read_yolo_labels(labels, width, height, len(names))
+            clipped += [f"{labels}, line {o.line}" for o in objects if o.clipped]
         else:
             unlabeled += 1
         records.append(
@@ -191,14 +273,28 @@ def load_yolo(data_yaml, split):
                 "height": height,
                 "width": width,
                 "annotations": [
-                    {"bbox": box, "bbox_mode": BoxMode.XYXY_ABS, "category_id": c}
-                    for c, box in objects
+                    {"bbox": o.box, "bbox_mode": BoxMode.XYXY_ABS, "category_id": o.class_index}
+                    for o in objects
                 ],
             }
         )
     if unlabeled:
-        logger.info(
+        report(
+            logging.INFO,
             f"{data_yaml} {split}: {unlabeled} of {len(images)} images have no label file "
-            "(background images, no objects)"
+            "(background images, no objects)",
+        )
+    if clipped:
+        report(
+            logging.WARNING,
+            f"{data_yaml} {split}: {len(clipped)} boxes reached past their image, clipped to it: "
+            + first_names(clipped),
+        )
+    orphans = _orphan_labels(folders, images)
+    if orphans:
+        report(
+            logging.WARNING,
+            f"{data_yaml} {split}: {len(orphans)} label files have no image, their boxes are "
+            f"not used: {first_names(orphans)}",
         )
     return names, records

@@ -19,10 +19,13 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig
 
+from ..data import saved_class_names
+
 __all__ = [
     "LAZY_NUM_CLASSES",
     "YACS_NUM_CLASSES",
     "SetupError",
+    "check_class_names",
     "check_datasets",
     "check_device",
     "check_lazy_overrides",
@@ -31,6 +34,7 @@ __all__ = [
     "check_weights",
     "check_yacs_overrides",
     "config_kind",
+    "model_class_names",
     "require_kind",
     "twin_config",
 ]
@@ -256,10 +260,14 @@ def _missing_paths(name):
     return missing
 
 
-# The key that gives the number of classes, by yacs meta-architecture, and the LazyConfig keys
-# tried in turn.
+# The key that gives the number of classes, by yacs meta-architecture (every detector of this
+# package and detectron2's; DW-RPN's classes are its GeneralizedRCNN's), and the LazyConfig keys
+# tried in turn (detectron2's FCOS and RetinaNet and this package's detectors have
+# model.num_classes, detectron2's R-CNNs model.roi_heads.num_classes).
 YACS_NUM_CLASSES = {
     "DWFCOS": "MODEL.DW.NUM_CLASSES",
+    "DWLossFCOS": "MODEL.FCOS.NUM_CLASSES",
+    "DWRetinaNet": "MODEL.RETINANET.NUM_CLASSES",
     "RetinaNet": "MODEL.RETINANET.NUM_CLASSES",
     "GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES",
 }
@@ -280,6 +288,51 @@ def check_num_classes(uses, num_classes, key):
                 f"Dataset {name!r} ({used_by}) has {len(classes)} classes ({', '.join(classes)}) "
                 f"but the model predicts {key} = {num_classes}: set {key} {len(classes)}."
             )
+
+
+def _class_list_difference(a, b):
+    """Where the class lists ``a`` and ``b`` first differ, in words."""
+    for k, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"class {k} is {x!r} in one, {y!r} in the other"
+    return f"one has {len(a)} classes, the other {len(b)}"
+
+
+def check_class_names(uses, model_names, model_where):
+    """Raise when a dataset the run uses names other classes, or the same in another order,
+    than the model: its class numbers would mean other classes, and AP would still look
+    plausible.
+
+    Args:
+        uses: (dataset name, config key that names it) pairs; datasets whose
+            ``thing_classes`` are not known before loading are skipped.
+        model_names: the model's class names, in the order of its class numbers.
+        model_where: where they come from, for the message.
+    """
+    for name, key in uses:
+        classes = MetadataCatalog.get(name).get("thing_classes") if name in DatasetCatalog else None
+        if classes is None or list(classes) == list(model_names):
+            continue
+        raise SetupError(
+            f"Dataset {name!r} ({key}) has the classes\n  {', '.join(classes)}\nbut the model's "
+            f"are ({model_where})\n  {', '.join(model_names)}\n"
+            f"({_class_list_difference(list(classes), list(model_names))}), so its class "
+            "numbers would mean other classes. Register the data with the model's class list "
+            "(for Pascal VOC: --voc-classes with the model's class_names.txt, or the names "
+            "separated by commas)."
+        )
+
+
+def model_class_names(uses, weights, train_key):
+    """The model's class names and where they come from: those of the first training dataset of
+    ``uses`` (its config key is ``train_key``) when the run trains, else those saved beside the
+    checkpoint ``weights`` (:func:`~..data.saved_class_names`); ``(None, None)`` if unknown."""
+    train = [name for name, key in uses if key == train_key and name in DatasetCatalog]
+    if train:
+        names = MetadataCatalog.get(train[0]).get("thing_classes")
+        return names, f"those of its training dataset {train[0]!r}"
+    names, path = saved_class_names(weights)
+    return names, path
 
 
 def check_datasets(uses):

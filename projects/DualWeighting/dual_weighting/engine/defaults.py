@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from ..config import add_dw_config
 from ..data import (
     default_synthetic_root,
+    parse_class_names,
     register_coco_from_spec,
     register_synthetic,
     register_trees,
@@ -25,6 +26,7 @@ from .checks import (
     LAZY_NUM_CLASSES,
     YACS_NUM_CLASSES,
     SetupError,
+    check_class_names,
     check_datasets,
     check_device,
     check_num_classes,
@@ -32,27 +34,30 @@ from .checks import (
     check_weights,
     check_yacs_overrides,
     config_kind,
+    model_class_names,
     require_kind,
 )
 from .lazy import load_lazy_config
+from .run_log import setup_dw_logger
 
 
 def default_dw_argument_parser(epilog=None):
     """detectron2's ``default_argument_parser`` plus the dataset flags ``--register-coco``,
-    ``--register-voc`` and ``--register-yolo``."""
+    ``--register-voc``, ``--register-yolo`` and ``--voc-classes``."""
     return _with_dataset_flags(default_argument_parser(epilog=epilog))
 
 
 def _with_dataset_flags(parser):
-    """``parser`` with ``--register-coco``, ``--register-voc`` and ``--register-yolo`` (read by
-    :func:`register_datasets`)."""
+    """``parser`` with ``--register-coco``, ``--register-voc``, ``--register-yolo`` and
+    ``--voc-classes`` (read by :func:`register_datasets`)."""
     flags = (
         ("coco", "NAME=JSON:IMAGE_ROOT", "a COCO-format dataset"),
         (
             "voc",
             "NAME=ANNOTATIONS[:IMAGE_DIR]",
             "a Pascal VOC dataset: a folder of .xml files or an ImageSets/Main/*.txt list; "
-            "class names from the files, sorted, shared by all --register-voc datasets",
+            "class names from --voc-classes, else from the files, sorted, shared by all "
+            "--register-voc datasets",
         ),
         ("yolo", "NAME=DATA_YAML:SPLIT", "a split of a YOLO dataset (Ultralytics data.yaml)"),
     )
@@ -64,6 +69,13 @@ def _with_dataset_flags(parser):
             metavar=metavar,
             help=f"register {what} under NAME (repeatable)",
         )
+    parser.add_argument(
+        "--voc-classes",
+        metavar="FILE_OR_LIST",
+        help="the class names of the --register-voc datasets, in the order of the model's class "
+        "numbers: a file of one name a line (a training run's class_names.txt) or the names "
+        "separated by commas; default: the names in the files, sorted",
+    )
     return parser
 
 
@@ -131,9 +143,10 @@ def load_tool_config(config_file, opts=()):
 
 def setup_cfg(args):
     """:func:`load_yacs_config` of ``args.config_file`` and ``args.opts``, then detectron2's
-    ``default_setup`` (output folder, logging, seed)."""
+    ``default_setup`` (output folder, logging, seed), this package's loggers included."""
     cfg = load_yacs_config(args.config_file, args.opts)
     default_setup(cfg, args)
+    setup_dw_logger(cfg.OUTPUT_DIR)
     return cfg
 
 
@@ -146,7 +159,10 @@ def register_datasets(args):
     register_trees()
     for spec in args.register_coco:
         register_coco_from_spec(spec)
-    register_voc_from_specs(getattr(args, "register_voc", ()))
+    voc_classes = getattr(args, "voc_classes", None)
+    register_voc_from_specs(
+        getattr(args, "register_voc", ()), parse_class_names(voc_classes) if voc_classes else None
+    )
     for spec in getattr(args, "register_yolo", ()):
         register_yolo_from_spec(spec)
 
@@ -157,8 +173,10 @@ def _names(value):
 
 def check_command_line(args):
     """Everything that can be checked before a worker starts, for either kind of config: the
-    config loads with its overrides, its device exists, ``--num-gpus`` fits the machine, and the
-    datasets the run reads are registered and on disk. Registers the datasets
+    config loads with its overrides, its device exists, ``--num-gpus`` fits the machine, the
+    datasets the run reads are registered and on disk, have no more classes than the model
+    predicts and the same class names as the model (those of the training data, or, to evaluate,
+    those saved beside the checkpoint). Registers the datasets
     (:func:`register_datasets`).
 
     Raises:
@@ -179,6 +197,7 @@ def check_command_line(args):
         uses = [(n, "DATASETS.TEST") for n in cfg.DATASETS.TEST]
         if not args.eval_only:
             uses = [(n, "DATASETS.TRAIN") for n in cfg.DATASETS.TRAIN] + uses
+        weights, train_key = cfg.MODEL.WEIGHTS, "DATASETS.TRAIN"
     else:
         cfg = load_lazy_config(args.config_file, args.opts)
         device_key = "train.device"
@@ -197,6 +216,8 @@ def check_command_line(args):
             for key in (f"dataloader.{split}.dataset.names" for split in splits)
             for name in _names(OmegaConf.select(cfg, key, default=None))
         ]
+        weights = OmegaConf.select(cfg, "train.init_checkpoint", default="")
+        train_key = "dataloader.train.dataset.names"
     check_device(device, device_key, args.config_file)
     check_num_gpus(args.num_gpus, device)
     check_datasets(uses)
@@ -205,3 +226,6 @@ def check_command_line(args):
         check_weights(weights, weights_key, args.config_file)
     if num_classes is not None:
         check_num_classes(uses, num_classes, classes_key)
+    model_names, where = model_class_names(uses, weights, train_key)
+    if model_names:
+        check_class_names(uses, model_names, where)

@@ -17,8 +17,10 @@ from detectron2.utils import comm
 
 from ..checkpoint import DWCheckpointer
 from ..layers import check_maskable
+from ..modeling.criterion import set_config_style
 from .checks import check_lazy_overrides, require_kind
-from .trainer import create_ddp_model_on
+from .run_log import setup_dw_logger
+from .trainer import create_ddp_model_on, save_training_class_names
 
 with warnings.catch_warnings():  # detectron2.model_zoo imports the deprecated pkg_resources
     warnings.simplefilter("ignore", UserWarning)
@@ -52,9 +54,11 @@ def load_lazy_config(config_file, overrides=()):
 
 def setup_lazy_cfg(args):
     """The config of ``args.config_file`` and ``args.opts``, then detectron2's ``default_setup``
-    (output folder, logging, the config saved as ``config.yaml``, ``train.seed``)."""
+    (output folder, logging, this package's loggers included, the config saved as
+    ``config.yaml``, ``train.seed``)."""
     cfg = load_lazy_config(args.config_file, args.opts)
     default_setup(cfg, args)
+    setup_dw_logger(cfg.train.output_dir)
     return cfg
 
 
@@ -97,10 +101,13 @@ def _hooks(cfg, model, optimizer, checkpointer):
 
 
 def build_lazy_model(cfg):
-    """``cfg.model`` instantiated on ``cfg.train.device``. A DW-FCOS that will batch test images
-    with its padding masked (``model.test_mask_padding`` and ``dataloader.test.batch_size`` > 1)
-    is checked now (:func:`~..layers.check_maskable`), not at the first evaluation."""
+    """``cfg.model`` instantiated on ``cfg.train.device``, its DW criteria naming LazyConfig
+    keys when training collapses (:func:`~..modeling.criterion.set_config_style`). A DW-FCOS
+    that will batch test images with its padding masked (``model.test_mask_padding`` and
+    ``dataloader.test.batch_size`` > 1) is checked now (:func:`~..layers.check_maskable`), not at
+    the first evaluation."""
     model = instantiate(cfg.model)
+    set_config_style(model, "lazy")
     batch_size = cfg.dataloader.get("test", {}).get("batch_size", 1)
     if getattr(model, "test_mask_padding", False) and batch_size > 1:
         check_maskable(backbone=model.backbone, head=model.head)
@@ -110,13 +117,16 @@ def build_lazy_model(cfg):
 def do_train(args, cfg):
     """Train ``cfg.model`` from ``cfg.train.init_checkpoint`` (or, with ``args.resume``, from the
     last checkpoint in ``cfg.train.output_dir``, with its iteration, optimizer and schedule) for
-    ``cfg.train.max_iter`` iterations, on ``cfg.train.device``."""
+    ``cfg.train.max_iter`` iterations, on ``cfg.train.device``; the class names of the training
+    data are saved in the output folder (``class_names.txt``)."""
     train = cfg.train
     model = build_lazy_model(cfg)
     logger.info(f"Model:\n{model}")
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     data = instantiate(cfg.dataloader.train)
+    names = cfg.dataloader.train.dataset.get("names")
+    save_training_class_names(train.output_dir, [names] if isinstance(names, str) else names)
     model = create_ddp_model_on(model, train.device, **train.ddp)
     trainer_class = AMPTrainer if train.amp.enabled else SimpleTrainer
     trainer = trainer_class(model, data, optimizer)

@@ -8,7 +8,7 @@ import weakref
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import (
-    DatasetMapper,
+    MetadataCatalog,
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
@@ -22,8 +22,15 @@ from detectron2.engine import (
 from detectron2.utils import comm
 
 from ..checkpoint import DWCheckpointer
-from ..data import build_dw_test_loader, build_test_augmentation, build_train_augmentation
+from ..data import (
+    DWDatasetMapper,
+    build_dw_test_loader,
+    build_test_augmentation,
+    build_train_augmentation,
+    save_class_names,
+)
 from ..evaluation import DWCOCOEvaluator
+from ..modeling.criterion import set_config_style
 
 
 def create_ddp_model_on(model, device, **ddp_kwargs):
@@ -35,12 +42,27 @@ def create_ddp_model_on(model, device, **ddp_kwargs):
     return create_ddp_model(model, **ddp_kwargs)
 
 
+def save_training_class_names(output_dir, dataset_names):
+    """From the main process, save the class names of the first of the training datasets
+    ``dataset_names`` beside the run's checkpoints (``class_names.txt``,
+    :func:`~..data.save_class_names`), for evaluation and the demo to check theirs against;
+    nothing when its metadata has none. Call it once the training data is loaded (a COCO json's
+    names are known only then)."""
+    if not comm.is_main_process() or not dataset_names:
+        return
+    names = MetadataCatalog.get(dataset_names[0]).get("thing_classes")
+    if names:
+        save_class_names(output_dir, names)
+
+
 class DWTrainer(DefaultTrainer):
-    """detectron2's DefaultTrainer with COCO box evaluation, also on CPU (gloo) workers."""
+    """detectron2's DefaultTrainer with COCO box evaluation, also on CPU (gloo) workers; the
+    class names of its training data are saved in ``OUTPUT_DIR`` (``class_names.txt``)."""
 
     def __init__(self, cfg):
         if cfg.MODEL.DEVICE != "cpu" or comm.get_world_size() == 1:
             super().__init__(cfg)
+            save_training_class_names(cfg.OUTPUT_DIR, cfg.DATASETS.TRAIN)
             return
         # Several CPU workers: DefaultTrainer's construction, in its order, with the DDP wrapper
         # a CPU model needs (detectron2's hard-codes GPU device ids).
@@ -60,14 +82,24 @@ class DWTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+        save_training_class_names(cfg.OUTPUT_DIR, cfg.DATASETS.TRAIN)
+
+    @classmethod
+    def build_model(cls, cfg):
+        """detectron2's model of ``cfg``, whose DW criteria name yacs keys when training
+        collapses (:func:`~..modeling.criterion.set_config_style`)."""
+        model = super().build_model(cfg)
+        set_config_style(model, "yacs")
+        return model
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """detectron2's training loader; its resize is the release's when
+        """detectron2's training loader, whose mapper names an image it cannot read
+        (:class:`..data.DWDatasetMapper`); its resize is the release's when
         ``INPUT.RELEASE_RESIZE_TRAIN`` is on (:func:`..data.build_train_augmentation`)."""
         if not cfg.INPUT.RELEASE_RESIZE_TRAIN:
-            return super().build_train_loader(cfg)
-        mapper = DatasetMapper(cfg, is_train=True, augmentations=build_train_augmentation(cfg))
+            return build_detection_train_loader(cfg, mapper=DWDatasetMapper(cfg, is_train=True))
+        mapper = DWDatasetMapper(cfg, is_train=True, augmentations=build_train_augmentation(cfg))
         return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
@@ -76,7 +108,7 @@ class DWTrainer(DefaultTrainer):
         by size when more than one (:func:`..data.build_dw_test_loader`); it resizes as the
         release does when ``INPUT.RELEASE_RESIZE_TEST`` is on
         (:func:`..data.build_test_augmentation`)."""
-        mapper = DatasetMapper(cfg, is_train=False, augmentations=build_test_augmentation(cfg))
+        mapper = DWDatasetMapper(cfg, is_train=False, augmentations=build_test_augmentation(cfg))
         return build_dw_test_loader(
             get_detection_dataset_dicts([dataset_name], filter_empty=False),
             mapper=mapper,

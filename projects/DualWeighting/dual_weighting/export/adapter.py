@@ -10,6 +10,8 @@ image itself and returns ``boxes`` (K, 4) XYXY in the input image's pixels, ``sc
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from detectron2.data import transforms as T
@@ -37,6 +39,8 @@ __all__ = [
 
 # The smallest image side an exported graph takes, pixels (its sizes are dynamic from here).
 MIN_IMAGE_SIDE = 2
+# Pixel values this far outside [0, 255] pass (floating-point rounding of a resize).
+_PIXEL_TOLERANCE = 0.5
 
 
 class ExportError(RuntimeError):
@@ -48,7 +52,10 @@ def check_image(image):
     """Raise a ValueError naming the problem unless ``image`` (a tensor or NumPy array) is what
     an exported model takes: one image (3, H, W), float32, H and W at least
     :data:`MIN_IMAGE_SIDE`, every pixel finite (the eager model refuses NaN and infinite
-    pixels the same way; the graph itself would return no detections for them)."""
+    pixels the same way; the graph itself would return no detections for them), and pixel
+    values of 8-bit images, 0 to 255 (the graph normalises them itself: an image scaled to 0-1
+    or already normalised gives no detections without a word). An all-zero (black) image
+    passes."""
     shape, dtype = tuple(image.shape), str(image.dtype).removeprefix("torch.")
     if len(shape) != 3 or shape[0] != 3:
         batch = " (one image, not a batch)" if len(shape) == 4 else ""
@@ -63,9 +70,17 @@ def check_image(image):
             f"The exported model takes images of at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} px, "
             f"got {shape[1]}x{shape[2]}"
         )
-    finite = image.isfinite().all() if isinstance(image, torch.Tensor) else np.isfinite(image).all()
-    if not finite:
+    # One host read; min and max propagate NaN.
+    low, high = torch.stack(torch.aminmax(torch.as_tensor(image))).tolist()
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("The exported model got an image with infinite or NaN pixels")
+    if 0 < high <= 1 or low < -_PIXEL_TOLERANCE or high > 255 + _PIXEL_TOLERANCE:
+        scaled = " (an image scaled to 0-1? multiply it by 255)" if 0 < high <= 1 else ""
+        raise ValueError(
+            f"The exported model takes pixel values from 0 to 255, as read from an 8-bit image "
+            f"file (it subtracts the mean and divides by the std itself), but the image's "
+            f"values run from {low:g} to {high:g}{scaled}"
+        )
 
 
 def build_export_model(cfg, seed=0):

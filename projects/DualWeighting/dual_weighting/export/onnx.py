@@ -17,6 +17,7 @@ only when used.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .adapter import ExportError, check_image, deformable_layers
@@ -134,8 +135,14 @@ def check_onnx_runtime(model):
 
 class OnnxRuntimeDetector:
     """An exported ONNX model in an ONNX Runtime session, called like the TorchScript one:
-    ``detector(image)`` with a (3, H, W) float32 tensor gives ``(boxes, scores, classes)``
-    tensors (on the CPU).
+    ``detector(image)`` gives ``(boxes, scores, classes)`` tensors (on the CPU).
+
+    The image is what the model sees, as in training and evaluation: a (3, H, W) float32
+    tensor or NumPy array of pixel values from 0 to 255, in the config's ``INPUT.FORMAT``
+    channel order (BGR for this project's configs), already resized by the config's test
+    resize (:func:`~.adapter.sample_image` reads and resizes a file so). The boxes come back in
+    the pixels of that resized image. An input the graph does not take, an image scaled to 0-1
+    among them, gets a ValueError naming the problem (:func:`~.adapter.check_image`).
 
     Args:
         path: the ``.onnx`` file.
@@ -151,8 +158,10 @@ class OnnxRuntimeDetector:
             options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(str(path), options, providers=list(providers))
 
-    def __call__(self, image: torch.Tensor):
+    def __call__(self, image):
         """Raises ValueError for an input the graph does not take (:func:`.check_image`)."""
         check_image(image)
-        boxes, scores, classes = self.session.run(None, {"image": image.detach().cpu().numpy()})
+        if isinstance(image, torch.Tensor):
+            image = image.detach().cpu().numpy()
+        boxes, scores, classes = self.session.run(None, {"image": np.ascontiguousarray(image)})
         return torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(classes)

@@ -32,9 +32,11 @@ def export_torchscript(model, image: torch.Tensor, path=None):
 
 class TorchScriptDetector:
     """The TorchScript module saved by :func:`export_torchscript`, called like the ONNX Runtime
-    one: ``detector(image)`` gives ``(boxes, scores, classes)``, and an input the graph does not
-    take gets a ValueError naming the problem (:func:`~.adapter.check_image`) instead of an
-    error from inside the graph or a silent empty result.
+    one: ``detector(image)`` with a (3, H, W) float32 tensor or NumPy array, 0-255 pixel values
+    at the size the model sees (see :class:`~.onnx.OnnxRuntimeDetector`), gives ``(boxes,
+    scores, classes)``, and an input the graph does not take gets a ValueError naming the
+    problem (:func:`~.adapter.check_image`) instead of an error from inside the graph or a
+    silent empty result.
 
     Attributes:
         module: the loaded ``torch.jit.ScriptModule``.
@@ -43,9 +45,9 @@ class TorchScriptDetector:
     def __init__(self, path, device="cpu"):
         self.module = torch.jit.load(str(path), map_location=device)
 
-    def __call__(self, image: torch.Tensor):
+    def __call__(self, image):
         check_image(image)
-        return self.module(image)
+        return self.module(torch.as_tensor(image))
 
 
 def load_torchscript(path, device="cpu") -> TorchScriptDetector:

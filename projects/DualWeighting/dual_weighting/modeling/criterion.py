@@ -16,9 +16,17 @@ from detectron2.config import configurable
 from torch import nn
 
 from .assignment import DWAssignment, dw_assign
+from .criterion_inputs import check_criterion_inputs, criterion_dtype
 from .losses import dw_losses
 
-__all__ = ["DWCriterion", "check_assignment", "check_finite_predictions"]
+__all__ = ["DWCriterion", "check_assignment", "check_finite_predictions", "set_config_style"]
+
+# What to change when training collapses, in the keys of the run's config style.
+_COLLAPSE_FIX = {
+    "yacs": "lower SOLVER.BASE_LR or lengthen the warm-up (SOLVER.WARMUP_ITERS)",
+    "lazy": "lower optimizer.lr or lengthen the warm-up (lr_multiplier.warmup_length)",
+    None: "lower the learning rate or lengthen its warm-up",
+}
 
 
 def check_finite_predictions(predictions, detector: str, iteration: int):
@@ -33,7 +41,9 @@ def check_finite_predictions(predictions, detector: str, iteration: int):
         )
 
 
-def check_assignment(assignment: DWAssignment, detector: str, iteration: int):
+def check_assignment(
+    assignment: DWAssignment, detector: str, iteration=None, config_style: str | None = None
+):
     """Raise a FloatingPointError naming ``detector`` and ``iteration`` in the two states of an
     assignment from finite predictions where training cannot go on but the losses would not say
     so (one host read for both):
@@ -43,7 +53,8 @@ def check_assignment(assignment: DWAssignment, detector: str, iteration: int):
       an error that names neither.
     - candidates with a center prior but every positive weight exactly 0: every joint score of
       the candidates underflowed to 0 (a collapsed classifier). Every DW loss and its gradient
-      is then exactly 0, and the run would go on without learning anything.
+      is then exactly 0, and the run would go on without learning anything. The message says
+      which keys to change in the ``config_style`` of the run ("yacs" or "lazy"; None: no keys).
     """
     if len(assignment.prior) == 0:
         return
@@ -53,16 +64,24 @@ def check_assignment(assignment: DWAssignment, detector: str, iteration: int):
             (assignment.prior > 0).any() & (assignment.pos_weight.sum() == 0),
         )
     ).tolist()
+    when = "" if iteration is None else f" at iteration={iteration}"
     if not_finite:
-        raise FloatingPointError(
-            f"{detector} predicted boxes overflow float32 (NaN GIoU) at iteration={iteration}"
-        )
+        raise FloatingPointError(f"{detector} predicted boxes overflow float32 (NaN GIoU){when}")
     if collapsed:
         raise FloatingPointError(
-            f"{detector} training collapsed at iteration={iteration}: every joint score of the "
+            f"{detector} training collapsed{when}: every joint score of the "
             f"{len(assignment.prior)} candidates of the batch's boxes underflowed to 0, so every "
-            f"positive weight and every loss is 0; lower SOLVER.BASE_LR or lengthen the warm-up"
+            f"positive weight and every loss is 0; {_COLLAPSE_FIX[config_style]}"
         )
+
+
+def set_config_style(model: nn.Module, style: str):
+    """Tell every :class:`DWCriterion` of ``model`` the config style of the run, "yacs" or
+    "lazy", so that a collapse names the keys to change in it (the engine's trainers do this
+    when they build the model)."""
+    for module in model.modules():
+        if isinstance(module, DWCriterion):
+            module.config_style = style
 
 
 class DWCriterion(nn.Module):
@@ -72,12 +91,32 @@ class DWCriterion(nn.Module):
     The argument names are those of the yacs keys ``MODEL.DW.<NAME>`` in lower case. The module
     has no parameters or buffers: it only computes.
 
+    Its inputs are checked (:func:`~.criterion_inputs.check_criterion_inputs`, one host read):
+    a wrong shape or length, a class id outside [0, C) or a non-finite box raises a ValueError
+    naming the argument, the index and the value. Half-precision predictions are computed in
+    float32, with autocast off.
+
     Example::
 
         criterion = DWCriterion()
         losses = criterion(points, strides, cls_logits, quality_logits, pred_boxes,
                            gt_boxes, gt_classes)
+
+    A head of one's own that trains with it can stop on the states where training cannot go on
+    but the losses would not say so (a collapsed classifier, boxes overflowing float32), as
+    the detectors of this package do, with the two steps apart::
+
+        assignment = criterion.assign(points, strides, cls_logits, quality_logits, pred_boxes,
+                                      gt_boxes, gt_classes)
+        criterion.check(assignment, "my detector", iteration)
+        losses = criterion.losses(assignment, sum(len(b) for b in gt_boxes))
+
+    Attributes:
+        config_style: "yacs" or "lazy", the config style of the run, for the keys a collapse
+            names (:func:`set_config_style`); None when unknown.
     """
+
+    config_style = None
 
     @configurable
     def __init__(
@@ -148,34 +187,55 @@ class DWCriterion(nn.Module):
         gt_classes: list[torch.Tensor],
     ) -> DWAssignment:
         """The first step: scores, center prior and weights of every (image, candidate, box)
-        pair whose candidate lies inside the box. Arguments as :meth:`forward`'s."""
-        return dw_assign(
-            points,
-            strides,
-            cls_logits,
-            quality_logits,
-            pred_boxes,
-            gt_boxes,
-            gt_classes,
-            center_prior_mu=self.center_prior_mu,
-            center_prior_sigma=self.center_prior_sigma,
-            soft_prior=self.soft_prior,
-            candidate_topk_per_level=self.candidate_topk_per_level,
-            loc_score_scale=self.loc_score_scale,
-            pos_weight_num_scale=self.pos_weight_num_scale,
-            pos_weight_den_scale=self.pos_weight_den_scale,
-            neg_iou_thresh=self.neg_iou_thresh,
+        pair whose candidate lies inside the box. Arguments as :meth:`forward`'s.
+
+        Raises:
+            ValueError: a mistake in the inputs, named with its index and value
+                (:func:`~.criterion_inputs.check_criterion_inputs`).
+        """
+        check_criterion_inputs(
+            points, strides, cls_logits, quality_logits, pred_boxes, gt_boxes, gt_classes
         )
+        dtype = criterion_dtype(cls_logits, quality_logits, pred_boxes)
+        cls_logits, pred_boxes = cls_logits.to(dtype), pred_boxes.to(dtype)
+        quality_logits = None if quality_logits is None else quality_logits.to(dtype)
+        with torch.autocast(cls_logits.device.type, enabled=False):
+            return dw_assign(
+                points,
+                strides,
+                cls_logits,
+                quality_logits,
+                pred_boxes,
+                gt_boxes,
+                gt_classes,
+                center_prior_mu=self.center_prior_mu,
+                center_prior_sigma=self.center_prior_sigma,
+                soft_prior=self.soft_prior,
+                candidate_topk_per_level=self.candidate_topk_per_level,
+                loc_score_scale=self.loc_score_scale,
+                pos_weight_num_scale=self.pos_weight_num_scale,
+                pos_weight_den_scale=self.pos_weight_den_scale,
+                neg_iou_thresh=self.neg_iou_thresh,
+            )
 
     def losses(self, assignment: DWAssignment, num_boxes: int) -> dict[str, torch.Tensor]:
         """The second step: the losses of ``assignment`` for a batch of ``num_boxes`` boxes,
         normalised over the batch and over all workers (:func:`~.losses.dw_losses`)."""
-        return dw_losses(
-            assignment,
-            num_boxes,
-            pos_cls_loss_weight=self.pos_cls_loss_weight,
-            pos_loc_loss_weight=self.pos_loc_loss_weight,
-        )
+        with torch.autocast(assignment.scores.device.type, enabled=False):
+            return dw_losses(
+                assignment,
+                num_boxes,
+                pos_cls_loss_weight=self.pos_cls_loss_weight,
+                pos_loc_loss_weight=self.pos_loc_loss_weight,
+            )
+
+    def check(self, assignment: DWAssignment, detector: str = "DWCriterion", iteration=None):
+        """Raise a FloatingPointError where training cannot go on but the losses of
+        ``assignment`` would not say so: a collapsed classifier, or predicted boxes whose area
+        overflows float32 (:func:`check_assignment`, one host read). ``detector`` and
+        ``iteration`` are named in the message, and for a collapse the keys to change in the
+        run's :attr:`config_style`."""
+        check_assignment(assignment, detector, iteration, self.config_style)
 
     def forward(
         self,
@@ -187,9 +247,9 @@ class DWCriterion(nn.Module):
         gt_boxes: list[torch.Tensor],
         gt_classes: list[torch.Tensor],
     ) -> dict[str, torch.Tensor]:
-        """The DW losses of a batch. Computed in the dtype of the predictions: give float32 or
-        float64 (cast half-precision predictions first); memory is O(N P G) booleans plus O(N P
-        C) for the scores, never (P, G, C).
+        """The DW losses of a batch. Computed in the dtype of the predictions, float64 if any is
+        float64, float32 for float32 and half precision, with autocast off; memory is O(N P G)
+        booleans plus O(N P C) for the scores, never (P, G, C).
 
         Args:
             points: (P, 2) candidate locations (x, y) in pixels of the padded input: anchor
@@ -205,6 +265,10 @@ class DWCriterion(nn.Module):
 
         Returns:
             ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars.
+
+        Raises:
+            ValueError: a mistake in the inputs, named with its index and value (see
+                :meth:`assign`).
         """
         assignment = self.assign(
             points, strides, cls_logits, quality_logits, pred_boxes, gt_boxes, gt_classes

@@ -10,7 +10,7 @@ import torch
 from detectron2.utils.events import get_event_storage
 
 from .assignment import DWAssignment
-from .criterion import DWCriterion, check_assignment, check_finite_predictions
+from .criterion import DWCriterion, check_finite_predictions
 
 __all__ = ["DWTrainingMixin", "dw_training_step"]
 
@@ -25,7 +25,7 @@ def dw_training_step(
 ) -> tuple[dict[str, torch.Tensor], DWAssignment]:
     """The DW losses of a batch, after the checks that stop training naming ``detector`` and
     the iteration (:func:`~.criterion.check_finite_predictions`,
-    :func:`~.criterion.check_assignment`).
+    :meth:`~.criterion.DWCriterion.check`, which names the keys of the run's config style).
 
     Args:
         criterion: the detector's DW criterion.
@@ -45,7 +45,7 @@ def dw_training_step(
     # meant for half precision, and CUDA autocast refuses binary_cross_entropy outright.
     with torch.autocast(predictions[0][0].device.type, enabled=False):
         assignment = criterion.assign(*criterion_inputs(), gt_boxes, gt_classes)
-        check_assignment(assignment, detector, iteration)
+        criterion.check(assignment, detector, iteration)
         losses = criterion.losses(assignment, sum(len(b) for b in gt_boxes))
     return losses, assignment
 

@@ -1,0 +1,89 @@
+"""Class lists that stay the same from training to evaluation and demo.
+
+A model predicts class numbers; the names are where they come from. A list read from the files of
+one command (VOC's object names, sorted) changes with the files: a split without ``cross``
+renumbers every class after it. So a list can be given (a file or a comma list,
+:func:`parse_class_names`), a training run saves the names it trains with beside its checkpoints
+and config (:func:`save_class_names`, ``class_names.txt``, itself such a file), and the tools
+compare a dataset's names with those of the model (:func:`saved_class_names`).
+"""
+
+import os
+
+__all__ = [
+    "CLASS_NAMES_FILE",
+    "near_duplicates",
+    "parse_class_names",
+    "save_class_names",
+    "saved_class_names",
+]
+
+# Written in a training run's output folder, beside its checkpoints and config.
+CLASS_NAMES_FILE = "class_names.txt"
+
+
+def near_duplicates(names):
+    """Groups (tuples, in order of ``names``) of distinct names that differ only in case or in
+    spaces around them (``Circle``, ``circle``, ``circle ``)."""
+    groups = {}
+    for name in names:
+        variants = groups.setdefault(name.strip().casefold(), [])
+        if name not in variants:
+            variants.append(name)
+    return [tuple(v) for v in groups.values() if len(v) > 1]
+
+
+def parse_class_names(spec):
+    """The class names given as ``spec``: a text file of one name a line (blank lines skipped;
+    a run's ``class_names.txt``), or names separated by commas (``circle,cross,square``).
+    Spaces around a name are dropped.
+
+    Raises:
+        FileNotFoundError: ``spec`` looks like a file (a ``.txt`` name or a path) that does not
+            exist.
+        ValueError: no name, a name given twice, or names differing only in case (each
+            problem named with the names).
+    """
+    spec = os.fspath(spec)
+    if os.path.isfile(spec):
+        with open(spec) as f:
+            names, where = [line.strip() for line in f if line.strip()], spec
+    elif spec.endswith(".txt") or os.sep in spec:
+        raise FileNotFoundError(
+            f"Class list file {spec!r} not found (give a file of one name a line, or the names "
+            "separated by commas)"
+        )
+    else:
+        names, where = [n.strip() for n in spec.split(",") if n.strip()], f"the list {spec!r}"
+    if not names:
+        raise ValueError(f"{where} names no class")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{where} gives {', '.join(map(repr, repeated))} more than once")
+    close = near_duplicates(names)
+    if close:
+        shown = "; ".join(" and ".join(map(repr, group)) for group in close)
+        raise ValueError(f"{where} has names that differ only in case: {shown}")
+    return names
+
+
+def save_class_names(output_dir, names):
+    """Write ``names``, one a line, to ``output_dir/class_names.txt``; return its path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, CLASS_NAMES_FILE)
+    with open(path, "w") as f:
+        f.write("".join(f"{name}\n" for name in names))
+    return path
+
+
+def saved_class_names(weights):
+    """``(names, path)`` of the ``class_names.txt`` beside the checkpoint file ``weights`` (saved
+    by the run that trained it), or ``(None, None)`` when there is none (a checkpoint from
+    elsewhere, a URL, no weights)."""
+    if not weights or "://" in str(weights):
+        return None, None
+    path = os.path.join(os.path.dirname(os.path.abspath(weights)), CLASS_NAMES_FILE)
+    if not os.path.isfile(path):
+        return None, None
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()], path
