@@ -3,11 +3,13 @@ shorter side 800, boxes only), the size-ordered test loader and the chosen COCOe
 
 from detectron2.config import LazyCall as L
 
-from dual_weighting.data import build_dw_test_loader
+from dual_weighting.data import DWDatasetMapper, build_dw_test_loader
 from dual_weighting.engine.lazy import model_zoo
 from dual_weighting.evaluation import DWCOCOEvaluator
 
 dataloader = model_zoo.get_config("common/data/coco.py").dataloader
+# detectron2's DatasetMapper that names an image file it cannot read (as train_net.py's yacs runs).
+dataloader.train.mapper._target_ = dataloader.test.mapper._target_ = DWDatasetMapper
 dataloader.train.mapper.image_format = "RGB"
 dataloader.train.mapper.use_instance_mask = False
 # Shorter side 800 (one size), longer side at most 1333, and the horizontal flip.

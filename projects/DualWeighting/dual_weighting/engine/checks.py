@@ -267,6 +267,7 @@ def _missing_paths(name):
 YACS_NUM_CLASSES = {
     "DWFCOS": "MODEL.DW.NUM_CLASSES",
     "DWLossFCOS": "MODEL.FCOS.NUM_CLASSES",
+    "ConfigurableFCOS": "MODEL.FCOS.NUM_CLASSES",
     "DWRetinaNet": "MODEL.RETINANET.NUM_CLASSES",
     "RetinaNet": "MODEL.RETINANET.NUM_CLASSES",
     "GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES",

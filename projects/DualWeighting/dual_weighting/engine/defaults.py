@@ -197,7 +197,7 @@ def check_command_line(args):
         uses = [(n, "DATASETS.TEST") for n in cfg.DATASETS.TEST]
         if not args.eval_only:
             uses = [(n, "DATASETS.TRAIN") for n in cfg.DATASETS.TRAIN] + uses
-        weights, train_key = cfg.MODEL.WEIGHTS, "DATASETS.TRAIN"
+        train_key = "DATASETS.TRAIN"
     else:
         cfg = load_lazy_config(args.config_file, args.opts)
         device_key = "train.device"
@@ -216,16 +216,16 @@ def check_command_line(args):
             for key in (f"dataloader.{split}.dataset.names" for split in splits)
             for name in _names(OmegaConf.select(cfg, key, default=None))
         ]
-        weights = OmegaConf.select(cfg, "train.init_checkpoint", default="")
         train_key = "dataloader.train.dataset.names"
     check_device(device, device_key, args.config_file)
     check_num_gpus(args.num_gpus, device)
     check_datasets(uses)
-    # --resume with a checkpoint in the output folder loads that one, not the initial weights.
-    if not (args.resume and os.path.isfile(os.path.join(output_dir, "last_checkpoint"))):
-        check_weights(weights, weights_key, args.config_file)
     if num_classes is not None:
         check_num_classes(uses, num_classes, classes_key)
     model_names, where = model_class_names(uses, weights, train_key)
     if model_names:
         check_class_names(uses, model_names, where)
+    # Last, as it may reach the network. --resume with a checkpoint in the output folder loads
+    # that one, not the initial weights.
+    if not (args.resume and os.path.isfile(os.path.join(output_dir, "last_checkpoint"))):
+        check_weights(weights, weights_key, args.config_file)
