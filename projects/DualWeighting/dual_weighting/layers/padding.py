@@ -22,7 +22,6 @@ Shapes: N images; a feature map (N, C, H, W) at stride s has ``H = ceil(H_batch 
 import contextlib
 import math
 import weakref
-from typing import Optional
 
 import torch
 from detectron2.layers import FrozenBatchNorm2d
@@ -60,8 +59,8 @@ def masked_group_norm(
     x: torch.Tensor,
     valid: torch.Tensor,
     num_groups: int,
-    weight: Optional[torch.Tensor],
-    bias: Optional[torch.Tensor],
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
     eps: float,
 ) -> torch.Tensor:
     """GroupNorm of each image over its valid cells only, zero elsewhere.
@@ -162,13 +161,13 @@ class BatchPadding:
             "a power-of-two stride, so each image's part of it is unknown"
         )
 
-    def valid_mask(self, height: int, width: int, device) -> Optional[torch.Tensor]:
+    def valid_mask(self, height: int, width: int, device) -> torch.Tensor | None:
         """(N, 1, height, width) bool, True inside each image's extent; None where every image
         fills the map."""
         masks = self._mask_and_complement(height, width, device)
         return None if masks is None else masks[0]
 
-    def own_cells(self, height: int, width: int, device) -> list[Optional[torch.Tensor]]:
+    def own_cells(self, height: int, width: int, device) -> list[torch.Tensor | None]:
         """Per image, the flat (row-major) indices of its own extent's cells in a feature map of
         ``height`` x ``width``, in the order they have in the image's map alone; None for an
         image that fills the map."""

@@ -4,7 +4,6 @@ Shapes: N images, C classes, L levels, level l of size (H_l, W_l) and stride s_l
 """
 
 import math
-from typing import Optional
 
 import torch
 from detectron2.config import configurable
@@ -140,7 +139,7 @@ class DWHead(nn.Module):
     def forward(
         self,
         features: list[torch.Tensor],
-        valid_masks: Optional[list[Optional[torch.Tensor]]] = None,
+        valid_masks: list[torch.Tensor | None] | None = None,
     ):
         """
         Args:

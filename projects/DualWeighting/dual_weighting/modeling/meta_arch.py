@@ -5,7 +5,6 @@ H_l x W_l of them), G_n ground-truth boxes of image n.
 """
 
 from contextlib import nullcontext
-from typing import Optional
 
 import torch
 from detectron2.config import configurable
@@ -46,9 +45,9 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
         *,
         backbone: Backbone,
         head: nn.Module,
-        head_in_features: Optional[list[str]] = None,
+        head_in_features: list[str] | None = None,
         num_classes: int,
-        criterion: Optional[DWCriterion] = None,
+        criterion: DWCriterion | None = None,
         test_score_thresh: float = 0.05,
         test_topk_candidates: int = 1000,
         test_nms_thresh: float = 0.6,
@@ -293,7 +292,7 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
         scores: list[torch.Tensor],
         box_ltrb: list[torch.Tensor],
         image_size: tuple[int, int],
-        output_size: Optional[tuple[int, int]] = None,
+        output_size: tuple[int, int] | None = None,
     ) -> Instances:
         """
         Args:

@@ -13,8 +13,6 @@ anchors over all levels, ``P = sum_l H_l * W_l * A``, in the order of
 ground-truth boxes of image n.
 """
 
-from typing import Optional
-
 import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
@@ -140,7 +138,7 @@ class DWRetinaNet(DWTrainingMixin, RetinaNet):
         anchor_generator: nn.Module,
         box2box_transform,
         num_classes: int,
-        criterion: Optional[DWCriterion] = None,
+        criterion: DWCriterion | None = None,
         quality: str = "none",
         test_score_thresh: float = 0.05,
         test_topk_candidates: int = 1000,
