@@ -1,4 +1,4 @@
-# The main job's model (`make demo`) as a LazyConfig: a small DW-FCOS trained from scratch on CPU
+# The quick smoke run's model (`make demo-shapes`) as a LazyConfig: a small DW-FCOS trained from scratch on CPU
 # on the generated shapes dataset (tools/sample_data/shapes.py, 256x320 images, 6 classes).
 # Twin of configs/dw_R_18_FPN_synthetic_demo.yaml.
 from .base_dw import dataloader, model, optimizer, train  # noqa: F401
@@ -22,7 +22,7 @@ dataloader.train.num_workers = dataloader.test.num_workers = 1
 dataloader.train.mapper.augmentations[0].update(short_edge_length=[192], max_size=240)
 dataloader.test.mapper.augmentations[0].update(short_edge_length=256, max_size=320)
 
-# About 8-9 minutes on 2 CPU cores (1.5-1.6 s an iteration). One late lr step: with seed 0,
+# About 5 minutes on 2 CPU cores (0.9 s an iteration; docs/BENCHMARKS.md). One late lr step: with seed 0,
 # AP50 60.4, against 58.2 with steps at 250 and 295.
 dataloader.train.total_batch_size = 8
 optimizer.lr = 0.01
@@ -30,5 +30,5 @@ train.max_iter = 320
 lr_multiplier = step_schedule(train.max_iter, steps=(280,), warmup_iters=30)
 train.checkpointer.period = 50
 train.eval_period = 0
-# A fixed seed: on CPU the same seed gives the same run (tools/benchmark.py soak checks this).
+# A fixed seed: on CPU the same seed gives the same run (the soak run of docs/BENCHMARKS.md).
 train.seed = 0
