@@ -1,5 +1,5 @@
-# The quick smoke run's model (`make demo-shapes`) as a LazyConfig: a small DW-FCOS trained from scratch on CPU
-# on the generated shapes dataset (tools/sample_data/shapes.py, 256x320 images, 6 classes).
+# The quick smoke run's model (`make demo-shapes`) as a LazyConfig: a small DW-FCOS trained from
+# scratch on CPU on the generated shapes dataset (tools/sample_data/shapes.py, 256x320 images, 6 classes).
 # Twin of configs/dw_R_18_FPN_synthetic_demo.yaml.
 from .base_dw import dataloader, model, optimizer, train  # noqa: F401
 from .common.dw_schedule import step_schedule
@@ -22,8 +22,8 @@ dataloader.train.num_workers = dataloader.test.num_workers = 1
 dataloader.train.mapper.augmentations[0].update(short_edge_length=[192], max_size=240)
 dataloader.test.mapper.augmentations[0].update(short_edge_length=256, max_size=320)
 
-# About 5 minutes on 2 CPU cores (0.9 s an iteration; docs/BENCHMARKS.md). One late lr step: with seed 0,
-# AP50 60.4, against 58.2 with steps at 250 and 295.
+# About 5 minutes on 2 CPU cores (0.9 s an iteration; docs/BENCHMARKS.md). One late lr step: with
+# seed 0, AP50 60.4, against 58.2 with steps at 250 and 295.
 dataloader.train.total_batch_size = 8
 optimizer.lr = 0.01
 train.max_iter = 320
