@@ -1,5 +1,6 @@
 # The quick smoke run's model (`make demo-shapes`) as a LazyConfig: a small DW-FCOS trained from
-# scratch on CPU on the generated shapes dataset (tools/sample_data/shapes.py, 256x320 images, 6 classes).
+# scratch on CPU on the generated shapes dataset (tools/sample_data/shapes.py, 256x320 images,
+# 6 classes).
 # Twin of configs/dw_R_18_FPN_synthetic_demo.yaml.
 from .base_dw import dataloader, model, optimizer, train  # noqa: F401
 from .common.dw_schedule import step_schedule
