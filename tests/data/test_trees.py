@@ -39,7 +39,7 @@ TREES_CONFIG = REPO / "configs" / "dw_R_18_FPN_trees.yaml"
 def wheel():
     path = trees_source_path()
     if not os.path.isfile(path):
-        pytest.fail(f"{path} is missing: `make env` (or `python tools/prepare_trees.py`) gets it")
+        pytest.fail(f"{path} is missing: `make trees` (or `python tools/prepare_trees.py`) gets it")
     return path
 
 
