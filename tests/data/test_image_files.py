@@ -3,13 +3,15 @@
 
 import numpy as np
 import pytest
+from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog
-from helpers import DEMO_CONFIG, load_cfg, voc_xml
+from helpers import CONFIGS, DEMO_CONFIG, load_cfg, voc_xml
 from PIL import Image
 
 from dual_weighting.data import DWDatasetMapper, FormatError
 from dual_weighting.data.datasets import register_voc_from_specs, register_yolo_from_spec
 from dual_weighting.engine import DWTrainer
+from dual_weighting.engine.lazy import load_lazy_config
 
 
 def write_image(path, fmt="JPEG"):
@@ -94,3 +96,15 @@ def test_coco_format_images_are_named_at_the_first_read(tmp_path):
     DatasetCatalog.register("trunc_coco", lambda: records)
     with pytest.raises(OSError, match=rf"{bad}: cannot read the image"):
         list(DWTrainer.build_test_loader(cfg, "trunc_coco"))
+
+
+def test_lazyconfig_loaders_name_the_file_too(tmp_path):
+    """configs/lazy/common/data/dw_coco.py gives both loaders the naming mapper."""
+    bad = truncate(write_image(tmp_path / "bad.jpg"))
+    record = {"file_name": str(bad), "image_id": 0, "height": 48, "width": 64, "annotations": []}
+    cfg = load_lazy_config(str(CONFIGS / "lazy" / "trees" / "dw_fcos_Lite0_FPN.py"))
+    for split in ("train", "test"):
+        mapper = instantiate(cfg.dataloader[split].mapper)
+        assert isinstance(mapper, DWDatasetMapper)
+        with pytest.raises(OSError, match=rf"{bad}: cannot read the image"):
+            mapper(dict(record))
