@@ -20,7 +20,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from dual_weighting.data import saved_class_names
 from dual_weighting.engine import load_tool_config
-from dual_weighting.engine.checks import check_class_names
+from dual_weighting.engine.dataset_checks import check_class_names
 
 __all__ = [
     "DetectionDemo",

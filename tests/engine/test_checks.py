@@ -18,7 +18,8 @@ from dual_weighting.engine import (
     load_lazy_config,
     load_yacs_config,
 )
-from dual_weighting.engine.checks import check_datasets, check_device, check_num_gpus
+from dual_weighting.engine.checks import check_device, check_num_gpus
+from dual_weighting.engine.dataset_checks import check_datasets
 from sample_data.shapes import generate_synthetic_coco
 
 YAML = str(CONFIGS / "dw_R_50_FPN_1x.yaml")

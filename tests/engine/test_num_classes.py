@@ -10,7 +10,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from helpers import CONFIGS
 
 from dual_weighting.engine import SetupError, check_command_line, default_dw_argument_parser
-from dual_weighting.engine.checks import YACS_NUM_CLASSES
+from dual_weighting.engine.dataset_checks import YACS_NUM_CLASSES
 from dual_weighting.engine.lazy import model_zoo
 
 # The key each detector's class count is set by, written out by hand.

@@ -2,25 +2,19 @@
 weights) or with those of a dataset registered by the same ``--register-*`` flags as
 ``train_net.py``, and refuses a dataset whose names differ from the model's."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
-from helpers import DEMO_CONFIG, REPO, load_cfg, write_voc
+from helpers import DEMO_CONFIG, load_cfg, write_voc
 from PIL import Image
+
+# demo/ is on pytest's pythonpath (pyproject), as a script's folder is on its sys.path.
+from demo import main as demo_main
 
 SMALL = ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96", "TEST.DETECTIONS_PER_IMAGE", "3"]
 # The demo config's 6 classes, under names no dataset here has.
 SAVED = ["ant", "bee", "cat", "dog", "eel", "fox"]
-
-
-def demo_main():
-    spec = importlib.util.spec_from_file_location("demo_script", REPO / "demo" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +37,7 @@ def photo(tmp_path_factory):
 
 
 def run(argv, capsys):
-    demo_main()(["--config-file", str(DEMO_CONFIG), "--confidence-threshold", "0", *argv])
+    demo_main(["--config-file", str(DEMO_CONFIG), "--confidence-threshold", "0", *argv])
     lines = capsys.readouterr().out.splitlines()
     return [line.split()[0] for line in lines if not line.startswith(("/", "CUDA"))]
 

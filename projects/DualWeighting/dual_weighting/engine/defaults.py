@@ -23,19 +23,21 @@ from ..data import (
     register_yolo_from_spec,
 )
 from .checks import (
-    LAZY_NUM_CLASSES,
-    YACS_NUM_CLASSES,
     SetupError,
-    check_class_names,
-    check_datasets,
     check_device,
-    check_num_classes,
     check_num_gpus,
     check_weights,
     check_yacs_overrides,
     config_kind,
-    model_class_names,
     require_kind,
+)
+from .dataset_checks import (
+    LAZY_NUM_CLASSES,
+    YACS_NUM_CLASSES,
+    check_class_names,
+    check_datasets,
+    check_num_classes,
+    model_class_names,
 )
 from .lazy import load_lazy_config
 from .run_log import setup_dw_logger
