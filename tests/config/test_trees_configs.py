@@ -35,6 +35,10 @@ def test_yacs_and_lazyconfig_twins_build_the_same_detector(name):
     lazy = load_lazy_config(str(LAZY / f"{name}.py"))
     assert cfg.MODEL.WEIGHTS == ""  # load_cfg clears it; the file names the converted weights
     assert lazy.train.init_checkpoint == "pretrained/tf_efficientnet_lite0.pth"
+    # The same solver: detectron2's RetinaNet lr scaled to batch 8 for both RetinaNets, 0.01 else.
+    expected_lr = 0.005 if "retinanet" in name else 0.01
+    assert cfg.SOLVER.BASE_LR == lazy.optimizer.lr == expected_lr
+    assert cfg.SOLVER.MAX_ITER == lazy.train.max_iter
     torch.manual_seed(0)
     yacs_model = build_model(cfg)
     torch.manual_seed(0)

@@ -3,7 +3,7 @@ before it starts when an option names something no section knows."""
 
 import pytest
 
-from benchmarks.options import ALONE, SECTIONS, argument_parser, check_args
+from benchmarks.options import SECTIONS, argument_parser, check_args
 
 DOC = "Summary line.\n\nThe epilog."
 
@@ -13,16 +13,19 @@ def parse(*argv):
 
 
 def test_defaults_pass_the_checks_and_lists_are_split_on_commas():
-    args = parse("accuracy", "--seeds", "3,4", "--variants", "fcos,dw_refine")
+    args = parse("pretrained", "--seeds", "3,4", "--pretrained-pairs", "fcos,rpn")
     check_args(args)
-    assert (args.section, args.seeds, args.variants) == ("accuracy", [3, 4], ["fcos", "dw_refine"])
-    assert parse().section == "all"
+    assert (args.section, args.seeds) == ("pretrained", [3, 4])
+    assert args.pretrained_pairs == ["fcos", "rpn"]
+    variants = parse("speed", "--speed-variants", "fcos,dw_refine").speed_variants
+    assert variants == ["fcos", "dw_refine"]
+    with pytest.raises(SystemExit):
+        parse()  # the section is named
 
 
-def test_every_section_is_a_choice_and_alone_ones_are_sections():
+def test_every_section_is_a_choice():
     for name in SECTIONS:
         assert parse(name).section == name
-    assert set(ALONE) < set(SECTIONS)
     with pytest.raises(SystemExit):
         parse("nonsense")
 
@@ -30,13 +33,12 @@ def test_every_section_is_a_choice_and_alone_ones_are_sections():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--variants", "fcos,dww"], "Unknown variant 'dww'"),
         (["--speed-variants", "retina"], "Unknown variant 'retina'"),
-        (["--pairs", "yolo"], "Unknown pair 'yolo'"),
+        (["--pretrained-pairs", "yolo"], "Unknown pretrained pair 'yolo'"),
         (["--speed-settings", "r18"], "Unknown speed setting 'r18'"),
         (["--quant-precisions", "int8_static"], "fp32 first"),
     ],
 )
 def test_an_unknown_name_stops_with_the_option_value(argv, message):
     with pytest.raises(SystemExit, match=message):
-        check_args(parse(*argv))
+        check_args(parse("speed", *argv))

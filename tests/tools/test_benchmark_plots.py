@@ -4,7 +4,7 @@ look (colours, line styles, legends, value labels) is left to the eye."""
 
 import pytest
 
-from benchmarks import plots, report, speed
+from benchmarks import plots, speed
 
 
 def assert_png(path):
@@ -61,24 +61,3 @@ def test_speed_ratio_bars_from_speed_results(tmp_path):
     assert groups["small train memory"] == {"DW": 0.9, "DW+refine": None}  # 90 / max(100, 80)
     fig = plots.bar_chart(groups, tmp_path / "speed.png", "t", "ratio", reference=1.0)
     assert len(fig.axes[0].patches) == 5
-
-
-def test_ap_curves_of_accuracy_runs(tmp_path):
-    def run(variant, seed, aps):
-        curve = [
-            [20 * (k + 1), {"own": {"AP": ap}, "low": {"AP": ap + 1}}] for k, ap in enumerate(aps)
-        ]
-        return {"variant": variant, "seed": seed, "curve": curve}
-
-    runs = [run("fcos", 0, [1.0, 3.0]), run("dw", 0, [2.0, 5.0]), run("dw", 1, [2.5, 4.0])]
-    runs.append({"variant": "fcos", "seed": 1, "metrics": {}})  # reused, from before curves
-    fig = report.plot_ap_curves(runs, tmp_path / "ap.png")
-    assert_png(tmp_path / "ap.png")
-    lines = {line.get_label(): list(line.get_ydata()) for line in fig.axes[0].get_lines()}
-    assert lines == {
-        "FCOS (d2), seed 0": [1.0, 3.0],
-        "DW, seed 0": [2.0, 5.0],
-        "DW, seed 1": [2.5, 4.0],
-    }
-    low = report.plot_ap_curves(runs, tmp_path / "ap_low.png", view="low")
-    assert list(low.axes[0].get_lines()[0].get_ydata()) == [2.0, 4.0]

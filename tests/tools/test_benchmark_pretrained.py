@@ -4,7 +4,26 @@ detectron2's metrics.json, the plateau check, the pair table, the runs' override
 import argparse
 import json
 
-from benchmarks.pretrained import PAIRS, format_pairs, plateau, read_curve, run_options
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.utils.env import seed_all_rng
+
+from benchmarks.pretrained import (
+    PAIRS,
+    config_of,
+    format_pairs,
+    format_time_to_accuracy,
+    iterations_to_reach,
+    last_half_ap,
+    pair_speed,
+    plateau,
+    proposal_recall,
+    read_curve,
+    run_options,
+)
+from dual_weighting.data import register_synthetic
+from sample_data.shapes import generate_synthetic_coco
 
 
 def test_curve_is_read_from_metrics_json_by_iteration(tmp_path):
@@ -66,3 +85,69 @@ def test_run_options_scale_the_lr_step_and_keep_the_configs_warmup():
     assert "SOLVER.WARMUP_ITERS" not in pairs
     args.warmup_iters = 0
     assert dict(zip(*[iter(run_options(0, args, "o"))] * 2))["SOLVER.WARMUP_ITERS"] == "0"
+
+
+def test_last_half_mean_and_time_to_accuracy_on_a_hand_made_curve():
+    original = [[50, {"AP": 3.0}], [100, {"AP": 8.0}], [150, {"AP": 9.0}], [200, {"AP": 8.6}]]
+    with_dw = [[50, {"AP": 4.0}], [100, {"AP": 8.7}], [150, {"AP": 8.2}], [200, {"AP": 9.4}]]
+    # The last two evaluations of four: (9.0 + 8.6) / 2; of three: the last two of 3.0, 8.0, 9.0.
+    assert last_half_ap(original) == pytest.approx(8.8)
+    assert last_half_ap(original[:3]) == pytest.approx(8.5)
+    # DW first reaches the original's final 8.6 at iteration 100; 9.5 it never reaches.
+    assert iterations_to_reach(with_dw, 8.6) == 100
+    assert iterations_to_reach(with_dw, 9.5) is None
+    a, b = PAIRS["fcos"]
+    records = [
+        {"config": a, "seed": 0, "curve": original, "metrics": original[-1][1]},
+        {"config": b, "seed": 0, "curve": with_dw, "metrics": with_dw[-1][1]},
+        {"config": a, "seed": 1, "curve": with_dw, "metrics": {"AP": 9.5}},
+        {"config": b, "seed": 1, "curve": original, "metrics": original[-1][1]},
+    ]
+    text = format_time_to_accuracy(records, ["fcos"])
+    assert "fcos seed 0: original's final AP 8.6: iteration 100 of 200" in text
+    assert "fcos seed 1: original's final AP 9.5: not reached" in text
+
+
+def test_rpn_rows_carry_the_proposal_recall():
+    a, b = PAIRS["rpn"]
+    records = [
+        _record(a, 0, 20.0, metrics={"AP": 20.0, "AR@100": 40.0, "AR@1000": 50.0}),
+        _record(b, 0, 20.0, metrics={"AP": 21.0, "AR@100": 43.5, "AR@1000": 50.0}),
+    ]
+    rows = {line.split("  ")[0]: line for line in format_pairs(records, ["rpn"]).splitlines()}
+    assert rows["rpn AR@100"].rstrip().endswith("+3.5")
+    assert "40.0 ± 0.0" in rows["rpn AR@100"] and "43.5 ± 0.0" in rows["rpn AR@100"]
+    assert rows["rpn AP"].rstrip().endswith("+1.0")
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset_opts(tmp_path_factory):
+    """Overrides that put the configs of configs/trees/ on 2 + 1 generated images of 64 x 96
+    (6 classes)."""
+    root = tmp_path_factory.mktemp("pretrained_tiny")
+    generate_synthetic_coco(
+        root, num_train=2, num_val=1, image_size=(64, 96), objects_per_image=(2, 3)
+    )
+    train, val = register_synthetic(root, prefix="t_pretrained")
+    return [
+        "DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{val}',)",
+        "MODEL.ROI_HEADS.NUM_CLASSES", "6", "SOLVER.IMS_PER_BATCH", "2",
+    ]  # fmt: skip
+
+
+def test_proposal_recall_evaluates_the_saved_rpn(tmp_path, tiny_dataset_opts):
+    config = PAIRS["rpn"][1]
+    seed_all_rng(0)
+    model = build_model(config_of(config, ["MODEL.DEVICE", "cpu", *tiny_dataset_opts]))
+    torch.save({"model": model.state_dict()}, tmp_path / "model_final.pth")
+    recall = proposal_recall(config, tmp_path, "cpu", tiny_dataset_opts)
+    assert set(recall) == {"AR@100", "AR@1000"}
+    # Random weights: up to 1000 proposals still cover part of 2-3 objects on 64 x 96.
+    assert 0 <= recall["AR@100"] <= recall["AR@1000"] <= 100 and recall["AR@1000"] > 0
+
+
+def test_pair_speed_times_both_detectors_of_a_pair(tiny_dataset_opts):
+    args = argparse.Namespace(device="cpu", warmup=0, repeats=2)
+    (ratios,) = pair_speed(args, ["rpn"], tiny_dataset_opts).values()
+    step, inference, memory = ratios
+    assert step > 0 and inference > 0 and (memory is None or memory > 0)

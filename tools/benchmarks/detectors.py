@@ -1,17 +1,15 @@
-"""The two detectors of the benchmark on one backbone: detectron2's own ``FCOS`` (from its
-model-zoo config) and DW-FCOS, their configs and their score thresholds."""
+"""The detectors of the speed section on one backbone: detectron2's own ``FCOS`` (from its
+model-zoo config), the same trained with DW's criterion, and DW-FCOS."""
 
 import copy
 import functools
-import math
 from pathlib import Path
 
 import torch
-from detectron2.config import get_cfg, instantiate
+from detectron2.config import instantiate
 from detectron2.modeling import build_backbone, build_model
 
 from dual_weighting import DWCriterion
-from dual_weighting.config import add_dw_config
 from dual_weighting.engine import load_yacs_config
 from dual_weighting.engine.lazy import model_zoo
 from dual_weighting.modeling import DWLossFCOS
@@ -21,7 +19,6 @@ from dual_weighting.modeling import DWLossFCOS
 REPO = Path(__file__).resolve().parents[2]
 SMALL_CONFIG = REPO / "configs" / "dw_R_18_FPN_synthetic_demo.yaml"
 R50_CONFIG = REPO / "configs" / "dw_R_50_FPN_1x.yaml"
-TREES_CONFIG = REPO / "configs" / "dw_R_18_FPN_trees.yaml"
 
 VARIANTS = {
     "fcos": "FCOS (d2)",
@@ -29,47 +26,14 @@ VARIANTS = {
     "dw": "DW",
     "dw_refine": "DW+refine",
 }
-# detectron2's own detectors with DW inside them (the "detectors" section), each beside its
-# original: {pair: (original, with DW)}, and the names of all the benchmark's detectors.
-PAIRS = {
-    "fcos": ("fcos", "fcos_dw"),
-    "retinanet": ("retinanet", "retinanet_dw"),
-    "rpn": ("faster_rcnn", "faster_rcnn_dw_rpn"),
-}
-NAMES = {
-    **VARIANTS,
-    "retinanet": "RetinaNet (d2)",
-    "retinanet_dw": "DW-RetinaNet",
-    "faster_rcnn": "Faster R-CNN (d2)",
-    "faster_rcnn_dw_rpn": "Faster R-CNN, DW-RPN",
-}
 # The meta-architectures built from detectron2's FCOS config (build_fcos): its own, and its class
 # trained with DW's criterion (DWLossFCOS). Both score sqrt(cls * ctr).
 FCOS_CLASSES = {"fcos": "FCOS", "fcos_dw": "DWLossFCOS"}
-# Threshold of the "low" view, on cls * ctr for both detectors (FCOS thresholds its square root).
-LOW_SCORE = 0.0025
 
 
 @functools.cache
 def _fcos_zoo_model():
     return model_zoo.get_config("COCO-Detection/fcos_R_50_FPN_1x.py").model
-
-
-def fcos_default_score_thresh() -> float:
-    """detectron2's FCOS score threshold, on its score sqrt(cls * ctr) (0.2)."""
-    return float(_fcos_zoo_model().test_score_thresh)
-
-
-def dw_default_score_thresh() -> float:
-    """DW's score threshold, on cls * ctr (0.05, the release's)."""
-    cfg = get_cfg()
-    add_dw_config(cfg)
-    return float(cfg.MODEL.DW.SCORE_THRESH_TEST)
-
-
-def score_of_product(variant, product):
-    """The detector's own score for a threshold ``product`` on cls * ctr (FCOS: its sqrt)."""
-    return math.sqrt(product) if variant == "fcos" else product
 
 
 def make_cfg(config_file, variant, opts=(), device="cpu"):

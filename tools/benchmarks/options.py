@@ -7,13 +7,12 @@ from pathlib import Path
 
 from dual_weighting.export.quantize import PRECISIONS as QUANT_PRECISIONS
 
-from .detectors import PAIRS, REPO, VARIANTS
+from .detectors import REPO, VARIANTS
 from .pretrained import PAIRS as PRETRAINED_PAIRS
 from .speed import speed_settings
 
-# The sections, in the order "all" runs them; those of ALONE run only when named.
-SECTIONS = ("accuracy", "speed", "detectors", "pretrained", "quantization")
-ALONE = ("detectors", "pretrained", "quantization")
+# The sections; one runs per call.
+SECTIONS = ("speed", "pretrained", "quantization")
 
 
 def _csv(kind):
@@ -31,67 +30,29 @@ def argument_parser(doc):
         epilog=doc.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "section",
-        nargs="?",
-        default="all",
-        choices=("all", *SECTIONS),
-        help="what to run (default: all = accuracy, speed; the others run alone)",
-    )
+    p.add_argument("section", choices=SECTIONS, help="what to measure")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--output-dir", default=str(REPO / "output" / "benchmark"))
     p.add_argument(
         "--resume",
         action="store_true",
-        help="reuse accuracy, detectors and pretrained runs already finished in OUTPUT_DIR with "
-        "the same config (marked 'reused'; an interrupted pretrained run continues from its "
-        "last checkpoint), e.g. after an interrupted run",
+        help="pretrained: reuse the runs finished in OUTPUT_DIR with the same command (marked "
+        "'reused'); an interrupted run continues from its last checkpoint",
     )
-    a = p.add_argument_group("accuracy")
-    a.add_argument(
-        "--dataset",
-        choices=("synthetic", "trees"),
-        default="synthetic",
-        help="synthetic: the generated shapes (default); trees: real aerial photographs of tree "
-        "crowns (DeepForest's, downloaded and converted on first use)",
-    )
-    a.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="default 0,1,2")
-    a.add_argument(
-        "--variants",
-        type=_csv(str),
-        default=["fcos", "dw"],
-        help="of fcos,fcos_dw (detectron2's FCOS with DW's losses),dw,dw_refine",
-    )
-    a.add_argument("--iters", type=int, default=120, help="training iterations")
-    a.add_argument(
-        "--warmup-iters",
-        type=int,
-        help="lr warm-up iterations (default: min(50, iters / 4); also the detectors section)",
-    )
-    a.add_argument("--batch", type=int, default=8, help="images per batch (also 'small' speed)")
-    a.add_argument("--min-size", type=int, default=192, help="shorter image side")
-    a.add_argument("--max-size", type=int, default=240, help="longer side cap")
-    a.add_argument(
-        "--eval-period", type=int, default=40, help="iterations between AP evaluations (0: end)"
-    )
-    d = p.add_argument_group("detectors (also uses the accuracy and speed options)")
-    d.add_argument(
-        "--pairs",
-        type=_csv(str),
-        default=list(PAIRS),
-        help=f"of {','.join(PAIRS)}: detectron2's detector and the same with DW (default: all)",
-    )
-    t = p.add_argument_group("pretrained (also uses --seeds, --eval-period, --warmup-iters)")
+    t = p.add_argument_group("pretrained (also uses --warmup, --repeats for its step times)")
     t.add_argument(
         "--pretrained-pairs",
         type=_csv(str),
         default=list(PRETRAINED_PAIRS),
         help=f"of {','.join(PRETRAINED_PAIRS)}: configs/trees/ pairs (default: all)",
     )
+    t.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="default 0,1,2")
     t.add_argument(
-        "--pretrained-iters", type=int, default=400, help="iterations of each run (default 400)"
+        "--pretrained-iters", type=int, default=300, help="iterations of each run (default 300)"
     )
+    t.add_argument("--warmup-iters", type=int, help="lr warm-up iterations (default: the configs')")
+    t.add_argument("--eval-period", type=int, default=50, help="iterations between AP evaluations")
     s = p.add_argument_group("speed")
     s.add_argument(
         "--speed-settings", type=_csv(str), default=["small", "r50"], help="of small,r50"
@@ -102,6 +63,9 @@ def argument_parser(doc):
         default=["fcos", "dw", "dw_refine"],
         help="of fcos,dw,dw_refine (ratios are to fcos)",
     )
+    s.add_argument("--batch", type=int, default=8, help="images per batch of 'small'")
+    s.add_argument("--min-size", type=int, default=192, help="image height of 'small'")
+    s.add_argument("--max-size", type=int, default=240, help="image width of 'small'")
     s.add_argument("--boxes", type=int, default=10, help="random boxes per image")
     s.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     s.add_argument("--repeats", type=int, default=3, help="timed rounds, median")
@@ -127,16 +91,13 @@ def argument_parser(doc):
 
 def check_args(args):
     """Stop (``SystemExit`` naming the option and value) on a name no section knows."""
-    for name in (*args.variants, *args.speed_variants):
+    for name in args.speed_variants:
         if name not in VARIANTS:
             raise SystemExit(f"Unknown variant {name!r}; choose from {sorted(VARIANTS)}")
     if args.quant_precisions[:1] != ["fp32"] or not set(args.quant_precisions) <= set(
         QUANT_PRECISIONS
     ):
         raise SystemExit(f"--quant-precisions: fp32 first, then of {sorted(QUANT_PRECISIONS)}")
-    for name in args.pairs:
-        if name not in PAIRS:
-            raise SystemExit(f"Unknown pair {name!r}; choose from {sorted(PAIRS)}")
     for name in args.pretrained_pairs:
         if name not in PRETRAINED_PAIRS:
             raise SystemExit(

@@ -11,9 +11,15 @@ threshold. A run that stops on an error (a ``FloatingPointError`` of detectron2'
 checks) is recorded as diverged with its last error line, and the section goes on.
 
 The table gives, per pair, mean ± sample standard deviation over seeds of the final AP, AP50,
-AP75, APs and APm of both detectors, and DW - original per seed. The plateau check compares the
-last evaluation with the best one of the run's last half: a curve still rising by more than
-:data:`PLATEAU_AP` AP over its last half is marked "rising".
+AP75, APs and APm of both detectors (for the RPN pair also the recall AR@100 and AR@1000 of the
+proposals, detectron2's ``ProposalNetwork`` on the final weights), and DW - original per seed.
+"AP last half" is the mean AP of the evaluations of a run's second half, less noisy than one
+evaluation of the small held-out split. The plateau check compares the last evaluation with the
+best one of the run's first half: a curve still rising by more than :data:`PLATEAU_AP` AP is
+marked "rising". Time to accuracy: per seed, the first evaluated iteration at which the DW
+detector's AP reaches its original's final AP. Last, the training step time and peak memory
+of each pair's two detectors, interleaved round by round on a real training batch
+(:func:`~.speed.measure_speed`).
 """
 
 import json
@@ -22,9 +28,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from detectron2.evaluation import COCOEvaluator, inference_on_dataset
+from detectron2.modeling import build_model
+from detectron2.utils.env import seed_all_rng
+
+from dual_weighting.checkpoint import DWCheckpointer
+from dual_weighting.engine import DWTrainer, load_yacs_config
+
 from .detectors import REPO
 from .plots import curve_chart
 from .report import format_table, mean_std
+from .speed import measure_speed, ratios
 
 CONFIGS = REPO / "configs" / "trees"
 # name: (detectron2's detector, the same with DW), configs of configs/trees/.
@@ -34,7 +48,8 @@ PAIRS = {
     "retinanet": ("retinanet_Lite0_FPN", "dw_retinanet_Lite0_FPN"),
     "rpn": ("faster_rcnn_Lite0_FPN", "dw_rpn_faster_rcnn_Lite0_FPN"),
 }
-METRICS = ("AP", "AP50", "AP75", "APs", "APm")
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "AP last half")
+RECALLS = ("AR@100", "AR@1000")
 # AP gained over the last half of a run below which its curve counts as flat.
 PLATEAU_AP = 0.5
 
@@ -77,9 +92,34 @@ def plateau(curve):
     return "rising" if aps[-1] - max(first_half) > PLATEAU_AP else "flat"
 
 
+def last_half_ap(curve):
+    """Mean AP of the evaluations of the run's second half (its last evaluation included)."""
+    aps = [m["AP"] for _, m in curve]
+    return sum(aps[len(aps) // 2 :]) / len(aps[len(aps) // 2 :])
+
+
+def config_of(config, opts=()):
+    return load_yacs_config(str(CONFIGS / f"{config}.yaml"), list(opts))
+
+
+def proposal_recall(config, run_dir, device, opts=()):
+    """AR@100 and AR@1000 (%) on the held-out split of the proposals of the final weights in
+    ``run_dir``: the config's backbone and RPN (with ``opts``) as detectron2's
+    ``ProposalNetwork``, evaluated by ``COCOEvaluator``."""
+    weights = str(Path(run_dir) / "model_final.pth")
+    opts = ["MODEL.META_ARCHITECTURE", "ProposalNetwork", "MODEL.DEVICE", device, *opts]
+    cfg = config_of(config, opts)
+    model = build_model(cfg)
+    DWCheckpointer(model).load(weights)
+    dataset = cfg.DATASETS.TEST[0]
+    loader = DWTrainer.build_test_loader(cfg, dataset)
+    results = inference_on_dataset(model, loader, COCOEvaluator(dataset, output_dir=None))
+    return {k: results["box_proposals"][k] for k in RECALLS}
+
+
 def train(config, seed, args):
     """Train (or finish, or reuse) one run; its record: config, seed, curve, final metrics,
-    plateau, or ``diverged`` with the error's last line."""
+    plateau (the RPN pair: proposal recall), or ``diverged`` with the error's last line."""
     run_dir = Path(args.output_dir) / "pretrained" / f"{config}_seed{seed}"
     command = [
         sys.executable, str(REPO / "train_net.py"), "--config-file",
@@ -90,36 +130,45 @@ def train(config, seed, args):
     if args.resume and saved.is_file():
         previous = json.loads(saved.read_text())
         if previous["command"] == record["command"]:
-            return {**previous, "reused": True}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
-    with open(run_dir / "stdout.txt", "w") as log:
-        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    curve = read_curve(run_dir, args.pretrained_iters)
-    record["curve"] = curve
-    if finished.returncode != 0 or not curve or curve[-1][0] != args.pretrained_iters:
-        lines = (run_dir / "stdout.txt").read_text().strip().splitlines()
-        record["diverged"] = lines[-1] if lines else f"exit code {finished.returncode}"
-    else:
-        record.update(metrics=curve[-1][1], plateau=plateau(curve))
-    saved.write_text(json.dumps(record))
+            record = {**previous, "reused": True}
+    if "curve" not in record:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
+        with open(run_dir / "stdout.txt", "w") as log:
+            finished = subprocess.run(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO
+            )
+        curve = read_curve(run_dir, args.pretrained_iters)
+        record["curve"] = curve
+        if finished.returncode != 0 or not curve or curve[-1][0] != args.pretrained_iters:
+            lines = (run_dir / "stdout.txt").read_text().strip().splitlines()
+            record["diverged"] = lines[-1] if lines else f"exit code {finished.returncode}"
+        else:
+            record.update(metrics=curve[-1][1], plateau=plateau(curve))
+    if "metrics" in record:
+        record["metrics"]["AP last half"] = last_half_ap(record["curve"])
+        if config in PAIRS["rpn"] and "AR@100" not in record["metrics"]:
+            record["metrics"].update(proposal_recall(config, run_dir, args.device))
+    saved.write_text(json.dumps({k: v for k, v in record.items() if k != "reused"}))
     return record
+
+
+def metric_values(records, config, metric, seeds):
+    """``metric`` of ``config``'s runs, one per seed (NaN where missing or diverged)."""
+    by_key = {(r["config"], r["seed"]): r for r in records}
+    rs = [by_key.get((config, s)) for s in seeds]
+    return [r["metrics"].get(metric, float("nan")) if r and "metrics" in r else float("nan")
+            for r in rs]  # fmt: skip
 
 
 def format_pairs(records, pairs):
     """The table: per pair and metric, both detectors' mean ± std and DW - original per seed."""
-    by_key = {(r["config"], r["seed"]): r for r in records}
     seeds = sorted({r["seed"] for r in records})
     rows = []
     for name in pairs:
         original, with_dw = PAIRS[name]
-        for metric in METRICS:
-
-            def values(config, metric=metric):
-                rs = [by_key.get((config, s)) for s in seeds]
-                return [r["metrics"][metric] if r and "metrics" in r else float("nan") for r in rs]
-
-            a, b = values(original), values(with_dw)
+        for metric in METRICS + (RECALLS if name == "rpn" else ()):
+            a, b = (metric_values(records, c, metric, seeds) for c in (original, with_dw))
             stats = [mean_std(a), mean_std(b)]
             diffs = ", ".join(f"{y - x:+.1f}" for x, y in zip(a, b))
             rows.append(
@@ -132,6 +181,54 @@ def format_pairs(records, pairs):
     notes = [f"diverged: {d}" for d in diverged] + [f"still rising: {r}" for r in rising]
     header = ["pair, metric", "original", "with DW", "DW - original by seed " + str(seeds)]
     return "\n".join([format_table(header, rows), *notes])
+
+
+def iterations_to_reach(curve, ap):
+    """The first evaluated iteration of ``curve`` whose AP is at least ``ap``; None if none."""
+    return next((it for it, m in curve if m["AP"] >= ap), None)
+
+
+def format_time_to_accuracy(records, pairs):
+    """Per pair and seed: the iteration at which DW reaches its original's final AP."""
+    by_key = {(r["config"], r["seed"]): r for r in records}
+    lines = []
+    for name in pairs:
+        original, with_dw = PAIRS[name]
+        for seed in sorted({r["seed"] for r in records}):
+            a, b = by_key.get((original, seed)), by_key.get((with_dw, seed))
+            if not (a and b and "metrics" in a and "metrics" in b):
+                continue
+            target = a["metrics"]["AP"]
+            it = iterations_to_reach(b["curve"], target)
+            reached = f"iteration {it} of {a['curve'][-1][0]}" if it else "not reached"
+            lines.append(f"  {name} seed {seed}: original's final AP {target:.1f}: {reached}")
+    return "\n".join(lines)
+
+
+def training_batch(cfg):
+    """The first training batch of ``cfg``'s data loader (its mapper, flips and sizes)."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATALOADER.NUM_WORKERS = 0
+    return next(iter(DWTrainer.build_train_loader(cfg)))
+
+
+def pair_speed(args, pairs, opts=()):
+    """Training step time and peak memory of each pair's two detectors (their configs with
+    ``opts``), interleaved round by round on one real training batch; {pair: (step ratio,
+    inference ratio, memory ratio)}."""
+    speeds = {}
+    for name in pairs:
+        models = {}
+        for config in PAIRS[name]:
+            cfg = config_of(config, ["MODEL.DEVICE", args.device, *opts])
+            seed_all_rng(0)
+            models[config] = (cfg, build_model(cfg))
+        batch = training_batch(models[PAIRS[name][0]][0])
+        runs = measure_speed(models, batch, args.device, args.warmup, args.repeats)
+        speeds[name] = ratios(runs[PAIRS[name][1]], runs[PAIRS[name][0]])
+        del models
+    return speeds
 
 
 def run_pretrained(args, out):
@@ -152,6 +249,16 @@ def run_pretrained(args, out):
                 print(f" AP {m['AP']:.1f} AP50 {m['AP50']:.1f}, {record['plateau']}{reused}")
     out["pretrained"] = records
     print(format_pairs(records, args.pretrained_pairs))
+    print("Time to accuracy (the first evaluation at which DW reaches its original's final AP):")
+    print(format_time_to_accuracy(records, args.pretrained_pairs))
+    speeds = pair_speed(args, args.pretrained_pairs)
+    out["pretrained_speed"] = speeds
+    rows = [[name, *("-" if x is None else f"{x:.3f}x" for x in r)] for name, r in speeds.items()]
+    print(
+        f"DW / original, median of {args.repeats} interleaved rounds after {args.warmup} "
+        f"warm-up, one training batch of the tree crowns, {args.device}:\n"
+        + format_table(["pair", "train step", "inference", "train memory"], rows)
+    )
     for name in args.pretrained_pairs:
         curves = {
             (r["config"], f"seed {r['seed']}"): tuple(zip(*[(i, m["AP"]) for i, m in r["curve"]]))
