@@ -19,6 +19,12 @@ and each pair's step time and memory ratios; draws the AP curves
 (``benchmarks/pretrained.py``). Runs go to ``OUTPUT_DIR/pretrained/<config>_seed<k>/``;
 ``--resume`` continues an interrupted one from its checkpoint and reuses finished ones.
 
+**warmup**: which lr warm-ups (``--warmups``, iterations from factor 0.001 to the configs' lr)
+each detector of ``--pretrained-pairs`` survives: per warm-up and seed a run of the warm-up plus
+``--after-warmup`` iterations, evaluated at its end; the table gives its AP or the error that
+stopped it (detectron2's NaN check, or DW's named checks: a collapsed classifier, overflowing
+boxes, saturated scores). Runs go to ``OUTPUT_DIR/warmup<W>/``; ``--resume`` reuses them.
+
 **speed**: per setting (``--speed-settings``), one model per variant (default detectron2's FCOS
 from its model-zoo config on DW's backbone with DW's head size, DW, DW with box refine), random
 weights, synthetic images with ``--boxes`` COCO-like random boxes each: seconds per training
@@ -50,7 +56,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.options import argument_parser, check_args
-from benchmarks.pretrained import run_pretrained
+from benchmarks.pretrained import run_pretrained, run_warmup
 from benchmarks.quantization import run_quantization
 from benchmarks.report import environment
 from benchmarks.speed import run_speed
@@ -72,7 +78,12 @@ def main(argv=None):
         f"{env['torch_threads']} threads, device {env['device']}\n{env['collect_env_info']}",
         flush=True,
     )
-    runners = {"speed": run_speed, "pretrained": run_pretrained, "quantization": run_quantization}
+    runners = {
+        "speed": run_speed,
+        "pretrained": run_pretrained,
+        "warmup": run_warmup,
+        "quantization": run_quantization,
+    }
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     print(f"== {args.section} ==", flush=True)

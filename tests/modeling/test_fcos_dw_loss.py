@@ -199,7 +199,7 @@ def test_yacs_and_lazy_configs_build_the_same_model():
 
 
 def test_the_benchmark_pairs_it_with_detectron2s_fcos_at_equal_start():
-    """tools/benchmark.py accuracy --variants fcos,fcos_dw: the same model from the same seed,
+    """tools/benchmark.py speed --speed-variants fcos,fcos_dw: the same model from the same seed,
     only the losses differ."""
     models = []
     for variant in ("fcos", "fcos_dw"):

@@ -9,6 +9,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.env import seed_all_rng
 
+from benchmarks import pretrained
 from benchmarks.pretrained import (
     PAIRS,
     config_of,
@@ -151,3 +152,33 @@ def test_pair_speed_times_both_detectors_of_a_pair(tiny_dataset_opts):
     (ratios,) = pair_speed(args, ["rpn"], tiny_dataset_opts).values()
     step, inference, memory = ratios
     assert step > 0 and inference > 0 and (memory is None or memory > 0)
+
+
+def test_warmup_section_runs_each_warmup_to_its_own_folder_and_tables_the_outcome(
+    monkeypatch, capsys
+):
+    calls = []
+
+    def fake_train(config, seed, args):
+        calls.append((config, seed, args.warmup_iters, args.pretrained_iters, args.output_dir))
+        if config == PAIRS["fcos"][1] and args.warmup_iters == 0:
+            return {"diverged": "FloatingPointError: DWFCOS training collapsed at iteration=46"}
+        return {"metrics": {"AP": 7.25}}
+
+    monkeypatch.setattr(pretrained, "train", fake_train)
+    args = argparse.Namespace(
+        warmups=[0, 50], after_warmup=100, seeds=[0], pretrained_pairs=["fcos"], output_dir="o"
+    )
+    out = {}
+    pretrained.run_warmup(args, out)
+    original, with_dw = PAIRS["fcos"]
+    assert calls == [
+        (original, 0, 0, 100, "o/warmup0"), (with_dw, 0, 0, 100, "o/warmup0"),
+        (original, 0, 50, 150, "o/warmup50"), (with_dw, 0, 50, 150, "o/warmup50"),
+    ]  # fmt: skip
+    assert out["warmup"][with_dw] == {
+        "0 seed 0": "FloatingPointError: DWFCOS training collapsed at iteration=46",
+        "50 seed 0": "AP 7.2",
+    }
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(with_dw))
+    assert "collapsed at iteration=46" in row and row.rstrip().endswith("AP 7.2")

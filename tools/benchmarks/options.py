@@ -12,7 +12,7 @@ from .pretrained import PAIRS as PRETRAINED_PAIRS
 from .speed import speed_settings
 
 # The sections; one runs per call.
-SECTIONS = ("speed", "pretrained", "quantization")
+SECTIONS = ("speed", "pretrained", "warmup", "quantization")
 
 
 def _csv(kind):
@@ -53,6 +53,19 @@ def argument_parser(doc):
     )
     t.add_argument("--warmup-iters", type=int, help="lr warm-up iterations (default: the configs')")
     t.add_argument("--eval-period", type=int, default=50, help="iterations between AP evaluations")
+    t.add_argument(
+        "--pair-speed",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after the runs, time each pair's training step and memory (default: yes)",
+    )
+    w = p.add_argument_group("warmup (also uses --pretrained-pairs, --seeds)")
+    w.add_argument(
+        "--warmups", type=_csv(int), default=[0, 50, 200, 1000], help="default 0,50,200,1000"
+    )
+    w.add_argument(
+        "--after-warmup", type=int, default=100, help="iterations at full lr after the warm-up"
+    )
     s = p.add_argument_group("speed")
     s.add_argument(
         "--speed-settings", type=_csv(str), default=["small", "r50"], help="of small,r50"

@@ -22,6 +22,7 @@ of each pair's two detectors, interleaved round by round on a real training batc
 (:func:`~.speed.measure_speed`).
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -251,14 +252,6 @@ def run_pretrained(args, out):
     print(format_pairs(records, args.pretrained_pairs))
     print("Time to accuracy (the first evaluation at which DW reaches its original's final AP):")
     print(format_time_to_accuracy(records, args.pretrained_pairs))
-    speeds = pair_speed(args, args.pretrained_pairs)
-    out["pretrained_speed"] = speeds
-    rows = [[name, *("-" if x is None else f"{x:.3f}x" for x in r)] for name, r in speeds.items()]
-    print(
-        f"DW / original, median of {args.repeats} interleaved rounds after {args.warmup} "
-        f"warm-up, one training batch of the tree crowns, {args.device}:\n"
-        + format_table(["pair", "train step", "inference", "train memory"], rows)
-    )
     for name in args.pretrained_pairs:
         curves = {
             (r["config"], f"seed {r['seed']}"): tuple(zip(*[(i, m["AP"]) for i, m in r["curve"]]))
@@ -268,3 +261,44 @@ def run_pretrained(args, out):
         path = Path(args.output_dir) / f"pretrained_{name}_ap_curves.png"
         curve_chart(curves, path, f"{name}: held-out AP while fine-tuning on the tree crowns")
         print(f"  plot: {path}", flush=True)
+    if args.pair_speed:
+        speeds = pair_speed(args, args.pretrained_pairs)
+        out["pretrained_speed"] = speeds
+        rows = [
+            [name, *("-" if x is None else f"{x:.3f}x" for x in r)] for name, r in speeds.items()
+        ]
+        print(
+            f"DW / original, median of {args.repeats} interleaved rounds after {args.warmup} "
+            f"warm-up, one training batch of the tree crowns, {args.device}:\n"
+            + format_table(["pair", "train step", "inference", "train memory"], rows)
+        )
+
+
+def run_warmup(args, out):
+    """Which lr warm-ups (``args.warmups``, iterations from factor 0.001) each detector of
+    ``args.pretrained_pairs`` survives: per warm-up W and seed, a run of W +
+    ``args.after_warmup`` iterations at the configs' lr, evaluated at its end, in
+    ``OUTPUT_DIR/warmup<W>/``; prints the final AP of each run or the error that stopped it."""
+    configs = list(dict.fromkeys(c for name in args.pretrained_pairs for c in PAIRS[name]))
+    table = {}
+    for warmup in args.warmups:
+        iters = warmup + args.after_warmup
+        run_args = argparse.Namespace(
+            **{**vars(args), "warmup_iters": warmup, "pretrained_iters": iters,
+               "eval_period": iters, "output_dir": str(Path(args.output_dir) / f"warmup{warmup}")}
+        )  # fmt: skip
+        for seed in args.seeds:
+            for config in configs:
+                print(f"  warm-up {warmup}, {config} seed {seed} ...", flush=True)
+                record = train(config, seed, run_args)
+                cell = record["diverged"] if "diverged" in record else (
+                    f"AP {record['metrics']['AP']:.1f}"
+                )  # fmt: skip
+                table.setdefault(config, {})[(warmup, seed)] = cell
+    out["warmup"] = {
+        c: {f"{w} seed {s}": v for (w, s), v in row.items()} for c, row in table.items()
+    }
+    columns = [(w, s) for w in args.warmups for s in args.seeds]
+    header = ["detector", *(f"warm-up {w}, seed {s}" for w, s in columns)]
+    rows = [[c, *(table[c][k] for k in columns)] for c in configs]
+    print(format_table(header, rows))
