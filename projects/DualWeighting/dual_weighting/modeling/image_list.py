@@ -1,5 +1,4 @@
-"""The inference batch of DW-FCOS: detectron2's ImageList with what inference needs of it, and
-the check of the input pixels."""
+"""The inference batch of DW-FCOS and the check of its input pixels."""
 
 import torch
 from detectron2.structures import ImageList
@@ -10,14 +9,10 @@ __all__ = ["DWImageList", "check_finite_images"]
 
 
 class DWImageList(ImageList):
-    """detectron2's :class:`ImageList` of an inference batch, with what DW-FCOS' inference
-    needs of the batch, computed once by :meth:`DWFCOS.preprocess_image`.
-
-    Attributes:
-        padding: the :class:`~dual_weighting.layers.BatchPadding` of the batch (each image's own
-            padded extent).
-        output_sizes: N (height, width), the size each input asks its detections in
-            (detectron2's ``height`` and ``width`` keys; the resized size without them).
+    """detectron2's :class:`ImageList` of an inference batch with, computed once by
+    :meth:`DWFCOS.preprocess_image`, ``padding`` (the batch's
+    :class:`~dual_weighting.layers.BatchPadding`) and ``output_sizes``, N (height, width) each
+    input asks its detections in (its ``height`` and ``width``, else the resized size).
     """
 
     def __init__(self, images: ImageList, padding: BatchPadding, output_sizes):
