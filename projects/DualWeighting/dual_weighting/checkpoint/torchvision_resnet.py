@@ -63,25 +63,19 @@ def rename_resnet(key):
     return None
 
 
-def _rename(key, prefix):
-    """detectron2 name of torchvision ``key``, "" if it is dropped, None if unknown."""
-    if _DROPPED.fullmatch(key):
-        return ""
-    name = rename_resnet(key)
-    return None if name is None else prefix + name
-
-
 def convert_torchvision_resnet(state_dict, prefix=DEFAULT_PREFIX):
     """detectron2 name (after ``prefix``) -> tensor (detached, on CPU) of a torchvision ResNet
     ``state_dict`` (``module.`` stripped); a ValueError names every unknown key."""
     converted, unmapped = {}, []
     for key, value in state_dict.items():
         key = key.removeprefix("module.")
-        new_key = _rename(key, prefix)
-        if new_key is None:
+        if _DROPPED.fullmatch(key):
+            continue
+        name = rename_resnet(key)
+        if name is None:
             unmapped.append(key)
-        elif new_key:
-            converted[new_key] = value.detach().cpu()
+        else:
+            converted[prefix + name] = value.detach().cpu()
     if unmapped:
         raise ValueError(
             f"{len(unmapped)} keys are not torchvision ResNet keys this converter knows: "

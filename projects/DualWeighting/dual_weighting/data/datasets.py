@@ -34,8 +34,7 @@ _SPEC = re.compile(r"^(?P<name>[^=]+)=(?P<json>.+?\.json):(?P<root>.+)$", re.IGN
 
 
 def default_synthetic_root():
-    """``$DETECTRON2_DATASETS/dw_synthetic`` (``datasets/dw_synthetic`` when unset), where
-    detectron2 would look for builtin datasets too."""
+    """``$DETECTRON2_DATASETS/dw_synthetic`` (``datasets/dw_synthetic`` when unset)."""
     return os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "dw_synthetic")
 
 

@@ -22,8 +22,7 @@ class SizeOrderedInferenceSampler(InferenceSampler):
 
     @classmethod
     def from_dataset_dicts(cls, dataset_dicts: list[dict]) -> "SizeOrderedInferenceSampler":
-        """The sampler of detectron2 dataset dicts, ordered by their ``height`` and ``width``;
-        a ValueError names the first dict without them."""
+        """The sampler of dataset dicts by size; a ValueError names the first without one."""
         for i, d in enumerate(dataset_dicts):
             if not d.get("height") or not d.get("width"):
                 raise ValueError(

@@ -33,8 +33,7 @@ _LAZY_KEYS = {"model", "dataloader", "optimizer", "lr_multiplier", "train"}
 
 
 class SetupError(Exception):
-    """A problem with the command line, the config or the machine, which the user fixes; the
-    message says what it is and how."""
+    """A problem with the command line, the config or the machine; the message says the fix."""
 
 
 def twin_config(path):
@@ -194,8 +193,7 @@ def check_lazy_overrides(cfg: DictConfig, overrides, config_file):
 
 
 def check_device(device, key, config_file):
-    """Raise when ``device`` asks for CUDA on a machine without it; ``key`` is where the config
-    sets it (``MODEL.DEVICE`` or ``train.device``)."""
+    """Raise when ``device`` (the config's ``key``) asks for CUDA on a machine without it."""
     if not str(device).startswith("cuda") or torch.cuda.is_available():
         return
     if torch.version.cuda is None:
@@ -211,8 +209,7 @@ def check_device(device, key, config_file):
 
 
 def check_num_gpus(num_gpus, device):
-    """Raise when ``--num-gpus`` asks for more CUDA processes than there are GPUs. On a CPU
-    ``device`` any number works (that many gloo processes)."""
+    """Raise when ``--num-gpus`` asks for more CUDA processes than there are GPUs."""
     if not str(device).startswith("cuda"):
         return
     count = torch.cuda.device_count()

@@ -19,17 +19,6 @@ __all__ = [
 ]
 
 
-def _missing_paths(name):
-    meta = MetadataCatalog.get(name)
-    json_file, image_root = meta.get("json_file"), meta.get("image_root")
-    missing = []
-    if json_file and not os.path.isfile(json_file):
-        missing.append(json_file)
-    if image_root and not os.path.isdir(image_root):
-        missing.append(image_root + os.sep)
-    return missing
-
-
 # The key of the number of classes, by yacs meta-architecture, and the LazyConfig keys tried.
 YACS_NUM_CLASSES = {
     "DWFCOS": "MODEL.DW.NUM_CLASSES",
@@ -102,7 +91,11 @@ def check_datasets(uses):
                 "generated dw_synthetic_train / dw_synthetic_val, the tree crowns "
                 "deepforest_trees_train / deepforest_trees_val)."
             )
-        missing = _missing_paths(name)
+        meta = MetadataCatalog.get(name)
+        json_file, image_root = meta.get("json_file"), meta.get("image_root")
+        missing = [json_file] if json_file and not os.path.isfile(json_file) else []
+        if image_root and not os.path.isdir(image_root):
+            missing.append(image_root + os.sep)
         if not missing:
             continue
         where = f"Dataset {name!r} ({key}) reads {' and '.join(missing)}, which"

@@ -111,8 +111,7 @@ def deformable_layers(model) -> list[str]:
 
 
 def script_model(model):
-    """``torch.jit.script`` of ``model`` through detectron2's ``scripting_with_instances``; for
-    DWFCOS always an ExportError saying where TorchScript stops (docs/EXPORT.md)."""
+    """``scripting_with_instances`` of ``model``; for DWFCOS an ExportError (docs/EXPORT.md)."""
     fields = {"pred_boxes": Boxes, "scores": torch.Tensor, "pred_classes": torch.Tensor}
     try:
         return scripting_with_instances(model.eval(), fields)

@@ -33,5 +33,5 @@ class TorchScriptDetector:
 
 
 def load_torchscript(path, device="cpu") -> TorchScriptDetector:
-    """The TorchScript model saved by :func:`export_torchscript`, on ``device``."""
+    """The :class:`TorchScriptDetector` of ``path`` on ``device``."""
     return TorchScriptDetector(path, device)

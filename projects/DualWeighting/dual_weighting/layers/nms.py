@@ -67,16 +67,13 @@ def batched_nms_float32(boxes, scores, idxs, iou_threshold, *, block_size=None):
         scores: (R,) scores.
         idxs: (R,) integer class of each box.
         iou_threshold: IoU (float32) with a kept, better box of its class that drops a box.
-        block_size: boxes per block of the greedy pass; 128 on the CPU, 1024 elsewhere by
-            default. The result does not depend on it.
+        block_size: boxes per block of the greedy pass (default 128 on the CPU, else 1024);
+            the result does not depend on it.
 
     Returns:
-        (K,) int64 indices of the kept boxes, by decreasing score (equal scores in index order).
-
-    Raises:
-        ValueError: for mismatched shapes or non-finite boxes or scores.
-
-    A traced graph cannot record this loop: it runs :func:`traceable_batched_nms` instead.
+        (K,) int64 indices of the kept boxes, by decreasing score (equal scores in index order);
+        a ValueError for mismatched shapes or non-finite values. A traced graph runs
+        :func:`traceable_batched_nms` instead of this loop.
     """
     if capturing_graph():
         return traceable_batched_nms(boxes, scores, idxs, iou_threshold)

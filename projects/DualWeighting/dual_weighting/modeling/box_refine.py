@@ -14,13 +14,6 @@ from ..layers.graph_capture import capturing_graph
 __all__ = ["read_at_offsets", "refine_boxes"]
 
 
-def _anchor_grid(height: int, width: int, stride: int, like: torch.Tensor):
-    """Anchor x (1, 1, W) and y (1, H, 1): ``((j + 0.5) * stride, (i + 0.5) * stride)``, pixels."""
-    cols = (torch.arange(width, dtype=like.dtype, device=like.device) + 0.5) * stride
-    rows = (torch.arange(height, dtype=like.dtype, device=like.device) + 0.5) * stride
-    return cols.view(1, 1, width), rows.view(1, height, 1)
-
-
 def read_at_offsets(maps: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Channel ``k`` of output cell ``(i, j)`` is channel ``k`` of ``maps`` read bilinearly at
     ``(i + offsets[:, 2k], j + offsets[:, 2k + 1])``, zeros outside the map.
@@ -72,7 +65,7 @@ def refine_boxes(
 
     Args:
         box_ltrb_map: (N, 4, H, W) predicted distances, pixels, >= 0.
-        offsets: (N, 8, H, W) learned offsets, cells, (dy, dx) per side in the order above.
+        offsets: (N, 8, H, W) learned offsets, cells, (dy, dx) per side x1, y1, x2, y2.
         stride: the level's stride, pixels.
         valid: optional (N, 1, H, W) bool, each image's own part of a padded batch: the box
             map reads as zero outside it.
@@ -81,7 +74,10 @@ def refine_boxes(
         (N, 4, H, W) refined distances, pixels, clipped below at 0; differentiable.
     """
     _, _, height, width = box_ltrb_map.shape
-    px, py = _anchor_grid(height, width, stride, box_ltrb_map)
+    # Anchor x (1, 1, W) and y (1, H, 1): ((j + 0.5) * stride, (i + 0.5) * stride), pixels.
+    like = {"dtype": box_ltrb_map.dtype, "device": box_ltrb_map.device}
+    px = ((torch.arange(width, **like) + 0.5) * stride).view(1, 1, width)
+    py = ((torch.arange(height, **like) + 0.5) * stride).view(1, height, 1)
     left, top, right, bottom = box_ltrb_map.unbind(1)  # each (N, H, W)
     corners = torch.stack((px - left, py - top, px + right, py + bottom), dim=1)  # (N, 4, H, W)
     if valid is not None:

@@ -68,8 +68,7 @@ def check_assignment(
 
 
 def set_config_style(model: nn.Module, style: str):
-    """Tell every :class:`DWCriterion` of ``model`` the run's config style, "yacs" or "lazy", for
-    the keys a collapse names (the engine's trainers do this when they build the model)."""
+    """Tell every :class:`DWCriterion` of ``model`` the run's config style, "yacs" or "lazy"."""
     for module in model.modules():
         if isinstance(module, DWCriterion):
             module.config_style = style
@@ -118,18 +117,15 @@ class DWCriterion(nn.Module):
     ):
         """
         Args:
-            center_prior_mu, center_prior_sigma: the center prior's Gaussian (the paper's mu and
-                sigma), in strides of the candidate's level.
+            center_prior_mu, center_prior_sigma: the center prior's Gaussian, in strides.
             soft_prior: the Gaussian itself; False for the release's hard prior (1 where the
                 Gaussian exceeds 0.3, else 0).
             candidate_topk_per_level: 0 for the release's bag, every candidate inside the box;
                 k > 0 for the paper's, the k candidates nearest the box centre per box and level.
             loc_score_scale: ``p_loc = exp(-loc_score_scale * L)``, ``L`` the GIoU loss.
             pos_weight_num_scale, pos_weight_den_scale: the positive weight is
-                ``exp(num * v) * v * prior / sum_bag exp(den * v) * v * prior`` (5 and 3 in the
-                release).
-            pos_cls_loss_weight, pos_loc_loss_weight: factors of the positive classification
-                and localisation losses.
+                ``exp(num * v) * v * prior / sum_bag exp(den * v) * v * prior``.
+            pos_cls_loss_weight, pos_loc_loss_weight: factors of the two positive losses.
             neg_iou_thresh: predictions with an IoU below it stay full negatives.
         """
         super().__init__()

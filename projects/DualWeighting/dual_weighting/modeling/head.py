@@ -108,6 +108,7 @@ class DWHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
+        # The arguments are the keys of MODEL.DW in lower case.
         names = inspect.signature(DWHead.__init__).parameters.keys() - {"self", "input_shape"}
         return {"input_shape": input_shape, **{n: cfg.MODEL.DW[n.upper()] for n in names}}
 

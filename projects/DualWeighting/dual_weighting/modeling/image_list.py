@@ -22,8 +22,8 @@ class DWImageList(ImageList):
 
 
 def check_finite_images(batched_inputs: list[dict]):
-    """Raise a ValueError naming each floating-point ``image`` of ``batched_inputs`` that holds an
-    infinite or NaN pixel. Integer images (detectron2's mappers give uint8) are finite."""
+    """Raise a ValueError naming each floating-point ``image`` of ``batched_inputs`` with a
+    non-finite pixel (integer images are finite)."""
     floats = [
         (i, x["image"]) for i, x in enumerate(batched_inputs) if x["image"].is_floating_point()
     ]

@@ -20,7 +20,7 @@ from .training import DWTrainingMixin
 
 __all__ = ["DWRetinaNet", "DWRetinaNetHead", "QUALITIES"]
 
-# The quality factor of DW's joint score (MODEL.DW_RETINANET.QUALITY), see DWRetinaNet.
+# The quality factor of DW's joint score (MODEL.DW_RETINANET.QUALITY).
 QUALITIES = ("none", "objectness")
 
 # RetinaNet's arguments of IoU matching and losses, which DW replaces: not taken, not read.
@@ -64,15 +64,8 @@ class DWRetinaNetHead(RetinaNetHead):
         nn.init.constant_(self.quality_pred.bias, 0)
 
     def forward(self, features: list[torch.Tensor]):
-        """
-        Args:
-            features: L tensors (N, D, H_l, W_l), finest first.
-
-        Returns:
-            logits: L tensors (N, A * C, H_l, W_l).
-            bbox_reg: L tensors (N, A * 4, H_l, W_l), (dx, dy, dw, dh) of each anchor.
-            quality: L tensors (N, A, H_l, W_l), objectness logits.
-        """
+        """L tensors each of logits (N, A * C, H_l, W_l), anchor deltas (N, A * 4, H_l, W_l)
+        and objectness logits (N, A, H_l, W_l) of the L ``features`` (N, D, H_l, W_l)."""
         assert len(features) == self._num_features
         logits, bbox_reg, quality = [], [], []
         for feature in features:

@@ -107,8 +107,7 @@ class TimmBackbone(Backbone):
         }
 
     def _freeze(self, last_module: str):
-        """Freeze the modules up to ``last_module`` (registration order is timm's order of
-        computing them), their BatchNorm made frozen BN."""
+        """Freeze the modules up to ``last_module`` (in timm's order), BatchNorm as frozen BN."""
         # A features_only wrapper may flatten "blocks.0" to "blocks_0".
         prefixes = {last_module, last_module.replace(".", "_")}
         modules = list(self.body.named_modules())

@@ -26,15 +26,9 @@ def dw_training_step(
     """The DW losses of a batch, after :func:`~.criterion.check_finite_predictions` and
     :meth:`~.criterion.DWCriterion.check` (which name ``detector`` and the iteration).
 
-    Args:
-        predictions: the head's lists of L per-level tensors.
-        criterion_inputs: returns ``(points, strides, cls_logits, quality_logits, pred_boxes)``
-            as :meth:`DWCriterion.forward` takes them; called with autocast off.
-        gt_boxes: N tensors (G_n, 4), XYXY pixels.
-        gt_classes: N int64 tensors (G_n,).
-
-    Returns:
-        ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}`` (scalars), and the assignment.
+    ``predictions`` are the head's lists of L per-level tensors; ``criterion_inputs()``, called
+    with autocast off, returns the first arguments of :meth:`DWCriterion.forward`, ``gt_boxes``
+    and ``gt_classes`` the last. Returns the losses (scalars) and the assignment.
     """
     iteration = get_event_storage().iter
     check_finite_predictions(predictions, detector, iteration)
