@@ -1,8 +1,5 @@
-"""Dual Weighting (DW) label assignment for FCOS, as a detectron2 extension.
-
-Importing this package registers its meta-architecture, head and backbone builders in
-detectron2's registries.
-"""
+"""Dual Weighting (DW) label assignment for FCOS, as a detectron2 extension. Importing it
+registers its meta-architectures, head and backbone builders in detectron2's registries."""
 
 try:
     import detectron2  # noqa: F401

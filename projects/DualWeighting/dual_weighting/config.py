@@ -8,9 +8,7 @@ __all__ = ["add_dw_config"]
 
 
 def add_dw_config(cfg):
-    """Add the keys of DW-FCOS to a detectron2 config, in place: ``cfg.MODEL.DW``, the release's
-    resize under ``cfg.INPUT`` and the evaluation loader's options under ``cfg.TEST``. The test
-    detections per image are detectron2's ``TEST.DETECTIONS_PER_IMAGE``.
+    """Add the keys of DW-FCOS (docs/CONFIG.md) to a detectron2 config, in place.
 
     Example::
 
@@ -61,60 +59,45 @@ def add_dw_config(cfg):
     # Predictions with IoU below this stay full negatives (negative weight 1).
     cfg.MODEL.DW.NEG_IOU_THRESH = release["neg_iou_thresh"]
 
-    # Inference: score = sigmoid(cls) * sigmoid(centerness), per level kept above the threshold
-    # and the top-k, then class-aware NMS; at most TEST.DETECTIONS_PER_IMAGE are kept.
+    # Inference: score sigmoid(cls) * sigmoid(centerness), per level above the threshold and the
+    # top-k, then class-aware NMS; TEST.DETECTIONS_PER_IMAGE kept.
     cfg.MODEL.DW.SCORE_THRESH_TEST = 0.05
     cfg.MODEL.DW.TOPK_CANDIDATES_TEST = 1000
     cfg.MODEL.DW.NMS_THRESH_TEST = 0.6
-    # Compute each image of a test batch as if alone: outside an image's own padded extent every
-    # convolution's output is zeroed, GroupNorm leaves those cells out and no detection comes
-    # from them (dual_weighting.layers.BatchPadding). False: detectron2's plain padding, where an
-    # image padded further in its batch than alone gets other detections.
+    # Compute each image of a test batch as if alone (dual_weighting.layers.BatchPadding); False:
+    # detectron2's plain padding, where an image padded further than alone detects otherwise.
     cfg.MODEL.DW.MASK_PADDING_TEST = True
-    # Bring the boxes to the original image's size as the release does: divided by the float32
-    # resize factors before the NMS (which then decides on original-image coordinates), no
-    # second clip, empty boxes kept (dual_weighting.modeling.release_rescale). Off:
-    # detectron2's detector_postprocess after the NMS. On in the published-model configs, with
-    # INPUT.RELEASE_RESIZE_TEST.
+    # Rescale boxes to the original image before the NMS as the release does
+    # (dual_weighting.modeling.release_rescale), not detectron2's detector_postprocess after it.
+    # On in the published-model configs.
     cfg.MODEL.DW.RELEASE_POSTPROCESS_TEST = False
 
-    # Images per batch of the evaluation loader. With MODEL.DW.MASK_PADDING_TEST each image of a
-    # batch is computed as if alone (to float rounding), so more is faster with the same
-    # detections; 1 is the published numbers' path bit for bit (docs/BATCHED_EVALUATION.md).
+    # Images per batch of the evaluation loader; with MASK_PADDING_TEST more is faster with the
+    # same detections, 1 the published numbers' path bit for bit (docs/BATCHED_EVALUATION.md).
     cfg.TEST.IMS_PER_BATCH = 1
-    # COCOeval used by evaluation (dual_weighting.evaluation): "auto" (faster-coco-eval when
-    # installed, same numbers), "faster_coco_eval", "detectron2" (its compiled COCOeval_opt) or
-    # "pycocotools".
+    # COCOeval of evaluation: "auto", "faster_coco_eval", "detectron2" or "pycocotools".
     cfg.TEST.COCO_EVAL = "auto"
 
-    # Resize test images as the authors' release does (OpenCV bilinear, mmcv's size rounding;
-    # dual_weighting.data.ReleaseResizeShortestEdge) instead of detectron2's ResizeShortestEdge
-    # (PIL), to evaluate converted release checkpoints on exactly the release's input. Off here
-    # (detectron2's behaviour); the published-model configs turn it on.
+    # Resize test images as the release does (dual_weighting.data.ReleaseResizeShortestEdge)
+    # instead of detectron2's ResizeShortestEdge; on in the published-model configs.
     cfg.INPUT.RELEASE_RESIZE_TEST = False
-    # The same resize for training images (dual_weighting.data.build_train_augmentation), drawing
-    # the shorter side from MIN_SIZE_TRAIN by MIN_SIZE_TRAIN_SAMPLING as detectron2 does, and
-    # scaling boxes in float32 as MMDetection does. Off here; on in the published-model configs.
+    # The same for training images (dual_weighting.data.build_train_augmentation).
     cfg.INPUT.RELEASE_RESIZE_TRAIN = False
 
-    # A timm CNN as the backbone (dual_weighting.modeling.TimmBackbone), with MODEL.BACKBONE.NAME
-    # "build_timm_fpn_backbone": in detectron2's FPN over MODEL.FPN.IN_FEATURES, P6/P7 from P5.
-    # MODEL.BACKBONE.FREEZE_AT k freezes the first k of the model's feature levels (timm's
-    # feature_info). Weights come from MODEL.WEIGHTS, never from the hub.
+    # A timm CNN (dual_weighting.modeling.TimmBackbone) for MODEL.BACKBONE.NAME
+    # "build_timm_fpn_backbone"; FREEZE_AT k freezes its first k feature levels.
     cfg.MODEL.TIMM = CN()
     # timm model name, built with features_only=True (timm.list_models()).
     cfg.MODEL.TIMM.NAME = "tf_efficientnet_lite0"
     # Features returned, named c<k> for stride 2^k: c3, c4, c5 are strides 8, 16, 32.
     cfg.MODEL.TIMM.OUT_FEATURES = ["c3", "c4", "c5"]
-    # BatchNorm of the unfrozen layers: "FrozenBN" (detectron2's choice for ImageNet weights),
-    # "BN" or "SyncBN".
+    # BatchNorm of the unfrozen layers: "FrozenBN", "BN" or "SyncBN".
     cfg.MODEL.TIMM.NORM = "FrozenBN"
     # timm's stochastic depth rate over the blocks during training.
     cfg.MODEL.TIMM.DROP_PATH_RATE = 0.0
 
-    # detectron2's own FCOS with DW's losses (dual_weighting.modeling.DWLossFCOS). detectron2
-    # gives its FCOS no yacs keys; these are its LazyConfig arguments, with its defaults. The DW
-    # criterion reads MODEL.DW's keys.
+    # detectron2's FCOS (ConfigurableFCOS, DWLossFCOS with MODEL.DW's criterion keys): its
+    # LazyConfig arguments, with their defaults.
     cfg.MODEL.FCOS = CN()
     cfg.MODEL.FCOS.NUM_CLASSES = 80
     cfg.MODEL.FCOS.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
@@ -127,12 +110,8 @@ def add_dw_config(cfg):
     cfg.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000
     cfg.MODEL.FCOS.NMS_THRESH_TEST = 0.6
 
-    # DW-RetinaNet (dual_weighting.modeling.DWRetinaNet): detectron2's RetinaNet trained with DW.
-    # Its backbone, anchors, head and inference read detectron2's MODEL.RETINANET and
-    # MODEL.ANCHOR_GENERATOR keys; the DW criterion reads MODEL.DW's keys.
+    # DWRetinaNet: detectron2's RetinaNet (MODEL.RETINANET) trained with MODEL.DW's criterion.
     cfg.MODEL.DW_RETINANET = CN()
-    # The quality factor of DW's joint score: "none", the class score alone (detectron2's
-    # RetinaNetHead; it did better in a short comparison, see DWRetinaNet); "objectness", an
-    # extra conv on the box tower (DWRetinaNetHead) whose sigmoid multiplies the class score in
-    # training and at inference.
+    # The quality factor of DW's joint score: "none" (the class score alone) or "objectness"
+    # (DWRetinaNetHead's extra conv).
     cfg.MODEL.DW_RETINANET.QUALITY = "none"

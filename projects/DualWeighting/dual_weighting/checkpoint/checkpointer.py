@@ -4,15 +4,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 
 class DWCheckpointer(DetectionCheckpointer):
-    """detectron2's DetectionCheckpointer, plus:
-
-    - a file that cannot be read (truncated, not a checkpoint) raises an error naming it;
-    - with ``strict=True``, a checkpoint whose tensors have other shapes than the model's raises
-      an error listing them, saying so when the classifier differs (a checkpoint trained for
-      another number of classes), and one that leaves any model weight missing raises an error
-      listing the missing names (e.g. a no-refine checkpoint for a refine config). Use it for
-      evaluation; training from ImageNet weights legitimately misses the head.
-    """
+    """detectron2's DetectionCheckpointer; a file that cannot be read raises an error naming it,
+    and with ``strict=True`` (for evaluation) so do tensors of other shapes (naming another
+    class count) and missing model weights."""
 
     def __init__(self, model, save_dir="", *, strict=False, **checkpointables):
         super().__init__(model, save_dir, **checkpointables)
@@ -46,8 +40,7 @@ _CLASSIFIERS = ("cls_logits.weight", "cls_score.weight")
 
 
 def _shape_mismatch_message(incorrect_shapes):
-    """One paragraph on the tensors whose checkpoint shape differs from the model's, naming the
-    class-count keys when a classifier is among them."""
+    """The message on tensors of other shapes, naming the class-count keys for a classifier."""
     listed = ", ".join(
         f"{k} {tuple(a)} in the checkpoint, {tuple(b)} in the model"
         for k, a, b in incorrect_shapes[:5]

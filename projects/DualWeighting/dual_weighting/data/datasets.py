@@ -1,11 +1,6 @@
-"""Registering datasets in detectron2's catalogs: COCO-format, Pascal VOC XML and YOLO.
-
-COCO-format data goes through detectron2's ``register_coco_instances``, so records are read by
-its COCO loader (``load_coco_json``) and evaluated by ``COCOEvaluator`` like COCO itself. VOC
-and YOLO folders are read when registered (so that a bad file stops the run before training,
-named) into detectron2's dataset dicts, and are COCO-evaluated too (detectron2's
-``COCOEvaluator`` converts them). detectron2's builtin ``coco_2017_train`` / ``coco_2017_val``
-(under ``$DETECTRON2_DATASETS``) are untouched.
+"""Registering datasets in detectron2's catalogs: COCO-format (``register_coco_instances``),
+Pascal VOC XML and YOLO (read when registered, so a bad file stops the run before training);
+all are COCO-evaluated.
 """
 
 import collections
@@ -31,18 +26,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The classes of the generated shapes dataset (tools/sample_data/shapes.py); category ids are
-# 1..K in this order, as in COCO's json files.
+# The classes of the generated shapes dataset (tools/sample_data/shapes.py), category ids 1..K.
 CLASS_NAMES = ("circle", "square", "triangle", "ring", "cross", "star")
 
-# NAME=JSON_PATH:IMAGE_ROOT. The json path must end in ".json", which tells the separating colon
-# apart from colons inside the paths (e.g. Windows drive letters).
+# NAME=JSON_PATH:IMAGE_ROOT; ".json" tells the separating colon from colons inside the paths.
 _SPEC = re.compile(r"^(?P<name>[^=]+)=(?P<json>.+?\.json):(?P<root>.+)$", re.IGNORECASE)
 
 
 def default_synthetic_root():
-    """``$DETECTRON2_DATASETS/dw_synthetic`` (``datasets/dw_synthetic`` when unset), where
-    detectron2 would look for builtin datasets too."""
+    """``$DETECTRON2_DATASETS/dw_synthetic`` (``datasets/dw_synthetic`` when unset)."""
     return os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "dw_synthetic")
 
 
@@ -65,41 +57,31 @@ def _register(name, json_file, image_root, metadata=None):
     return name
 
 
-def _synthetic_paths(root, split):
-    return (
-        os.path.join(root, "annotations", f"instances_{split}.json"),
-        os.path.join(root, split),
-    )
-
-
 def register_synthetic(root, prefix="dw_synthetic"):
-    """Register the generated shapes dataset under ``root`` (written by
-    ``tools/sample_data/shapes.py``) as ``{prefix}_train`` and ``{prefix}_val``.
+    """Register the generated shapes dataset under ``root`` as ``{prefix}_train`` and
+    ``{prefix}_val`` and return the two names. Files are read only when a dataset is loaded; the
+    same names with other paths raise ValueError."""
+    return _register_splits(root, prefix, ("train", "val"), CLASS_NAMES)
 
-    Files are not read until a dataset is loaded, so this may run before generation. Registering
-    the same names with the same paths again does nothing; other paths raise ValueError.
 
-    Returns:
-        tuple[str, str]: the train and val dataset names.
-    """
-    names = []
-    for split in ("train", "val"):
-        json_file, image_root = _synthetic_paths(root, split)
-        metadata = {"thing_classes": list(CLASS_NAMES)}
-        names.append(_register(f"{prefix}_{split}", json_file, image_root, metadata))
-    return tuple(names)
+def _register_splits(root, prefix, splits, class_names):
+    """Register COCO-format ``root/annotations/instances_{split}.json`` with images in
+    ``root/{split}`` as ``{prefix}_{split}``; the tuple of names."""
+    return tuple(
+        _register(
+            f"{prefix}_{split}",
+            os.path.join(root, "annotations", f"instances_{split}.json"),
+            os.path.join(root, split),
+            {"thing_classes": list(class_names)},
+        )
+        for split in splits
+    )
 
 
 def register_coco_from_spec(spec):
     """Register a COCO-format dataset given as ``NAME=JSON_PATH:IMAGE_ROOT``, e.g.
-    ``my_val=/data/my/annotations/val.json:/data/my/images``, as for a command-line flag.
-
-    Raises:
-        ValueError: the spec is malformed, or NAME is registered with other paths.
-        FileNotFoundError: the json file or the image folder does not exist.
-
-    Returns:
-        str: the dataset name.
+    ``my_val=/data/my/annotations/val.json:/data/my/images``; return NAME. A ValueError for a
+    malformed spec or NAME registered with other paths, FileNotFoundError for missing paths.
     """
     match = _SPEC.match(spec.strip())
     if match is None or not match["name"].strip() or not match["root"].strip():
@@ -115,9 +97,10 @@ def register_coco_from_spec(spec):
     return _register(name, json_file, image_root)
 
 
-def _split_spec(spec, flag, form, example):
+def _split_spec(spec, flag, form, example, ok=lambda rest: True):
+    """``(NAME, rest)`` of ``spec`` ``NAME=rest``; a ValueError unless ``ok(rest)``."""
     name, sep, rest = spec.strip().partition("=")
-    if not sep or not name.strip() or not rest.strip():
+    if not sep or not name.strip() or not rest.strip() or not ok(rest.strip()):
         raise ValueError(f"Malformed {flag} spec {spec!r}: expected {form} (e.g. {example}).")
     return name.strip(), rest.strip()
 
@@ -136,9 +119,8 @@ def _registered_as(name, spec):
 
 
 def _register_dicts(name, records, class_names, spec, notes=()):
-    """Register ``records``; ``notes``, (logging level, message) pairs about the data, are logged
-    when the dataset is first loaded: registration runs before a run sets up its logging, so
-    logged then they would reach no log file (and below WARNING, no terminal)."""
+    """Register ``records``; ``notes``, (logging level, message) pairs, are logged when the
+    dataset is first loaded, after the run has set up its logging."""
     unsaid = list(notes)
 
     def load():
@@ -154,29 +136,15 @@ def _register_dicts(name, records, class_names, spec, notes=()):
 
 
 def register_voc_from_specs(specs, class_names=None):
-    """Register Pascal VOC datasets given as ``NAME=ANNOTATIONS[:IMAGE_DIR]``, as for
-    ``--register-voc``.
+    """Register Pascal VOC datasets given as ``NAME=ANNOTATIONS[:IMAGE_DIR]`` (``--register-voc``;
+    :func:`.voc.voc_xml_files`, :func:`.voc.default_voc_image_dir`); return the names.
 
-    ANNOTATIONS is a folder of ``.xml`` files or a devkit list ``ImageSets/Main/SPLIT.txt``
-    (:func:`.voc.voc_xml_files`); IMAGE_DIR holds the images the files name (default:
-    :func:`.voc.default_voc_image_dir`).
+    ``class_names`` (``--voc-classes``) gives the order of the model's classes, and must hold
+    every object's name; None: the sorted names of all ``specs``' objects together, so that
+    train and test share one order, refused when some differ only in case.
 
-    Args:
-        specs: the datasets, as above.
-        class_names: the classes, in the order of the model's class numbers (``--voc-classes``,
-            :func:`.class_names.parse_class_names`); every object's name must be one of them.
-            None: the sorted names of every object of all ``specs`` together, so that the
-            datasets of one command line (train and test) share one order; names differing
-            only in case are then refused (a typo would become a class of its own).
-
-    Raises:
-        ValueError: a spec is malformed, or NAME is registered from another spec.
-        FormatError: a file is malformed (named, with its line); an object's name is not in
-            ``class_names``, or names differ only in case (each named with a file and line).
-        FileNotFoundError: a folder, list or image does not exist.
-
-    Returns:
-        list[str]: the dataset names.
+    Raises ValueError (a malformed spec, NAME registered from another), FormatError (a malformed
+    file, an unknown or near-duplicate name, named by file and line) or FileNotFoundError.
     """
     parsed = []
     for spec in specs:
@@ -229,9 +197,8 @@ def _voc_class_names(objects, given):
 
 
 def _clipped_notes(spec, loaded):
-    """The note (level, message) on the boxes of :func:`.voc.load_voc`'s ``loaded`` that
-    reached past their image and were clipped to it: how many, and the first few by file and
-    line; none when there are none."""
+    """The (level, message) notes on the boxes of :func:`.voc.load_voc`'s ``loaded`` clipped to
+    their image: how many, the first few by file and line."""
     clipped = [(ann.path, o) for ann, _ in loaded for o in ann.objects if o.clipped]
     if not clipped:
         return []
@@ -246,27 +213,17 @@ def _clipped_notes(spec, loaded):
 
 
 def register_yolo_from_spec(spec):
-    """Register a YOLO dataset given as ``NAME=DATA_YAML:SPLIT``, as for ``--register-yolo``
-    (e.g. ``my_val=data.yaml:val``; :func:`.yolo.load_yolo` reads it, class names from the
-    yaml's ``names``).
+    """Register a YOLO dataset given as ``NAME=DATA_YAML:SPLIT`` (``--register-yolo``,
+    :func:`.yolo.load_yolo`); return NAME. Errors as :func:`register_voc_from_specs`'."""
 
-    Raises:
-        ValueError: the spec is malformed, or NAME is registered from another spec.
-        FormatError: the yaml or a label file is malformed (named, with its line).
-        FileNotFoundError: the yaml, a folder or an image does not exist.
+    def ok(rest):
+        data_yaml, sep, split = rest.rpartition(":")
+        return sep and data_yaml and split
 
-    Returns:
-        str: the dataset name.
-    """
     name, rest = _split_spec(
-        spec, "--register-yolo", "NAME=DATA_YAML:SPLIT", "my_val=data.yaml:val"
+        spec, "--register-yolo", "NAME=DATA_YAML:SPLIT", "my_val=data.yaml:val", ok
     )
-    data_yaml, sep, split = rest.rpartition(":")
-    if not sep or not data_yaml or not split:
-        raise ValueError(
-            f"Malformed --register-yolo spec {spec!r}: expected NAME=DATA_YAML:SPLIT (e.g. "
-            "my_val=data.yaml:val)."
-        )
+    data_yaml, _, split = rest.rpartition(":")
     if not _registered_as(name, spec.strip()):
         notes = []
         class_names, records = load_yolo(data_yaml, split, report=lambda *note: notes.append(note))

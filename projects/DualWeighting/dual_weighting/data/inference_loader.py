@@ -1,11 +1,5 @@
-"""The inference loader (evaluation): detectron2's test loader, with batches of one image size where
-the data allows.
-
-detectron2 pads the images of a batch to the largest one. With the padding masked
-(``MODEL.DW.MASK_PADDING_TEST``) the detections do not change, but the padded cells still cost
-their convolutions; images visited in order of aspect ratio and size fill most batches with
-images of one resized size, which need no padding at all.
-"""
+"""The evaluation loader: detectron2's test loader with batches of one image size where the data
+allows, so that they need no padding (which costs time even when masked)."""
 
 import logging
 
@@ -18,14 +12,8 @@ logger = logging.getLogger(__name__)
 
 
 class SizeOrderedInferenceSampler(InferenceSampler):
-    """detectron2's :class:`InferenceSampler` (every index exactly once over all workers, each
-    worker a contiguous share) visiting the images in order of aspect ratio (height / width),
-    then height, then index. Images of one aspect ratio are resized to one size by a shortest-edge
-    resize, so consecutive ones batch without padding.
-
-    Args:
-        sizes: (height, width) of each image of the dataset, in dataset order.
-    """
+    """detectron2's :class:`InferenceSampler` visiting the images, of (height, width) ``sizes``,
+    by aspect ratio, then height, then index: a shortest-edge resize makes them one size."""
 
     def __init__(self, sizes: list[tuple[int, int]]):
         super().__init__(len(sizes))
@@ -34,8 +22,7 @@ class SizeOrderedInferenceSampler(InferenceSampler):
 
     @classmethod
     def from_dataset_dicts(cls, dataset_dicts: list[dict]) -> "SizeOrderedInferenceSampler":
-        """The sampler of detectron2 dataset dicts, ordered by their ``height`` and ``width``;
-        a ValueError names the first dict without them."""
+        """The sampler of dataset dicts by size; a ValueError names the first without one."""
         for i, d in enumerate(dataset_dicts):
             if not d.get("height") or not d.get("width"):
                 raise ValueError(
@@ -46,11 +33,9 @@ class SizeOrderedInferenceSampler(InferenceSampler):
 
 
 def build_dw_test_loader(dataset, *, mapper, batch_size=1, num_workers=0, **kwargs):
-    """:func:`detectron2.data.build_detection_test_loader` of a list of dataset dicts. With more
-    than one image a batch, the images are visited by :class:`SizeOrderedInferenceSampler` when
-    every dict has its ``height`` and ``width`` (detectron2's COCO loader sets them), else in
-    dataset order, with a warning. The evaluators key results by image id, so the order changes
-    no number."""
+    """:func:`detectron2.data.build_detection_test_loader` of dataset dicts, by
+    :class:`SizeOrderedInferenceSampler` with more than one image a batch when every dict has a
+    size (else in order, with a warning); results are keyed by image id, so no number changes."""
     sampler = None
     if batch_size > 1:
         try:

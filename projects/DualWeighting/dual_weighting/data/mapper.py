@@ -1,10 +1,5 @@
-"""detectron2's ``DatasetMapper``, naming the image file when it cannot be read.
-
-detectron2 reads each image with PIL when the data loader first maps its record; a truncated or
-corrupt file stops training there with PIL's ``OSError: image file is truncated``, which names
-no file. VOC and YOLO data are checked when registered (:func:`.voc.image_size`); COCO-format
-data is read only here.
-"""
+"""detectron2's ``DatasetMapper``, naming the image file when it cannot be read (PIL's error
+names none; COCO-format images, unlike VOC and YOLO ones, are first read here)."""
 
 from detectron2.data import DatasetMapper
 

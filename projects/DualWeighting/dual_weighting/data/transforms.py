@@ -1,20 +1,6 @@
-"""The release's resize (MMDetection 2.x ``Resize(keep_ratio=True)`` through mmcv), as a detectron2
-augmentation, for training and evaluating exactly as the release does.
-
-detectron2's ``ResizeShortestEdge`` and the release agree on the target (shorter side to
-``short``, longer side at most ``max_size``) and on how a training size is drawn, but differ in
-two measurable ways (docs/RELEASE_DIFFERENCES.md):
-
-- interpolation: detectron2 resizes uint8 images with PIL's bilinear filter, the release with
-  OpenCV's ``INTER_LINEAR`` (fixed-point, half-pixel centres, no antialiasing): upscaled COCO
-  images differ by 1 grey level in about 20% of their values;
-- output size: detectron2 rescales twice when the longer side is capped and rounds the result,
-  mmcv takes ``scale = min(max_size / long, short / short_side)`` once and rounds
-  ``int(side * scale + 0.5)``; 476 of the 2.56 million sizes up to 1600 x 1600 get a size one
-  pixel apart (none with a 640-pixel longer side, COCO's usual).
-
-Training boxes are scaled as MMDetection scales them: float32 coordinates times the float32
-factors ``new / old``.
+"""The release's resize (MMDetection 2.x ``Resize(keep_ratio=True)``) as a detectron2
+augmentation: OpenCV's ``INTER_LINEAR`` instead of PIL's bilinear, mmcv's output size, and boxes
+scaled by float32 factors (docs/RELEASE_DIFFERENCES.md).
 """
 
 import cv2
@@ -32,11 +18,7 @@ __all__ = [
 
 
 def release_resize_shape(height, width, short, max_size):
-    """mmcv's ``rescale_size`` for ``img_scale=(max_size, short)``, ``keep_ratio=True``.
-
-    Returns:
-        (new_height, new_width) in pixels.
-    """
+    """(new_height, new_width) of mmcv's ``rescale_size`` for ``img_scale=(max_size, short)``."""
     scale = min(max_size / max(height, width), short / min(height, width))
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
@@ -68,21 +50,12 @@ class OpenCVResizeTransform(ResizeTransform):
 
 
 class ReleaseResizeShortestEdge(Augmentation):
-    """Resize to a shorter side ``short`` with the longer side at most ``max_size``, as the
-    release's pipelines: mmcv's output size (:func:`release_resize_shape`) and OpenCV's bilinear
-    resize (:class:`OpenCVResizeTransform`). Its arguments and attributes are those of
-    detectron2's ``ResizeShortestEdge``, so that either can stand in a config for the other."""
+    """The release's resize (:func:`release_resize_shape`, :class:`OpenCVResizeTransform`), with
+    the arguments and attributes of detectron2's ``ResizeShortestEdge``."""
 
     def __init__(self, short_edge_length, max_size, sample_style="range"):
-        """
-        Args:
-            short_edge_length: the shorter side, pixels: one size, or sizes to draw ``short``
-                from, as ``sample_style`` says.
-            max_size: cap of the longer side, pixels.
-            sample_style: ``"range"``: ``short`` uniform among the integers from
-                ``short_edge_length[0]`` to ``[1]`` (MMDetection's ``multiscale_mode="range"``);
-                ``"choice"``: one of ``short_edge_length`` (``"value"`` there).
-        """
+        """``sample_style`` ``"range"`` draws the shorter side among the integers from
+        ``short_edge_length[0]`` to ``[1]``, ``"choice"`` one of them; pixels."""
         super().__init__()
         if isinstance(short_edge_length, int):
             short_edge_length = (short_edge_length, short_edge_length)
@@ -119,10 +92,8 @@ def build_test_augmentation(cfg):
 
 
 def build_train_augmentation(cfg):
-    """The training augmentations of ``cfg``: detectron2's (resize, then the flip of
-    ``INPUT.RANDOM_FLIP``), the resize the release's when ``INPUT.RELEASE_RESIZE_TRAIN`` is on
-    (same ``MIN_SIZE_TRAIN``, ``MAX_SIZE_TRAIN`` and ``MIN_SIZE_TRAIN_SAMPLING``). The release
-    has no random crop: ``INPUT.CROP.ENABLED`` with it is refused."""
+    """detectron2's training augmentations of ``cfg``, the resize the release's with
+    ``INPUT.RELEASE_RESIZE_TRAIN`` (which refuses ``INPUT.CROP.ENABLED``: the release has none)."""
     augmentations = detection_utils.build_augmentation(cfg, is_train=True)
     if not cfg.INPUT.RELEASE_RESIZE_TRAIN:
         return augmentations

@@ -1,9 +1,6 @@
-"""Pascal VOC XML annotations (one ``<annotation>`` file per image, as LabelImg, CVAT and the
-VOC devkit write them) read into detectron2's dataset dicts, every problem named by file and line.
-
-Boxes follow detectron2's own Pascal VOC loader: VOC's corners are 1-based pixel indices, so
-``xmin`` and ``ymin`` move by -1 and the box is ``[xmin - 1, ymin - 1, xmax, ymax]`` in
-``XYXY_ABS`` pixels.
+"""Pascal VOC XML annotations (LabelImg, CVAT, the VOC devkit) read into detectron2's dataset
+dicts, every problem named by file and line. Boxes are ``[xmin - 1, ymin - 1, xmax, ymax]``
+``XYXY_ABS`` pixels, as detectron2's own VOC loader reads them.
 """
 
 import os
@@ -28,8 +25,7 @@ __all__ = [
 
 
 class FormatError(ValueError):
-    """An annotation file that cannot be read; the message names the file and, where it can,
-    the line."""
+    """An annotation file that cannot be read, named with its line where known."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +54,8 @@ class VocAnnotation:
 
 
 def _parse(path, data):
-    """The XML tree of ``data`` (read from ``path`` when None) and the line of every element's
-    start tag, by id (ElementTree keeps no line numbers; expat reports them while parsing)."""
+    """The XML tree of ``data`` (read from ``path`` when None) and, by id, the line of every
+    element (ElementTree keeps none)."""
     if data is None:
         with open(path, "rb") as f:
             data = f.read()
@@ -80,18 +76,9 @@ def _parse(path, data):
 
 
 def read_voc_xml(path, data=None):
-    """Read one Pascal VOC XML file, from ``path`` or from its bytes ``data`` (then ``path``
-    only names it in messages).
-
-    Boxes reaching past the image are clipped to it (and marked ``clipped``), as annotation
-    tools often leave them a pixel over; a box with no area inside the image is an error.
-
-    Raises:
-        FormatError: the file is not XML, its root is not ``<annotation>``, or an element is
-            missing, empty or not a number, or a box is empty; the message names file and line.
-
-    Returns:
-        VocAnnotation
+    """The :class:`VocAnnotation` of one Pascal VOC XML file, from ``path`` or its bytes
+    ``data``. Boxes past the image are clipped to it (marked ``clipped``); a FormatError names
+    the file and line of anything malformed or missing, or of a box with no area in the image.
     """
     path = os.fspath(path)
     root, lines = _parse(path, data)
@@ -146,16 +133,9 @@ def read_voc_xml(path, data=None):
 
 
 def voc_xml_files(path):
-    """The annotation files of a Pascal VOC dataset given as ``path``.
-
-    ``path`` is a folder of ``.xml`` files (all of those directly in it, sorted), or a VOC
-    devkit image-set list (``VOC2007/ImageSets/Main/train.txt``: one image id a line, the XML
-    files in ``VOC2007/Annotations/ID.xml``).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist, a folder holds no ``.xml`` file, or a listed
-            id has no XML file (list file and line named).
-    """
+    """The annotation files of ``path``: a folder of ``.xml`` files (sorted), or a devkit
+    image-set list (``VOC2007/ImageSets/Main/train.txt``, files in ``VOC2007/Annotations``).
+    A FileNotFoundError when there is none, or names the list's line of a missing file."""
     path = os.fspath(path)
     if os.path.isdir(path):
         files = sorted(f for f in os.listdir(path) if f.lower().endswith(".xml"))
@@ -187,9 +167,8 @@ def voc_xml_files(path):
 
 
 def default_voc_image_dir(path):
-    """Where the images of the VOC dataset ``path`` (see :func:`voc_xml_files`) are when not
-    given: ``JPEGImages`` of the devkit for an image-set list or an ``Annotations`` folder that
-    has one beside it, else the annotation folder itself (LabelImg saves XML beside images)."""
+    """The image folder of the VOC dataset ``path`` when not given: the devkit's
+    ``JPEGImages``, else the annotation folder itself (LabelImg saves XML beside images)."""
     path = os.path.abspath(os.fspath(path))
     if os.path.isfile(path):
         return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(path))), "JPEGImages")
@@ -200,16 +179,9 @@ def default_voc_image_dir(path):
 
 
 def load_voc(path, image_dir=None):
-    """Read every annotation file of the VOC dataset ``path`` (:func:`voc_xml_files`) and find
-    its image (``<filename>`` in ``image_dir``, :func:`default_voc_image_dir` when None).
-
-    Raises:
-        FormatError: an annotation file is malformed (see :func:`read_voc_xml`), names an
-            image that is not in ``image_dir``, or gives another size than the image has.
-
-    Returns:
-        list[tuple[VocAnnotation, str]]: each file's annotation and its image's path.
-    """
+    """``[(VocAnnotation, image path)]`` of every annotation file of ``path``, its image
+    ``<filename>`` in ``image_dir``; a FormatError for a malformed file, a missing image or
+    another size than the image has."""
     image_dir = default_voc_image_dir(path) if image_dir is None else os.fspath(image_dir)
     loaded = []
     for xml_file in voc_xml_files(path):
@@ -230,8 +202,7 @@ def load_voc(path, image_dir=None):
     return loaded
 
 
-# How a complete file of the common formats ends: a JPEG with its End Of Image marker, a PNG with
-# its IEND chunk. Other files, and these when they end otherwise, are decoded to find out.
+# How a complete JPEG and PNG end; other files, and these when they end otherwise, are decoded.
 _FILE_ENDS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
 
 
@@ -244,13 +215,8 @@ def _ends_with(path, end):
 
 def image_size(path):
     """(width, height) of the image file ``path`` as detectron2 reads it (EXIF orientation
-    applied), from its header; the image is decoded only when its file does not end as a
-    complete JPEG or PNG does, so that a truncated file is found here rather than by the data
-    loader, hours later and without its name.
-
-    Raises:
-        FormatError: the file is not an image, or is truncated or corrupt (the file named).
-    """
+    applied); decoded unless it ends as a complete JPEG or PNG, so that a FormatError names a
+    truncated or corrupt file here rather than the data loader, hours later."""
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -267,9 +233,8 @@ def image_size(path):
 
 
 def voc_dataset_dicts(loaded, class_names):
-    """detectron2 dataset dicts of :func:`load_voc`'s ``loaded``, with category ids the
-    positions of the objects' names in ``class_names``. VOC's ``difficult`` objects are ordinary
-    boxes, as detectron2's own VOC loader trains on them."""
+    """detectron2 dataset dicts of :func:`load_voc`'s ``loaded``, category ids by
+    ``class_names``; ``difficult`` objects are ordinary boxes, as in detectron2's VOC loader."""
     index = {name: k for k, name in enumerate(class_names)}
     return [
         {

@@ -1,13 +1,7 @@
-"""YOLO-format datasets (Ultralytics' layout: a ``data.yaml`` naming the classes and each split's
-images, one ``.txt`` label file per image) read into detectron2's dataset dicts, every problem
-named by file and line.
-
-A label line is ``CLASS XC YC W H``: the class index and the box centre and size as fractions
-of the image's width and height; a polygon line ``CLASS X1 Y1 X2 Y2 ...`` (segmentation labels)
-gives the box around its points. An image's label file is found by replacing the last
-``images`` folder of its path with ``labels`` and its extension with ``.txt``; an image without
-a label file has no objects (Ultralytics' convention for background images), and how many there
-are is logged.
+"""YOLO-format datasets (Ultralytics' ``data.yaml`` and one ``.txt`` label file per image) read
+into detectron2's dataset dicts, every problem named by file and line. A label line is
+``CLASS XC YC W H`` in fractions of the image, or a polygon ``CLASS X1 Y1 X2 Y2 ...`` (its box);
+an image without a label file has no objects (a background image).
 """
 
 import logging
@@ -58,26 +52,11 @@ class YoloObject(NamedTuple):
     clipped: bool
 
 
-def _is_number(text):
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def read_yolo_labels(path, width, height, num_classes):
-    """The boxes of one label file, in ``XYXY_ABS`` pixels of a ``width`` x ``height`` image.
-
-    Raises:
-        FormatError: a line is not a class index in [0, ``num_classes``) (an integer, or a
-            float with no fractional part as Ultralytics accepts) followed by 4 (box)
-            or at least 6 and an even number of (polygon) fractions in [0, 1], or a box is
-            empty; the message names file and line.
-
-    Returns:
-        list[YoloObject]: one per non-empty line; a box reaching past the image (its centre
-        and size say so) is clipped to it and marked ``clipped``.
+    """A :class:`YoloObject` per non-empty line of one label file, boxes in ``XYXY_ABS``
+    pixels of a ``width`` x ``height`` image, clipped to it (marked ``clipped``). A FormatError
+    names the line that is not a class in [0, ``num_classes``) and 4 or an even number >= 6 of
+    fractions in [0, 1], or is an empty box.
     """
     objects = []
     with open(path) as f:
@@ -86,13 +65,14 @@ def read_yolo_labels(path, width, height, num_classes):
             if not fields:
                 continue
             where = f"{path}, line {line_number}"
-            try:
-                values = [float(v) for v in fields]
-            except ValueError:
-                field = next(v for v in fields if not _is_number(v))
-                raise FormatError(
-                    f"{where}: {line.strip()!r} is not numbers ({field!r} is not a number)"
-                ) from None
+            values = []
+            for field in fields:
+                try:
+                    values.append(float(field))
+                except ValueError:
+                    raise FormatError(
+                        f"{where}: {line.strip()!r} is not numbers ({field!r} is not a number)"
+                    ) from None
             # Ultralytics accepts a class written as an integral float ("2.0").
             if not values[0].is_integer():
                 raise FormatError(
@@ -150,21 +130,10 @@ def _class_names(data, data_yaml):
 
 
 def _read_split(data_yaml, split):
-    """Class names, image paths and image folders of ``split`` of the dataset described by
-    ``data_yaml``.
-
-    The yaml's ``path`` is the dataset root (relative to the yaml's folder; the yaml's folder
-    when absent); ``split`` (e.g. ``train``, ``val``) names a folder of images (searched
-    recursively), a ``.txt`` list of image paths, or a list of either, relative to the root.
-
-    Raises:
-        FormatError: the yaml is malformed, lacks ``names`` or ``split``.
-        FileNotFoundError: a folder or list of the split does not exist, or it has no image.
-
-    Returns:
-        (list[str], list[str], list[str]): the class names, the sorted image paths and the
-        folders among the split's entries.
-    """
+    """Class names, sorted image paths and image folders of ``split`` of ``data_yaml``: a
+    folder of images, a ``.txt`` list of them, or a list of either, relative to the yaml's
+    ``path`` (from its folder). FormatError for a malformed yaml, FileNotFoundError for a
+    missing entry or no image."""
     data_yaml = os.fspath(data_yaml)
     if not os.path.isfile(data_yaml):
         raise FileNotFoundError(f"YOLO data yaml {data_yaml!r} not found")
@@ -217,10 +186,8 @@ def first_names(items):
 
 
 def _orphan_labels(folders, images):
-    """The label files of the image ``folders`` (``images`` -> ``labels``, as
-    :func:`label_path`) that belong to none of ``images``: their image is missing, so their
-    boxes would be lost. A folder without an ``images`` part holds its labels beside the images,
-    with other ``.txt`` files, and is not searched."""
+    """The label files under the ``labels`` folders of the image ``folders`` that belong to
+    none of ``images`` (their boxes would be lost); labels beside the images are not searched."""
     expected = {os.path.normpath(label_path(image)) for image in images}
     orphans = []
     for folder in folders:
@@ -238,20 +205,9 @@ def _orphan_labels(folders, images):
 
 
 def load_yolo(data_yaml, split, report=None):
-    """detectron2 dataset dicts of ``split`` (see :func:`yolo_split` and
-    :func:`read_yolo_labels`).
-
-    What is worth knowing but not an error goes to ``report(level, message)`` (the module's
-    logger by default): how many images have no label file (background images, no objects),
-    how many boxes reached past their image and were clipped to it, and how many label files
-    have no image (their boxes are not used), with the first files (and lines).
-
-    Raises:
-        FormatError, FileNotFoundError: as those functions; a listed image that does not exist.
-
-    Returns:
-        (list[str], list[dict]): the class names and the dataset dicts.
-    """
+    """``(class names, dataset dicts)`` of ``split`` (:func:`yolo_split`,
+    :func:`read_yolo_labels`). Images without labels, clipped boxes and labels without an image
+    go to ``report(level, message)`` (the logger by default); errors as those functions'."""
     report = report or logger.log
     names, images, folders = _read_split(data_yaml, split)
     records, unlabeled, clipped = [], 0, []

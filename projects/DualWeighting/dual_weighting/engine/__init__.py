@@ -1,6 +1,5 @@
-"""Training and evaluation with detectron2's engine: the trainer and the command line that
-``train_net.py`` and the benchmark share, for yacs configs (:class:`DWTrainer`) and LazyConfigs
-(:mod:`.lazy`), and the checks of a run's set-up (:mod:`.checks`)."""
+"""Training and evaluation with detectron2's engine, for yacs configs (:class:`DWTrainer`) and
+LazyConfigs (:mod:`.lazy`), and the checks of a run's set-up (:mod:`.checks`)."""
 
 from .checks import SetupError, config_kind
 from .defaults import (

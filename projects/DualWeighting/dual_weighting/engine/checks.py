@@ -1,10 +1,6 @@
-"""The mistakes a new user makes before a run starts, each turned into one paragraph that names
-the problem and the fix: the wrong kind of config or override, an unknown override key, CUDA
-asked for where there is none, more processes than GPUs, initial weights that are not there. The
-checks of the datasets a run reads are in :mod:`.dataset_checks`.
-
-Every check raises :class:`SetupError`; ``train_net.py`` runs them all before it starts any
-process (:func:`dual_weighting.engine.check_command_line`) and prints the message alone.
+"""The mistakes a new user makes before a run starts (config and override kinds and keys, device,
+GPU count, initial weights; datasets in :mod:`.dataset_checks`), each a :class:`SetupError`
+naming the problem and the fix, which ``train_net.py`` prints alone.
 """
 
 import difflib
@@ -30,22 +26,19 @@ __all__ = [
     "twin_config",
 ]
 
-# Keys of ``train`` that the LazyConfig entry point reads though detectron2's common/train.py
-# does not define them (detectron2's default_setup reads them when present).
+# Keys of ``train`` that detectron2's default_setup reads though common/train.py lacks them.
 _OPTIONAL_LAZY_KEYS = {"train.seed", "train.cudnn_benchmark"}
 # Top-level keys of a LazyConfig; a saved one (``output/config.yaml``) is a yaml with them.
 _LAZY_KEYS = {"model", "dataloader", "optimizer", "lr_multiplier", "train"}
 
 
 class SetupError(Exception):
-    """A problem with the command line, the config or the machine, which the user fixes; the
-    message says what it is and how."""
+    """A problem with the command line, the config or the machine; the message says the fix."""
 
 
 def twin_config(path):
-    """The other kind's config of the same model, if it exists: ``configs/<sub>/<stem>.yaml``
-    for ``configs/lazy/<sub>/<stem>.py`` and the other way round (``<sub>/`` may be empty).
-    None otherwise."""
+    """The other kind's config of the same model (``configs/<sub>/<stem>.yaml`` for
+    ``configs/lazy/<sub>/<stem>.py`` and back), None if it does not exist."""
     folder, name = os.path.split(os.path.abspath(path))
     stem, ext = os.path.splitext(name)
     parts = folder.split(os.sep)
@@ -61,12 +54,8 @@ def twin_config(path):
 
 
 def config_kind(path):
-    """ "lazy" for a LazyConfig (a ``.py`` file, or a yaml saved by ``LazyConfig.save`` such as a
-    run's ``config.yaml``), "yacs" for a yacs ``.yaml``.
-
-    Raises:
-        SetupError: no such file, or neither extension.
-    """
+    """ "lazy" for a LazyConfig (``.py``, or a yaml saved by ``LazyConfig.save``), "yacs" for a
+    yacs ``.yaml``; a SetupError for no such file or another extension."""
     if not path:
         raise SetupError(
             "No config file: give --config-file, a yacs .yaml (configs/dw_R_50_FPN_1x.yaml) or "
@@ -168,12 +157,8 @@ def _target_parameters(node):
 
 
 def check_lazy_overrides(cfg: DictConfig, overrides, config_file):
-    """Check ``key=value`` overrides against the LazyConfig ``cfg`` before applying them.
-
-    A key must exist, or be an argument its LazyCall's callable takes and the config left at its
-    default (``dataloader.train.aspect_ratio_grouping=False``). ``+key=value`` adds a new key on
-    purpose and is not checked.
-    """
+    """Check ``key=value`` overrides against the LazyConfig ``cfg`` before applying them: a key
+    must exist or be an argument of its LazyCall's callable; ``+key=value`` is not checked."""
     for item in overrides:
         if "=" not in item:
             raise _wrong_override_kind(config_file, "lazy", item)
@@ -208,8 +193,7 @@ def check_lazy_overrides(cfg: DictConfig, overrides, config_file):
 
 
 def check_device(device, key, config_file):
-    """Raise when ``device`` asks for CUDA on a machine without it; ``key`` is where the config
-    sets it (``MODEL.DEVICE`` or ``train.device``)."""
+    """Raise when ``device`` (the config's ``key``) asks for CUDA on a machine without it."""
     if not str(device).startswith("cuda") or torch.cuda.is_available():
         return
     if torch.version.cuda is None:
@@ -225,8 +209,7 @@ def check_device(device, key, config_file):
 
 
 def check_num_gpus(num_gpus, device):
-    """Raise when ``--num-gpus`` asks for more CUDA processes than there are GPUs. On a CPU
-    ``device`` any number works (that many gloo processes)."""
+    """Raise when ``--num-gpus`` asks for more CUDA processes than there are GPUs."""
     if not str(device).startswith("cuda"):
         return
     count = torch.cuda.device_count()
@@ -241,11 +224,8 @@ def check_num_gpus(num_gpus, device):
 
 
 def check_weights(path, key, config_file):
-    """Raise when the initial weights ``path`` (the config's ``key``: ``MODEL.WEIGHTS`` or
-    ``train.init_checkpoint``) cannot be had: a local file that does not exist, or a URL
-    (``detectron2://``, ``https://``, ...) that cannot be fetched into detectron2's cache. ""
-    (random initialisation) passes.
-    """
+    """Raise when the initial weights ``path`` (the config's ``key``), a file or a URL, cannot be
+    had; "" (random initialisation) passes."""
     if not path:
         return
     if "://" not in path:

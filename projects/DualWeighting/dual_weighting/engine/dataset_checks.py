@@ -19,21 +19,7 @@ __all__ = [
 ]
 
 
-def _missing_paths(name):
-    meta = MetadataCatalog.get(name)
-    json_file, image_root = meta.get("json_file"), meta.get("image_root")
-    missing = []
-    if json_file and not os.path.isfile(json_file):
-        missing.append(json_file)
-    if image_root and not os.path.isdir(image_root):
-        missing.append(image_root + os.sep)
-    return missing
-
-
-# The key that gives the number of classes, by yacs meta-architecture (every detector of this
-# package and detectron2's; DW-RPN's classes are its GeneralizedRCNN's), and the LazyConfig keys
-# tried in turn (detectron2's FCOS and RetinaNet and this package's detectors have
-# model.num_classes, detectron2's R-CNNs model.roi_heads.num_classes).
+# The key of the number of classes, by yacs meta-architecture, and the LazyConfig keys tried.
 YACS_NUM_CLASSES = {
     "DWFCOS": "MODEL.DW.NUM_CLASSES",
     "DWLossFCOS": "MODEL.FCOS.NUM_CLASSES",
@@ -46,12 +32,8 @@ LAZY_NUM_CLASSES = ("model.num_classes", "model.roi_heads.num_classes")
 
 
 def check_num_classes(uses, num_classes, key):
-    """Raise when a dataset a run uses has more classes (its metadata's ``thing_classes``, where
-    known before loading) than the model predicts (``num_classes``, from the config ``key``).
-
-    Args:
-        uses: (dataset name, config key that names it) pairs.
-    """
+    """Raise when a dataset of ``uses``, (name, config key) pairs, has more classes (where known
+    before loading) than the model predicts (``num_classes``, from the config ``key``)."""
     for name, used_by in uses:
         classes = MetadataCatalog.get(name).get("thing_classes") if name in DatasetCatalog else None
         if classes and len(classes) > num_classes:
@@ -70,16 +52,9 @@ def _class_list_difference(a, b):
 
 
 def check_class_names(uses, model_names, model_where):
-    """Raise when a dataset the run uses names other classes, or the same in another order,
-    than the model: its class numbers would mean other classes, and AP would still look
-    plausible.
-
-    Args:
-        uses: (dataset name, config key that names it) pairs; datasets whose
-            ``thing_classes`` are not known before loading are skipped.
-        model_names: the model's class names, in the order of its class numbers.
-        model_where: where they come from, for the message.
-    """
+    """Raise when a dataset of ``uses`` (its classes known before loading) names other classes
+    than ``model_names``, or the same in another order; ``model_where`` says where they come
+    from."""
     for name, key in uses:
         classes = MetadataCatalog.get(name).get("thing_classes") if name in DatasetCatalog else None
         if classes is None or list(classes) == list(model_names):
@@ -95,9 +70,8 @@ def check_class_names(uses, model_names, model_where):
 
 
 def model_class_names(uses, weights, train_key):
-    """The model's class names and where they come from: those of the first training dataset of
-    ``uses`` (its config key is ``train_key``) when the run trains, else those saved beside the
-    checkpoint ``weights`` (:func:`~..data.saved_class_names`); ``(None, None)`` if unknown."""
+    """``(names, where)`` of the model's classes: the first training dataset's, else those saved
+    beside ``weights`` (:func:`~..data.saved_class_names`); ``(None, None)`` if unknown."""
     train = [name for name, key in uses if key == train_key and name in DatasetCatalog]
     if train:
         names = MetadataCatalog.get(train[0]).get("thing_classes")
@@ -107,11 +81,7 @@ def model_class_names(uses, weights, train_key):
 
 
 def check_datasets(uses):
-    """Raise when a dataset a run uses is not registered or its files are not on disk.
-
-    Args:
-        uses: (dataset name, config key that names it) pairs.
-    """
+    """Raise when a dataset of ``uses`` is not registered or its files are not on disk."""
     for name, key in uses:
         if name not in DatasetCatalog.list():
             raise SetupError(
@@ -121,7 +91,11 @@ def check_datasets(uses):
                 "generated dw_synthetic_train / dw_synthetic_val, the tree crowns "
                 "deepforest_trees_train / deepforest_trees_val)."
             )
-        missing = _missing_paths(name)
+        meta = MetadataCatalog.get(name)
+        json_file, image_root = meta.get("json_file"), meta.get("image_root")
+        missing = [json_file] if json_file and not os.path.isfile(json_file) else []
+        if image_root and not os.path.isdir(image_root):
+            missing.append(image_root + os.sep)
         if not missing:
             continue
         where = f"Dataset {name!r} ({key}) reads {' and '.join(missing)}, which"

@@ -1,7 +1,5 @@
-"""The command line of ``train_net.py``: detectron2's arguments plus ``--register-coco``,
-``--register-voc`` and ``--register-yolo``, the
-config setup (yacs here, LazyConfig in :mod:`.lazy`), the dataset registration every worker runs
-and the checks run before any worker starts."""
+"""The command line of ``train_net.py`` and the tools: arguments, yacs config setup (LazyConfig in
+:mod:`.lazy`), the dataset registration every worker runs and the checks before any starts."""
 
 import argparse
 import functools
@@ -50,8 +48,7 @@ def default_dw_argument_parser(epilog=None):
 
 
 def _with_dataset_flags(parser):
-    """``parser`` with ``--register-coco``, ``--register-voc``, ``--register-yolo`` and
-    ``--voc-classes`` (read by :func:`register_datasets`)."""
+    """``parser`` with the dataset flags, which :func:`register_datasets` reads."""
     flags = (
         ("coco", "NAME=JSON:IMAGE_ROOT", "a COCO-format dataset"),
         (
@@ -82,12 +79,10 @@ def _with_dataset_flags(parser):
 
 
 def tool_argument_parser(doc, config_help="model config", dataset_flags=False):
-    """The command line shared by the tools that load one config (``demo/demo.py``,
-    ``export_model.py``, ``visualize_assignment.py``; their config is
-    :func:`load_tool_config`'s): the tool's docstring ``doc`` as its help (first paragraph the
-    description, the text from "Examples:" on the epilog, layout kept), a required
-    ``--config-file`` and, if ``dataset_flags``, ``--register-coco/voc/yolo``. The tool adds its
-    own arguments, then parses with :func:`parse_tool_args`."""
+    """The command line of the tools that load one config (:func:`load_tool_config`): the
+    tool's docstring ``doc`` as its help (first paragraph, then from "Examples:" on), a required
+    ``--config-file`` and, if ``dataset_flags``, the dataset flags. The tool adds its own
+    arguments, then parses with :func:`parse_tool_args`."""
     parser = argparse.ArgumentParser(
         description=doc.split("\n\n")[0],
         epilog="Examples:" + doc.split("Examples:")[1],
@@ -98,8 +93,8 @@ def tool_argument_parser(doc, config_help="model config", dataset_flags=False):
 
 
 def parse_tool_args(parser, argv=None):
-    """``parser.parse_args(argv)`` after adding ``--opts``, last (it takes everything after it):
-    config overrides, as ``train_net.py``'s trailing KEY VALUE pairs."""
+    """``parser.parse_args(argv)`` after adding ``--opts`` (KEY VALUE overrides), last: it takes
+    everything after it."""
     parser.add_argument(
         "--opts",
         nargs=argparse.REMAINDER,
@@ -111,11 +106,7 @@ def parse_tool_args(parser, argv=None):
 
 def load_yacs_config(config_file, opts=()):
     """A frozen config: detectron2's defaults, DW's keys, ``config_file``, then the ``KEY VALUE``
-    overrides ``opts``, each checked first (:func:`.checks.check_yacs_overrides`).
-
-    Raises:
-        SetupError: ``config_file`` is a LazyConfig, or an override is malformed or unknown.
-    """
+    overrides ``opts``; a SetupError for a LazyConfig or a malformed or unknown override."""
     require_kind(config_file, "yacs", "the yacs loader")
     cfg = get_cfg()
     add_dw_config(cfg)
@@ -127,14 +118,8 @@ def load_yacs_config(config_file, opts=()):
 
 
 def load_tool_config(config_file, opts=()):
-    """:func:`load_yacs_config` for the tools that run a model on a few images (the demo,
-    export, the assignment pictures): not frozen, and a config that asks for CUDA on a machine
-    without it runs on the CPU (said on stdout).
-
-    Raises:
-        SetupError: ``config_file`` is a LazyConfig (these tools take yacs configs); the
-            message names its yaml twin.
-    """
+    """:func:`load_yacs_config` for the tools that run a model on a few images: not frozen, and
+    on the CPU (said on stdout) when it asks for CUDA on a machine without it."""
     cfg = load_yacs_config(config_file, opts)
     cfg.defrost()
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
@@ -153,10 +138,8 @@ def setup_cfg(args):
 
 
 def register_datasets(args):
-    """Register the generated dataset and the tree crowns (``dw_synthetic_{train,val}``,
-    ``deepforest_trees_{train,val}`` under DETECTRON2_DATASETS, as detectron2 does for COCO) and
-    those given with ``--register-coco``, ``--register-voc`` and ``--register-yolo``; run in
-    every worker."""
+    """Register the generated dataset, the tree crowns (under DETECTRON2_DATASETS) and those of
+    the dataset flags; run in every worker."""
     register_synthetic(default_synthetic_root())
     register_trees()
     for spec in args.register_coco:
@@ -174,16 +157,10 @@ def _names(value):
 
 
 def check_command_line(args):
-    """Everything that can be checked before a worker starts, for either kind of config: the
-    config loads with its overrides, its device exists, ``--num-gpus`` fits the machine, the
-    datasets the run reads are registered and on disk, have no more classes than the model
-    predicts and the same class names as the model (those of the training data, or, to evaluate,
-    those saved beside the checkpoint). Registers the datasets
-    (:func:`register_datasets`).
-
-    Raises:
-        SetupError: with one paragraph naming the problem and the fix.
-    """
+    """Register the datasets and check, for either kind of config, all that can be checked
+    before a worker starts: the config and overrides, the device, ``--num-gpus``, the datasets
+    (registered, on disk, class count and names) and the initial weights. A SetupError names
+    the problem and the fix."""
     try:
         register_datasets(args)
     except (ValueError, OSError) as e:

@@ -1,10 +1,5 @@
-"""Training and evaluation from LazyConfigs (``.py`` configs, or a run's saved ``config.yaml``),
-with the interface of detectron2's ``tools/lazyconfig_train_net.py``: the config's ``model``,
-``dataloader``, ``optimizer``, ``lr_multiplier`` and ``train`` are built with ``instantiate``;
-``key=value`` overrides; checkpoints, ``metrics.json``, TensorBoard, ETA logging and periodic
-evaluation through detectron2's trainer and hooks. It trains any detectron2 LazyConfig model,
-DW-FCOS or not, on CUDA or on CPU (gloo) workers.
-"""
+"""Training and evaluation from LazyConfigs as detectron2's ``tools/lazyconfig_train_net.py``
+does it, for any detectron2 LazyConfig model, on CUDA or CPU (gloo) workers."""
 
 import logging
 import warnings
@@ -26,26 +21,14 @@ with warnings.catch_warnings():  # detectron2.model_zoo imports the deprecated p
     warnings.simplefilter("ignore", UserWarning)
     from detectron2 import model_zoo
 
-__all__ = [
-    "do_test",
-    "do_train",
-    "lazy_main",
-    "load_lazy_config",
-    "model_zoo",
-    "setup_lazy_cfg",
-]
+__all__ = ["do_test", "do_train", "lazy_main", "load_lazy_config", "model_zoo", "setup_lazy_cfg"]
 
 logger = logging.getLogger(__name__)
 
 
 def load_lazy_config(config_file, overrides=()):
-    """``LazyConfig.load(config_file)`` with the ``key=value`` ``overrides`` applied, each
-    checked first (:func:`.checks.check_lazy_overrides`: a misspelt key is an error, not a new
-    key that nothing reads).
-
-    Raises:
-        SetupError: ``config_file`` is a yacs yaml, or an override is malformed or unknown.
-    """
+    """``LazyConfig.load(config_file)`` with the ``key=value`` ``overrides`` applied; a
+    SetupError for a yacs yaml or a malformed or unknown override."""
     require_kind(config_file, "lazy", "the LazyConfig loader")
     cfg = LazyConfig.load(config_file)
     check_lazy_overrides(cfg, overrides, config_file)
@@ -54,8 +37,7 @@ def load_lazy_config(config_file, overrides=()):
 
 def setup_lazy_cfg(args):
     """The config of ``args.config_file`` and ``args.opts``, then detectron2's ``default_setup``
-    (output folder, logging, this package's loggers included, the config saved as
-    ``config.yaml``, ``train.seed``)."""
+    and this package's logger."""
     cfg = load_lazy_config(args.config_file, args.opts)
     default_setup(cfg, args)
     setup_dw_logger(cfg.train.output_dir)
@@ -63,12 +45,8 @@ def setup_lazy_cfg(args):
 
 
 def do_test(cfg, model):
-    """Run ``model`` over ``cfg.dataloader.test`` and evaluate with ``cfg.dataloader.evaluator``.
-
-    Returns:
-        dict: the evaluator's results ({"bbox": {"AP": ...}} for COCO), logged in detectron2's
-        csv format; empty when the config has no evaluator.
-    """
+    """The results of ``cfg.dataloader.evaluator`` for ``model`` over ``cfg.dataloader.test``,
+    logged in detectron2's csv format; {} without an evaluator."""
     if "evaluator" not in cfg.dataloader:
         return {}
     results = inference_on_dataset(
@@ -79,8 +57,7 @@ def do_test(cfg, model):
 
 
 def _hooks(cfg, model, optimizer, checkpointer):
-    """Timing, the lr schedule, then (main process only) checkpoints, evaluation and the writers
-    of metrics.json, TensorBoard and the ETA log."""
+    """detectron2's training hooks; checkpoints and writers in the main process only."""
     train = cfg.train
     schedule = LRMultiplier(
         optimizer, multiplier=instantiate(cfg.lr_multiplier), max_iter=train.max_iter
@@ -101,11 +78,8 @@ def _hooks(cfg, model, optimizer, checkpointer):
 
 
 def build_lazy_model(cfg):
-    """``cfg.model`` instantiated on ``cfg.train.device``, its DW criteria naming LazyConfig
-    keys when training collapses (:func:`~..modeling.criterion.set_config_style`). A DW-FCOS
-    that will batch test images with its padding masked (``model.test_mask_padding`` and
-    ``dataloader.test.batch_size`` > 1) is checked now (:func:`~..layers.check_maskable`), not at
-    the first evaluation."""
+    """``cfg.model`` on ``cfg.train.device``, its DW criteria in the "lazy" config style, checked
+    by :func:`~..layers.check_maskable` now if it will mask batched test images."""
     model = instantiate(cfg.model)
     set_config_style(model, "lazy")
     batch_size = cfg.dataloader.get("test", {}).get("batch_size", 1)
@@ -115,10 +89,8 @@ def build_lazy_model(cfg):
 
 
 def do_train(args, cfg):
-    """Train ``cfg.model`` from ``cfg.train.init_checkpoint`` (or, with ``args.resume``, from the
-    last checkpoint in ``cfg.train.output_dir``, with its iteration, optimizer and schedule) for
-    ``cfg.train.max_iter`` iterations, on ``cfg.train.device``; the class names of the training
-    data are saved in the output folder (``class_names.txt``)."""
+    """Train ``cfg.model`` from ``cfg.train.init_checkpoint`` (or ``args.resume``), saving the
+    training data's class names in the output folder."""
     train = cfg.train
     model = build_lazy_model(cfg)
     logger.info(f"Model:\n{model}")

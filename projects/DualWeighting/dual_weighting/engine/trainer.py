@@ -34,20 +34,15 @@ from ..modeling.criterion import set_config_style
 
 
 def create_ddp_model_on(model, device, **ddp_kwargs):
-    """detectron2's ``create_ddp_model`` for a model on ``device``. detectron2 passes
-    ``device_ids=[local rank]``, which DistributedDataParallel rejects for a CPU model: CPU
-    (gloo) workers need ``device_ids=None``."""
+    """detectron2's ``create_ddp_model``, with ``device_ids=None`` for a CPU model (gloo)."""
     if torch.device(device).type == "cpu":
         ddp_kwargs["device_ids"] = None
     return create_ddp_model(model, **ddp_kwargs)
 
 
 def save_training_class_names(output_dir, dataset_names):
-    """From the main process, save the class names of the first of the training datasets
-    ``dataset_names`` beside the run's checkpoints (``class_names.txt``,
-    :func:`~..data.save_class_names`), for evaluation and the demo to check theirs against;
-    nothing when its metadata has none. Call it once the training data is loaded (a COCO json's
-    names are known only then)."""
+    """From the main process, save the class names of the first training dataset beside the
+    run's checkpoints (:func:`~..data.save_class_names`), once the training data is loaded."""
     if not comm.is_main_process() or not dataset_names:
         return
     names = MetadataCatalog.get(dataset_names[0]).get("thing_classes")
@@ -86,17 +81,15 @@ class DWTrainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
-        """detectron2's model of ``cfg``, whose DW criteria name yacs keys when training
-        collapses (:func:`~..modeling.criterion.set_config_style`)."""
+        """detectron2's model of ``cfg``, its DW criteria in the "yacs" config style."""
         model = super().build_model(cfg)
         set_config_style(model, "yacs")
         return model
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """detectron2's training loader, whose mapper names an image it cannot read
-        (:class:`..data.DWDatasetMapper`); its resize is the release's when
-        ``INPUT.RELEASE_RESIZE_TRAIN`` is on (:func:`..data.build_train_augmentation`)."""
+        """detectron2's training loader with :class:`..data.DWDatasetMapper` and
+        :func:`..data.build_train_augmentation`."""
         if not cfg.INPUT.RELEASE_RESIZE_TRAIN:
             return build_detection_train_loader(cfg, mapper=DWDatasetMapper(cfg, is_train=True))
         mapper = DWDatasetMapper(cfg, is_train=True, augmentations=build_train_augmentation(cfg))
@@ -104,10 +97,8 @@ class DWTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        """detectron2's test loader with ``TEST.IMS_PER_BATCH`` images a batch, ordered
-        by size when more than one (:func:`..data.build_dw_test_loader`); it resizes as the
-        release does when ``INPUT.RELEASE_RESIZE_TEST`` is on
-        (:func:`..data.build_test_augmentation`)."""
+        """:func:`..data.build_dw_test_loader` with ``TEST.IMS_PER_BATCH`` images a batch and
+        :func:`..data.build_test_augmentation`."""
         mapper = DWDatasetMapper(cfg, is_train=False, augmentations=build_test_augmentation(cfg))
         return build_dw_test_loader(
             get_detection_dataset_dicts([dataset_name], filter_empty=False),
@@ -121,19 +112,13 @@ class DWTrainer(DefaultTrainer):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         return DWCOCOEvaluator(
-            dataset_name,
-            tasks=("bbox",),
-            output_dir=output_folder,
-            backend=cfg.TEST.COCO_EVAL,
+            dataset_name, tasks=("bbox",), output_dir=output_folder, backend=cfg.TEST.COCO_EVAL
         )
 
     @classmethod
     def evaluate_checkpoint(cls, cfg, weights, resume=False):
-        """COCO-evaluate ``weights`` (a path or URL) on ``cfg.DATASETS.TEST``.
-
-        Loading is strict: evaluating a checkpoint that leaves weights at their init is always a
-        mistake, so missing weights raise a ``KeyError`` listing them.
-        """
+        """COCO-evaluate ``weights`` (a path or URL) on ``cfg.DATASETS.TEST``, loaded strictly:
+        missing weights raise a ``KeyError`` listing them."""
         model = cls.build_model(cfg)
         DWCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=True).resume_or_load(
             weights, resume=resume

@@ -1,18 +1,7 @@
-"""detectron2's ``COCOEvaluator`` with the ``COCOeval`` implementation chosen by name.
-
-detectron2 computes AP with its own C++ ``COCOeval_opt`` when detectron2 was built with its
-compiled ops, and with pycocotools' pure-Python ``COCOeval`` otherwise (the case of the
-registry install this project uses). faster-coco-eval's ``COCOeval_faster`` is a maintained C++
-drop-in for pycocotools' class, with the same per-image matching, accumulation and summary, so
-the AP tables and per-class AP are the same numbers (the tests check them against pycocotools to
-1e-6) in a fraction of the time.
-
-Backends (``TEST.COCO_EVAL``):
-
-- ``"auto"``: faster-coco-eval if it is installed, else detectron2's compiled ``COCOeval_opt``
-  if detectron2 has it, else pycocotools;
-- ``"faster_coco_eval"``, ``"detectron2"``, ``"pycocotools"``: that one, or an error saying how
-  to get it.
+"""detectron2's ``COCOEvaluator`` with the ``COCOeval`` chosen by name (``TEST.COCO_EVAL``):
+faster-coco-eval's C++ drop-in for pycocotools' (the same numbers, tested to 1e-6, in a fraction
+of the time), detectron2's compiled ``COCOeval_opt`` or pycocotools'. ``"auto"`` takes the first
+available.
 """
 
 import importlib.util
@@ -38,11 +27,8 @@ def _detectron2_cocoeval():
 
 
 def resolve_cocoeval(backend="auto"):
-    """The ``COCOeval`` class of ``backend`` (one of :data:`COCOEVAL_BACKENDS`) and its name.
-
-    Raises:
-        ValueError: for an unknown name, or a backend that is not installed (with how to get it).
-    """
+    """The ``COCOeval`` class of ``backend`` (one of :data:`COCOEVAL_BACKENDS`) and its name; a
+    ValueError for an unknown name, or one not installed (with how to get it)."""
     if backend not in COCOEVAL_BACKENDS:
         raise ValueError(
             f"Unknown COCOeval backend {backend!r} (TEST.COCO_EVAL); choose from "
@@ -81,10 +67,7 @@ class DWCOCOEvaluator(COCOEvaluator):
         super().__init__(dataset_name, *args, **kwargs)
 
     def _eval_predictions(self, predictions, img_ids=None):
-        """As detectron2's: category ids back to the dataset's, the results file
-        ``coco_instances_results.json``, then each task through detectron2's
-        ``_evaluate_predictions_on_coco``, here with the chosen ``COCOeval`` class (detectron2's
-        own method reads the class from its module, so it cannot be handed one)."""
+        """detectron2's, with the chosen ``COCOeval`` class (its own reads it from its module)."""
         coco_results = list(itertools.chain(*[x["instances"] for x in predictions]))
         to_dataset_id = self._metadata.get("thing_dataset_id_to_contiguous_id")
         if to_dataset_id is not None:

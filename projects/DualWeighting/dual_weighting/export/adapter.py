@@ -1,11 +1,7 @@
 """The tensor-in, tensors-out view of a DW-FCOS model that tracing records, and the check of
-what can be exported.
-
-Shapes: K detections. The exported model takes one image (3, H, W), float32, pixel values in
-the config's ``INPUT.FORMAT`` channel order, at the size the model sees (after the config's
-test resize, as detectron2's deploy tool feeds it); any H and W. It normalises and pads the
-image itself and returns ``boxes`` (K, 4) XYXY in the input image's pixels, ``scores`` (K,) and
-``classes`` (K,) int64, by decreasing score: what ``model([{"image": image}])`` returns.
+what can be exported. The exported model takes one image (3, H, W), float32, 0-255 in
+``INPUT.FORMAT`` order, after the test resize, and returns ``boxes`` (K, 4) XYXY in its pixels,
+``scores`` (K,) and ``classes`` (K,) int64 by decreasing score, as ``model([{"image": image}])``.
 """
 
 from __future__ import annotations
@@ -44,18 +40,14 @@ _PIXEL_TOLERANCE = 0.5
 
 
 class ExportError(RuntimeError):
-    """A model that cannot be exported to, or run in, the requested format; the message names
-    the layers and the format."""
+    """A model that cannot be exported to, or run in, the requested format (layers named)."""
 
 
 def check_image(image):
     """Raise a ValueError naming the problem unless ``image`` (a tensor or NumPy array) is what
-    an exported model takes: one image (3, H, W), float32, H and W at least
-    :data:`MIN_IMAGE_SIDE`, every pixel finite (the eager model refuses NaN and infinite
-    pixels the same way; the graph itself would return no detections for them), and pixel
-    values of 8-bit images, 0 to 255 (the graph normalises them itself: an image scaled to 0-1
-    or already normalised gives no detections without a word). An all-zero (black) image
-    passes."""
+    an exported model takes: one (3, H, W) float32 image, sides at least
+    :data:`MIN_IMAGE_SIDE`, finite pixels of 0 to 255 (one scaled to 0-1 or normalised would
+    silently give no detections)."""
     shape, dtype = tuple(image.shape), str(image.dtype).removeprefix("torch.")
     if len(shape) != 3 or shape[0] != 3:
         batch = " (one image, not a batch)" if len(shape) == 4 else ""
@@ -84,9 +76,8 @@ def check_image(image):
 
 
 def build_export_model(cfg, seed=0):
-    """The config's model in eval mode with ``MODEL.WEIGHTS`` loaded strictly (a checkpoint that
-    leaves weights missing is an error: exporting a half-initialised model is always a mistake),
-    or, with ``MODEL.WEIGHTS`` empty, initialised from ``seed``."""
+    """The config's model in eval mode with ``MODEL.WEIGHTS`` loaded strictly, or, with
+    ``MODEL.WEIGHTS`` empty, initialised from ``seed``."""
     torch.manual_seed(seed)
     model = build_model(cfg).eval()
     # A graph takes the input image alone, so it returns boxes in its pixels, NMS'd there
@@ -98,14 +89,8 @@ def build_export_model(cfg, seed=0):
 
 
 def detections(model, image: torch.Tensor):
-    """The detections of ``model`` (a DWFCOS in eval mode) on one image.
-
-    Args:
-        image: (3, H, W) float, pixel values in the model's input format.
-
-    Returns:
-        boxes (K, 4) XYXY in ``image``'s pixels, scores (K,), classes (K,) int64.
-    """
+    """Boxes (K, 4) XYXY, scores (K,) and classes (K,) int64 of ``model`` (a DWFCOS in eval
+    mode) on one (3, H, W) float ``image``."""
     (output,) = model([{"image": image}])
     instances = output["instances"]
     return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
@@ -126,18 +111,7 @@ def deformable_layers(model) -> list[str]:
 
 
 def script_model(model):
-    """``torch.jit.script`` of ``model`` through detectron2's ``scripting_with_instances``.
-
-    Raises:
-        ExportError: always for DWFCOS today, with where TorchScript stops. Scripting compiles
-            every Python statement of the model, and DW-FCOS's are not all TorchScript: the
-            deformable convolutions take ``**kwargs`` (``deform_conv2d_full_precision``), the
-            head's convs are detectron2 ``Conv2d`` layers holding their activation as a Python
-            function (``head.cls_tower.0`` ...), the inference checks images with Python lists
-            and f-strings (``preprocess_image``) and the release's NMS is a data-dependent loop.
-            Tracing records the ops these compute instead and gives a TorchScript model just the
-            same (``--export-method tracing``).
-    """
+    """``scripting_with_instances`` of ``model``; for DWFCOS an ExportError (docs/EXPORT.md)."""
     fields = {"pred_boxes": Boxes, "scores": torch.Tensor, "pred_classes": torch.Tensor}
     try:
         return scripting_with_instances(model.eval(), fields)
@@ -155,13 +129,8 @@ def script_model(model):
 
 
 def sample_image(cfg, path=None, seed=0) -> torch.Tensor:
-    """An input for tracing: the image at ``path`` (or, without one, 480x640 uniform noise from
-    ``seed``: tracing records the computation, whatever the pixels), in ``cfg.INPUT.FORMAT``,
-    resized by the config's test resize, as the model sees it.
-
-    Returns:
-        (3, H, W) float32 pixel values.
-    """
+    """(3, H, W) float32 input for tracing: the image at ``path`` (else 480x640 noise from
+    ``seed``) in ``cfg.INPUT.FORMAT``, resized by the config's test resize."""
     if path is None:
         image = np.random.default_rng(seed).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     else:

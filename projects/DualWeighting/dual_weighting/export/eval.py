@@ -14,14 +14,8 @@ __all__ = ["ExportedModel", "evaluate_exported"]
 
 
 class ExportedModel:
-    """An exported detector behind the interface of a detectron2 model at inference.
-
-    Args:
-        detector: ``detector(image) -> (boxes, scores, classes)`` for one (3, H, W) float32 image
-            in the model's input format (a TorchScript module of
-            :func:`~.torchscript.export_torchscript` or an :class:`~.onnx.OnnxRuntimeDetector`).
-        device: where the images go (a TorchScript module traced on CUDA wants CUDA images).
-    """
+    """An exported ``detector(image) -> (boxes, scores, classes)`` behind the interface of a
+    detectron2 model at inference; images go to ``device``."""
 
     def __init__(self, detector, device="cpu"):
         self.detector = detector
@@ -45,13 +39,8 @@ class ExportedModel:
 
 
 def evaluate_exported(cfg, detector, dataset_name=None, output_dir=None, device="cpu"):
-    """COCO-evaluate ``detector`` (see :class:`ExportedModel`) on ``dataset_name`` (default
-    ``cfg.DATASETS.TEST[0]``) with the trainer's test loader (the config's test resize) and
-    evaluator.
-
-    Returns:
-        detectron2's results: ``{"bbox": {"AP": ..., "AP50": ..., ...}}``.
-    """
+    """detectron2's COCO results of ``detector`` (see :class:`ExportedModel`) on
+    ``dataset_name`` (default ``cfg.DATASETS.TEST[0]``) with the trainer's loader and evaluator."""
     dataset_name = dataset_name or cfg.DATASETS.TEST[0]
     loader = DWTrainer.build_test_loader(cfg, dataset_name)
     evaluator = DWTrainer.build_evaluator(cfg, dataset_name, output_dir)

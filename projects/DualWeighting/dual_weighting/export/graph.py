@@ -1,17 +1,9 @@
-"""DW-FCOS inference in the form ``torch.export`` records with a dynamic image height and width:
-the graph that the ONNX exporter (``torch.onnx.export(..., dynamo=True)``) translates.
-
-``torch.export`` cannot record Python decisions on sizes that depend on the data (how many
-candidates pass the score threshold, how many boxes survive NMS), and detectron2's
-``ImageList``, ``Boxes`` and ``Instances`` make such decisions (``numel() == 0``, ``len``
-checks, padding computed through tensors). So this runs DWFCOS's own layers (backbone, head,
-anchor generator, box transform, NMS) on plain tensors, one image, with the same steps as
-:meth:`DWFCOS.inference_single_image` followed by detectron2's ``detector_postprocess`` at
-scale 1, which :func:`~.adapter.detections` returns. The only reordering is that each level
-takes its top-k candidates before the score threshold instead of after, which keeps the same
-candidates (the top-k of those above the threshold are those of the top-k that pass it)
-except among scores exactly equal at the k-th place. A negative score threshold is refused
-(the top-k's filler scores are -1).
+"""DW-FCOS inference in the form ``torch.export`` records with a dynamic image height and width,
+for the ONNX exporter. detectron2's ``ImageList``, ``Boxes`` and ``Instances`` make Python
+decisions on data-dependent sizes, which ``torch.export`` cannot record; so this runs DWFCOS's
+own layers on plain tensors with the steps of :meth:`DWFCOS.inference_single_image` and
+``detector_postprocess`` at scale 1, except that each level takes its top-k before the score
+threshold (the same candidates, but for ties at the k-th place).
 
 Shapes: C classes, R candidates after the per-level top-k, K detections.
 """
@@ -29,8 +21,8 @@ __all__ = ["DetectionGraph", "graph_detections"]
 
 
 def _normalised_padded(model, image: torch.Tensor) -> torch.Tensor:
-    """``image`` (3, H, W) normalised and padded at the bottom and right to the backbone's
-    size divisibility, (1, 3, H', W'): what ``ImageList.from_tensors`` makes of one image."""
+    """``image`` (3, H, W) normalised and padded to (1, 3, H', W') as
+    ``ImageList.from_tensors`` pads one image."""
     constraints = getattr(model.backbone, "padding_constraints", {}) or {}
     if constraints.get("square_size", 0) > 0:
         raise ExportError(
@@ -46,16 +38,8 @@ def _normalised_padded(model, image: torch.Tensor) -> torch.Tensor:
 
 
 def graph_detections(model, image: torch.Tensor):
-    """The detections of ``model`` (a DWFCOS in eval mode, ``test_release_postprocess`` off) on
-    one image, as :func:`~.adapter.detections` gives them, in plain tensor operations.
-
-    Args:
-        image: (3, H, W) float32, pixel values in the model's input format.
-
-    Returns:
-        boxes (K, 4) XYXY in ``image``'s pixels, scores (K,), classes (K,) int64, by decreasing
-        score.
-    """
+    """:func:`~.adapter.detections` of ``model`` (a DWFCOS in eval mode,
+    ``test_release_postprocess`` off) on one (3, H, W) float32 ``image``, in plain tensor ops."""
     if model.test_score_thresh < 0:
         raise ExportError(
             f"The exported graph needs a score threshold >= 0, got {model.test_score_thresh}"
@@ -71,10 +55,8 @@ def graph_detections(model, image: torch.Tensor):
         logits, box_ltrb, centerness, model.anchor_generator(features)
     ):
         level_scores = (level_logits[0].sigmoid() * level_ctr[0].sigmoid()).flatten()  # (P_l C,)
-        # A top-k of fixed k, which records no decision on the image's size: k scores of -1
-        # appended, which fail every threshold (scores >= 0), stand in for what a small level
-        # lacks; NaN scores (which fail the threshold in eager mode) become -1 too, as topk
-        # would rank NaN first.
+        # A top-k of fixed k (no decision on the size): k appended scores of -1, which fail
+        # every threshold >= 0, fill a small level; NaN scores become -1 (topk ranks NaN first).
         k = model.test_topk_candidates
         padded = torch.cat((level_scores.nan_to_num(-1.0), level_scores.new_full((k,), -1.0)))
         top_scores, top_index = padded.topk(k)

@@ -1,18 +1,7 @@
-"""ONNX export with PyTorch's maintained exporter (``torch.onnx.export(..., dynamo=True)``, which
-records the model with ``torch.export``) and the ONNX Runtime session that runs it.
-
-What each part of DW-FCOS becomes (the graph recorded is :class:`~.graph.DetectionGraph`):
-
-- box refine's read: GridSample (opset 16; :func:`~..box_refine.read_at_offsets`);
-- DCNv2 (backbone ``DEFORM_ON_PER_STAGE``, head ``DCN_ON_LAST_CONV``): torchvision's
-  ``deform_conv2d`` has no ONNX translation, so one is given here mapping it to ONNX
-  DeformConv (opset 19), same offset layout and mask; ONNX Runtime runs DeformConv from 1.25;
-- NMS: NonMaxSuppression (the exporter's translation of torchvision's op); everything else:
-  standard ops.
-
-Every config goes through this exporter (no layer needs PyTorch's deprecated TorchScript-based
-one). ``onnx``, ``onnxscript`` and ``onnxruntime`` (``pip install -e .[export]``) are imported
-only when used.
+"""ONNX export with ``torch.onnx.export(..., dynamo=True)`` and the ONNX Runtime session that runs
+it. Box refine's read becomes GridSample, DCNv2 ONNX DeformConv (opset 19, translated here; ONNX
+Runtime >= 1.25), the NMS NonMaxSuppression. ``onnx``, ``onnxscript`` and ``onnxruntime``
+(``pip install -e .[export]``) are imported only when used.
 """
 
 from __future__ import annotations
@@ -50,10 +39,8 @@ def _deform_conv2d_onnx(
     input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups,
     offset_groups, use_mask,
 ):  # fmt: skip
-    """``torchvision::deform_conv2d`` as ONNX DeformConv (an onnxscript translation for the
-    exporter). Both take offsets (N, 2 G kh kw, Ho, Wo) as (dy, dx) per kernel position and a
-    mask (N, G kh kw, Ho, Wo); ONNX's mask is optional (all ones), torchvision's is a zero
-    tensor when ``use_mask`` is false."""
+    """``torchvision::deform_conv2d`` as ONNX DeformConv (same offset and mask layout), an
+    onnxscript translation for the exporter; torchvision's mask is zeros without ``use_mask``."""
     from onnxscript import opset19 as op
 
     return op.DeformConv(
@@ -71,24 +58,12 @@ def _deform_conv2d_onnx(
 
 
 def export_onnx(model, image: torch.Tensor, path) -> int:
-    """Export ``model`` (a DWFCOS) to the ONNX file ``path`` with PyTorch's ``torch.export``-based
-    exporter (``torch.onnx.export(..., dynamo=True)``), recording :class:`~.graph.DetectionGraph`
-    on ``image``.
-
-    The graph has one input ``image`` (3, height, width), float32, any height and width of at
-    least :data:`MIN_IMAGE_SIDE` px (one graph for all sizes), and the outputs ``boxes`` (K, 4),
-    ``scores`` (K,), ``classes`` (K,) of :func:`~.adapter.detections`.
-
-    Args:
-        image: (3, H, W) float32 sample input, on the CPU.
-
-    Returns:
-        The opset exported (:func:`onnx_opset`).
-    """
+    """Export ``model`` (a DWFCOS) to the ONNX file ``path``, recording
+    :class:`~.graph.DetectionGraph` on the (3, H, W) float32 CPU ``image``; any input size from
+    :data:`MIN_IMAGE_SIDE` px. Returns the opset (:func:`onnx_opset`)."""
     opset = onnx_opset(model)
-    # DYNAMIC rather than named dimensions with bounds: the sample's size passes guards (a level
-    # wider than one cell, ...) that torch.export's constraint solver cannot state as bounds on
-    # the input and would refuse; the graph computes every size from 2 px (tested).
+    # DYNAMIC, not bounded dimensions: torch.export's solver cannot state the sample's guards as
+    # bounds and would refuse; the graph computes every size from 2 px (tested).
     sizes = {1: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC}
     with torch.no_grad():
         program = torch.onnx.export(
@@ -109,9 +84,8 @@ def export_onnx(model, image: torch.Tensor, path) -> int:
 
 
 def check_onnx_runtime(model):
-    """Raise an :class:`ExportError` if ONNX export of ``model`` cannot be run here: ``onnx``,
-    ``onnxscript`` or ``onnxruntime`` missing, or DCNv2 layers (ONNX DeformConv) with an ONNX
-    Runtime older than 1.25, which has no DeformConv kernel (the message names the layers)."""
+    """Raise an :class:`ExportError` if ONNX export of ``model`` cannot run here: a package
+    missing, or DCNv2 layers with an ONNX Runtime without DeformConv (< 1.25)."""
     try:
         import onnx  # noqa: F401  (torch.onnx.export needs both)
         import onnxruntime
@@ -134,15 +108,9 @@ def check_onnx_runtime(model):
 
 
 class OnnxRuntimeDetector:
-    """An exported ONNX model in an ONNX Runtime session, called like the TorchScript one:
-    ``detector(image)`` gives ``(boxes, scores, classes)`` tensors (on the CPU).
-
-    The image is what the model sees, as in training and evaluation: a (3, H, W) float32
-    tensor or NumPy array of pixel values from 0 to 255, in the config's ``INPUT.FORMAT``
-    channel order (BGR for this project's configs), already resized by the config's test
-    resize (:func:`~.adapter.sample_image` reads and resizes a file so). The boxes come back in
-    the pixels of that resized image. An input the graph does not take, an image scaled to 0-1
-    among them, gets a ValueError naming the problem (:func:`~.adapter.check_image`).
+    """An exported ONNX model in an ONNX Runtime session: ``detector(image)`` gives ``(boxes,
+    scores, classes)`` CPU tensors for an image as :func:`~.adapter.check_image` takes it
+    (:func:`~.adapter.sample_image` reads and resizes a file so); boxes in its pixels.
 
     Args:
         path: the ``.onnx`` file.
@@ -159,7 +127,6 @@ class OnnxRuntimeDetector:
         self.session = onnxruntime.InferenceSession(str(path), options, providers=list(providers))
 
     def __call__(self, image):
-        """Raises ValueError for an input the graph does not take (:func:`.check_image`)."""
         check_image(image)
         if isinstance(image, torch.Tensor):
             image = image.detach().cpu().numpy()

@@ -1,19 +1,7 @@
-"""Smaller and faster ONNX models for ONNX Runtime on CPU: int8 by static quantization (weights
-and activations, calibrated on training images) and int8 by dynamic quantization (weights only,
-activations quantized at run time).
-
-float16 is not offered: ONNX Runtime's float16 conversion
-(``onnxruntime.transformers.float16``) leaves this graph invalid (ops without a float16 form
-among its size arithmetic and finite checks: ``Range``, ``IsInf``, ...), and ONNX Runtime's CPU
-execution provider has few float16 kernels on x86 anyway.
-
-Each takes the float32 file of :func:`~.onnx.export_onnx` and writes another with the same input
-and outputs, which :class:`~.onnx.OnnxRuntimeDetector` runs. Only the convolutions are quantized:
-they are nearly all of the compute, and the post-processing (top-k, NMS, box decoding) must stay
-exact in float32.
-
-``onnxruntime.quantization`` comes with the ``export`` extra's onnxruntime; imported only when
-used.
+"""int8 ONNX models for ONNX Runtime on CPU (docs/EXPORT.md): static (calibrated on training
+images) and dynamic quantization of the convolutions of :func:`~.onnx.export_onnx`'s file, the
+post-processing kept in float32. float16 is not offered (ONNX Runtime's conversion leaves this
+graph invalid). ``onnxruntime.quantization`` is imported only when used.
 """
 
 from __future__ import annotations
@@ -42,8 +30,8 @@ _QUANTIZED_OPS = ["Conv"]
 
 
 def calibration_images(cfg, count):
-    """The first ``count`` images of ``cfg.DATASETS.TRAIN[0]`` as the model takes them at
-    inference (the config's test resize), (3, H, W) float32: static int8's calibration set."""
+    """Static int8's calibration set: the first ``count`` images of ``cfg.DATASETS.TRAIN[0]``
+    after the test resize, (3, H, W) float32."""
     import itertools
 
     from ..engine import DWTrainer
@@ -66,14 +54,9 @@ class _Calibration:
 
 
 def quantize_static_int8(src, dst, calibration_images: Iterable[torch.Tensor]):
-    """Static int8 quantization of the convolutions of ``src`` into ``dst``: QDQ format,
-    per-channel int8 weights, uint8 activations whose ranges come from running the float32
-    model on ``calibration_images`` (each (3, H, W) float32, as the model takes them, e.g.
-    training images after the test resize; MinMax calibration).
-
-    Raises:
-        ValueError: no calibration image.
-    """
+    """Static int8 quantization of the convolutions of ``src`` into ``dst``: QDQ, per-channel
+    int8 weights, uint8 activations MinMax-calibrated on ``calibration_images`` ((3, H, W)
+    float32, at least one)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     images = list(calibration_images)

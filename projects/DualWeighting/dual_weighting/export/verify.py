@@ -1,7 +1,4 @@
-"""Whether an exported model detects what the PyTorch model detects.
-
-Shapes: K detections, each a box (4,) XYXY in pixels, a score and an integer class.
-"""
+"""Whether an exported model detects what the PyTorch model detects. Shapes: K detections."""
 
 from __future__ import annotations
 
@@ -19,27 +16,17 @@ __all__ = [
     "verify_exported",
 ]
 
-# Box coordinates may differ by this fraction of the image's longer side (0.032 px at 320 px).
-# Other float32 kernels (ONNX Runtime's convolutions; grid_sample for box refine's read) round
-# differently, and box refine magnifies that where a side is read at the edge of the feature
-# map, whose values fall from the image's width to 0 (outside) within one cell: measured up to
-# 1.6e-5 of the image size (3.4e-3 px at 213 px) on random R-50 models under ONNX Runtime,
-# under 1e-3 px without refine.
+# Box coordinates may differ by this fraction of the image's longer side: other float32 kernels
+# round differently, which box refine magnifies at the feature map's edge (measured up to 1.6e-5
+# of the image size on random R-50 models under ONNX Runtime, under 1e-3 px without refine).
 BOX_TOLERANCE = 1e-4
 SCORE_TOLERANCE = 1e-4
 
 
 @dataclass
 class DetectionMatch:
-    """The result of :func:`match_detections`.
-
-    Attributes:
-        expected, actual: number of detections of each.
-        unmatched: reference detections without a partner (same class, box and score within the
-            tolerances) among the exported ones.
-        box_diff: largest coordinate difference of matched pairs, pixels.
-        score_diff: largest score difference of matched pairs.
-    """
+    """The result of :func:`match_detections`: detection counts, reference detections without
+    a partner, and the largest box (pixels) and score differences of matched pairs."""
 
     expected: int
     actual: int
@@ -61,17 +48,9 @@ class DetectionMatch:
 
 
 def match_detections(expected, actual, image_size) -> DetectionMatch:
-    """Pair each detection of ``expected`` with one of ``actual`` of the same class whose box
-    is within ``BOX_TOLERANCE * max(image_size)`` px and score within ``SCORE_TOLERANCE``.
-
-    Both are sorted by score; two detections whose scores are equal to rounding may come in
-    either order (NMS keeps both either way), so pairs are found by value, not by position,
-    taking the closest box.
-
-    Args:
-        expected, actual: ``(boxes (K, 4), scores (K,), classes (K,))`` tensors.
-        image_size: (height, width) of the input image, pixels.
-    """
+    """Pair each detection of ``expected`` with the closest of ``actual`` (both ``(boxes,
+    scores, classes)``) of the same class, box within ``BOX_TOLERANCE * max(image_size)`` px and
+    score within ``SCORE_TOLERANCE``: by value, as scores equal to rounding may swap places."""
     boxes, scores, classes = (t.detach().cpu().double() for t in expected)
     other_boxes, other_scores, other_classes = (t.detach().cpu().double() for t in actual)
     box_tol = BOX_TOLERANCE * max(image_size)
@@ -96,16 +75,9 @@ def match_detections(expected, actual, image_size) -> DetectionMatch:
 
 
 def verify_exported(model, detector, image):
-    """Compare ``detector`` (an exported model, ``detector(image) -> (boxes, scores,
-    classes)``) with ``model`` (the PyTorch DWFCOS) on ``image`` and on its top-left crop of 3/4
-    of each side, made odd: a size the model was not traced at, nor a multiple of 32.
-
-    Args:
-        image: (3, H, W) float32, on the model's device.
-
-    Returns:
-        ``[((H, W), DetectionMatch), ...]`` for the image and the crop.
-    """
+    """``[((H, W), DetectionMatch)]`` of the exported ``detector`` against the PyTorch
+    ``model`` on ``image`` (3, H, W) and its top-left crop of 3/4 of each side, made odd (a size
+    not traced at, nor a multiple of 32)."""
     height, width = image.shape[-2:]
     results = []
     for im in (image, image[:, : (3 * height // 4) | 1, : (3 * width // 4) | 1]):

@@ -1,6 +1,5 @@
-"""Layers that reproduce the authors' release where detectron2's differ: the backbone BatchNorm
-with frozen statistics and trained affine parameters, and the NMS's float32 decision; and the
-padding mask that computes a batch of images of different sizes as if one at a time."""
+"""Layers that reproduce the authors' release where detectron2's differ (frozen-statistics BN,
+float32 NMS, DCNv2 without compiled ops), and the padding mask of batched inference."""
 
 from .batch_norm import FrozenStatsBatchNorm2d, resolve_norm
 from .deform_conv import ModulatedDeformConv, ModulatedDeformConvPack

@@ -1,9 +1,5 @@
-"""The release's backbone BatchNorm: frozen statistics, trained affine parameters.
-
-MMDetection's ``norm_cfg=dict(type="BN", requires_grad=True), norm_eval=True`` (every DW release
-config) keeps the BN layers in eval mode while the detector trains: the ImageNet running statistics
-are used and never updated, while ``weight`` and ``bias`` are learned. detectron2 has no such norm:
-``BN`` updates the statistics and ``FrozenBN`` freezes ``weight`` and ``bias`` too.
+"""The release's backbone BatchNorm (MMDetection's ``norm_eval=True``): frozen statistics,
+trained affine parameters. detectron2's ``BN`` updates the statistics, ``FrozenBN`` freezes all.
 """
 
 import torch.nn.functional as F
@@ -14,39 +10,28 @@ __all__ = ["FrozenStatsBatchNorm2d", "resolve_norm"]
 
 
 class FrozenStatsBatchNorm2d(nn.BatchNorm2d):
-    """``y = (x - running_mean) / sqrt(running_var + eps) * weight + bias`` in train and eval mode.
+    """``y = (x - running_mean) / sqrt(running_var + eps) * weight + bias`` in train and eval
+    mode, (N, C, H, W); only ``weight`` and ``bias`` train.
 
-    Input and output (N, C, H, W). ``running_mean`` and ``running_var`` are buffers that no
-    forward pass changes; ``weight`` and ``bias`` are parameters that train.
-
-    A subclass of :class:`torch.nn.BatchNorm2d`, so that detectron2 treats it as the BN it is:
-    ``get_default_optimizer_params`` gives its parameters ``SOLVER.WEIGHT_DECAY_NORM``, and
-    ``FrozenBatchNorm2d.convert_frozen_batchnorm`` (``MODEL.BACKBONE.FREEZE_AT``) turns it into a
-    fully frozen ``FrozenBatchNorm2d``.
-
-    Its state dict holds ``weight``, ``bias``, ``running_mean`` and ``running_var``, the names of
-    ``FrozenBatchNorm2d``: checkpoints move between the two, and detectron2's ImageNet weights and
-    converted release checkpoints (which drop ``num_batches_tracked``) load with no missing or
-    unexpected keys. A ``num_batches_tracked`` in a checkpoint (from ``BN``) is ignored: with
-    statistics that never update, the count means nothing.
+    A :class:`torch.nn.BatchNorm2d`, so detectron2 gives it ``SOLVER.WEIGHT_DECAY_NORM`` and
+    ``FREEZE_AT`` turns it into ``FrozenBatchNorm2d``. Its state dict has
+    ``FrozenBatchNorm2d``'s names, without ``num_batches_tracked`` (ignored when loaded), so
+    ImageNet weights and converted checkpoints load with no missing or unexpected keys.
     """
 
     def __init__(self, num_features, eps=1e-5):
         super().__init__(num_features, eps=eps)
-        # Not a buffer in the state dict (see the class docstring).
         self.num_batches_tracked = None
 
     def forward(self, x):
-        # training=False: normalise with the running statistics and leave them as they are,
-        # whatever self.training says. Gradients still reach weight and bias.
+        # training=False: the running statistics, unchanged; gradients reach weight and bias.
         return F.batch_norm(
             x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
         )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         state_dict.pop(prefix + "num_batches_tracked", None)
-        # Skip BatchNorm's own hook, which adds a num_batches_tracked to checkpoints without one
-        # (such as every converted checkpoint) and so would report it as unexpected.
+        # Skip BatchNorm's hook, which would add a num_batches_tracked and report it unexpected.
         nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self):
@@ -58,14 +43,8 @@ _DW_NORMS = {"FrozenStatsBN": FrozenStatsBatchNorm2d}
 
 
 def resolve_norm(norm, key="MODEL.RESNETS.NORM"):
-    """What to pass as ``norm`` to detectron2's ResNet blocks for the config value ``norm``.
-
-    Returns the class for the DW names ("FrozenStatsBN"), else ``norm`` itself, which detectron2's
-    ``get_norm`` resolves ("BN", "FrozenBN", "SyncBN", "GN", ...; "" for none).
-
-    Raises:
-        ValueError: naming ``key`` when ``norm`` is neither.
-    """
+    """The ``norm`` for detectron2's ResNet blocks: the class of a DW name ("FrozenStatsBN"),
+    else a ``get_norm`` name itself; a ValueError naming ``key`` for anything else."""
     if norm in _DW_NORMS:
         return _DW_NORMS[norm]
     try:

@@ -1,21 +1,11 @@
-"""DCNv2 (modulated deformable convolution) on top of ``torchvision.ops.deform_conv2d``.
+"""DCNv2 (modulated deformable convolution) on ``torchvision.ops.deform_conv2d``: a drop-in for
+detectron2's :class:`detectron2.layers.ModulatedDeformConv` without its compiled ``_C``, with
+the same arguments, parameter names and ``forward(x, offset, mask)``, so checkpoints move freely.
 
-detectron2's :class:`detectron2.layers.ModulatedDeformConv` needs detectron2's compiled ``_C``
-extension, which pip/source-only installations lack. This layer is a drop-in replacement: the
-same constructor arguments, the same parameter names (``weight``, ``bias``) and the same
-``forward(x, offset, mask)``, so checkpoints trained with either layer load into the other.
-
-Offset and mask layout (identical in detectron2's/mmcv's CUDA kernel and in torchvision, so the
-tensors are passed through unchanged), with G = deformable groups, K = kh * kw kernel positions
-in row-major order:
-
-- ``offset``: (N, G * 2 * K, Ho, Wo); channel ``g * 2K + 2k`` is the vertical (dy) and
-  ``g * 2K + 2k + 1`` the horizontal (dx) displacement of kernel position k of group g, in input
-  pixels. (detectron2's ``DeformBottleneckBlock`` names the two halves of the first 2GK
-  channels of ``conv2_offset`` "offset_x" and "offset_y"; the names do not reflect the layout.)
-- ``mask``: (N, G * K, Ho, Wo); channel ``g * K + k`` scales the sample of position k, group g.
-
-Samples are bilinear; pixels outside the input count as zero.
+Layout (detectron2's, mmcv's and torchvision's), G deformable groups, K = kh * kw positions in
+row-major order: ``offset`` (N, G * 2 * K, Ho, Wo), channel ``g * 2K + 2k`` the dy and
+``g * 2K + 2k + 1`` the dx of position k of group g, input pixels; ``mask`` (N, G * K, Ho, Wo),
+channel ``g * K + k``. Samples are bilinear, zero outside the input.
 """
 
 import torch
@@ -29,20 +19,11 @@ _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def deform_conv2d_full_precision(input, offset, weight, bias=None, mask=None, **kwargs):
-    """``torchvision.ops.deform_conv2d`` with autocast off, half-precision inputs in float32, and
-    NaN offsets kept away from the kernel.
-
-    torchvision's own autocast rule does this on CUDA only, and its CPU kernel has no float16 or
-    bfloat16 version, so under CPU autocast the plain op fails. float64 inputs stay float64.
-    ``kwargs`` are deform_conv2d's (stride, padding, dilation).
-
-    A NaN offset passes the CPU kernel's "outside the input" test (every comparison with NaN is
-    false) and becomes an out-of-bounds index: the process dies with a segmentation fault
-    (torchvision 0.29). Infinite offsets are caught by that test and read zeros, as any offset
-    outside the input does. So NaN offsets go to the kernel as 0, and every output cell
-    (all channels) whose offsets held a NaN is set to NaN afterwards: the NaN still reaches the
-    caller's finite checks. Branch-free, so no host-device sync on CUDA; finite offsets give the
-    bit-identical output of the plain op.
+    """``torchvision.ops.deform_conv2d`` (``kwargs``: stride, padding, dilation) with autocast
+    off and half precision in float32 (its CPU kernel has none), and NaN offsets kept away from
+    the kernel, whose CPU version turns them into out-of-bounds indices (a segmentation fault,
+    torchvision 0.29): they go in as 0 and their output cells come out NaN
+    (:func:`split_nan_offsets`). Branch-free; finite offsets give the plain op's output.
     """
 
     def full(t):
@@ -58,20 +39,9 @@ def deform_conv2d_full_precision(input, offset, weight, bias=None, mask=None, **
 
 
 def split_nan_offsets(offset):
-    """The offsets with every NaN replaced by 0, and where the output must be NaN instead.
-
-    Deformable sampling kernels turn an offset into an integer index, and a NaN one crashes them
-    (see :func:`deform_conv2d_full_precision`); the caller samples with the cleaned offsets and
-    sets the returned cells to NaN afterwards, so a NaN still reaches its finite checks.
-    Branch-free (no host-device sync).
-
-    Args:
-        offset: (N, 2K, Ho, Wo) offsets on the output's grid.
-
-    Returns:
-        ``(offset without NaN, nan_cells)``; ``nan_cells`` is (N, 1, Ho, Wo) bool, true where any
-        offset of the cell is NaN.
-    """
+    """``(offset without NaN, nan_cells)`` of (N, 2K, Ho, Wo) ``offset``: every NaN replaced by
+    0, and the (N, 1, Ho, Wo) bool cells where any offset is NaN, which the caller sets to NaN
+    after sampling so that the NaN reaches its finite checks. Branch-free."""
     nan_offset = offset.isnan()
     return offset.masked_fill(nan_offset, 0), nan_offset.any(dim=1, keepdim=True)
 
@@ -82,11 +52,8 @@ class ModulatedDeformConv(nn.Module):
     Args:
         in_channels (int): input channels Ci.
         out_channels (int): output channels Co.
-        kernel_size (int or tuple[int, int]): (kh, kw).
-        stride, padding, dilation (int or tuple[int, int]): as in :class:`torch.nn.Conv2d`.
-        groups (int): groups of the convolution (``weight`` is (Co, Ci / groups, kh, kw)).
+        kernel_size, stride, padding, dilation, groups, bias: as in :class:`torch.nn.Conv2d`.
         deformable_groups (int): G, the number of channel groups that share one offset field.
-        bias (bool): whether to add a learnable bias (Co,).
         norm (nn.Module, optional): applied after the convolution.
         activation (callable, optional): applied after ``norm``.
     """
@@ -135,16 +102,8 @@ class ModulatedDeformConv(nn.Module):
         nn.init.kaiming_uniform_(self.weight, nonlinearity="relu")
 
     def forward(self, x, offset, mask):
-        """
-        Args:
-            x: (N, Ci, H, W) input.
-            offset: (N, 2 * G * kh * kw, Ho, Wo) sampling displacements, layout in the module
-                docstring.
-            mask: (N, G * kh * kw, Ho, Wo) modulation scalars (usually in [0, 1]).
-
-        Returns:
-            (N, Co, Ho, Wo) output, after ``norm`` and ``activation`` if given.
-        """
+        """(N, Co, Ho, Wo) output of (N, Ci, H, W) ``x``, after ``norm`` and ``activation``;
+        ``offset`` and ``mask`` as in the module docstring."""
         # torchvision infers G from the offset's channels; check it against the constructor.
         num_positions = self.kernel_size[0] * self.kernel_size[1]
         if offset.shape[1] != 2 * self.deformable_groups * num_positions:
@@ -178,12 +137,8 @@ class ModulatedDeformConv(nn.Module):
 
 
 class ModulatedDeformConvPack(ModulatedDeformConv):
-    """DCNv2 conv that predicts its own offsets and modulation mask with a 3x3 conv.
-
-    The offset conv (``conv_offset``) starts at zero, so the layer starts as a plain conv whose
-    sampling grid is then learned. Its output is split like detectron2's and MMCV's: two offset
-    halves and a mask passed through a sigmoid.
-    """
+    """DCNv2 conv that predicts its own offsets and mask (through a sigmoid) with a conv,
+    ``conv_offset``, split as detectron2's and MMCV's; it starts at zero (a plain conv)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, **kwargs):
         super().__init__(in_channels, out_channels, kernel_size, **kwargs)

@@ -1,6 +1,4 @@
-"""Whether the model is being recorded as a graph for export, where eager-only code (checks that
-raise, data-dependent Python loops, kernels without an export form) must give way to a form the
-graph can hold."""
+"""Whether the model is being recorded as a graph for export (eager-only code must give way)."""
 
 import torch
 

@@ -1,20 +1,12 @@
-"""Batched inference computed as if one image at a time.
+"""Batched inference computed as if one image at a time (docs/BATCHED_EVALUATION.md).
 
-detectron2 pads the images of a batch to the largest one (:class:`~detectron2.structures.ImageList`,
-then to the backbone's ``size_divisibility``); alone, an image is only padded to that multiple.
-An image padded further in a batch than alone is not computed as alone: beyond its own padded
-extent, convolutions read features that are non-zero after the first layer's norm and bias where
-alone they read zero padding, GroupNorm statistics take those cells in, and the head predicts
-there.
-
-:class:`BatchPadding` knows each image's own padded extent at every power-of-two stride;
-:meth:`BatchPadding.masking` zeroes the inputs and outputs of every convolution wider than one
-cell outside those extents and leaves the cells outside out of every GroupNorm's statistics.
-Each image's features inside its extent are then those it has alone, to rounding, for networks
-built from convolutions, GroupNorm, per-cell layers, nearest upsampling by 2 and max pooling of
-a wider convolution's non-negative output (ResNet and RegNetX with FPN, the DW head).
-A layer whose mixing of cells the masking does not follow (global pooling, attention, a max pool
-module) is refused by name.
+An image padded further in a batch than alone would read that padding in every convolution and
+GroupNorm. :class:`BatchPadding` knows each image's own padded extent at every power-of-two
+stride; :meth:`BatchPadding.masking` zeroes every wider-than-1x1 convolution's input and output
+outside it and leaves it out of GroupNorm's statistics. That is exact, to rounding, for
+convolutions, GroupNorm, per-cell layers, nearest upsampling by 2 and max pooling of a
+convolution's non-negative output (ResNet and RegNetX with FPN, the DW head); any other layer is
+refused by name.
 
 Shapes: N images; a feature map (N, C, H, W) at stride s has ``H = ceil(H_batch / s)``.
 """
@@ -32,8 +24,7 @@ from .deform_conv import ModulatedDeformConv
 
 __all__ = ["BatchPadding", "check_maskable", "masked_group_norm"]
 
-# Convolutions: those wider than one cell, and deformable ones, are masked; a 1x1 one reads
-# inside the extent for every output cell inside it.
+# Convolutions wider than one cell, and deformable ones, are masked.
 _CONVOLUTIONS = (nn.Conv2d, ModulatedDeformConv)
 # Layers that compute each cell from that cell alone (BatchNorm in eval mode, as at inference),
 # so zeros stay zeros up to a per-channel constant the next convolution's mask removes.
@@ -63,17 +54,10 @@ def masked_group_norm(
     bias: torch.Tensor | None,
     eps: float,
 ) -> torch.Tensor:
-    """GroupNorm of each image over its valid cells only, zero elsewhere.
-
-    Args:
-        x: (N, C, H, W) input; what lies outside ``valid`` (NaN included) is ignored.
-        valid: (N, 1, H, W) bool, the cells each image's statistics are taken over.
-        num_groups, weight, bias, eps: as :func:`torch.nn.functional.group_norm`'s.
-
-    Returns:
-        (N, C, H, W) in ``x``'s dtype, computed in at least float32 (as autocast runs
-        GroupNorm); equal to ``group_norm`` of the valid cells alone, to rounding.
-    """
+    """GroupNorm of each image of ``x`` (N, C, H, W) over its ``valid`` (N, 1, H, W) cells only
+    (what lies outside, NaN included, is ignored), zero elsewhere; other arguments as
+    :func:`torch.nn.functional.group_norm`'s. Computed in at least float32, returned in
+    ``x``'s dtype."""
     n, c, h, w = x.shape
     dtype = torch.promote_types(x.dtype, torch.float32)
     cells = valid.reshape(n, 1, 1, h * w)
@@ -91,10 +75,9 @@ def masked_group_norm(
 
 
 def check_maskable(**modules: nn.Module):
-    """Raise a ValueError naming the first layer of ``modules`` (name -> module) that
-    :meth:`BatchPadding.masking` cannot make exact: a layer without sub-layers that is neither a
-    convolution, a GroupNorm nor one of the per-cell layers. Functional code in a ``forward``
-    (detectron2's ResNet stem max-pools its ReLU output, FPN upsamples) cannot be seen here."""
+    """Raise a ValueError naming the first leaf layer of ``modules`` (name -> module) that is
+    not a convolution, a GroupNorm or a per-cell layer, which :meth:`BatchPadding.masking`
+    cannot make exact. Functional code in a ``forward`` cannot be seen here."""
     for prefix, module in modules.items():
         for name, layer in module.named_modules(prefix=prefix):
             leaf = next(layer.children(), None) is None
@@ -111,12 +94,8 @@ def check_maskable(**modules: nn.Module):
 
 
 class BatchPadding:
-    """Each image's own padded extent inside a padded batch.
-
-    Args:
-        own_sizes: N (height, width), the size each image is padded to alone.
-        batch_size: (height, width) of the padded batch.
-    """
+    """Each image's own padded extent, N (height, width) ``own_sizes``, inside a padded batch
+    of ``batch_size`` (height, width)."""
 
     def __init__(self, own_sizes: list[tuple[int, int]], batch_size: tuple[int, int]):
         self.own_sizes = [tuple(int(v) for v in s) for s in own_sizes]
@@ -128,9 +107,8 @@ class BatchPadding:
 
     @classmethod
     def of(cls, images: ImageList, backbone) -> "BatchPadding":
-        """The padding of ``images``, batched by detectron2 for ``backbone``: each image's own
-        size is what :meth:`ImageList.from_tensors` gives it alone, with the backbone's
-        ``size_divisibility`` and ``padding_constraints``."""
+        """The padding of ``images`` batched for ``backbone``: each image's own size is what
+        :meth:`ImageList.from_tensors` gives it alone."""
         own = [
             ImageList.from_tensors(
                 [images.tensor.new_empty((0, h, w))],
@@ -147,10 +125,8 @@ class BatchPadding:
         return any(s != self.batch_size for s in self.own_sizes)
 
     def extents(self, height: int, width: int) -> list[tuple[int, int]]:
-        """Each image's own (rows, columns) in a feature map of ``height`` x ``width``: the map's
-        stride s is the power of two with ``ceil(H_batch / s) = height`` (and so for width), the
-        extent ``ceil(own / s)``, what stride-2 convolutions and max pools of padding ``k // 2``
-        make of it alone. A size no power-of-two stride gives raises a ValueError."""
+        """Each image's own (rows, columns), ``ceil(own / s)``, in a feature map of ``height`` x
+        ``width`` at the power-of-two stride s it has; a ValueError if there is none."""
         batch_h, batch_w = self.batch_size
         for k in range(max(batch_h, batch_w).bit_length() + 1):
             s = 2**k
@@ -199,12 +175,8 @@ class BatchPadding:
         return self._masks[key]
 
     def _zero_outside(self, x):
-        """``x`` (N, C, H, W) zeroed outside each image's extent, or None if nothing is to be
-        done: it has no such cells, or it is a tensor this method returned and nothing has
-        changed it since (a convolution's masked output fed to the next one).
-
-        In place without autograd: no layer reads what lies outside unmasked, so a copy would
-        only cost memory traffic."""
+        """``x`` (N, C, H, W) zeroed outside each image's extent (in place without autograd), or
+        None if it has no such cells or is unchanged since this method returned it."""
         zeroed = self._zeroed.get(id(x))
         if zeroed is not None and zeroed[0]() is x and zeroed[1] == x._version:
             return None
@@ -236,14 +208,10 @@ class BatchPadding:
 
     @contextlib.contextmanager
     def masking(self, **modules: nn.Module):
-        """Within the block, every convolution of ``modules`` (name -> module) whose kernel
-        reads more than one cell (deformable ones included) has its input and output zeroed
-        outside each image's extent, and every GroupNorm normalises over the extent only and
-        outputs zeros outside it (forward hooks, removed on exit). Nothing changes when no image
-        is padded further than alone. Raises the ValueError of :func:`check_maskable` first.
-
-        Without autograd the zeroing is in place: a tensor that a masked convolution reads
-        loses what it held outside the extents (what no masked layer uses)."""
+        """Within the block, every wider-than-1x1 convolution of ``modules`` (name -> module)
+        has its input and output zeroed outside each image's extent (in place without
+        autograd), and every GroupNorm normalises over the extent only (forward hooks). After
+        :func:`check_maskable`; nothing changes when :attr:`needed` is False."""
         if not self.needed:
             yield
             return
@@ -256,10 +224,8 @@ class BatchPadding:
                     if isinstance(layer, ModulatedDeformConv) or (
                         isinstance(layer, nn.Conv2d) and layer.kernel_size != (1, 1)
                     ):
-                        # The input: whatever ran since the last mask (a per-cell layer's
-                        # constant, a 1x1 convolution's bias, a max pool's reach) made values
-                        # past the extent that this kernel would read. The output: for
-                        # functional code that reads it next (a max pool).
+                        # The input: layers since the last mask (a bias, a max pool) wrote past
+                        # the extent. The output: for functional code reading it (a max pool).
                         handles.append(layer.register_forward_pre_hook(self._mask_input))
                         handles.append(layer.register_forward_hook(self._mask_output))
                     elif isinstance(layer, nn.GroupNorm):

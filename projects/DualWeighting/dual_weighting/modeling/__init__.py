@@ -1,9 +1,7 @@
-"""The DW-FCOS model (meta-architecture, head, DW criterion and training step, backbone, box
-refinement) and DW in detectron2's own detectors.
-
-Importing it registers ``DWFCOS``, ``DWLossFCOS``, ``DWRetinaNet`` and ``ConfigurableFCOS``
-(META_ARCH_REGISTRY), ``DWRPN`` (PROPOSAL_GENERATOR_REGISTRY), ``DWHead`` (DW_HEAD_REGISTRY),
-``build_dw_resnet_fpn_backbone`` and ``build_timm_fpn_backbone`` (BACKBONE_REGISTRY).
+"""The DW-FCOS model and DW in detectron2's own detectors. Importing it registers ``DWFCOS``,
+``DWLossFCOS``, ``DWRetinaNet`` and ``ConfigurableFCOS`` (META_ARCH_REGISTRY), ``DWRPN``
+(PROPOSAL_GENERATOR_REGISTRY), ``DWHead`` (DW_HEAD_REGISTRY), ``build_dw_resnet_fpn_backbone``
+and ``build_timm_fpn_backbone`` (BACKBONE_REGISTRY).
 """
 
 from .assignment import DWAssignment, dw_assign

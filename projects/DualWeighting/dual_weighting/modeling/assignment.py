@@ -1,25 +1,13 @@
-"""Dual Weighting (DW) label assignment, as pure tensor functions: which (point, box) pairs are
-candidates, and how positive and how negative each prediction is.
+"""Dual Weighting (DW) label assignment as pure tensor functions (docs/DW_SPEC.md, "Training
+targets and losses"): which (point, box) pairs are candidates, and how positive and how negative
+each prediction is. :mod:`.losses` consumes it; :class:`.criterion.DWCriterion` runs both.
 
-Follows docs/DW_SPEC.md ("Training targets and losses"), i.e. the authors' release. The losses
-that consume this assignment are in :mod:`.losses`; :class:`.criterion.DWCriterion` holds the
-hyper-parameters and runs the two steps (as Mask2Former's criterion runs its matcher).
-
-Index letters, used in every shape below:
-
-- ``N``: images in the batch
-- ``P``: anchor points, all FPN levels concatenated
-- ``C``: classes
-- ``G``: ground-truth boxes of an image, padded to the largest count in the batch
-- ``K``: (image, point, box) pairs where the point lies strictly inside the box
-
-Only the ``K`` inside pairs ever get a prior, an IoU or a weight: every other (point, box) pair
-has a zero center prior, hence a zero positive weight, and leaves the negative weight at 1. The
-dense ``(N, P, G)`` work is a single boolean "inside" mask, and nothing is ever (P, G, C).
-Per-box reductions over a box's candidate bag are segment reductions over the flat box id
-``n * G + g`` of each pair.
-
-Boxes are XYXY in pixels; predicted distances (left, top, right, bottom) are in pixels too.
+Shapes: ``N`` images, ``P`` anchor points (all levels), ``C`` classes, ``G`` boxes of an image
+(padded to the batch's largest count), ``K`` (image, point, box) pairs with the point strictly
+inside the box. Only these pairs get a prior, an IoU or a weight (any other pair has prior 0,
+so positive weight 0 and negative weight 1): the dense work is one (N, P, G) bool mask, never
+(P, G, C), and per-box reductions are segment reductions over the flat box id ``n * G + g``.
+Boxes are XYXY pixels; distances (left, top, right, bottom) are pixels too.
 """
 
 from __future__ import annotations
@@ -42,22 +30,13 @@ __all__ = [
 
 
 def inside_pairs(points: torch.Tensor, boxes: torch.Tensor):
-    """Index triples of the (image, point, box) pairs whose point is strictly inside the box.
-
-    Args:
-        points: (P, 2) anchor points (x, y), pixels.
-        boxes: (N, G, 4) XYXY boxes, pixels. Padding boxes must contain no point; an all-zero
-            box never does, because no x is both > 0 and < 0.
-
-    Returns:
-        Three (K,) int64 tensors ``(image, point, box)``, sorted by image, then point, then box.
+    """Three (K,) int64 tensors ``(image, point, box)``, sorted so, of the pairs whose (P, 2)
+    ``points`` lie strictly inside the (N, G, 4) ``boxes``; an all-zero padding box holds none.
     """
     px = points[None, :, 0, None]  # (1, P, 1)
     py = points[None, :, 1, None]
     x1, y1, x2, y2 = (boxes[:, None, :, i] for i in range(4))  # each (N, 1, G)
-    # For floats, a - b > 0 exactly when a > b, so comparing coordinates is the same test as
-    # "all four distances l, t, r, b to the box's sides are > 0", without (N, P, G, 4) floats.
-    # In place: one (N, P, G) bool tensor plus one temporary.
+    # a - b > 0 exactly when a > b: the test "l, t, r, b > 0" without (N, P, G, 4) floats.
     inside = px > x1  # (N, P, G)
     inside &= px < x2
     inside &= py > y1
@@ -66,26 +45,12 @@ def inside_pairs(points: torch.Tensor, boxes: torch.Tensor):
 
 
 def center_prior(
-    points: torch.Tensor,
-    strides: torch.Tensor,
-    box_centers: torch.Tensor,
-    mu: float,
-    sigma: float,
+    points: torch.Tensor, strides: torch.Tensor, box_centers: torch.Tensor, mu: float, sigma: float
 ) -> torch.Tensor:
-    """Fixed Gaussian center prior of each pair, in units of the point's stride.
-
-    Args:
-        points: (K, 2) anchor point (x, y) of each pair, pixels.
-        strides: (K,) stride of the point's level, pixels.
-        box_centers: (K, 2) center (x, y) of the pair's box, pixels.
-        mu, sigma: mean and standard deviation of the Gaussian, in strides.
-
-    Returns:
-        (K,) ``prod_{x, y} exp(-((p - c) / s - mu)^2 / (2 sigma^2))``, in [0, 1].
-    """
+    """(K,) fixed Gaussian center prior ``prod_{x, y} exp(-((p - c) / s - mu)^2 / (2 sigma^2))``
+    of the (K, 2) ``points`` p with (K,) ``strides`` s and their boxes' (K, 2) centres c."""
     z = (points - box_centers) / strides[:, None] - mu
-    # A product of the two per-axis factors, as written in the spec: exp of their sum would
-    # round differently near underflow for points far from a large box's center.
+    # A product, as the spec: exp of the sum would round differently near underflow.
     return torch.exp(-(z * z) / (2.0 * sigma * sigma)).prod(dim=1)
 
 
@@ -97,18 +62,8 @@ def decode_ltrb(points: torch.Tensor, ltrb: torch.Tensor) -> torch.Tensor:
 
 
 def aligned_giou_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6):
-    """Generalised IoU and IoU of row-aligned XYXY boxes.
-
-    Union and enclosing area are clamped below at ``eps``; this is the convention of
-    MMDetection 2.x, whose ``bbox_overlaps`` the release uses for its GIoU loss and its IoU.
-
-    Args:
-        pred, target: (K, 4) XYXY boxes, pixels.
-        eps: lower bound of the union and of the enclosing box's area, pixels^2.
-
-    Returns:
-        ``(giou, iou)``, two (K,) tensors; ``giou`` in [-1, 1], ``iou`` in [0, 1].
-    """
+    """``(giou, iou)`` (K,) of row-aligned (K, 4) XYXY boxes, union and enclosing area clamped
+    below at ``eps`` (pixels^2) as MMDetection 2.x's ``bbox_overlaps``, the release's."""
     area_pred = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
     area_target = (target[:, 2] - target[:, 0]) * (target[:, 3] - target[:, 1])
 
@@ -134,9 +89,8 @@ _HARD_PRIOR_THRESH = 0.3
 def _topk_per_box_and_level(
     prior: torch.Tensor, box_id: torch.Tensor, strides: torch.Tensor, k: int
 ) -> torch.Tensor:
-    """(K,) bool: whether each pair is among the ``k`` pairs of its (box, level) with the largest
-    ``prior`` (for a Gaussian of mean 0, the nearest the box centre in strides); equal priors in
-    pair order. Levels are told apart by their stride."""
+    """(K,) bool: whether each pair is among the ``k`` of its (box, level, told by stride) with
+    the largest ``prior``; equal priors in pair order."""
     _, level = torch.unique(strides, return_inverse=True)
     group = box_id * (int(level.max()) + 1 if len(level) else 1) + level
     order = prior.argsort(descending=True, stable=True)
@@ -148,11 +102,6 @@ def _topk_per_box_and_level(
     keep = torch.zeros_like(box_id, dtype=torch.bool)
     keep[order] = rank < k
     return keep
-
-
-def _segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
-    """(S,) sums of (K,) ``values`` grouped by their (K,) ``segment`` id in [0, S)."""
-    return values.new_zeros(num_segments).index_add_(0, segment, values)
 
 
 def _segment_reduce(
@@ -173,25 +122,12 @@ def positive_weights(
     den_scale: float,
     eps: float,
 ) -> torch.Tensor:
-    """Positive weight of each inside pair, normalised over its box's candidate bag.
-
-    ``w = exp(num_scale * v) * v * prior / max(sum_bag exp(den_scale * v) * v * prior, eps)``;
-    the release uses 5 above and 3 below. No gradient flows through the result.
-
-    Args:
-        v: (K,) positive score ``p_cls * p_loc`` of each pair, in [0, 1].
-        prior: (K,) center prior of each pair.
-        box_id: (K,) flat box id of each pair, in [0, num_boxes).
-        num_boxes: number of flat box ids (``N * G``).
-        num_scale, den_scale: exponents' scales in the numerator and the denominator.
-        eps: lower bound of the denominator.
-
-    Returns:
-        (K,) weights, >= 0.
-    """
+    """(K,) positive weights ``exp(num_scale * v) * v * prior / max(sum_bag exp(den_scale * v)
+    * v * prior, eps)`` >= 0, no gradient, of the (K,) pairs' scores ``v = p_cls * p_loc``,
+    priors and flat box ids in [0, num_boxes = N * G) (the release: scales 5 and 3)."""
     v = v.detach()
     numerator = torch.exp(num_scale * v) * v * prior
-    denominator = _segment_sum(torch.exp(den_scale * v) * v * prior, box_id, num_boxes)
+    denominator = v.new_zeros(num_boxes).index_add_(0, box_id, torch.exp(den_scale * v) * v * prior)
     return numerator / denominator.clamp(min=eps)[box_id]
 
 
@@ -205,25 +141,13 @@ def negative_weights(
     iou_threshold: float,
     eps: float,
 ) -> torch.Tensor:
-    """Negative weight of every (image, point, class), 1 except where an inside pair claims it.
+    """(N, P, C) = ``shape`` negative weights in (0, 1], no gradient: 1 except where an inside
+    pair claims the entry ``target_index`` (flat ``[n, p, class_g]``).
 
-    For a pair with IoU ``u``: ``t = (1 - u^2) / (1 - thr^2)``, min-max normalised over the box's
-    bag with the upper end capped at 1, ``y = (t - t1 + eps) / (t2 - t1 + eps)``; ``y = 1`` where
-    ``u < thr`` (the release: thr = 0.5). ``y`` is at most 1, so a scatter "amin" onto ones keeps,
-    for every entry, the smallest ``y`` of the boxes of that class that claim the point. No
-    gradient flows through the result.
-
-    Args:
-        iou: (K,) IoU of each pair's predicted box with the pair's box.
-        box_id: (K,) flat box id of each pair, in [0, num_boxes).
-        num_boxes: number of flat box ids (``N * G``).
-        target_index: (K,) flat index of ``[n, p, class_g]`` in an (N, P, C) tensor.
-        shape: ``(N, P, C)``.
-        iou_threshold: IoU below which a pair leaves its entry fully negative.
-        eps: keeps the min-max normalisation finite for a bag of equal ``t``.
-
-    Returns:
-        (N, P, C) weights in (0, 1].
+    For a pair with ``iou`` u and thr = ``iou_threshold``: ``t = (1 - u^2) / (1 - thr^2)``,
+    min-max normalised over the box's bag (``box_id`` as :func:`positive_weights`') with the
+    upper end capped at 1, ``y = (t - t1 + eps) / (t2 - t1 + eps)``; ``y = 1`` where
+    ``u < thr``. A scatter "amin" onto ones keeps, per entry, the smallest ``y`` claiming it.
     """
     u = iou.detach()
     t = (1.0 - u * u) / (1.0 - iou_threshold * iou_threshold)
@@ -237,7 +161,7 @@ def negative_weights(
 
 
 class DWAssignment(NamedTuple):
-    """What DW assigns in a batch: the K inside pairs and their weights (see :func:`dw_assign`)."""
+    """The K inside pairs of a batch and their weights (:func:`dw_assign`)."""
 
     image: torch.Tensor  # (K,) image of each pair
     point: torch.Tensor  # (K,) point of each pair, in [0, P)
@@ -273,34 +197,10 @@ def dw_assign(
     neg_weight_eps: float = 1e-12,
 ) -> DWAssignment:
     """The scores and the positive and negative weights of a batch, on the inside pairs only.
-
-    The hyper-parameters are :class:`~.criterion.DWCriterion`'s (the release's values are its
-    defaults); the three ``eps`` are the release's constants.
-
-    Args:
-        points: (P, 2) candidate locations (x, y), pixels: anchor points, or anchor centres.
-        strides: (P,) stride of each candidate's level, pixels.
-        cls_logits: (N, P, C) classification logits.
-        quality_logits: (N, P) logits of the localisation-quality factor of the joint score
-            (FCOS' centerness, used as objectness), or None for a head without one: the joint
-            score is then the classification score alone.
-        pred_boxes: (N, P, 4) predicted XYXY boxes, pixels.
-        gt_boxes: N tensors (G_n, 4), XYXY pixels; G_n may be 0.
-        gt_classes: N int64 tensors (G_n,) in [0, C).
-        center_prior_mu, center_prior_sigma: center prior's Gaussian, in strides.
-        soft_prior: the Gaussian itself (the release's default); False: the release's hard prior,
-            1 where the Gaussian exceeds 0.3, else 0.
-        candidate_topk_per_level: 0 for the release's bag (every candidate inside the box); k > 0
-            for the paper's: per box and level, only the k candidates nearest the box centre
-            (in strides; ties by candidate index).
-        loc_score_scale: ``p_loc = exp(-loc_score_scale * L)`` with ``L`` the GIoU loss.
-        pos_weight_num_scale, pos_weight_den_scale: scales of ``v`` in the positive weight's
-            numerator and denominator exponentials.
-        neg_iou_thresh: IoU below which a candidate stays fully negative for a box; also where
-            the negative weight's ``t(u)`` is 1.
-        iou_eps: lower bound of union and enclosing area in (G)IoU, pixels^2.
-        pos_weight_eps: lower bound of a bag's positive-weight denominator.
-        neg_weight_eps: regulariser of the negative weight's min-max normalisation.
+    The inputs are :meth:`~.criterion.DWCriterion.forward`'s, the hyper-parameters
+    :class:`~.criterion.DWCriterion`'s (ties of ``candidate_topk_per_level`` by candidate
+    index); the three ``eps`` are the release's (:func:`aligned_giou_iou`,
+    :func:`positive_weights`, :func:`negative_weights`).
 
     Returns:
         A :class:`DWAssignment`. ``scores``, ``p_cls`` and ``p_loc`` keep their gradient; the
@@ -319,8 +219,7 @@ def dw_assign(
 
     img, pt, box = inside_pairs(points, boxes)  # each (K,)
     box_id = img * max_boxes + box  # flat index into N * G
-    # Gathers with index_select on flat indices: faster than advanced indexing, and its backward
-    # is an index_add rather than an accumulating index_put.
+    # index_select on flat indices: faster than advanced indexing, and its backward an index_add.
     pair_boxes = boxes.view(-1, 4).index_select(0, box_id)  # (K, 4)
     pair_points = points.index_select(0, pt)  # (K, 2)
     pair_strides = strides.index_select(0, pt)  # (K,)
@@ -341,7 +240,6 @@ def dw_assign(
     # Flat index of [n, p, class_g]: where the pair reads its score and writes its neg. weight.
     target_index = point_id * num_classes + pair_classes
 
-    # Joint score of every (image, point, class): classification times localisation quality.
     scores = torch.sigmoid(cls_logits)  # (N, P, C)
     if quality_logits is not None:
         scores = scores * torch.sigmoid(quality_logits)[..., None]
@@ -361,13 +259,7 @@ def dw_assign(
         pos_weight_eps,
     )
     neg_weight = negative_weights(
-        iou,
-        box_id,
-        num_flat_boxes,
-        target_index,
-        scores.shape,
-        neg_iou_thresh,
-        neg_weight_eps,
+        iou, box_id, num_flat_boxes, target_index, scores.shape, neg_iou_thresh, neg_weight_eps
     )
 
     return DWAssignment(

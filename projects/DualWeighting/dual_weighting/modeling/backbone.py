@@ -1,16 +1,13 @@
-"""ResNet-FPN backbone of the DW detector: P3-P7, with P6 computed from P5's output.
+"""ResNet-FPN backbone of the DW detector: P3-P7, with P6 computed from P5's output, built from
+a yacs config (:func:`build_dw_resnet_fpn_backbone`) or, for LazyConfigs, from arguments
+(:func:`dw_fpn` over :func:`dw_resnet`). DCNv2 blocks use torchvision's ops with detectron2's
+parameter names, so checkpoints move freely between the two.
 
-Shape shorthand: N = images, H, W = padded input size (multiples of 32), C = FPN.OUT_CHANNELS.
-Outputs ``p3``..``p7`` are (N, C, ceil(H / s), ceil(W / s)) for strides s = 8, 16, 32, 64, 128.
-
-DCNv2 blocks use :class:`dual_weighting.layers.ModulatedDeformConv` (torchvision ops)
-instead of detectron2's compiled layer, with detectron2's parameter names, so checkpoints move
-freely between the two.
-
-Two ways to build it, one code path: :func:`build_dw_resnet_fpn_backbone` from a yacs config
-(registered, ``MODEL.BACKBONE.NAME``), and :func:`dw_fpn` over :func:`dw_resnet` from arguments,
-for LazyConfigs (``configs/lazy/``).
+Shapes: N images, H, W padded input size (multiples of 32), C = FPN.OUT_CHANNELS; ``p3``..``p7``
+are (N, C, ceil(H / s), ceil(W / s)) for strides s = 8, 16, 32, 64, 128.
 """
+
+import inspect
 
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
@@ -46,17 +43,11 @@ _BLOCKS_PER_STAGE = {
 
 
 class ModulatedDeformBottleneckBlock(BottleneckBlock):
-    """Bottleneck block whose 3x3 conv is DCNv2, equivalent to detectron2's
-    ``DeformBottleneckBlock(deform_modulated=True)``.
-
-    Same modules and names as detectron2's block (``conv1``, ``conv2_offset``, ``conv2``,
-    ``conv3``, ``shortcut``), so its checkpoints load unchanged. ``conv2_offset`` predicts
-    (N, 27 * deform_num_groups, Ho, Wo): offsets (18 G channels) then mask logits (9 G); it starts
-    at zero, so a fresh block samples the regular 3x3 grid with mask 0.5.
-
-    detectron2's own block cannot be built without detectron2's compiled ops, so this class lets
-    :class:`BottleneckBlock` build conv1/conv3/shortcut, swaps in the deformable ``conv2`` and
-    reuses detectron2's ``DeformBottleneckBlock.forward`` unchanged.
+    """detectron2's ``DeformBottleneckBlock(deform_modulated=True)`` (same module names, so its
+    checkpoints load unchanged) without detectron2's compiled ops: :class:`BottleneckBlock`
+    builds conv1/conv3/shortcut, ``conv2`` is deformable, the forward is detectron2's.
+    ``conv2_offset`` predicts 18 G offsets then 9 G mask logits; it starts at zero (the regular
+    3x3 grid, mask 0.5).
     """
 
     def __init__(
@@ -128,14 +119,9 @@ def dw_resnet(
     freeze_at: int = 2,
 ) -> ResNet:
     """detectron2's :class:`ResNet` with our DCNv2 blocks, from arguments (the LazyConfig
-    constructor; :func:`build_dw_resnet` builds the same from ``cfg.MODEL.RESNETS``).
-
-    Defaults are the release's R-50 bottom-up: torchvision style (stride on the 3x3 conv),
-    "FrozenStatsBN", stem and res2 frozen, res3-res5 out. Stages res2..res5 have strides 4, 8, 16,
-    32. Depths 18/34 use :class:`BasicBlock` (no DCN, ``res2_out_channels`` 64, ``num_groups`` 1);
-    depths 50/101/152 use bottleneck blocks, DCNv2 on the stages where ``deform_on_per_stage`` is
-    True. ``norm`` is a detectron2 ``get_norm`` name or "FrozenStatsBN"
-    (:mod:`dual_weighting.layers`); stages up to ``freeze_at`` are fully frozen.
+    constructor; :func:`build_dw_resnet` reads ``cfg.MODEL.RESNETS``). Defaults are the
+    release's R-50: stride on the 3x3 conv, "FrozenStatsBN", stem and res2 frozen. Depths 18/34
+    use :class:`BasicBlock` (no DCN, ``res2_out_channels`` 64, ``num_groups`` 1).
 
     Returns:
         ResNet: maps (N, in_channels, H, W) to ``{"res<k>": (N, C_k, H / 2^k, W / 2^k)}`` for
@@ -192,44 +178,23 @@ def _make_resnet(args, key) -> ResNet:
 
 
 def build_dw_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
-    """:func:`dw_resnet` of ``cfg.MODEL.RESNETS`` and ``cfg.MODEL.BACKBONE.FREEZE_AT``.
-
-    Besides :func:`dw_resnet`'s rules, ``RES5_DILATION`` must be 1 (the FPN needs a stride-32
-    res5) and DCN must be modulated (``DEFORM_MODULATED`` True, DCNv2 only).
-    """
+    """:func:`dw_resnet` of ``cfg.MODEL.RESNETS`` and ``cfg.MODEL.BACKBONE.FREEZE_AT``."""
     res = cfg.MODEL.RESNETS
     if res.RES5_DILATION != 1:
         raise ValueError("MODEL.RESNETS.RES5_DILATION must be 1: the FPN needs a stride-32 res5.")
     if any(res.DEFORM_ON_PER_STAGE) and not res.DEFORM_MODULATED and res.DEPTH >= 50:
         raise ValueError("Only modulated DCN (DCNv2) is supported: set DEFORM_MODULATED True.")
-    args = {
-        "depth": res.DEPTH,
-        "norm": res.NORM,
-        "in_channels": input_shape.channels,
-        "stem_out_channels": res.STEM_OUT_CHANNELS,
-        "res2_out_channels": res.RES2_OUT_CHANNELS,
-        "num_groups": res.NUM_GROUPS,
-        "width_per_group": res.WIDTH_PER_GROUP,
-        "stride_in_1x1": res.STRIDE_IN_1X1,
-        "deform_on_per_stage": res.DEFORM_ON_PER_STAGE,
-        "deform_num_groups": res.DEFORM_NUM_GROUPS,
-        "out_features": res.OUT_FEATURES,
-        "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
-    }
+    # dw_resnet's arguments are the keys of MODEL.RESNETS in lower case.
+    names = inspect.signature(dw_resnet).parameters.keys() - {"in_channels", "freeze_at"}
+    args = {name: res[name.upper()] for name in names}
+    args.update(in_channels=input_shape.channels, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
     return _make_resnet(args, key=lambda name: f"MODEL.RESNETS.{name.upper()}")
 
 
 def dw_fpn(*, bottom_up: Backbone, in_features, out_channels: int, norm="", fuse_type="sum") -> FPN:
-    """FPN over ``in_features`` of ``bottom_up`` + P6/P7 from P5's output (the LazyConfig
-    constructor; :func:`build_dw_resnet_fpn_backbone` builds the same from a config).
-
-    Unlike detectron2's ``build_retinanet_resnet_fpn_backbone`` (P6 from res5), P6 is a 3x3/2
-    conv on the FPN's P5 output and P7 a 3x3/2 conv on relu(P6), as in the DW/FCOS release.
-    ``in_features`` must be three features of strides 8, 16, 32 (res3-res5 of a ResNet).
-
-    Returns:
-        FPN: maps (N, 3, H, W) images (H, W multiples of ``size_divisibility`` = 32) to
-        ``{"p3": (N, C, H/8, W/8), ..., "p7": (N, C, ceil(H/128), ceil(W/128))}``.
+    """FPN over ``in_features`` (strides 8, 16, 32) of ``bottom_up``, the LazyConfig
+    constructor. Unlike detectron2's ``build_retinanet_resnet_fpn_backbone`` (P6 from res5), P6
+    is a 3x3/2 conv on the FPN's P5 output and P7 one on relu(P6), as in the release.
     """
     return _make_fpn(bottom_up, in_features, out_channels, norm, fuse_type, key=str)
 
@@ -255,18 +220,10 @@ def _make_fpn(bottom_up, in_features, out_channels, norm, fuse_type, key) -> FPN
 
 @BACKBONE_REGISTRY.register()
 def build_dw_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
-    """ResNet + FPN over ``FPN.IN_FEATURES`` (res3-res5) + P6/P7 from P5's output:
-    :func:`dw_fpn` on :func:`build_dw_resnet`.
-
-    Normalization: the release trains the BN affine parameters with frozen statistics, which
-    ``RESNETS.NORM`` "FrozenStatsBN" (the configs' choice) reproduces; detectron2's "FrozenBN"
-    freezes the affine parameters too. Stages up to ``BACKBONE.FREEZE_AT`` (2 = stem + res2, the
-    release's ``frozen_stages=1``) are fully frozen (``FrozenBatchNorm2d``) in either case.
-
-    Reads ``MODEL.BACKBONE.FREEZE_AT``; ``MODEL.RESNETS.{DEPTH, NORM, STEM_OUT_CHANNELS,
-    RES2_OUT_CHANNELS, NUM_GROUPS, WIDTH_PER_GROUP, STRIDE_IN_1X1, RES5_DILATION, OUT_FEATURES,
-    DEFORM_ON_PER_STAGE, DEFORM_MODULATED, DEFORM_NUM_GROUPS}``; ``MODEL.FPN.{IN_FEATURES,
-    OUT_CHANNELS, NORM, FUSE_TYPE}``.
+    """:func:`dw_fpn` on :func:`build_dw_resnet`, from ``MODEL.FPN`` and ``MODEL.RESNETS``.
+    ``RESNETS.NORM`` "FrozenStatsBN" trains the BN affine parameters with frozen statistics, as
+    the release (detectron2's "FrozenBN" freezes them too); stages up to ``BACKBONE.FREEZE_AT``
+    (the release's ``frozen_stages=1`` is 2) are fully frozen either way.
     """
     fpn = cfg.MODEL.FPN
     keys = {"in_features": "MODEL.FPN.IN_FEATURES", "out_features": "MODEL.RESNETS.OUT_FEATURES"}

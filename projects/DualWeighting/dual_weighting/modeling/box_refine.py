@@ -1,8 +1,6 @@
-"""DW box refinement: re-read each side of a predicted box near that side, at learned offsets.
-
-See docs/DW_SPEC.md, "Box refinement". Shapes: ``N`` images, ``K`` channels, a feature level of
-``H`` rows and ``W`` columns. Distances (left, top, right, bottom) and box corners are in pixels;
-offsets are in feature cells.
+"""DW box refinement (docs/DW_SPEC.md, "Box refinement"): re-read each side of a predicted box
+near that side, at learned offsets. Shapes: ``N`` images, ``K`` channels, ``H`` x ``W`` cells.
+Distances and corners are in pixels, offsets in feature cells.
 """
 
 from __future__ import annotations
@@ -16,36 +14,22 @@ from ..layers.graph_capture import capturing_graph
 __all__ = ["read_at_offsets", "refine_boxes"]
 
 
-def _anchor_grid(height: int, width: int, stride: int, like: torch.Tensor):
-    """Anchor x (1, 1, W) and y (1, H, 1): ``((j + 0.5) * stride, (i + 0.5) * stride)``, pixels."""
-    cols = (torch.arange(width, dtype=like.dtype, device=like.device) + 0.5) * stride
-    rows = (torch.arange(height, dtype=like.dtype, device=like.device) + 0.5) * stride
-    return cols.view(1, 1, width), rows.view(1, height, 1)
-
-
 def read_at_offsets(maps: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Channel ``k`` of output cell ``(i, j)`` is channel ``k`` of ``maps`` read bilinearly at
     ``(i + offsets[:, 2k], j + offsets[:, 2k + 1])``, zeros outside the map.
 
-    The read of ``torchvision.ops.deform_conv2d(maps, offsets, ones(K, 1, 1, 1))`` (a 1x1
-    deformable convolution, one group per channel), written with ``F.grid_sample``: a core op,
-    which ONNX has as GridSample (opset 16) and TorchScript runs without torchvision's ops. The
-    two agree to rounding: grid_sample's coordinate normalisation rounds differently, 1e-12 px
-    in float64 and a few float32 ulps of the read positions (tests/modeling/test_box_refine.py).
-
-    Offsets are handled as :func:`~.deform_conv.deform_conv2d_full_precision` handles them: a
-    NaN offset is read as 0 (it must not reach the kernel, which turns it into an integer index)
-    and every output cell whose offsets held a NaN is NaN, with no gradient through it; reads
-    outside the map are 0, infinite ones included (positions are clamped to [-2, size + 1],
-    beyond which every read is 0 with zero gradient). Branch-free.
+    The read of ``torchvision.ops.deform_conv2d(maps, offsets, ones(K, 1, 1, 1))`` with
+    ``F.grid_sample``, which ONNX (GridSample, opset 16) and TorchScript run without
+    torchvision's ops; the two agree to rounding. Offsets as
+    :func:`~.deform_conv.deform_conv2d_full_precision` handles them: a cell with a NaN offset is
+    NaN, with no gradient; reads outside the map, infinite ones included, are 0. Branch-free.
 
     Args:
         maps: (N, K, H, W) values; float16/bfloat16 are read in float32, with autocast off.
         offsets: (N, 2K, H, W) read offsets, cells, (dy, dx) per channel.
 
     Returns:
-        (N, K, H, W), in ``maps``' dtype promoted to at least float32. Differentiable with
-        respect to both inputs.
+        (N, K, H, W), in ``maps``' dtype promoted to at least float32; differentiable.
     """
     n, k, height, width = maps.shape
     dtype = torch.promote_types(maps.dtype, torch.float32)
@@ -56,9 +40,7 @@ def read_at_offsets(maps: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         cols = torch.arange(width, dtype=dtype, device=maps.device).view(1, 1, 1, width)
         y = (rows + dy).clamp(-2, height + 1)
         x = (cols + dx).clamp(-2, width + 1)
-        # align_corners=False: -1 and 1 are the outer edges of the first and last cells, so
-        # cell c is at (2c + 1) / size - 1; align_corners=True would read every position of a
-        # map of size 1 at its one cell.
+        # align_corners=False: cell c is at (2c + 1) / size - 1 (True breaks maps of size 1).
         grid = torch.stack(((2 * x + 1) / width - 1, (2 * y + 1) / height - 1), dim=-1)
         out = F.grid_sample(
             maps.to(dtype).reshape(n * k, 1, height, width),
@@ -76,44 +58,26 @@ def refine_boxes(
     stride: int,
     valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Refined (left, top, right, bottom) distances of one feature level.
-
-    The box ``(x1, y1, x2, y2) = (px - l, py - t, px + r, py + b)`` at every anchor point makes a
-    4-channel map. Channel ``k`` of the output cell ``(i, j)`` is channel ``k`` of that map read
-    bilinearly (zeros outside the map) at ``(i + dy_k, j + dx_k)``, in cells, where
-    ``d = ltrb / stride``:
-
-    ====  ==============  ==============
-    side  dy              dx
-    ====  ==============  ==============
-    x1    o0              o1 - d_l
-    y1    o2 - d_t        o3
-    x2    o4              o5 + d_r
-    y2    o6 + d_b        o7
-    ====  ==============  ==============
-
-    so each side is re-read near the position of that side, moved by the learned offsets ``o``.
-    A deformable 1x1 convolution with an all-ones weight and one group per channel is exactly
-    this sampling (the release's form): it runs in eager mode, in training and inference. A
-    traced graph (``torch.jit.trace``, ``torch.onnx.export``) gets
-    :func:`read_at_offsets` instead, the same read with ``grid_sample``, which exports to ONNX
-    and differs by rounding only. The refined box is turned back into distances from the same
-    anchor point.
+    """Refined (left, top, right, bottom) distances of one feature level: each side of the box
+    map ``(px - l, py - t, px + r, py + b)`` re-read near that side, moved by the learned offsets
+    (the table of docs/DW_SPEC.md). Eager mode reads with the release's deformable 1x1
+    convolution; a traced graph with :func:`read_at_offsets`, which exports to ONNX.
 
     Args:
         box_ltrb_map: (N, 4, H, W) predicted distances, pixels, >= 0.
-        offsets: (N, 8, H, W) learned offsets, cells, (dy, dx) per side in the order above.
+        offsets: (N, 8, H, W) learned offsets, cells, (dy, dx) per side x1, y1, x2, y2.
         stride: the level's stride, pixels.
-        valid: optional (N, 1, H, W) bool, each image's own part of a padded batch
-            (:class:`~.layers.BatchPadding`): the box map reads as zero outside it, as outside
-            the map of the image alone.
+        valid: optional (N, 1, H, W) bool, each image's own part of a padded batch: the box
+            map reads as zero outside it.
 
     Returns:
-        (N, 4, H, W) refined distances, pixels, clipped below at 0. Differentiable with respect
-        to both inputs.
+        (N, 4, H, W) refined distances, pixels, clipped below at 0; differentiable.
     """
     _, _, height, width = box_ltrb_map.shape
-    px, py = _anchor_grid(height, width, stride, box_ltrb_map)
+    # Anchor x (1, 1, W) and y (1, H, 1): ((j + 0.5) * stride, (i + 0.5) * stride), pixels.
+    like = {"dtype": box_ltrb_map.dtype, "device": box_ltrb_map.device}
+    px = ((torch.arange(width, **like) + 0.5) * stride).view(1, 1, width)
+    py = ((torch.arange(height, **like) + 0.5) * stride).view(1, height, 1)
     left, top, right, bottom = box_ltrb_map.unbind(1)  # each (N, H, W)
     corners = torch.stack((px - left, py - top, px + right, py + bottom), dim=1)  # (N, 4, H, W)
     if valid is not None:
@@ -122,24 +86,14 @@ def refine_boxes(
     d_left, d_top, d_right, d_bottom = (box_ltrb_map / stride).unbind(1)
     o = offsets.unbind(1)
     sample_offsets = torch.stack(
-        (
-            o[0],
-            o[1] - d_left,
-            o[2] - d_top,
-            o[3],
-            o[4],
-            o[5] + d_right,
-            o[6] + d_bottom,
-            o[7],
-        ),
+        (o[0], o[1] - d_left, o[2] - d_top, o[3], o[4], o[5] + d_right, o[6] + d_bottom, o[7]),
         dim=1,
     )  # (N, 8, H, W): (dy, dx) of channels x1, y1, x2, y2
-    # Eager mode keeps torchvision's kernel, so training stays the release's form bit for bit;
-    # only a traced graph, which must export, reads with grid_sample.
+    # Eager mode keeps torchvision's kernel (the release's form bit for bit).
     if capturing_graph():
         sampled = read_at_offsets(corners, sample_offsets)
     else:
-        # Weight (out 4, in 4 / groups 4 = 1, 1, 1): each output channel copies its own channel.
+        # Weight (4, 1, 1, 1): each output channel copies its own channel.
         weight = corners.new_ones(4, 1, 1, 1)
         sampled = deform_conv2d_full_precision(corners, sample_offsets, weight)
     # (N, 4, H, W), XYXY pixels

@@ -1,10 +1,7 @@
-"""DW's criterion: the hyper-parameters of Dual Weighting, and its two steps, the assignment
-(who is how positive and how negative, :func:`~.assignment.dw_assign`) and the losses of that
-assignment (:func:`~.losses.dw_losses`).
-
-A detector hands it candidate locations with their strides and its dense predictions; it never
-needs to know the head. Index letters as in :mod:`.assignment`: ``N`` images, ``P`` candidates
-(all levels concatenated), ``C`` classes, ``G`` boxes of an image.
+"""DW's criterion: Dual Weighting's hyper-parameters and its two steps, the assignment
+(:func:`~.assignment.dw_assign`) and its losses (:func:`~.losses.dw_losses`). A detector hands
+it candidate locations, their strides and its dense predictions; it never needs the head.
+Shapes as in :mod:`.assignment`.
 """
 
 from __future__ import annotations
@@ -31,9 +28,8 @@ _COLLAPSE_FIX = {
 
 def check_finite_predictions(predictions, detector: str, iteration: int):
     """Raise a FloatingPointError naming ``detector`` and ``iteration`` if a tensor of
-    ``predictions`` (a head's lists of per-level tensors) holds an infinite or NaN value: the
-    losses' BCE would reject NaN with an error that names neither the cause nor the iteration.
-    One host read for all of them."""
+    ``predictions`` (a head's lists of per-level tensors) is not finite (one host read); the
+    BCE would reject NaN naming neither."""
     finite = torch.stack([torch.isfinite(x).all() for level in predictions for x in level])
     if not finite.all():
         raise FloatingPointError(
@@ -44,17 +40,13 @@ def check_finite_predictions(predictions, detector: str, iteration: int):
 def check_assignment(
     assignment: DWAssignment, detector: str, iteration=None, config_style: str | None = None
 ):
-    """Raise a FloatingPointError naming ``detector`` and ``iteration`` in the two states of an
-    assignment from finite predictions where training cannot go on but the losses would not say
-    so (one host read for both):
+    """Raise a FloatingPointError naming ``detector`` and ``iteration`` where training cannot
+    go on but the losses would not say so (one host read):
 
-    - a localisation score that is not finite: finite deltas decoded to boxes whose area
-      overflows float32 (a diverged box regression); the BCE would later refuse the NaN with
-      an error that names neither.
-    - candidates with a center prior but every positive weight exactly 0: every joint score of
-      the candidates underflowed to 0 (a collapsed classifier). Every DW loss and its gradient
-      is then exactly 0, and the run would go on without learning anything. The message says
-      which keys to change in the ``config_style`` of the run ("yacs" or "lazy"; None: no keys).
+    - a non-finite localisation score: boxes whose area overflows float32 (diverged regression).
+    - candidates with a prior but every positive weight 0: every joint score underflowed (a
+      collapsed classifier), so every loss and gradient is 0. The message names the keys to
+      change in the run's ``config_style`` ("yacs" or "lazy"; None: no keys).
     """
     if len(assignment.prior) == 0:
         return
@@ -76,9 +68,7 @@ def check_assignment(
 
 
 def set_config_style(model: nn.Module, style: str):
-    """Tell every :class:`DWCriterion` of ``model`` the config style of the run, "yacs" or
-    "lazy", so that a collapse names the keys to change in it (the engine's trainers do this
-    when they build the model)."""
+    """Tell every :class:`DWCriterion` of ``model`` the run's config style, "yacs" or "lazy"."""
     for module in model.modules():
         if isinstance(module, DWCriterion):
             module.config_style = style
@@ -86,25 +76,17 @@ def set_config_style(model: nn.Module, style: str):
 
 class DWCriterion(nn.Module):
     """Dual Weighting's assignment and losses (Li et al., CVPR 2022), with the release's
-    hyper-parameters as defaults (docs/DW_SPEC.md, "Training targets and losses").
-
-    The argument names are those of the yacs keys ``MODEL.DW.<NAME>`` in lower case. The module
-    has no parameters or buffers: it only computes.
-
-    Its inputs are checked (:func:`~.criterion_inputs.check_criterion_inputs`, one host read):
-    a wrong shape or length, a class id outside [0, C) or a non-finite box raises a ValueError
-    naming the argument, the index and the value. Half-precision predictions are computed in
-    float32, with autocast off.
+    hyper-parameters as defaults (docs/DW_SPEC.md). Argument names are the yacs keys
+    ``MODEL.DW.<NAME>`` in lower case; no parameters or buffers. Inputs are checked
+    (:func:`~.criterion_inputs.check_criterion_inputs`); half precision is computed in float32.
 
     Example::
 
-        criterion = DWCriterion()
-        losses = criterion(points, strides, cls_logits, quality_logits, pred_boxes,
-                           gt_boxes, gt_classes)
+        losses = DWCriterion()(points, strides, cls_logits, quality_logits, pred_boxes,
+                               gt_boxes, gt_classes)
 
-    A head of one's own that trains with it can stop on the states where training cannot go on
-    but the losses would not say so (a collapsed classifier, boxes overflowing float32), as
-    the detectors of this package do, with the two steps apart::
+    With the two steps apart, a head of one's own can stop where training cannot go on (as the
+    detectors of this package do)::
 
         assignment = criterion.assign(points, strides, cls_logits, quality_logits, pred_boxes,
                                       gt_boxes, gt_classes)
@@ -112,8 +94,8 @@ class DWCriterion(nn.Module):
         losses = criterion.losses(assignment, sum(len(b) for b in gt_boxes))
 
     Attributes:
-        config_style: "yacs" or "lazy", the config style of the run, for the keys a collapse
-            names (:func:`set_config_style`); None when unknown.
+        config_style: "yacs", "lazy" or None (unknown), for the keys a collapse names
+            (:func:`set_config_style`).
     """
 
     config_style = None
@@ -135,19 +117,15 @@ class DWCriterion(nn.Module):
     ):
         """
         Args:
-            center_prior_mu, center_prior_sigma: the center prior's Gaussian (the paper's mu and
-                sigma), in strides of the candidate's level.
+            center_prior_mu, center_prior_sigma: the center prior's Gaussian, in strides.
             soft_prior: the Gaussian itself; False for the release's hard prior (1 where the
                 Gaussian exceeds 0.3, else 0).
-            candidate_topk_per_level: 0 for the release's candidate bag, every candidate inside
-                the box; k > 0 for the paper's, the k candidates nearest the box centre per box
-                and level (the release does not restrict the bag).
+            candidate_topk_per_level: 0 for the release's bag, every candidate inside the box;
+                k > 0 for the paper's, the k candidates nearest the box centre per box and level.
             loc_score_scale: ``p_loc = exp(-loc_score_scale * L)``, ``L`` the GIoU loss.
             pos_weight_num_scale, pos_weight_den_scale: the positive weight is
-                ``exp(num * v) * v * prior / sum_bag exp(den * v) * v * prior`` (5 and 3 in the
-                release).
-            pos_cls_loss_weight, pos_loc_loss_weight: factors of the positive classification
-                and localisation losses.
+                ``exp(num * v) * v * prior / sum_bag exp(den * v) * v * prior``.
+            pos_cls_loss_weight, pos_loc_loss_weight: factors of the two positive losses.
             neg_iou_thresh: predictions with an IoU below it stay full negatives.
         """
         super().__init__()
@@ -168,8 +146,8 @@ class DWCriterion(nn.Module):
 
     @classmethod
     def defaults(cls) -> dict:
-        """The release's hyper-parameters, ``{argument name: value}``: the one place they are
-        written (``add_dw_config`` and the LazyConfigs take them from here)."""
+        """The release's hyper-parameters, ``{argument name: value}``; ``add_dw_config`` and the
+        LazyConfigs take them from here."""
         parameters = inspect.signature(cls.__init__).parameters.values()
         return {p.name: p.default for p in parameters if p.default is not p.empty}
 
@@ -186,13 +164,8 @@ class DWCriterion(nn.Module):
         gt_boxes: list[torch.Tensor],
         gt_classes: list[torch.Tensor],
     ) -> DWAssignment:
-        """The first step: scores, center prior and weights of every (image, candidate, box)
-        pair whose candidate lies inside the box. Arguments as :meth:`forward`'s.
-
-        Raises:
-            ValueError: a mistake in the inputs, named with its index and value
-                (:func:`~.criterion_inputs.check_criterion_inputs`).
-        """
+        """The first step: scores, prior and weights of the inside (image, candidate, box)
+        pairs. Arguments and ValueErrors as :meth:`forward`'s."""
         check_criterion_inputs(
             points, strides, cls_logits, quality_logits, pred_boxes, gt_boxes, gt_classes
         )
@@ -219,8 +192,7 @@ class DWCriterion(nn.Module):
             )
 
     def losses(self, assignment: DWAssignment, num_boxes: int) -> dict[str, torch.Tensor]:
-        """The second step: the losses of ``assignment`` for a batch of ``num_boxes`` boxes,
-        normalised over the batch and over all workers (:func:`~.losses.dw_losses`)."""
+        """The second step: :func:`~.losses.dw_losses` of a batch of ``num_boxes`` boxes."""
         with torch.autocast(assignment.scores.device.type, enabled=False):
             return dw_losses(
                 assignment,
@@ -230,11 +202,7 @@ class DWCriterion(nn.Module):
             )
 
     def check(self, assignment: DWAssignment, detector: str = "DWCriterion", iteration=None):
-        """Raise a FloatingPointError where training cannot go on but the losses of
-        ``assignment`` would not say so: a collapsed classifier, or predicted boxes whose area
-        overflows float32 (:func:`check_assignment`, one host read). ``detector`` and
-        ``iteration`` are named in the message, and for a collapse the keys to change in the
-        run's :attr:`config_style`."""
+        """:func:`check_assignment` with the run's :attr:`config_style`."""
         check_assignment(assignment, detector, iteration, self.config_style)
 
     def forward(
@@ -247,18 +215,16 @@ class DWCriterion(nn.Module):
         gt_boxes: list[torch.Tensor],
         gt_classes: list[torch.Tensor],
     ) -> dict[str, torch.Tensor]:
-        """The DW losses of a batch. Computed in the dtype of the predictions, float64 if any is
-        float64, float32 for float32 and half precision, with autocast off; memory is O(N P G)
-        booleans plus O(N P C) for the scores, never (P, G, C).
+        """The DW losses of a batch, in the predictions' dtype (float32 for half precision),
+        autocast off; memory O(N P G) booleans plus O(N P C) scores.
 
         Args:
             points: (P, 2) candidate locations (x, y) in pixels of the padded input: anchor
                 points, or the centres of anchors.
             strides: (P,) stride of each candidate's level, pixels.
             cls_logits: (N, P, C) classification logits.
-            quality_logits: (N, P) logits of the localisation-quality factor of the joint score
-                ``sigmoid(cls) * sigmoid(quality)`` (FCOS' centerness, used as objectness); None
-                for a head without one (the joint score is then ``sigmoid(cls)``).
+            quality_logits: (N, P) logits of the quality factor of the joint score
+                ``sigmoid(cls) * sigmoid(quality)`` (FCOS' centerness); None: ``sigmoid(cls)``.
             pred_boxes: (N, P, 4) predicted XYXY boxes, pixels.
             gt_boxes: N tensors (G_n, 4), XYXY pixels; G_n may be 0.
             gt_classes: N int64 tensors (G_n,) in [0, C).
@@ -267,8 +233,7 @@ class DWCriterion(nn.Module):
             ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars.
 
         Raises:
-            ValueError: a mistake in the inputs, named with its index and value (see
-                :meth:`assign`).
+            ValueError: a mistake in the inputs, named with its index and value.
         """
         assignment = self.assign(
             points, strides, cls_logits, quality_logits, pred_boxes, gt_boxes, gt_classes

@@ -1,10 +1,6 @@
-"""What :class:`~.criterion.DWCriterion` accepts: the checks of its inputs and the dtype it
-computes in.
-
-Without them a bad input gives a plausible loss: a class id equal to ``C`` reads the next
-candidate's class 0, a ground-truth list shorter than the batch leaves the missing images
-without boxes, a NaN box is never a candidate but counts in the normaliser. Index letters as in
-:mod:`.assignment` (``N`` images, ``P`` candidates, ``C`` classes, ``G_n`` boxes of image n).
+"""What :class:`~.criterion.DWCriterion` accepts: its input checks (without them a bad input
+gives a plausible loss, e.g. a class id ``C`` reads the next candidate's class 0) and the dtype
+it computes in. Shapes as in :mod:`.assignment`.
 """
 
 from __future__ import annotations
@@ -18,10 +14,8 @@ _PREDICTIONS = ("cls_logits", "quality_logits", "pred_boxes")
 
 
 def criterion_dtype(*predictions: torch.Tensor | None) -> torch.dtype:
-    """The dtype the criterion computes in: that of the predictions (float64 if any is), and
-    float32 for half precision. ``exp(5 v)``, the center prior and the BCE's log clamp are not
-    meant for float16 or bfloat16: at real image sizes the float16 negative loss sums past
-    float16's largest value to inf, and joint scores rounding past 1 make the BCE refuse them.
+    """The predictions' dtype (float64 if any is), float32 for half precision: in float16 the
+    negative loss overflows to inf and scores rounding past 1 make the BCE refuse them.
 
     Raises:
         ValueError: a prediction is not floating point (named, with its dtype).
@@ -77,8 +71,8 @@ def _shape_errors(points, strides, cls_logits, quality_logits, pred_boxes, gt_bo
 
 
 def _first_bad(tensors, bad):
-    """``(name[index], value)`` of the first entry where ``bad`` (a function of a tensor giving
-    a bool mask over its leading dimensions) holds, over the named ``tensors``; None if none."""
+    """``(name[index], value)`` of the first entry of the named ``tensors`` where the mask
+    ``bad(x)`` holds; None if none."""
     for name, x in tensors:
         mask = bad(x)
         if mask.any():
@@ -96,18 +90,11 @@ def check_criterion_inputs(
     gt_boxes: list[torch.Tensor],
     gt_classes: list[torch.Tensor],
 ):
-    """Raise a ValueError naming the argument, the index and the value of the first mistake in
-    the criterion's inputs (arguments and shapes as :meth:`.criterion.DWCriterion.forward`'s):
-
-    - shapes and lengths: ``points`` (P, 2), ``strides`` (P,), ``quality_logits`` (N, P),
-      ``pred_boxes`` (N, P, 4) against ``cls_logits`` (N, P, C); N tensors in ``gt_boxes`` and
-      in ``gt_classes``, (G_n, 4) and (G_n,); one device; integer classes.
-    - values: classes in [0, C); finite points, positive strides, finite ground-truth and
-      predicted boxes; logits not NaN (an infinite logit is a score of exactly 0 or 1). An
-      empty or inverted box is no error: no candidate lies inside it, so it only counts in the
-      normaliser, as in the release.
-
-    The values are checked with one host read; the failing entry is looked up only on error.
+    """Raise a ValueError naming the argument, index and value of the first mistake in the
+    inputs of :meth:`.criterion.DWCriterion.forward`: shapes, lengths, one device, integer
+    classes in [0, C), finite points and boxes, positive strides, logits not NaN. An empty or
+    inverted box is no error (it only counts in the normaliser, as in the release). One host
+    read; the failing entry is looked up only on error.
     """
     errors = _shape_errors(
         points, strides, cls_logits, quality_logits, pred_boxes, gt_boxes, gt_classes

@@ -1,9 +1,5 @@
-"""detectron2's own FCOS built from a yacs config: detectron2 gives its FCOS only LazyConfig
-arguments and registers no meta-architecture for it.
-
-:func:`fcos_arguments` reads ``MODEL.FCOS`` (its keys are FCOS's LazyConfig arguments, with their
-defaults) and is shared with :class:`~.fcos_dw_loss.DWLossFCOS`, so the two detectors of a pair
-are built alike.
+"""detectron2's own FCOS built from a yacs config (detectron2 registers none for it);
+:func:`fcos_arguments` also builds :class:`~.fcos_dw_loss.DWLossFCOS`, so a pair is built alike.
 """
 
 from detectron2.config import configurable
@@ -11,27 +7,28 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
 
-__all__ = ["ConfigurableFCOS", "fcos_arguments"]
+__all__ = ["ConfigurableFCOS", "check_in_features", "fcos_arguments"]
+
+
+def check_in_features(cfg, key: str, in_features, shapes: dict):
+    """Raise a ValueError naming the yacs ``key`` if ``shapes`` (the backbone's output shapes)
+    lacks a feature of ``in_features``."""
+    missing = [f for f in in_features if f not in shapes]
+    if missing:
+        raise ValueError(
+            f"{key} names {missing}, which backbone "
+            f"{cfg.MODEL.BACKBONE.NAME} does not output (it has {sorted(shapes)})"
+        )
 
 
 def fcos_arguments(cfg):
-    """The arguments of detectron2's :class:`FCOS` from ``cfg``: the backbone, an
-    :class:`FCOSHead` over ``MODEL.FCOS.IN_FEATURES`` (``NUM_CONVS`` convs of the backbone's
-    width with ``NORM``, ``PRIOR_PROB``), the classes, the test thresholds, the pixel statistics.
-
-    Raises:
-        ValueError: naming ``MODEL.FCOS.IN_FEATURES`` when the backbone lacks a feature or its
-            levels differ in width.
+    """The arguments of detectron2's :class:`FCOS` from ``MODEL.FCOS``; a ValueError names
+    ``MODEL.FCOS.IN_FEATURES`` when the backbone lacks a feature or its levels differ in width.
     """
     backbone = build_backbone(cfg)
     shapes = backbone.output_shape()
     fcos = cfg.MODEL.FCOS
-    missing = [f for f in fcos.IN_FEATURES if f not in shapes]
-    if missing:
-        raise ValueError(
-            f"MODEL.FCOS.IN_FEATURES names {missing}, which backbone "
-            f"{cfg.MODEL.BACKBONE.NAME} does not output (it has {sorted(shapes)})"
-        )
+    check_in_features(cfg, "MODEL.FCOS.IN_FEATURES", fcos.IN_FEATURES, shapes)
     input_shape = [shapes[f] for f in fcos.IN_FEATURES]
     channels = {s.channels for s in input_shape}
     if len(channels) != 1:
@@ -61,9 +58,8 @@ def fcos_arguments(cfg):
 
 @META_ARCH_REGISTRY.register()
 class ConfigurableFCOS(FCOS):
-    """detectron2's :class:`FCOS`, unchanged (its matching, focal loss with detectron2's
-    alpha 0.25 and gamma 2, GIoU, centerness target and inference), with a ``from_config`` so
-    that ``MODEL.META_ARCHITECTURE: "ConfigurableFCOS"`` builds it from ``MODEL.FCOS``."""
+    """detectron2's :class:`FCOS`, unchanged, with a ``from_config`` so that
+    ``MODEL.META_ARCHITECTURE: "ConfigurableFCOS"`` builds it from ``MODEL.FCOS``."""
 
     @configurable
     def __init__(self, **kwargs):

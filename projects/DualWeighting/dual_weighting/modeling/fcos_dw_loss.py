@@ -22,15 +22,9 @@ __all__ = ["DWLossFCOS"]
 @META_ARCH_REGISTRY.register()
 class DWLossFCOS(DWTrainingMixin, FCOS):
     """detectron2's :class:`~detectron2.modeling.meta_arch.fcos.FCOS` whose training losses are
-    DW's (:class:`~.criterion.DWCriterion`); everything else is detectron2's.
-
-    Unlike :class:`~.meta_arch.DWFCOS` (the release's detector), this keeps detectron2's FCOS
-    as it is: distances normalised by the stride (decoded through a ReLU) without a per-level
-    scale, the head's prior probability 0.01, and at inference the score ``sqrt(cls * ctr)``
-    and torchvision's NMS. Its anchor points are at ``((j + 0.5) s, (i + 0.5) s)`` as DW's. The
-    candidates of a box are the anchor points inside it, at their level's stride. detectron2's
-    FCOS matching, focal-loss and centerness-target arguments have no meaning here and are not
-    accepted.
+    DW's (:class:`~.criterion.DWCriterion`). Unlike :class:`~.meta_arch.DWFCOS`, everything else
+    is detectron2's: stride-normalised distances through a ReLU, prior probability 0.01, score
+    ``sqrt(cls * ctr)``, torchvision's NMS. Its matching and loss arguments are not accepted.
     """
 
     DETECTOR_NAME = "FCOS"
@@ -78,13 +72,7 @@ class DWLossFCOS(DWTrainingMixin, FCOS):
         return {**fcos_arguments(cfg), "criterion": DWCriterion(cfg)}
 
     def criterion_inputs(self, features, predictions):
-        """The head's predictions as the criterion takes them, in float32.
-
-        Returns:
-            ``(points, strides, cls_logits, quality_logits, pred_boxes)``: anchor points (P, 2)
-            and their strides (P,) in pixels, logits (N, P, C), centerness logits (N, P), and
-            the boxes (N, P, 4) XYXY in pixels that detectron2's box transform decodes.
-        """
+        """As :meth:`.meta_arch.DWFCOS.criterion_inputs`, boxes decoded by the box transform."""
         logits, deltas, centerness = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )

@@ -1,8 +1,7 @@
 """The DW-FCOS head: shared classification and regression towers over the FPN levels.
+Shapes: N images, C classes, L levels of size (H_l, W_l)."""
 
-Shapes: N images, C classes, L levels, level l of size (H_l, W_l) and stride s_l.
-"""
-
+import inspect
 import math
 
 import torch
@@ -17,15 +16,11 @@ from .box_refine import refine_boxes
 
 DW_HEAD_REGISTRY = Registry("DW_HEAD")
 DW_HEAD_REGISTRY.__doc__ = """
-Registry for DW dense heads. A head is built as ``head(cfg, input_shape)``, ``input_shape``
-the list of ShapeSpec of the feature levels it reads. The contract of its forward:
-
-- ``forward(features, valid_masks=None)``: ``features`` the list of L feature maps (N, D, H, W);
-  ``valid_masks`` None, or L bool masks (N, 1, H, W) or None, each image's own part of a padded
-  inference batch (given by DWFCOS when ``test_mask_padding`` masks a batch of mixed sizes): a
-  layer that reads features at computed positions (box refinement) reads zeros outside it.
-- It returns three lists of L tensors: classification logits (N, C, H, W), box distances
-  (left, top, right, bottom) in pixels (N, 4, H, W), and centerness logits (N, 1, H, W).
+Registry for DW dense heads, built as ``head(cfg, input_shape)`` (a list of ShapeSpec).
+``forward(features, valid_masks=None)`` takes L feature maps (N, D, H, W) and, for a masked
+batch of mixed sizes, L bool masks (N, 1, H, W) or None (positions read outside them read zeros),
+and returns three lists of L tensors: logits (N, C, H, W), distances (left, top, right, bottom)
+in pixels (N, 4, H, W) and centerness logits (N, 1, H, W).
 """
 
 
@@ -37,10 +32,8 @@ def build_dw_head(cfg, input_shape: list[ShapeSpec]):
 @DW_HEAD_REGISTRY.register()
 class DWHead(nn.Module):
     """FCOS-style head of the release: GroupNorm towers, centerness on the regression tower,
-    per-level learnable scale on the distances, optional box refinement and DCNv2.
-
-    It only needs a list of equally wide feature maps, so it can sit on any detectron2 backbone.
-    """
+    per-level learnable scale on the distances, optional box refinement and DCNv2. It only
+    needs equally wide feature maps, so it sits on any detectron2 backbone."""
 
     @configurable
     def __init__(
@@ -55,17 +48,8 @@ class DWHead(nn.Module):
         box_refine: bool = False,
         dcn_on_last_conv: bool = False,
     ):
-        """
-        Args:
-            input_shape: channels and stride of each input level; all channels must be equal.
-            num_classes: number of foreground classes C.
-            num_convs: depth of each tower.
-            norm: norm of the tower convs, a name for :func:`detectron2.layers.get_norm`.
-            prior_prob: initial foreground probability of the classifier.
-            box_bias_init: initial bias of the box conv (before the scale, ReLU and stride).
-            box_refine: re-read the box sides at learned offsets (:func:`refine_boxes`).
-            dcn_on_last_conv: make the last conv of both towers a DCNv2.
-        """
+        """Arguments as the ``MODEL.DW`` keys of the same names (``config.py``); the levels of
+        ``input_shape`` must be equally wide."""
         super().__init__()
         channels = {s.channels for s in input_shape}
         if len(channels) != 1:
@@ -96,8 +80,7 @@ class DWHead(nn.Module):
             conv_type = (
                 ModulatedDeformConvPack if dcn_on_last_conv and i == num_convs - 1 else Conv2d
             )
-            # The release keeps the bias even before GroupNorm (MMDetection's conv_bias=True);
-            # kept here so that its checkpoints convert one to one.
+            # The release keeps the bias before GroupNorm: its checkpoints convert one to one.
             layers.append(
                 conv_type(
                     dim,
@@ -125,34 +108,23 @@ class DWHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        return {
-            "input_shape": input_shape,
-            "num_classes": cfg.MODEL.DW.NUM_CLASSES,
-            "num_convs": cfg.MODEL.DW.NUM_CONVS,
-            "norm": cfg.MODEL.DW.NORM,
-            "prior_prob": cfg.MODEL.DW.PRIOR_PROB,
-            "box_bias_init": cfg.MODEL.DW.BOX_BIAS_INIT,
-            "box_refine": cfg.MODEL.DW.BOX_REFINE,
-            "dcn_on_last_conv": cfg.MODEL.DW.DCN_ON_LAST_CONV,
-        }
+        # The arguments are the keys of MODEL.DW in lower case.
+        names = inspect.signature(DWHead.__init__).parameters.keys() - {"self", "input_shape"}
+        return {"input_shape": input_shape, **{n: cfg.MODEL.DW[n.upper()] for n in names}}
 
     def forward(
-        self,
-        features: list[torch.Tensor],
-        valid_masks: list[torch.Tensor | None] | None = None,
+        self, features: list[torch.Tensor], valid_masks: list[torch.Tensor | None] | None = None
     ):
         """
         Args:
             features: L feature maps (N, D, H_l, W_l), finest first, matching ``input_shape``.
-            valid_masks: optional L masks (N, 1, H_l, W_l) bool or None, each image's own part
-                of a padded batch (:class:`~.layers.BatchPadding`); box refinement reads zeros
-                outside it, as an image alone reads zeros outside its map. The towers' masking
-                is :meth:`BatchPadding.masking`'s.
+            valid_masks: optional L bool masks (N, 1, H_l, W_l) or None, each image's own part
+                of a padded batch; box refinement reads zeros outside it.
 
         Returns:
             logits: L tensors (N, C, H_l, W_l), classification logits.
-            box_ltrb: L tensors (N, 4, H_l, W_l), distances (left, top, right, bottom) in pixels
-                from each anchor point to its box sides, >= 0 (refined if ``box_refine``).
+            box_ltrb: L tensors (N, 4, H_l, W_l), distances (left, top, right, bottom) >= 0 in
+                pixels from each anchor point (refined if ``box_refine``).
             centerness: L tensors (N, 1, H_l, W_l), centerness (objectness) logits.
         """
         if len(features) != len(self.strides):

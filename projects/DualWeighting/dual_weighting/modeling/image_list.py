@@ -1,5 +1,4 @@
-"""The inference batch of DW-FCOS: detectron2's ImageList with what inference needs of it, and
-the check of the input pixels."""
+"""The inference batch of DW-FCOS and the check of its input pixels."""
 
 import torch
 from detectron2.structures import ImageList
@@ -10,14 +9,10 @@ __all__ = ["DWImageList", "check_finite_images"]
 
 
 class DWImageList(ImageList):
-    """detectron2's :class:`ImageList` of an inference batch, with what DW-FCOS' inference
-    needs of the batch, computed once by :meth:`DWFCOS.preprocess_image`.
-
-    Attributes:
-        padding: the :class:`~dual_weighting.layers.BatchPadding` of the batch (each image's own
-            padded extent).
-        output_sizes: N (height, width), the size each input asks its detections in
-            (detectron2's ``height`` and ``width`` keys; the resized size without them).
+    """detectron2's :class:`ImageList` of an inference batch with, computed once by
+    :meth:`DWFCOS.preprocess_image`, ``padding`` (the batch's
+    :class:`~dual_weighting.layers.BatchPadding`) and ``output_sizes``, N (height, width) each
+    input asks its detections in (its ``height`` and ``width``, else the resized size).
     """
 
     def __init__(self, images: ImageList, padding: BatchPadding, output_sizes):
@@ -27,8 +22,8 @@ class DWImageList(ImageList):
 
 
 def check_finite_images(batched_inputs: list[dict]):
-    """Raise a ValueError naming each floating-point ``image`` of ``batched_inputs`` that holds an
-    infinite or NaN pixel. Integer images (detectron2's mappers give uint8) are finite."""
+    """Raise a ValueError naming each floating-point ``image`` of ``batched_inputs`` with a
+    non-finite pixel (integer images are finite)."""
     floats = [
         (i, x["image"]) for i, x in enumerate(batched_inputs) if x["image"].is_floating_point()
     ]

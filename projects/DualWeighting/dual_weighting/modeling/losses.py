@@ -1,9 +1,5 @@
-"""Dual Weighting (DW) training losses of an assignment, as pure tensor functions.
-
-Follows docs/DW_SPEC.md ("Training targets and losses"), i.e. the authors' release. The weights
-come from :func:`.assignment.dw_assign`; index letters as there (``N`` images, ``P`` points,
-``C`` classes, ``G`` boxes, ``K`` inside pairs).
-"""
+"""Dual Weighting (DW) training losses of an :func:`.assignment.dw_assign` assignment, as pure
+tensor functions (docs/DW_SPEC.md); shapes as in :mod:`.assignment`."""
 
 from __future__ import annotations
 
@@ -22,14 +18,11 @@ _BCE_GRAD_EPS = float(torch.tensor(1e-12, dtype=torch.float32))
 
 
 class _NegativeLoss(torch.autograd.Function):
-    """``sum(w * q^2 * BCE(q, 0))`` with a constant ``w``, with fewer (N, P, C) temporaries.
-
-    Autograd would keep ``w * q^2`` and ``BCE`` and allocate about ten full-size tensors for the
-    backward pass; on CPU, fresh large allocations cost page faults that dominate this
-    elementwise work. Here the forward keeps only ``BCE`` and the backward needs two buffers.
-    The value is torch's ``binary_cross_entropy`` (log clamped at -100); the gradient uses the
-    derivative torch's own backward gives it, ``q / max(q (1 - q), 1e-12)`` (finite at q = 1), so
-    both match autograd through ``binary_cross_entropy`` up to rounding.
+    """``sum(w * q^2 * BCE(q, 0))`` with a constant ``w``, with fewer (N, P, C) temporaries:
+    autograd would allocate about ten (on CPU, page faults dominate this elementwise work); here
+    the forward keeps only ``BCE`` and the backward needs two buffers. Value and gradient are
+    torch's ``binary_cross_entropy``'s (log clamped at -100; derivative
+    ``q / max(q (1 - q), 1e-12)``), up to rounding.
     """
 
     @staticmethod
@@ -52,15 +45,8 @@ class _NegativeLoss(torch.autograd.Function):
 
 
 def negative_loss(scores: torch.Tensor, w_neg: torch.Tensor) -> torch.Tensor:
-    """Sum over all entries of ``w_neg * q^2 * BCE(q, 0)``; no gradient flows to ``w_neg``.
-
-    Args:
-        scores: (N, P, C) joint scores ``q`` in [0, 1].
-        w_neg: (N, P, C) negative weights.
-
-    Returns:
-        A scalar.
-    """
+    """Scalar sum of ``w_neg * q^2 * BCE(q, 0)`` over (N, P, C) joint scores ``q`` in [0, 1]
+    and negative weights ``w_neg``; no gradient flows to ``w_neg``."""
     return _NegativeLoss.apply(scores, w_neg.detach())
 
 
@@ -81,14 +67,12 @@ def dw_losses(
     pos_cls_loss_weight: float,
     pos_loc_loss_weight: float,
 ) -> dict[str, torch.Tensor]:
-    """The three DW losses of a batch from its assignment, normalised over the batch and over
-    all workers.
+    """The three DW losses of a batch, normalised over the batch and over all workers.
 
     Args:
         assignment: the batch's :class:`~.assignment.DWAssignment` (:func:`~.assignment.dw_assign`).
         num_boxes: ground-truth boxes in the batch, all images together.
-        pos_cls_loss_weight, pos_loc_loss_weight: factors of the positive classification and
-            localisation losses (:class:`~.criterion.DWCriterion`'s).
+        pos_cls_loss_weight, pos_loc_loss_weight: factors of the two positive losses.
 
     Returns:
         ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars in the assignment's dtype. The

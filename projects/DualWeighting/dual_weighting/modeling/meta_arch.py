@@ -1,8 +1,5 @@
 """DW-FCOS: FCOS trained with Dual Weighting label assignment.
-
-Shapes: N images, C classes, L levels, P anchor points over all levels (level l has
-H_l x W_l of them), G_n ground-truth boxes of image n.
-"""
+Shapes: N images, C classes, L levels of H_l x W_l anchor points, P of them in all."""
 
 from contextlib import nullcontext
 
@@ -20,6 +17,7 @@ from ..layers import BatchPadding, batched_nms_float32, capturing_graph, check_m
 from .assignment import decode_ltrb
 from .candidates import candidate_centers
 from .criterion import DWCriterion
+from .fcos import check_in_features
 from .head import build_dw_head
 from .image_list import DWImageList, check_finite_images
 from .postprocessing import release_rescale
@@ -31,11 +29,8 @@ __all__ = ["DWFCOS"]
 @META_ARCH_REGISTRY.register()
 class DWFCOS(DWTrainingMixin, DenseDetector):
     """FCOS whose positives and negatives are weighted by Dual Weighting (Li et al., CVPR 2022).
-
-    Preprocessing, the train/inference branch and postprocessing come from detectron2's
-    :class:`DenseDetector`; this class supplies the anchor points, hands the predictions to the
-    :class:`~.criterion.DWCriterion` in training and applies the release's inference rules.
-    """
+    detectron2's :class:`DenseDetector` does the rest; this class supplies the anchor points,
+    the :class:`~.criterion.DWCriterion` in training and the release's inference rules."""
 
     DETECTOR_NAME = "DW-FCOS"
 
@@ -59,29 +54,21 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
     ):
         """
         Args:
-            backbone: a detectron2 backbone; ``head_in_features`` name the levels the head reads.
-            head: a DW head (see ``DW_HEAD_REGISTRY``): ``head(features)`` maps L feature maps
-                to per-level (logits, box_ltrb, centerness); at batched inference with
-                ``test_mask_padding`` it is called as ``head(features, valid_masks=...)``.
+            backbone, head_in_features: a detectron2 backbone and the levels the head reads.
+            head: a DW head (see ``DW_HEAD_REGISTRY``).
             num_classes: number of foreground classes C.
             criterion: the training losses; :class:`~.criterion.DWCriterion` with the release's
                 hyper-parameters if omitted.
             test_score_thresh, test_topk_candidates: per level, keep scores above the threshold,
                 then at most this many.
             test_nms_thresh: IoU of the class-aware NMS.
-            max_detections_per_image: detections kept per image after NMS.
             test_mask_padding: at inference, compute each image of a batch as if alone
-                (:class:`~dual_weighting.layers.BatchPadding`): outside an image's own padded
-                extent every convolution's output is zeroed, GroupNorm leaves the cells out and
-                no detection comes from them. A batch of mixed sizes raises a ValueError if the
-                backbone or head has a layer the mask cannot follow
-                (:func:`~dual_weighting.layers.check_maskable`); built from a config that
-                batches test images, the model raises it at once.
-            test_release_postprocess: at inference, rescale the boxes to the original image as
-                the release does, before the NMS (:func:`.postprocessing.release_rescale`),
-                instead of after it with detectron2's ``detector_postprocess`` (which also clips
-                again and drops empty boxes).
-            pixel_mean, pixel_std: input normalisation, in the input's channel order.
+                (:class:`~dual_weighting.layers.BatchPadding`); a batch of mixed sizes raises a
+                ValueError if a layer cannot follow the mask
+                (:func:`~dual_weighting.layers.check_maskable`), from a config at build time.
+            test_release_postprocess: rescale the boxes to the original image before the NMS as
+                the release does (:func:`.postprocessing.release_rescale`), instead of after it
+                with detectron2's ``detector_postprocess``.
         """
         super().__init__(
             backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
@@ -97,10 +84,8 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
 
         shapes = backbone.output_shape()
         strides = [shapes[f].stride for f in self.head_in_features]
-        # Anchor points at ((j + 0.5) * s, (i + 0.5) * s): the release's offset (detectron2's
-        # FCOS gets the same from DefaultAnchorGenerator's default; its yacs key
-        # ANCHOR_GENERATOR.OFFSET, 0, is not read). A square "anchor" of side s centred there
-        # lets detectron2's linear box transform decode (l, t, r, b) in pixels.
+        # Anchor points at ((j + 0.5) * s, (i + 0.5) * s), the release's (ANCHOR_GENERATOR.OFFSET
+        # is not read); a square anchor of side s there lets the linear transform decode ltrb.
         self.anchor_generator = DefaultAnchorGenerator(
             sizes=[[s] for s in strides], aspect_ratios=[1.0], strides=strides, offset=0.5
         )
@@ -111,12 +96,7 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         in_features = list(cfg.MODEL.DW.IN_FEATURES)
-        missing = [f for f in in_features if f not in shapes]
-        if missing:
-            raise ValueError(
-                f"MODEL.DW.IN_FEATURES names {missing}, which backbone "
-                f"{cfg.MODEL.BACKBONE.NAME} does not output (it has {sorted(shapes)})"
-            )
+        check_in_features(cfg, "MODEL.DW.IN_FEATURES", in_features, shapes)
         dw = cfg.MODEL.DW
         head = build_dw_head(cfg, [shapes[f] for f in in_features])
         if dw.MASK_PADDING_TEST and cfg.TEST.IMS_PER_BATCH > 1:
@@ -139,15 +119,8 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
         }
 
     def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
-        """detectron2's normalisation, padding and batching; at inference a :class:`DWImageList`
-        (the batch's padding and output sizes, computed once). At inference it first rejects a
-        floating-point input image holding an infinite or NaN pixel with a ValueError naming it
-        (training stops on the non-finite predictions instead, naming the iteration).
-
-        A traced graph (an exported model) cannot raise: it skips the check, and the finite-box
-        filter of :meth:`inference_single_image` leaves such an image without detections; it
-        gets a plain :class:`ImageList` (one image, no padding to mask).
-        """
+        """detectron2's normalisation, padding and batching. At inference a :class:`DWImageList`,
+        after a ValueError for a non-finite pixel; a traced graph skips both (plain ImageList)."""
         if self.training or capturing_graph():
             return super().preprocess_image(batched_inputs)
         check_finite_images(batched_inputs)
@@ -159,11 +132,9 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
         return DWImageList(images, BatchPadding.of(images, self.backbone), output_sizes)
 
     def forward(self, batched_inputs: list[dict]):
-        """detectron2's :meth:`DenseDetector.forward`. At inference the backbone and head run
-        through :meth:`dense_predictions` (each image of a batch computed as if alone), and
-        with ``test_release_postprocess`` the boxes reach each input's ``height`` x ``width``
-        as in the release, inside :meth:`inference_single_image`, instead of through
-        detectron2's ``detector_postprocess``."""
+        """detectron2's :meth:`DenseDetector.forward`; at inference through
+        :meth:`dense_predictions`, and ``detector_postprocess`` unless
+        ``test_release_postprocess``."""
         if self.training or torch.jit.is_scripting() or capturing_graph():
             return super().forward(batched_inputs)
         images = self.preprocess_image(batched_inputs)
@@ -176,15 +147,9 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
         return [{"instances": r} for r in results]
 
     def dense_predictions(self, images: ImageList):
-        """The backbone's features of the head's L levels and the head's predictions, with
-        ``test_mask_padding`` under :meth:`BatchPadding.masking` when some image is padded
-        further in the batch than alone (the head then also gets ``valid_masks``).
-
-        Returns:
-            features: L tensors (N, D, H_l, W_l).
-            predictions: the head's three lists of L tensors: logits (N, C, H_l, W_l),
-                box_ltrb (N, 4, H_l, W_l) in pixels, centerness (N, 1, H_l, W_l).
-        """
+        """The L (N, D, H_l, W_l) features the head reads and its predictions (logits,
+        box_ltrb, centerness), under :meth:`BatchPadding.masking` with ``test_mask_padding``
+        when some image is padded further than alone (the head then gets ``valid_masks``)."""
         padding = self._padding_of(images)
         masked = self.test_mask_padding and padding.needed
         with padding.masking(backbone=self.backbone, head=self.head) if masked else nullcontext():
@@ -196,26 +161,14 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
             return features, self.head(features)
 
     def anchor_points(self, features: list[torch.Tensor]):
-        """Anchor points of all levels, finest first.
-
-        Returns:
-            points: (P, 2) float, (x, y) in pixels of the padded input.
-            strides: (P,) float, stride of each point's level.
-        """
+        """(P, 2) anchor points (x, y) of all levels, finest first, and (P,) their strides;
+        float, pixels of the padded input."""
         return candidate_centers(self.anchor_generator(features), self.anchor_generator.strides)
 
     def criterion_inputs(self, features: list[torch.Tensor], predictions):
-        """The head's predictions as the criterion takes them, in float32.
-
-        Args:
-            features: L tensors (N, D, H_l, W_l), for the anchor points.
-            predictions: the head's logits, box_ltrb and centerness, L tensors each.
-
-        Returns:
-            ``(points, strides, cls_logits, quality_logits, pred_boxes)``: (P, 2) and (P,) as
-            :meth:`anchor_points`, logits (N, P, C), centerness logits (N, P), and the decoded
-            boxes (N, P, 4), XYXY pixels.
-        """
+        """``(points, strides, cls_logits, quality_logits, pred_boxes)`` in float32: (P, 2) and
+        (P,) as :meth:`anchor_points`, logits (N, P, C), centerness logits (N, P), decoded boxes
+        (N, P, 4) XYXY pixels, from the L-level ``features`` and the head's ``predictions``."""
         logits, box_ltrb, centerness = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
@@ -231,27 +184,15 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
     def forward_inference(
         self, images: ImageList, features: list[torch.Tensor], predictions: list[list[torch.Tensor]]
     ) -> list[Instances]:
-        """Detections of each image: in its resized frame, or with ``test_release_postprocess``
-        in its output size as the release rescales (:meth:`inference_single_image`). With
-        ``test_mask_padding``, only from the cells each image has alone, in their order alone.
-
-        Args:
-            images: the batch; a :class:`DWImageList` from :meth:`preprocess_image`, or a plain
-                ImageList (its padding is then computed here, and detections stay in its resized
-                frame).
-            features: L tensors (N, D, H_l, W_l).
-            predictions: the head's logits, box_ltrb and centerness, L tensors each.
-
-        Returns:
-            N Instances with ``pred_boxes``, ``scores`` and ``pred_classes``.
-        """
+        """N Instances with ``pred_boxes``, ``scores`` and ``pred_classes``: in each image's
+        resized frame, or its output size with ``test_release_postprocess`` and a
+        :class:`DWImageList`; with ``test_mask_padding`` only from the cells it has alone."""
         logits, box_ltrb, centerness = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
         anchors = self.anchor_generator(features)
         own_cells = self._own_cells(images, features)
-        # The release rescales to each input's own size, which only a DWImageList knows: a plain
-        # ImageList (a traced graph's, which takes the input image alone) keeps the resized frame.
+        # Only a DWImageList knows the output sizes; a traced graph's ImageList keeps its frame.
         release = self.test_release_postprocess and isinstance(images, DWImageList)
         results: list[Instances] = []
         for i, image_size in enumerate(images.image_sizes):
@@ -300,26 +241,16 @@ class DWFCOS(DWTrainingMixin, DenseDetector):
             scores: L tensors (H_l * W_l, C), joint scores in [0, 1].
             box_ltrb: L tensors (H_l * W_l, 4), distances in pixels.
             image_size: (height, width) of the resized input, before padding.
-            output_size: (height, width) of the original image for the release's
-                post-processing: the boxes, clipped to the resized image, are rescaled by
-                :func:`.postprocessing.release_rescale` *before* the NMS, which then decides on
-                original-image coordinates. None: boxes stay in the resized frame.
+            output_size: (height, width) of the original image: the clipped boxes are rescaled
+                by :func:`.postprocessing.release_rescale` *before* the NMS. None: boxes stay in
+                the resized frame.
 
         Returns:
-            Instances of ``image_size`` (or ``output_size``) with ``pred_boxes`` (R, 4),
+            Instances of ``image_size`` (or ``output_size``) with ``pred_boxes`` (R, 4), finite,
             ``scores`` (R,) and ``pred_classes`` (R,), R <= max_detections_per_image.
-
-        Candidates with a NaN score fail the threshold; those with an infinite or NaN box
-        (non-finite predictions, from a diverged model or overflowing half precision) are
-        dropped, so every returned box is finite, as ``Boxes.clip`` requires.
         """
         pred = self._decode_multi_level_predictions(
-            anchors,
-            scores,
-            box_ltrb,
-            self.test_score_thresh,
-            self.test_topk_candidates,
-            image_size,
+            anchors, scores, box_ltrb, self.test_score_thresh, self.test_topk_candidates, image_size
         )
         pred = pred[torch.isfinite(pred.pred_boxes.tensor).all(dim=1)]
         pred.pred_boxes.clip(image_size)

@@ -1,10 +1,7 @@
-"""Post-processing of the authors' release, beside detectron2's ``detector_postprocess``.
-
-detectron2 runs the NMS on boxes of the resized image and then rescales them to the original
-image, clips them again and drops empty ones (``detector_postprocess``). The release rescales
-first, by the float32 factors MMDetection stores, and runs the NMS on original-image
-coordinates, without a second clip, keeping empty boxes. The anisotropic rescale changes IoUs,
-so the order decides which boxes survive the NMS.
+"""Post-processing of the authors' release. detectron2 rescales boxes to the original image
+after the NMS, clips them again and drops empty ones (``detector_postprocess``); the release
+rescales first, by MMDetection's float32 factors, and keeps them. The anisotropic rescale changes
+IoUs, so the order decides which boxes survive the NMS.
 """
 
 import numpy as np
@@ -15,18 +12,10 @@ __all__ = ["release_rescale"]
 
 
 def release_rescale(results: Instances, output_height: int, output_width: int) -> Instances:
-    """``results`` of the resized image with its boxes divided by the release's resize factors,
-    ``float32(new_w / old_w)`` and ``float32(new_h / old_h)`` (mmcv's ``imresize`` scales, which
-    MMDetection stores as a float32 ``scale_factor``).
-
-    Args:
-        results: Instances of ``image_size = (new_h, new_w)`` with ``pred_boxes`` (R, 4) XYXY in
-            its pixels, ``scores`` (R,) and ``pred_classes`` (R,).
-        output_height, output_width: the original image's size (old_h, old_w).
-
-    Returns:
-        Instances of ``image_size = (output_height, output_width)``, same fields, boxes in
-        original-image pixels (float32), not clipped again.
+    """``results`` (Instances of the resized image (new_h, new_w) with ``pred_boxes`` (R, 4),
+    ``scores`` and ``pred_classes``) as Instances of ``(output_height, output_width)``, the
+    boxes divided by ``float32(new_w / old_w)`` and ``float32(new_h / old_h)`` (MMDetection's
+    ``scale_factor``), not clipped again.
     """
     (new_h, new_w), (old_h, old_w) = results.image_size, (output_height, output_width)
     w_scale, h_scale = np.float32(new_w / old_w), np.float32(new_h / old_h)

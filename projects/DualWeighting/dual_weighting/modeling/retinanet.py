@@ -1,16 +1,9 @@
 """DW-RetinaNet: detectron2's RetinaNet trained with Dual Weighting instead of IoU matching and
-focal loss.
+focal loss; all but the training targets and losses is detectron2's. A DW candidate is an
+*anchor*, at its centre, with its level's stride, its box decoded by ``Box2BoxTransform``.
 
-Everything but the training targets and losses is detectron2's RetinaNet: backbone, head,
-anchors, box transform, inference and post-processing. DW needs candidate locations, their
-strides, class and quality logits and predicted boxes (:class:`~.criterion.DWCriterion`);
-here a candidate is an *anchor*, located at its centre, with the stride of its level, and its
-box is decoded from the anchor with RetinaNet's ``Box2BoxTransform``.
-
-Shapes: N images, C classes, L levels, A anchors per location (9 in detectron2's RetinaNet), P
-anchors over all levels, ``P = sum_l H_l * W_l * A``, in the order of
-:meth:`DenseDetector._transpose_dense_predictions` (level, then row, column, anchor); G_n
-ground-truth boxes of image n.
+Shapes: N images, C classes, L levels, A anchors per location, P = sum_l H_l * W_l * A anchors
+in the order of :meth:`DenseDetector._transpose_dense_predictions` (level, row, column, anchor).
 """
 
 import torch
@@ -27,12 +20,10 @@ from .training import DWTrainingMixin
 
 __all__ = ["DWRetinaNet", "DWRetinaNetHead", "QUALITIES"]
 
-# The quality factor of DW's joint score (MODEL.DW_RETINANET.QUALITY), see DWRetinaNet.
+# The quality factor of DW's joint score (MODEL.DW_RETINANET.QUALITY).
 QUALITIES = ("none", "objectness")
 
-# RetinaNet's arguments for its labelling (IoU matching) and its losses, which DW replaces:
-# DWRetinaNet neither takes nor reads them (MODEL.RETINANET's IOU_*, FOCAL_LOSS_*,
-# SMOOTH_L1_LOSS_BETA and BBOX_REG_LOSS_TYPE have no effect).
+# RetinaNet's arguments of IoU matching and losses, which DW replaces: not taken, not read.
 _UNUSED_RETINANET_ARGUMENTS = (
     "anchor_matcher",
     "focal_loss_alpha",
@@ -44,10 +35,8 @@ _UNUSED_RETINANET_ARGUMENTS = (
 
 class DWRetinaNetHead(RetinaNetHead):
     """detectron2's RetinaNet head with an objectness branch: one more 3x3 conv on the box tower
-    giving A quality logits per location, as FCOS' centerness is used by DW (an objectness
-    factor of the joint score ``sigmoid(cls) * sigmoid(quality)``). Built from the same config
-    keys as :class:`RetinaNetHead` (``MODEL.RETINANET.*``); init normal(std 0.01), bias 0, like
-    the head's other convs and like the release's centerness conv.
+    giving A quality logits per location (the joint score's ``sigmoid(quality)``, as FCOS'
+    centerness). Same config keys as :class:`RetinaNetHead`; init normal(std 0.01), bias 0.
     """
 
     @configurable
@@ -75,21 +64,13 @@ class DWRetinaNetHead(RetinaNetHead):
         nn.init.constant_(self.quality_pred.bias, 0)
 
     def forward(self, features: list[torch.Tensor]):
-        """
-        Args:
-            features: L tensors (N, D, H_l, W_l), finest first.
-
-        Returns:
-            logits: L tensors (N, A * C, H_l, W_l).
-            bbox_reg: L tensors (N, A * 4, H_l, W_l), (dx, dy, dw, dh) of each anchor.
-            quality: L tensors (N, A, H_l, W_l), objectness logits.
-        """
+        """L tensors each of logits (N, A * C, H_l, W_l), anchor deltas (N, A * 4, H_l, W_l)
+        and objectness logits (N, A, H_l, W_l) of the L ``features`` (N, D, H_l, W_l)."""
         assert len(features) == self._num_features
         logits, bbox_reg, quality = [], [], []
         for feature in features:
             logits.append(self.cls_score(self.cls_subnet(feature)))
-            # One pass through the box tower for both of its outputs (a CycleBatchNormList
-            # norm advances once per call).
+            # One pass for both outputs (a CycleBatchNormList norm advances once per call).
             box_feature = self.bbox_subnet(feature)
             bbox_reg.append(self.bbox_pred(box_feature))
             quality.append(self.quality_pred(box_feature))
@@ -99,31 +80,14 @@ class DWRetinaNetHead(RetinaNetHead):
 @META_ARCH_REGISTRY.register()
 class DWRetinaNet(DWTrainingMixin, RetinaNet):
     """RetinaNet whose positives and negatives are weighted by Dual Weighting (Li et al., CVPR
-    2022) instead of labelled by IoU with the anchors.
+    2022) instead of labelled by IoU with the anchors. A box's candidates are the anchors whose
+    *centre* lies strictly inside it (the A anchors of a location: all or none), the prior is in
+    strides of the anchor's level, predicted boxes are ``box2box_transform``'s.
 
-    Candidate bag of a box: every anchor whose *centre* lies strictly inside it, whatever the
-    anchor's size or shape (DW's bag of points inside the box; the A anchors of a location share
-    their centre, so all or none of them are candidates, each with its own prediction). The
-    center prior is measured from the anchor centre in strides of its level. Predicted boxes are
-    RetinaNet's, ``box2box_transform.apply_deltas`` from each anchor.
-
-    Joint confidence (``quality``): RetinaNet has no centerness branch.
-
-    - ``"none"`` (the default): detectron2's :class:`RetinaNetHead`; the joint score is
-      ``sigmoid(cls)`` in training and at inference.
-    - ``"objectness"``: :class:`DWRetinaNetHead`'s extra conv gives a quality logit per anchor,
-      DW's quality in training (as FCOS' centerness is DW's); at inference the score is
-      ``sigmoid(cls) * sigmoid(quality)``.
-
-    "none" is the default because it did better in a short comparison on CPU: R-18-FPN from
-    scratch (BN, 128 FPN channels, 2 convs a tower) on the generated shapes dataset, 320
-    iterations of 8 images at 192 px (lr 0.01, step at 280: the demo's schedule), box AP on its
-    100 validation images at 256 px. Seeds 0 / 1 / 2: "none" AP 19.6 / 18.1 / 3.4 (AP50 38.2 /
-    37.9 / 7.8), "objectness" AP 18.4 / 15.2 / - (AP50 37.6 / 32.8 / -). Seed 2 trained
-    badly with both; with "objectness" the head's weights blew up near iteration 95 until every
-    score underflowed to 0, where every DW loss and its gradient is exactly 0 with finite
-    predictions (training now stops there, see :func:`~.criterion.check_assignment`). Far too
-    short to rank the two on COCO.
+    ``quality``: ``"none"`` (the default; it did better in a short comparison, docs/CONFIG.md),
+    detectron2's :class:`RetinaNetHead`, joint score ``sigmoid(cls)``; ``"objectness"``,
+    :class:`DWRetinaNetHead`, joint score ``sigmoid(cls) * sigmoid(quality)``, in training and
+    at inference.
     """
 
     DETECTOR_NAME = "DW-RetinaNet"
@@ -156,10 +120,8 @@ class DWRetinaNet(DWTrainingMixin, RetinaNet):
             quality: ``"none"``, with a head that returns (logits, bbox_reg) as
                 :class:`RetinaNetHead`; or ``"objectness"``, with a head that returns (logits,
                 bbox_reg, quality) as :class:`DWRetinaNetHead`.
-            Other arguments mean the same as in detectron2's :class:`RetinaNet`. Its
-            ``anchor_matcher`` and loss parameters (``focal_loss_*``, ``smooth_l1_beta``,
-            ``box_reg_loss_type``) have no meaning here and are not accepted: DW decides who is
-            positive and computes the losses.
+            Other arguments as detectron2's :class:`RetinaNet`'s; its ``anchor_matcher`` and
+            loss parameters are not accepted.
         """
         if quality not in QUALITIES:
             raise ValueError(f"quality={quality!r}; expected one of {QUALITIES}")
@@ -201,20 +163,9 @@ class DWRetinaNet(DWTrainingMixin, RetinaNet):
         return [self.num_classes, 4] + ([1] if self.quality == "objectness" else [])
 
     def criterion_inputs(self, features: list[torch.Tensor], predictions):
-        """The head's predictions as the criterion takes them, in float32.
-
-        Args:
-            features: L tensors (N, D, H_l, W_l), for the anchors.
-            predictions: the head's per-level outputs: logits (N, A * C, H_l, W_l), box deltas
-                (N, A * 4, H_l, W_l) and, with ``quality="objectness"``, quality logits
-                (N, A, H_l, W_l).
-
-        Returns:
-            ``(points, strides, cls_logits, quality_logits, pred_boxes)``: anchor centres
-            (P, 2), (x, y) pixels of the padded input; their level's stride (P,), pixels;
-            logits (N, P, C); quality logits (N, P), or None with ``quality="none"``; decoded
-            boxes (N, P, 4), XYXY pixels.
-        """
+        """``(points, strides, cls_logits, quality_logits, pred_boxes)`` in float32: anchor
+        centres (P, 2) and strides (P,), pixels; logits (N, P, C); quality logits (N, P) or None
+        with ``quality="none"``; decoded boxes (N, P, 4), XYXY pixels."""
         logits, deltas, *quality = self._transpose_dense_predictions(
             predictions, self._dense_dims()
         )
@@ -224,24 +175,13 @@ class DWRetinaNet(DWTrainingMixin, RetinaNet):
             self.box2box_transform, torch.cat(deltas, dim=1).float(), Boxes.cat(anchors).tensor
         )
         quality_logits = torch.cat(quality[0], dim=1).squeeze(2).float() if quality else None
-        return (
-            points,
-            strides,
-            torch.cat(logits, dim=1).float(),
-            quality_logits,
-            pred_boxes,
-        )
+        return (points, strides, torch.cat(logits, dim=1).float(), quality_logits, pred_boxes)
 
     def forward_inference(
         self, images: ImageList, features: list[torch.Tensor], predictions: list[list[torch.Tensor]]
     ) -> list[Instances]:
         """RetinaNet's inference; with ``quality="objectness"`` on the joint score
-        ``sigmoid(cls) * sigmoid(quality)`` (detectron2's decoding, threshold, top-k and NMS).
-
-        Returns:
-            N Instances with ``pred_boxes``, ``scores`` and ``pred_classes``, in each image's
-            resized frame (``DenseDetector.forward`` post-processes them).
-        """
+        ``sigmoid(cls) * sigmoid(quality)``. N Instances in each image's resized frame."""
         if self.quality == "none":
             return super().forward_inference(images, features, predictions)
         logits, deltas, quality = self._transpose_dense_predictions(predictions, self._dense_dims())

@@ -1,15 +1,7 @@
-"""Any timm CNN as a detectron2 backbone, and in detectron2's FPN with P6/P7 from P5.
-
-Shape shorthand: N = images, H, W = padded input size. :class:`TimmBackbone` returns the features
-of a timm model built with ``features_only=True``, each named ``c<k>`` for its stride 2^k
-(``c3``..``c5`` are strides 8, 16, 32), with the channels and strides timm's ``feature_info``
-gives. :func:`build_timm_fpn_backbone` (yacs, ``MODEL.BACKBONE.NAME``) and :func:`dw_fpn` over
-:class:`TimmBackbone` (LazyConfig) put it in detectron2's :class:`FPN` with ``p3``..``p7``, as
-the ResNet backbone of :mod:`.backbone` does; every detector of the package and detectron2's FCOS,
-RetinaNet and Faster R-CNN build on it.
-
-Weights never come from the hub (``pretrained=True`` downloads): a converted checkpoint in
-``MODEL.WEIGHTS`` loads them under ``backbone.bottom_up.body.<timm name>``
+"""Any timm CNN as a detectron2 backbone, and in detectron2's FPN with P6/P7 from P5
+(:func:`build_timm_fpn_backbone`, or :func:`dw_fpn` over :class:`TimmBackbone` in LazyConfigs).
+Features are named ``c<k>`` for stride 2^k. Weights never come from the hub: a converted
+checkpoint loads them under ``backbone.bottom_up.body.<timm name>``
 (:mod:`dual_weighting.checkpoint.efficientnet_lite`).
 """
 
@@ -32,13 +24,10 @@ _NORMS = ("FrozenBN", "BN", "SyncBN")
 class TimmBackbone(Backbone):
     """A timm model's feature maps (``features_only=True``) as a detectron2 :class:`Backbone`.
 
-    Freezing follows detectron2's ResNet: ``freeze_at`` = k freezes the layers that compute the
-    first k feature levels of timm's ``feature_info`` (all of the model's levels, not only
-    ``out_features``), their BatchNorm made frozen BN; 0 freezes nothing. For EfficientNet-Lite
-    levels 1 and 2 are the stride-2 and stride-4 stages (stem with ``blocks.0``, ``blocks.1``),
-    so 2 freezes what detectron2's default freezes of a ResNet (stem and res2). ``norm`` is the
-    BatchNorm of the rest: "FrozenBN" (statistics and affine frozen, detectron2's choice for
-    ImageNet backbones), "BN" or "SyncBN" (trainable).
+    ``freeze_at`` = k freezes, as detectron2's ResNet, the layers computing the first k levels
+    of timm's ``feature_info``, their BatchNorm made frozen BN (for EfficientNet-Lite 2 freezes
+    the stride-2 and stride-4 stages, as stem and res2). ``norm`` is the BatchNorm of the rest:
+    "FrozenBN" (statistics and affine frozen), "BN" or "SyncBN".
     """
 
     @configurable
@@ -55,10 +44,8 @@ class TimmBackbone(Backbone):
         """
         Args:
             model_name: a timm model with ``features_only`` support, e.g.
-                "tf_efficientnet_lite0" (``timm.list_models()``).
+                "tf_efficientnet_lite0".
             out_features: the features returned, ``c<k>`` for stride 2^k.
-            norm, freeze_at: as in the class docstring.
-            in_channels: channels of the input images.
             drop_path_rate: timm's stochastic depth rate of the blocks (0 at inference).
         """
         super().__init__()
@@ -120,8 +107,7 @@ class TimmBackbone(Backbone):
         }
 
     def _freeze(self, last_module: str):
-        """Freeze the modules up to and including ``last_module`` (in registration order, which
-        is the order timm computes them) and make their BatchNorm frozen BN."""
+        """Freeze the modules up to ``last_module`` (in timm's order), BatchNorm as frozen BN."""
         # A features_only wrapper may flatten "blocks.0" to "blocks_0".
         prefixes = {last_module, last_module.replace(".", "_")}
         modules = list(self.body.named_modules())
@@ -142,14 +128,8 @@ class TimmBackbone(Backbone):
                 setattr(parent, child, freeze_batch_norm_2d(module))
 
     def forward(self, x):
-        """
-        Args:
-            x: (N, in_channels, H, W) images.
-
-        Returns:
-            dict: ``{name: (N, channels, ceil(H / stride), ceil(W / stride))}`` for
-            ``out_features``.
-        """
+        """``{name: (N, channels, ceil(H / stride), ceil(W / stride))}`` of ``out_features``
+        for (N, in_channels, H, W) images ``x``."""
         features = dict(zip(self._feature_names, self.body(x)))
         return {name: features[name] for name in self._out_features}
 
@@ -164,11 +144,7 @@ class TimmBackbone(Backbone):
 
 @BACKBONE_REGISTRY.register()
 def build_timm_fpn_backbone(cfg, input_shape: ShapeSpec):
-    """:class:`TimmBackbone` (``MODEL.TIMM``, ``MODEL.BACKBONE.FREEZE_AT``) in detectron2's FPN
-    over ``MODEL.FPN.IN_FEATURES`` (three features of strides 8, 16, 32), with P6 a 3x3/2 conv on
-    P5's output and P7 one on relu(P6): ``p3``..``p7``. The FPN's ``size_divisibility`` is the
-    largest input stride (32).
-    """
+    """:class:`TimmBackbone` (``MODEL.TIMM``) in :func:`dw_fpn`'s FPN (``MODEL.FPN``)."""
     fpn = cfg.MODEL.FPN
     keys = {"in_features": "MODEL.FPN.IN_FEATURES", "out_features": "MODEL.TIMM.OUT_FEATURES"}
     return _make_fpn(

@@ -23,21 +23,12 @@ def dw_training_step(
     gt_boxes: list[torch.Tensor],
     gt_classes: list[torch.Tensor],
 ) -> tuple[dict[str, torch.Tensor], DWAssignment]:
-    """The DW losses of a batch, after the checks that stop training naming ``detector`` and
-    the iteration (:func:`~.criterion.check_finite_predictions`,
-    :meth:`~.criterion.DWCriterion.check`, which names the keys of the run's config style).
+    """The DW losses of a batch, after :func:`~.criterion.check_finite_predictions` and
+    :meth:`~.criterion.DWCriterion.check` (which name ``detector`` and the iteration).
 
-    Args:
-        criterion: the detector's DW criterion.
-        detector: the detector's name, for errors.
-        predictions: the head's lists of L per-level tensors.
-        criterion_inputs: returns ``(points, strides, cls_logits, quality_logits, pred_boxes)``
-            as :meth:`DWCriterion.forward` takes them; called with autocast off.
-        gt_boxes: N tensors (G_n, 4), XYXY pixels.
-        gt_classes: N int64 tensors (G_n,).
-
-    Returns:
-        ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}`` (scalars), and the assignment.
+    ``predictions`` are the head's lists of L per-level tensors; ``criterion_inputs()``, called
+    with autocast off, returns the first arguments of :meth:`DWCriterion.forward`, ``gt_boxes``
+    and ``gt_classes`` the last. Returns the losses (scalars) and the assignment.
     """
     iteration = get_event_storage().iter
     check_finite_predictions(predictions, detector, iteration)
@@ -59,17 +50,8 @@ class DWTrainingMixin:
     DETECTOR_NAME = "DW"
 
     def forward_training(self, images, features, predictions, gt_instances):
-        """The DW losses of a batch (:func:`dw_training_step`).
-
-        Args:
-            images: the padded batch.
-            features: L tensors (N, D, H_l, W_l).
-            predictions: the head's per-level outputs (lists of L tensors).
-            gt_instances: N Instances with ``gt_boxes`` (G_n, 4) and ``gt_classes`` (G_n,).
-
-        Returns:
-            ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars.
-        """
+        """:func:`dw_training_step` of the head's per-level ``predictions`` and N
+        ``gt_instances``; ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars."""
         get_event_storage().put_scalar(
             "num_gt_boxes_per_image", sum(len(x) for x in gt_instances) / len(gt_instances)
         )
