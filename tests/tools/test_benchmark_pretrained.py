@@ -163,6 +163,8 @@ def test_warmup_section_runs_each_warmup_to_its_own_folder_and_tables_the_outcom
         calls.append((config, seed, args.warmup_iters, args.pretrained_iters, args.output_dir))
         if config == PAIRS["fcos"][1] and args.warmup_iters == 0:
             return {"diverged": "FloatingPointError: DWFCOS training collapsed at iteration=46"}
+        if config == PAIRS["fcos"][0] and args.warmup_iters == 0:
+            return {"metrics": {"AP": float("nan")}}
         return {"metrics": {"AP": 7.25}}
 
     monkeypatch.setattr(pretrained, "train", fake_train)
@@ -180,5 +182,9 @@ def test_warmup_section_runs_each_warmup_to_its_own_folder_and_tables_the_outcom
         "0 seed 0": "FloatingPointError: DWFCOS training collapsed at iteration=46",
         "50 seed 0": "AP 7.2",
     }
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(with_dw))
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.startswith(with_dw))
     assert "collapsed at iteration=46" in row and row.rstrip().endswith("AP 7.2")
+    # NaN AP: the detector kept no box above its threshold.
+    row = next(line for line in lines if line.startswith(original + " "))
+    assert "no detections" in row and row.rstrip().endswith("AP 7.2")

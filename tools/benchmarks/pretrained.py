@@ -24,6 +24,7 @@ of each pair's two detectors, interleaved round by round on a real training batc
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -274,6 +275,15 @@ def run_pretrained(args, out):
         )
 
 
+def warmup_cell(record):
+    """What a warm-up run ended with: the error that stopped it, its AP, or "no detections"
+    (COCO AP is NaN when a detector keeps no box above its score threshold)."""
+    if "diverged" in record:
+        return record["diverged"]
+    ap = record["metrics"]["AP"]
+    return "no detections" if math.isnan(ap) else f"AP {ap:.1f}"
+
+
 def run_warmup(args, out):
     """Which lr warm-ups (``args.warmups``, iterations from factor 0.001) each detector of
     ``args.pretrained_pairs`` survives: per warm-up W and seed, a run of W +
@@ -291,9 +301,7 @@ def run_warmup(args, out):
             for config in configs:
                 print(f"  warm-up {warmup}, {config} seed {seed} ...", flush=True)
                 record = train(config, seed, run_args)
-                cell = record["diverged"] if "diverged" in record else (
-                    f"AP {record['metrics']['AP']:.1f}"
-                )  # fmt: skip
+                cell = warmup_cell(record)
                 table.setdefault(config, {})[(warmup, seed)] = cell
     out["warmup"] = {
         c: {f"{w} seed {s}": v for (w, s), v in row.items()} for c, row in table.items()
