@@ -5,44 +5,34 @@
     python tools/benchmark.py speed --speed-settings r50 --device cuda
     python tools/benchmark.py quantization          # int8 ONNX (needs `make demo-shapes`' model)
 
-Each section re-measures numbers that docs/BENCHMARKS.md reports; the one-off investigations
-recorded there name the commit whose ``tools/benchmark.py`` ran them (``git checkout <commit>``
-to run them again).
+Each section re-measures numbers of docs/BENCHMARKS.md, which also names the commits that ran
+its one-off investigations. Results go to OUTPUT_DIR/results.json, pictures (PNG) beside it.
 
-**pretrained**: detectron2's FCOS against DW-FCOS and against ``DWLossFCOS``, RetinaNet against
-``DWRetinaNet``, Faster R-CNN against it with ``DWRPN`` (``--pretrained-pairs``), each fine-tuned
-from the converted ImageNet EfficientNet-Lite0 on the tree crowns (``configs/trees/``, which
-differ only in DW) for ``--pretrained-iters`` iterations per seed of ``--seeds`` through
-``train_net.py``, evaluated every ``--eval-period`` iterations. Prints the pair table (mean ±
-std, DW - original per seed, proposal recall for the RPN), the plateau check, time to accuracy
-and each pair's step time and memory ratios; draws the AP curves
-(``benchmarks/pretrained.py``). Runs go to ``OUTPUT_DIR/pretrained/<config>_seed<k>/``;
-``--resume`` continues an interrupted one from its checkpoint and reuses finished ones.
+**pretrained**: detectron2's FCOS against DW-FCOS and ``DWLossFCOS``, RetinaNet against
+``DWRetinaNet``, Faster R-CNN against it with ``DWRPN`` (``--pretrained-pairs``), fine-tuned from
+ImageNet EfficientNet-Lite0 on the tree crowns (``configs/trees/``, pairs differing only in DW)
+through ``train_net.py``, ``--pretrained-iters`` per seed of ``--seeds``, evaluated every
+``--eval-period``. Prints the pair table (mean ± std, DW - original per seed, RPN proposal
+recall), the plateau check, time to accuracy, step time and memory ratios; draws the AP curves.
+Runs: ``OUTPUT_DIR/pretrained/<config>_seed<k>/``; ``--resume`` continues or reuses them.
 
-**warmup**: which lr warm-ups (``--warmups``, iterations from factor 0.001 to the configs' lr)
-each detector of ``--pretrained-pairs`` survives: per warm-up and seed a run of the warm-up plus
-``--after-warmup`` iterations, evaluated at its end; the table gives its AP or the error that
-stopped it (detectron2's NaN check, or DW's named checks: a collapsed classifier, overflowing
-boxes, saturated scores). Runs go to ``OUTPUT_DIR/warmup<W>/``; ``--resume`` reuses them.
+**warmup**: which lr warm-ups (``--warmups``, iterations from factor 0.001) each detector of
+``--pretrained-pairs`` survives: per warm-up and seed, warm-up plus ``--after-warmup``
+iterations, then evaluated; the table gives the AP or the error that stopped the run
+(detectron2's NaN check or DW's named checks). Runs: ``OUTPUT_DIR/warmup<W>/``, ``--resume``.
 
-**speed**: per setting (``--speed-settings``), one model per variant (default detectron2's FCOS
-from its model-zoo config on DW's backbone with DW's head size, DW, DW with box refine), random
-weights, synthetic images with ``--boxes`` COCO-like random boxes each: seconds per training
-step (detectron2's ``SimpleTrainer.run_step``), latency per image at inference (score threshold
-0: the most post-processing either model can do) and the peak memory of a training step (CPU:
-growth of the peak resident set size; CUDA: ``torch.cuda.max_memory_allocated``). The models'
-steps are interleaved round by round, so load from other processes hits them alike; a ratio is
-the median over rounds of same-round ratios. Settings: ``r50`` = R-50-FPN (Base-DW), 800x1216,
-batch 2, 80 classes; ``small`` = the ``make demo-shapes`` model at ``--min-size`` x
-``--max-size``, batch ``--batch``. ``speed_ratios.png`` shows the ratios as bars.
+**speed**: per setting (``--speed-settings``: ``r50`` = R-50-FPN, 800x1216, batch 2, 80 classes;
+``small`` = the ``make demo-shapes`` model at ``--min-size`` x ``--max-size``, batch
+``--batch``), one randomly initialised model per variant on synthetic images with ``--boxes``
+random COCO-like boxes: seconds per training step (``SimpleTrainer.run_step``), inference
+latency per image at score threshold 0 (the most post-processing), peak memory of a training
+step (CPU: peak RSS growth; CUDA: ``max_memory_allocated``). Steps are interleaved round by
+round; a ratio is the median of same-round ratios. ``speed_ratios.png`` draws the ratios.
 
-**quantization**: the trained demo model (``--weights``, default ``make demo-shapes``'
-``output/shapes_demo/model_final.pth``) exported to ONNX in float32 and int8
+**quantization**: the demo model (``--weights``) exported to ONNX in float32 and int8
 (``--quant-precisions``: static, calibrated on ``--calibration-images`` training images;
-dynamic), COCO AP of each on the generated validation split through ONNX Runtime and PyTorch
-eager, file size, and latency per image over ``--quant-images`` images, rounds interleaved.
-
-Every result is also written to ``OUTPUT_DIR/results.json``, the pictures (PNG) next to it.
+dynamic): COCO AP on the generated validation split through ONNX Runtime and PyTorch eager,
+file size, latency per image over ``--quant-images`` images, rounds interleaved.
 """
 
 from __future__ import annotations
@@ -78,15 +68,11 @@ def main(argv=None):
         f"{env['torch_threads']} threads, device {env['device']}\n{env['collect_env_info']}",
         flush=True,
     )
-    runners = {
-        "speed": run_speed,
-        "pretrained": run_pretrained,
-        "warmup": run_warmup,
-        "quantization": run_quantization,
-    }
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     print(f"== {args.section} ==", flush=True)
+    runners = {"speed": run_speed, "pretrained": run_pretrained, "warmup": run_warmup}
+    runners["quantization"] = run_quantization
     runners[args.section](args, out)
     out["total_s"] = time.perf_counter() - start
     with open(Path(args.output_dir) / "results.json", "w") as f:

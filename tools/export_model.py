@@ -2,20 +2,12 @@
 """Export a DW-FCOS model to TorchScript or ONNX, check that it detects what PyTorch detects, and
 optionally COCO-evaluate the exported model.
 
-The exported model takes one image tensor (3, H, W), float32, pixel values in the config's
-INPUT.FORMAT channel order, already resized by the config's test resize (as detectron2's
-tools/deploy/export_model.py feeds it); any H and W. It returns boxes (K, 4) XYXY in that
-image's pixels, scores (K,) and classes (K,) int64: ``model.ts`` (``torch.jit.load``) or
-``model.onnx`` (ONNX Runtime) in --output.
-
-TorchScript is recorded by tracing (detectron2's TracingAdapter); ONNX by PyTorch's maintained
-exporter, ``torch.onnx.export(..., dynamo=True)`` on ``torch.export`` (one graph for every image
-size; box refine and DCNv2 included: ONNX GridSample and DeformConv, opset 19 with DCNv2, which
-ONNX Runtime runs from 1.25). ``--export-method scripting`` is refused with TorchScript's reason:
-DW-FCOS's deformable convs, head convs, input check and NMS are not TorchScript (tracing records
-what they compute). After exporting, the file is loaded and run on
-the sample image and on a crop of another size, and its detections are compared with PyTorch's.
-The logic is in ``dual_weighting/export/``.
+The exported model (``model.ts`` or ``model.onnx`` in --output) takes one float32 image (3, H,
+W), any H and W, in INPUT.FORMAT's channel order after the config's test resize, and returns
+boxes (K, 4) XYXY in its pixels, scores (K,) and classes (K,) int64. The file is then run on the
+sample image and on a crop of another size and its detections compared with PyTorch's. How each
+format is recorded, and why scripting is refused: docs/EXPORT.md; the logic:
+``dual_weighting/export/``.
 
 Examples:
     python tools/export_model.py --config-file configs/dw_R_18_FPN_synthetic_demo.yaml \\
@@ -94,14 +86,13 @@ def parse_args(argv=None):
 def export(args, cfg, model, image):
     """Write the model file; returns its path and the exported detector, loaded from it."""
     os.makedirs(args.output, exist_ok=True)
+    if args.export_method == "scripting" and args.format == "onnx":
+        raise ExportError(
+            "--export-method scripting makes TorchScript only; ONNX export records the model "
+            "with torch.export (--export-method tracing, the default)"
+        )
     if args.export_method == "scripting":
-        if args.format == "onnx":
-            raise ExportError(
-                "--export-method scripting makes TorchScript only; ONNX export records the model "
-                "with torch.export (--export-method tracing, the default)"
-            )
-        # Raises with TorchScript's reason for DW-FCOS (see script_model).
-        script_model(model)
+        script_model(model)  # raises with TorchScript's reason for DW-FCOS
     if args.format == "torchscript":
         path = os.path.join(args.output, "model.ts")
         export_torchscript(model, image, path)
@@ -155,24 +146,20 @@ def main(argv=None):
             "Two detections whose scores or IoU lie within float rounding of each other or of a "
             "threshold can legitimately swap; try another --sample-image to tell."
         )
-    if args.quantize:
-        path, detector = quantize(args, cfg, path)
+    if args.quantize:  # the int8 model next to the float32 one
+        fp32_path, path = path, os.path.join(args.output, f"model_int8_{args.quantize}.onnx")
+        static = args.quantize == "static"
+        images = calibration_images(cfg, args.calibration_images) if static else []
+        write_precision(f"int8_{args.quantize}", fp32_path, path, images)
+        print(
+            f"Wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB), int8 {args.quantize}"
+            + (f", calibrated on {len(images)} images of {cfg.DATASETS.TRAIN[0]}" if images else "")
+        )
+        detector = OnnxRuntimeDetector(path)
     if args.run_eval:
         results = evaluate_exported(cfg, detector, output_dir=args.output, device=cfg.MODEL.DEVICE)
         print_csv_format(results)
     return path
-
-
-def quantize(args, cfg, fp32_path):
-    """Write the int8 model next to the float32 one; returns its path and detector."""
-    path = os.path.join(args.output, f"model_int8_{args.quantize}.onnx")
-    images = calibration_images(cfg, args.calibration_images) if args.quantize == "static" else []
-    write_precision(f"int8_{args.quantize}", fp32_path, path, images)
-    print(
-        f"Wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB), int8 {args.quantize}"
-        + (f", calibrated on {len(images)} images of {cfg.DATASETS.TRAIN[0]}" if images else "")
-    )
-    return path, OnnxRuntimeDetector(path)
 
 
 if __name__ == "__main__":

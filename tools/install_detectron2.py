@@ -1,24 +1,13 @@
 #!/usr/bin/env python
 """Install detectron2 into the running Python environment, unless it is already there.
 
-detectron2 is published as source on GitHub, not on PyPI. On a machine that reaches only the
-package registries, this script uses the Python sources of PyPI's ``sal-detectron2`` wheel (a
-build of detectron2 0.7.2 published only for CPython 3.10):
-
-1. download the wheel with ``pip download`` (tag cp310, no dependencies);
-2. copy ``detectron2/`` and the ``.dist-info`` folder into this environment's site-packages,
-   leaving out the compiled ``_C`` library (built for CPython 3.10, it cannot load here) and the
-   wheel's stray top-level ``tools/`` folder; the dist-info's RECORD lists exactly the files
-   written, so ``pip uninstall sal-detectron2`` removes them cleanly;
-3. install the wheel's declared requirements (which pin ``numpy<2``; we satisfy the pin so that
-   ``pip check`` stays clean), plus ``fvcore``, ``iopath`` and ``setuptools<81`` (for
-   ``pkg_resources``), which detectron2 imports but this build's metadata forgets.
-
-Without ``_C``, detectron2's ``DeformConv``/``ModulatedDeformConv``, rotated-box ops and fast
-COCOeval are missing; Dual Weighting needs none of them (see docs/INSTALL.md).
-
-An importable detectron2 (for example one built from source with its compiled ops) is kept as it
-is: the script prints where it lives and exits.
+detectron2 is not on PyPI; this script copies the Python sources and dist-info of PyPI's
+``sal-detectron2`` wheel (detectron2 0.7.2 for CPython 3.10, downloaded with pip) into
+site-packages without the compiled ``_C`` library (unloadable here; DW needs none of its ops) or
+the wheel's stray ``tools/``, writes a RECORD of exactly those files (``pip uninstall
+sal-detectron2`` removes them), then installs the wheel's requirements plus those detectron2
+imports but the metadata forgets. An importable detectron2 (e.g. built from source) is kept.
+Details: docs/INSTALL.md.
 """
 
 import argparse
@@ -45,32 +34,12 @@ def _pip(*args):
     subprocess.check_call([sys.executable, "-m", "pip", *args])
 
 
-def _record_line(path, data):
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"{path},sha256={digest},{len(data)}"
-
-
-def _requirements(metadata_text):
-    """Requirements of the wheel's METADATA that apply here (no extras, markers evaluated)."""
+def install_from_wheel(wheel, site_packages):
+    """Copy detectron2's Python sources and dist-info from ``wheel`` into ``site_packages``;
+    returns the requirements of the wheel's METADATA that apply here (no extras, markers
+    evaluated)."""
     from packaging.requirements import Requirement
 
-    reqs = []
-    for line in metadata_text.splitlines():
-        if not line.startswith("Requires-Dist:"):
-            continue
-        req = Requirement(line.split(":", 1)[1].strip())
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-            continue
-        reqs.append(str(req))
-    return reqs
-
-
-def install_from_wheel(wheel, site_packages):
-    """Copy detectron2's Python sources and dist-info from ``wheel`` into ``site_packages``.
-
-    Returns:
-        list[str]: the requirements declared by the wheel's metadata.
-    """
     site_packages = Path(site_packages)
     with zipfile.ZipFile(wheel) as zf:
         members = [
@@ -93,20 +62,23 @@ def install_from_wheel(wheel, site_packages):
             target = site_packages / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-            record.append(_record_line(name, data))
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{name},sha256={digest.decode()},{len(data)}")
         record.append(f"{record_path},,")
         (site_packages / record_path).write_text("\n".join(record) + "\n")
-    return _requirements(metadata)
+    requirements = []
+    for line in metadata.splitlines():
+        if line.startswith("Requires-Dist:"):
+            req = Requirement(line.split(":", 1)[1].strip())
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                requirements.append(str(req))
+    return requirements
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--wheel", help="use this sal-detectron2 wheel file instead of downloading it"
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="install even if detectron2 is importable"
-    )
+    parser.add_argument("--wheel", help="use this sal-detectron2 wheel, not a download")
+    parser.add_argument("--force", action="store_true", help="install even if importable")
     args = parser.parse_args(argv)
 
     spec = importlib.util.find_spec("detectron2")

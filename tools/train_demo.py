@@ -5,14 +5,9 @@ the job behind ``make demo``. With ``--config-file configs/dw_R_18_FPN_synthetic
 demo-shapes``) it trains the small from-scratch model on the generated shapes instead, generating
 them first.
 
-1. Trains ``configs/trees/dw_fcos_Lite0_FPN.yaml`` (or ``--config-file``) on CPU with
-   ``train_net.py`` (detectron2's trainer: ETA logging, checkpoints, ``metrics.json``), resuming
-   if a run was interrupted, and evaluates it on the held-out split (COCO AP table).
-2. Writes ``predictions.png``: the held-out tiles with the most objects, ground truth (left) and
-   predictions (right).
-
-Needs the converted weights (``pretrained/tf_efficientnet_lite0.pth``) and the tree crowns
-(``make trees``); ``make demo`` makes both first.
+Training runs ``train_net.py`` (resuming an interrupted run); ``predictions.png`` shows the
+held-out tiles with the most objects. Needs ``pretrained/tf_efficientnet_lite0.pth`` and the tree
+crowns (``make trees``); ``make demo`` makes both first.
 """
 
 import argparse
@@ -34,16 +29,6 @@ from visualize import predictions_beside_ground_truth
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "trees" / "dw_fcos_Lite0_FPN.yaml"
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-
-
-def last_bbox_metrics(output_dir):
-    """The last COCO box metrics that detectron2 wrote to ``metrics.json``."""
-    metrics = {}
-    for line in (Path(output_dir) / "metrics.json").read_text().splitlines():
-        record = json.loads(line)
-        if "bbox/AP" in record:
-            metrics = {k[5:]: v for k, v in record.items() if k.startswith("bbox/")}
-    return metrics
 
 
 def main(argv=None):
@@ -75,15 +60,16 @@ def main(argv=None):
     val_name = cfg.DATASETS.TEST[0]
     # The held-out tiles with the most objects: edge tiles are mostly padding.
     records = sorted(DatasetCatalog.get(val_name), key=lambda r: -len(r["annotations"]))
-    picture = predictions_beside_ground_truth(
-        records[: args.num_images],
-        DefaultPredictor(cfg),
-        MetadataCatalog.get(val_name),
-    )
+    predictor, metadata = DefaultPredictor(cfg), MetadataCatalog.get(val_name)
+    picture = predictions_beside_ground_truth(records[: args.num_images], predictor, metadata)
     png = Path(args.output_dir) / "predictions.png"
     Image.fromarray(picture).save(png)
 
-    metrics = last_bbox_metrics(args.output_dir)
+    metrics = {}  # the last COCO box metrics of metrics.json
+    for line in (Path(args.output_dir) / "metrics.json").read_text().splitlines():
+        record = json.loads(line)
+        if "bbox/AP" in record:
+            metrics = {k[5:]: v for k, v in record.items() if k.startswith("bbox/")}
     print(f"\n{Path(args.config_file).name} on {val_name} (COCO box AP, %):")
     print("  ".join(f"{k}={metrics[k]:.1f}" for k in METRICS))
     print(f"Predictions (right) beside ground truth (left): {png}")

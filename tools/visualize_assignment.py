@@ -1,20 +1,11 @@
 #!/usr/bin/env python
 """Draw what Dual Weighting assigns to the anchor points of training images.
 
-For each image (a registered dataset's record, picked by index) the model's backbone and head
-run on the image as the trainer feeds it (detectron2's DatasetMapper, annotations kept, resized
-to the test size without flipping), and :func:`visualize.dw_assignment_maps`
-computes the DW weights exactly as the training loss does (the code is in
-``tools/visualize/``). One PNG per image shows, for each ground-truth box (a block of
-three rows) and each FPN level (a column):
-
-- the center prior (a fixed Gaussian around the box centre, 0 outside the box),
-- the positive weight (how much the point is trained as a positive of this box),
-- the negative weight of the box's class (1 = a full negative; lower where the prediction
-  already fits the box well),
-
-and, on the left, the image with the box and its strongly positive points: the fewest points
-that carry ``--strong-mass`` of the box's positive weight, coloured by level.
+The model runs on each picked record as the trainer feeds it (test resize, no flip) and
+``visualize.dw_assignment_maps`` takes the DW weights from the criterion the loss uses. One PNG
+per image: per ground-truth box, the image with the box and its strongly positive points (the
+fewest carrying ``--strong-mass`` of its positive weight, coloured by level), and per FPN level
+the center prior, the positive weight and the negative weight of the box's class.
 
 Examples:
     # A briefly trained demo model on the generated dataset's first training images:
@@ -99,31 +90,20 @@ def main(argv=None):
     for index in indices:
         record = records[index]
         mapped = mapper(record)
-        gt = mapped["instances"]
-        maps, shapes, strides = compute_assignment(model, mapped)
+        gt, mass = mapped["instances"], args.strong_mass
+        assignment = compute_assignment(model, mapped)  # maps, level shapes, level strides
         boxes = pick_boxes(gt.gt_boxes.tensor, args.max_boxes)
         stem = Path(record["file_name"]).stem
         print(f"{dataset}[{index}] {record['file_name']}: {len(gt)} boxes, drawing {boxes}")
         if not boxes:
             print("  no box: nothing to draw")
             continue
-        print(
-            describe_assignment(
-                maps, shapes, strides, boxes, class_names, gt.gt_classes, args.strong_mass
-            )
-        )
+        print(describe_assignment(*assignment, boxes, class_names, gt.gt_classes, mass))
+        image = to_rgb(mapped["image"], cfg.INPUT.FORMAT)
+        title = f"DW assignment: {dataset}[{index}] ({stem}), "
+        title += f"{os.path.basename(args.config_file)}, weights: {weights}"
         fig = draw_assignment(
-            to_rgb(mapped["image"], cfg.INPUT.FORMAT),
-            gt.gt_boxes.tensor,
-            gt.gt_classes,
-            class_names,
-            maps,
-            shapes,
-            strides,
-            boxes,
-            args.strong_mass,
-            title=f"DW assignment: {dataset}[{index}] ({stem}), "
-            f"{os.path.basename(args.config_file)}, weights: {weights}",
+            image, gt.gt_boxes.tensor, gt.gt_classes, class_names, *assignment, boxes, mass, title
         )
         path = os.path.join(args.output, f"{stem}_assignment.png")
         fig.savefig(path, dpi=args.dpi)

@@ -14,8 +14,7 @@ from dual_weighting.engine import load_yacs_config
 from dual_weighting.engine.lazy import model_zoo
 from dual_weighting.modeling import DWLossFCOS
 
-# The repository root (tools/benchmarks/ is not installed: the benchmarks run from a checkout and
-# read its configs/). The one place that knows this folder's depth; tools/benchmark.py uses it too.
+# The checkout whose configs/ the benchmarks read; the one place that knows this folder's depth.
 REPO = Path(__file__).resolve().parents[2]
 SMALL_CONFIG = REPO / "configs" / "dw_R_18_FPN_synthetic_demo.yaml"
 R50_CONFIG = REPO / "configs" / "dw_R_50_FPN_1x.yaml"
@@ -37,14 +36,9 @@ def _fcos_zoo_model():
 
 
 def make_cfg(config_file, variant, opts=(), device="cpu"):
-    """A DW config (:func:`~dual_weighting.engine.load_yacs_config` of ``config_file`` and
-    ``opts``) for one variant.
-
-    ``variant`` "fcos" sets ``MODEL.META_ARCHITECTURE`` to "FCOS", which only
-    :func:`build_detector` understands (detectron2's FCOS is not registered); "dw_refine" turns
-    on ``MODEL.DW.BOX_REFINE``. ``MODEL.FCOS.SCORE_THRESH_TEST`` is FCOS's threshold on
-    sqrt(cls * ctr), detectron2's default unless overridden.
-    """
+    """The DW config of ``config_file`` and ``opts`` for one variant, random init. "fcos" and
+    "fcos_dw" set a ``MODEL.META_ARCHITECTURE`` that only :func:`build_detector` understands
+    (detectron2's FCOS is not registered); "dw_refine" turns on ``MODEL.DW.BOX_REFINE``."""
     if variant not in VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
     cfg = load_yacs_config(str(config_file), opts)
@@ -58,11 +52,9 @@ def make_cfg(config_file, variant, opts=(), device="cpu"):
 
 
 def build_fcos(cfg):
-    """detectron2's FCOS from its model-zoo config, on the DW backbone of ``cfg``.
-
-    The backbone is built first, as ``DWFCOS`` does, so one random state gives both detectors
-    the same backbone weights.
-    """
+    """detectron2's FCOS from its model-zoo config on the DW backbone of ``cfg``, with its
+    threshold ``MODEL.FCOS.SCORE_THRESH_TEST`` (on sqrt(cls * ctr)). The backbone is built first,
+    as ``DWFCOS`` does, so one random state gives both detectors the same backbone weights."""
     backbone = build_backbone(cfg)
     in_features = list(cfg.MODEL.DW.IN_FEATURES)
     shapes = backbone.output_shape()
@@ -76,15 +68,14 @@ def build_fcos(cfg):
     model.pixel_mean = list(cfg.MODEL.PIXEL_MEAN)
     model.pixel_std = list(cfg.MODEL.PIXEL_STD)
     model.test_score_thresh = cfg.MODEL.FCOS.SCORE_THRESH_TEST
-    if cfg.MODEL.META_ARCHITECTURE == "DWLossFCOS":
-        # The same model trained with DW's criterion (cfg's MODEL.DW keys) instead of FCOS's
-        # losses.
+    dw_loss = cfg.MODEL.META_ARCHITECTURE == "DWLossFCOS"
+    if dw_loss:  # the same model trained with DW's criterion (MODEL.DW keys), not FCOS's losses
         model._target_ = DWLossFCOS
         del model.focal_loss_alpha, model.focal_loss_gamma
-        model = instantiate(model)
+    model = instantiate(model)
+    if dw_loss:
         model.criterion = DWCriterion(cfg)
-        return model.to(torch.device(cfg.MODEL.DEVICE))
-    return instantiate(model).to(torch.device(cfg.MODEL.DEVICE))
+    return model.to(torch.device(cfg.MODEL.DEVICE))
 
 
 def build_detector(cfg):

@@ -1,5 +1,5 @@
-"""Memory probes of the benchmarks: the peak memory of one call (CPU or CUDA) and the resident
-set size of a process tree. The CPU probes read Linux's ``/proc``."""
+"""Memory probes: the peak memory of one call (CPU or CUDA) and the resident set size of a
+process tree. The CPU probes read Linux's ``/proc``."""
 
 import ctypes
 import gc
@@ -10,11 +10,8 @@ import torch
 
 
 def status_kib(field, pid="self"):
-    """The value in KiB of ``field`` (e.g. "VmRSS", "VmHWM") of ``/proc/<pid>/status``.
-
-    Raises:
-        KeyError: the process has no such field (e.g. a zombie has no "VmRSS").
-    """
+    """The value in KiB of ``field`` (e.g. "VmRSS") of ``/proc/<pid>/status``; KeyError if the
+    process has no such field (a zombie has no "VmRSS")."""
     path = f"/proc/{pid}/status"
     with open(path) as f:
         match = re.search(rf"^{field}:\s+(\d+)", f.read(), re.M)
@@ -24,15 +21,12 @@ def status_kib(field, pid="self"):
 
 
 def peak_rss_growth_mib(fn):
-    """``fn()`` and the growth in MiB of this process's peak resident set size while it ran.
+    """(``fn()``, growth in MiB of this process's peak resident set size while it ran); MiB
+    None where the reset below is not possible (no glibc, no ``/proc``, a kernel refusing it).
 
     Freed heap pages are first returned to the system (glibc's ``malloc_trim``) and the peak
-    (``VmHWM``) is reset to the current size through ``/proc/self/clear_refs``, so the growth is
-    the high-water mark of what ``fn`` allocates (PyTorch's CPU allocator does not cache).
-
-    Returns:
-        (result of ``fn()``, MiB), MiB None where the reset is not possible (no glibc, no
-        ``/proc``, or a kernel that refuses the reset).
+    (``VmHWM``) reset to the current size, so the growth is the high-water mark of what ``fn``
+    allocates (PyTorch's CPU allocator does not cache).
     """
     gc.collect()
     try:
@@ -47,7 +41,7 @@ def peak_rss_growth_mib(fn):
 
 
 def peak_cuda_growth_mib(fn):
-    """``fn()`` and its peak of ``torch.cuda.max_memory_allocated`` above the start, in MiB."""
+    """(``fn()``, its peak of ``torch.cuda.max_memory_allocated`` above the start in MiB)."""
     gc.collect()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -59,9 +53,7 @@ def peak_cuda_growth_mib(fn):
 def process_tree_rss_mib(pid=None):
     """Resident set size in MiB of process ``pid`` (default: this one) and its children, e.g.
     the data loader's workers."""
-    pid = pid or os.getpid()
-    total = 0
-    pending = [pid]
+    total, pending = 0, [pid or os.getpid()]
     while pending:
         current = pending.pop()
         try:

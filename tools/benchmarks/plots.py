@@ -1,13 +1,11 @@
-"""The benchmark's pictures (matplotlib, no display needed): grouped bars of ratios or rates, and
-AP over training iterations. Each function writes a PNG and returns the matplotlib ``Figure``
-(tests read its bars and lines back)."""
+"""The benchmark's pictures (matplotlib, no display needed): grouped bars and AP over iterations.
+Each function writes a PNG and returns the ``Figure`` (tests read its bars and lines back)."""
 
 import textwrap
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
-# Matplotlib's default cycle; one colour per bar label or detector.
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P")
@@ -15,25 +13,23 @@ MARKERS = ("o", "s", "^", "D", "v", "P")
 FIGSIZE, DPI, TITLE_WIDTH = (7.0, 3.6), 100, 95
 
 
-def _save(fig, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _save(fig, ax, title, ylabel, path):
+    """Title, y label, tight layout; writes the PNG and returns ``fig``."""
+    ax.set_ylabel(ylabel)
+    ax.set_title(textwrap.fill(title, TITLE_WIDTH), fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     return fig
 
 
 def bar_chart(groups, path, title, ylabel, reference=None, value_format="{:.2f}"):
-    """Grouped bars: one group per key of ``groups``, one bar per key of its dict, coloured by
-    that key (the same key, the same colour in every group), each labelled with its value.
+    """Grouped bars, each labelled with its value (``value_format``) and coloured by its label.
 
     Args:
         groups: {group label: {bar label: value}}; a missing or None value leaves a gap.
         path: the PNG to write.
         reference: draws a dashed horizontal line at this value (e.g. 1 for ratios).
-        value_format: how the value over each bar is written.
-
-    Returns:
-        matplotlib Figure.
     """
     bar_labels = list(dict.fromkeys(k for bars in groups.values() for k in bars))
     width = 0.8 / max(len(bar_labels), 1)
@@ -50,44 +46,24 @@ def bar_chart(groups, path, title, ylabel, reference=None, value_format="{:.2f}"
     if reference is not None:
         ax.axhline(reference, color="gray", linestyle="--", linewidth=0.8)
     ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(textwrap.fill(title, TITLE_WIDTH), fontsize=9)
     ax.margins(y=0.12)
     if len(bar_labels) > 1:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, ax, title, ylabel, path)
 
 
 def curve_chart(curves, path, title, xlabel="iteration", ylabel="COCO box AP (%)"):
-    """Lines of y over x: one colour per series name, one line style and marker per run.
-
-    Args:
-        curves: {(series name, run name): (xs, ys)}, e.g. {("DW", "seed 0"): ([40, 80], [3, 9])}.
-        path: the PNG to write.
-
-    Returns:
-        matplotlib Figure.
-    """
+    """Lines of y over x, one colour per series name, one line style and marker per run, from
+    ``curves`` {(series name, run name): (xs, ys)}, e.g. {("DW", "seed 0"): ([40, 80], [3, 9])}."""
     series = list(dict.fromkeys(s for s, _ in curves))
     runs = list(dict.fromkeys(r for _, r in curves))
     fig = Figure(figsize=FIGSIZE)
     ax = fig.add_subplot()
     for (name, run), (xs, ys) in curves.items():
-        k = runs.index(run)
-        ax.plot(
-            xs,
-            ys,
-            color=COLORS[series.index(name) % len(COLORS)],
-            linestyle=LINESTYLES[k % len(LINESTYLES)],
-            marker=MARKERS[k % len(MARKERS)],
-            markersize=4,
-            label=f"{name}, {run}",
-        )
+        k, color = runs.index(run), COLORS[series.index(name) % len(COLORS)]
+        style = LINESTYLES[k % len(LINESTYLES)] + MARKERS[k % len(MARKERS)]
+        ax.plot(xs, ys, style, color=color, markersize=4, label=f"{name}, {run}")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(textwrap.fill(title, TITLE_WIDTH), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=max(1, len(series)))
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, ax, title, ylabel, path)

@@ -1,12 +1,8 @@
 """The quantization section: the trained demo model exported to ONNX in float32 and in int8
-(:mod:`dual_weighting.export.quantize`), each COCO-evaluated on the generated validation split
-through ONNX Runtime (detectron2's test loader and ``COCOEvaluator``, as ``--eval-only``), with
-PyTorch eager as the reference; then latency per image, every runtime in turn on the same images
-(rounds interleaved, ratio = median of same-round ratios to float32 ONNX Runtime).
-
-Static int8 is calibrated on the first ``--calibration-images`` training images after the test
-resize (what the model sees at inference), never on the validation split.
-"""
+(:mod:`dual_weighting.export.quantize`; static int8 calibrated on training images after the test
+resize, never on the validation split), each COCO-evaluated on the generated validation split
+through ONNX Runtime as ``--eval-only`` does, PyTorch eager as the reference; then latency per
+image, runtimes in turn on the same images (ratio = median of same-round ratios to float32)."""
 
 from __future__ import annotations
 
@@ -36,13 +32,6 @@ from .detectors import SMALL_CONFIG, make_cfg
 from .report import format_table
 from .speed import Device, paired_ratio
 
-__all__ = ["run_quantization"]
-
-
-def _eager(model, image):
-    with torch.no_grad():
-        return detections(model, image)
-
 
 def measure_quantization(cfg, model, precisions, num_calibration, num_images, warmup, repeats):
     """AP and latency of ``model`` exported in every precision of ``precisions``.
@@ -58,7 +47,7 @@ def measure_quantization(cfg, model, precisions, num_calibration, num_images, wa
         calibration = (
             calibration_images(cfg, num_calibration) if "int8_static" in precisions else []
         )
-        runtimes, sizes = {"eager": functools.partial(_eager, model)}, {}
+        runtimes, sizes = {"eager": torch.no_grad()(functools.partial(detections, model))}, {}
         for precision in precisions:
             path = os.path.join(folder, f"{precision}.onnx")
             write_precision(precision, fp32, path, calibration)
@@ -121,16 +110,10 @@ def run_quantization(args, out):
     dataset = cfg.DATASETS.TEST[0]
     num_val = len(DatasetCatalog.get(dataset))
     warmup = max(args.warmup, 1)
-    result = measure_quantization(
-        cfg,
-        model,
-        args.quant_precisions,
-        args.calibration_images,
-        args.quant_images,
-        warmup,
-        args.repeats,
+    precisions, num_calibration = args.quant_precisions, args.calibration_images
+    result = out["quantization"] = measure_quantization(
+        cfg, model, precisions, num_calibration, args.quant_images, warmup, args.repeats
     )
-    out["quantization"] = result
     title = (
         f"Demo model ({args.weights}), COCO box AP on {dataset} ({num_val} images) through each "
         f"runtime; latency: {args.quant_images} validation images a round, "

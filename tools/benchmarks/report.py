@@ -32,8 +32,8 @@ def format_table(header, rows):
 
 
 def environment(device, command):
-    """The date, ``command`` (the command line to record), the device, torch's threads and the
-    cores usable, and detectron2's ``collect_env_info()`` (versions, CPU and GPU), as a dict."""
+    """The date, ``command`` (the command line), the device, torch's threads, the usable cores
+    and detectron2's ``collect_env_info()``, as a dict."""
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command,

@@ -25,17 +25,11 @@ from .report import format_table
 def speed_settings(args):
     """name -> (config file, opts, image height, width, batch, description); "small" takes
     ``args.min_size``, ``args.max_size`` and ``args.batch``."""
+    h, w, n = args.min_size, args.max_size, args.batch
+    small = f"R-18-FPN 128 ch (accuracy model), {h}x{w}, batch {n}, 6 classes"
     return {
         "r50": (R50_CONFIG, [], 800, 1216, 2, "R-50-FPN 256 ch, 800x1216, batch 2, 80 classes"),
-        "small": (
-            SMALL_CONFIG,
-            [],
-            args.min_size,
-            args.max_size,
-            args.batch,
-            f"R-18-FPN 128 ch (accuracy model), {args.min_size}x{args.max_size}, "
-            f"batch {args.batch}, 6 classes",
-        ),
+        "small": (SMALL_CONFIG, [], h, w, n, small),
     }
 
 
@@ -70,32 +64,25 @@ class Device:
     def __init__(self, name):
         self.cuda = name.startswith("cuda")
 
-    def sync(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-
     def time(self, fn):
         """Seconds of ``fn()``."""
-        self.sync()
+        if self.cuda:
+            torch.cuda.synchronize()
         start = time.perf_counter()
         fn()
-        self.sync()
+        if self.cuda:
+            torch.cuda.synchronize()
         return time.perf_counter() - start
 
     def time_and_peak(self, fn):
-        """Seconds of ``fn()`` and its memory peak above its start in MiB (None if unmeasurable):
-        ``torch.cuda.max_memory_allocated`` on CUDA, the growth of the peak resident set size on
-        CPU (:mod:`.memory`)."""
+        """Seconds of ``fn()`` and its memory peak above its start in MiB (None if unmeasurable),
+        by :mod:`.memory`'s probes."""
         probe = peak_cuda_growth_mib if self.cuda else peak_rss_growth_mib
         return probe(functools.partial(self.time, fn))
 
 
 def build_speed_models(config_file, opts, variants, device, seed=0):
-    """One model per variant, each from the same seed (identical backbones).
-
-    Returns:
-        {variant: (cfg, model)}.
-    """
+    """{variant: (cfg, model)}, each model from the same seed (identical backbones)."""
     models = {}
     for variant in variants:
         cfg = make_cfg(config_file, variant, opts, device)
@@ -105,9 +92,8 @@ def build_speed_models(config_file, opts, variants, device, seed=0):
 
 
 def measure_speed(models, batch, device, warmup, repeats):
-    """Training step and inference timings of ``models`` ({name: (cfg, model)}), every model
-    interleaved in the same rounds. A training step is detectron2's ``SimpleTrainer.run_step``
-    on ``batch`` (which stops on a non-finite loss).
+    """Training step (``SimpleTrainer.run_step`` on ``batch``, which stops on a non-finite
+    loss) and inference timings of ``models`` ({name: (cfg, model)}), interleaved in rounds.
 
     Returns:
         {name: {"train_s": [...], "train_mib": [...], "infer_s": [...]}}: per timed round,
@@ -189,10 +175,6 @@ def ratio_groups(speed, baseline="fcos"):
     return groups
 
 
-def _times(x):
-    return "-" if x is None else f"{x:.3f}x"
-
-
 def format_speed(results, title, baseline="fcos"):
     """Median times and peak memory (``measure_speed``'s ``results``), each with its ratio to
     ``baseline``'s."""
@@ -206,7 +188,7 @@ def format_speed(results, title, baseline="fcos"):
         )
         row = [VARIANTS[v]]
         for value, b in zip(values, ratios(r, results.get(baseline))):
-            row += [value, _times(b)]
+            row += [value, "-" if b is None else f"{b:.3f}x"]
         rows.append(row)
     header = ["detector", "train s/it", "ratio", "infer ms/img", "ratio", "train MiB", "ratio"]
     return f"{title}\n{format_table(header, rows)}"

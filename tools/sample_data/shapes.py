@@ -1,23 +1,15 @@
-"""A generated COCO-format detection dataset of coloured shapes on cluttered backgrounds, which
-the package registers as ``dw_synthetic_train`` / ``dw_synthetic_val``
-(``dual_weighting.data.register_synthetic``); :func:`ensure_synthetic` writes and registers it.
+"""A generated COCO-format dataset of coloured shapes on cluttered backgrounds, registered as
+``dw_synthetic_train`` / ``dw_synthetic_val`` (``dual_weighting.data.register_synthetic``);
+:func:`ensure_synthetic` writes and registers it.
 
-It is small and easy enough for a ResNet-18-FPN detector trained from scratch on a CPU for a few
-minutes, yet it exercises what matters for label assignment: six shape classes (colour is a hint,
-not the answer), objects from ~13 px to most of the image (every FPN level from stride 8 to 128
-gets positives), several objects per image that overlap, textured backgrounds and unannotated
-distractors (desaturated blobs, elongated ellipses, lines).
-
-Everything is drawn with numpy and PIL from one seed: the same arguments give byte-identical
-images and json files. Each image has its own random stream derived from (seed, split, index), so
-the train and val splits are independent and adding images does not change existing ones.
-
-Objects are drawn in order, each on top of the previous ones. A new object is only placed where
-it leaves every earlier object at least ``min_visibility`` of its pixels; annotations that still
-end up less visible than that (thin lines drawn last) are dropped. Annotations follow the COCO
-layout: ``segmentation`` holds the whole (amodal) shape as polygons, ``bbox`` is the box of that
-polygon and ``area`` its area. Each annotation also records its ``visibility`` (visible fraction
-of its pixels), an extra key that COCO tools ignore.
+Small enough for a ResNet-18-FPN trained from scratch on a CPU in minutes, yet it exercises label
+assignment: six shape classes (colour a hint, not the answer), objects from ~13 px to most of the
+image (positives on every FPN level), overlaps, textured backgrounds, unannotated distractors.
+The same arguments give byte-identical files; each image has its own random stream from (seed,
+split, index), so adding images changes no existing one. An object is only placed where it leaves
+every earlier one ``min_visibility`` of its pixels; annotations less visible than that in the end
+(thin lines drawn last) are dropped. ``segmentation`` is the whole (amodal) shape, ``bbox`` and
+``area`` its box and area; the extra key ``visibility`` is the visible fraction of its pixels.
 """
 
 import colorsys
@@ -76,29 +68,6 @@ def _transform(outlines, size, aspect, angle, image_hw):
     return [p * shrink for p in out]
 
 
-def _polygon_mask(polygons, x0, y0, w, h):
-    """Rasterise polygons (image coordinates) into a (h, w) bool mask whose origin is (x0, y0).
-    The first polygon is filled, the others are holes cut out of it."""
-    canvas = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(canvas)
-    for i, poly in enumerate(polygons):
-        draw.polygon([(float(x - x0), float(y - y0)) for x, y in poly], fill=0 if i else 255)
-    return np.asarray(canvas) > 0
-
-
-def _rim(mask):
-    """Pixels of ``mask`` with a 4-neighbour outside it."""
-    padded = np.pad(mask, 1)
-    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return mask & ~inner
-
-
-def _keyhole(outer, hole):
-    """Join an outline and a hole into one COCO polygon through a zero-width slit, so that
-    pycocotools rasterises the hole as background."""
-    return np.concatenate([outer, outer[:1], hole[:1], hole[::-1]], axis=0)
-
-
 def _shoelace(poly):
     x, y = poly[:, 0], poly[:, 1]
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
@@ -106,6 +75,11 @@ def _shoelace(poly):
 
 def _hsv(h_deg, s, v):
     return np.array(colorsys.hsv_to_rgb((h_deg % 360.0) / 360.0, s, v)) * 255.0
+
+
+def _dull_colour(rng):
+    """A random low-saturation colour (distractors and lines), an RGB tuple of ints."""
+    return tuple(int(c) for c in _hsv(rng.uniform(0, 360), rng.uniform(0, 0.3), rng.random()))
 
 
 def _object_colour(rng, cls):
@@ -136,7 +110,7 @@ def _draw_distractors(rng, img, n):
     canvas = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     for _ in range(n):
-        colour = tuple(int(c) for c in _hsv(rng.uniform(0, 360), rng.uniform(0, 0.3), rng.random()))
+        colour = _dull_colour(rng)
         kind = rng.integers(3)
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
         r = rng.uniform(0.03, 0.2) * min(h, w)
@@ -175,7 +149,12 @@ def _place(rng, unit, owner, visible, pixels, min_visibility, tries=20):
         polys = [p + offset for p in unit]
         x0, y0 = (int(v) for v in np.floor(polys[0].min(axis=0)))
         x1, y1 = (min(int(v) + 2, lim) for v, lim in zip(np.ceil(polys[0].max(axis=0)), (w, h)))
-        mask = _polygon_mask(polys, x0, y0, x1 - x0, y1 - y0)
+        # The crop's mask: the outline filled, any further polygon cut out as a hole.
+        canvas = Image.new("L", (x1 - x0, y1 - y0), 0)
+        for i, poly in enumerate(polys):
+            xy = [(float(x - x0), float(y - y0)) for x, y in poly]
+            ImageDraw.Draw(canvas).polygon(xy, fill=0 if i else 255)
+        mask = np.asarray(canvas) > 0
         if not mask.any():
             return None
         covered = owner[y0:y1, x0:x1][mask]
@@ -222,7 +201,9 @@ def render_image(rng, image_size, objects_per_image, size_range, min_visibility)
         yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         gx, gy = rng.uniform(-0.25, 0.25, size=2) / max(x1 - x0, y1 - y0)
         shade = 1.0 + gx * (xx - (x0 + x1) / 2) + gy * (yy - (y0 + y1) / 2)
-        shade[_rim(mask)] *= 0.55
+        padded = np.pad(mask, 1)  # the rim: pixels of the mask with a 4-neighbour outside it
+        inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+        shade[mask & ~inner] *= 0.55
         colour = _object_colour(rng, cls).astype(np.float32)
         patch = img[y0:y1, x0:x1]
         patch[mask] = (shade[..., None] * colour)[mask]
@@ -233,7 +214,7 @@ def render_image(rng, image_size, objects_per_image, size_range, min_visibility)
     lines = Image.new("L", (w, h), 0)
     for _ in range(int(rng.integers(0, 3))):
         xy = [(float(rng.uniform(0, w)), float(rng.uniform(0, h))) for _ in range(2)]
-        colour = tuple(int(c) for c in _hsv(rng.uniform(0, 360), rng.uniform(0, 0.3), rng.random()))
+        colour = _dull_colour(rng)
         width = int(rng.integers(1, 3))
         ImageDraw.Draw(canvas).line(xy, fill=colour, width=width)
         ImageDraw.Draw(lines).line(xy, fill=255, width=width)
@@ -256,7 +237,9 @@ def render_image(rng, image_size, objects_per_image, size_range, min_visibility)
 
 def _coco_annotation(obj, ann_id, image_id):
     polys = obj["polygons"]
-    seg = _keyhole(polys[0], polys[1]) if len(polys) > 1 else polys[0]
+    seg = polys[0]
+    if len(polys) > 1:  # outline and hole joined by a zero-width slit: pycocotools cuts the hole
+        seg = np.concatenate([seg, seg[:1], polys[1][:1], polys[1][::-1]], axis=0)
     x0, y0 = polys[0].min(axis=0)
     x1, y1 = polys[0].max(axis=0)
     return {
@@ -269,13 +252,6 @@ def _coco_annotation(obj, ann_id, image_id):
         "segmentation": [[round(float(v), 2) for v in seg.ravel()]],
         "visibility": round(obj["visibility"], 4),
     }
-
-
-def _write_json_atomic(path, data):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-    os.replace(tmp, path)
 
 
 def synthetic_params(**kwargs):
@@ -312,20 +288,18 @@ def generate_synthetic_coco(
     min_visibility=0.5,
     image_format="jpg",
 ):
-    """Write the dataset under ``root``: ``train/``, ``val/`` and
-    ``annotations/instances_{train,val}.json`` in COCO's json layout.
+    """Write the dataset under ``root`` (files of the same names overwritten): ``train/``,
+    ``val/`` and ``annotations/instances_{train,val}.json`` in COCO's json layout.
 
     Args:
-        root (str or PathLike): output folder (created; existing files with the same names are
-            overwritten, others left alone).
         num_train, num_val (int): number of images per split.
         image_size (tuple[int, int]): (H, W) of every image.
         seed (int): all randomness derives from it.
-        objects_per_image (tuple[int, int]): inclusive range of objects tried per image; a few may
-            be skipped when they cannot be placed without hiding others.
+        objects_per_image (tuple[int, int]): inclusive range of objects tried per image (a few
+            are skipped where they cannot be placed without hiding others).
         size_range (tuple[float, float] or None): range of the object's circumscribed diameter
-            in pixels, sampled log-uniformly. Default: 7% to 85% of the image's shorter side
-            (18 to 218 px at 256x320), which fills COCO's small, medium and large buckets.
+            in pixels, log-uniform. Default: 7% to 85% of the image's shorter side (COCO's
+            small, medium and large buckets).
         min_visibility (float): smallest visible fraction of an annotated object.
         image_format (str): "jpg" (quality 90) or "png".
 
@@ -333,16 +307,8 @@ def generate_synthetic_coco(
         dict: ``{"train": {...}, "val": {...}, "categories": [...]}`` where each split has
         ``json_file``, ``image_root``, ``num_images`` and ``num_annotations``.
     """
-    params = synthetic_params(
-        num_train=num_train,
-        num_val=num_val,
-        image_size=image_size,
-        seed=seed,
-        objects_per_image=objects_per_image,
-        size_range=size_range,
-        min_visibility=min_visibility,
-        image_format=image_format,
-    )
+    # locals() holds the arguments only, here.
+    params = synthetic_params(**{k: v for k, v in locals().items() if k != "root"})
     h, w = params["image_size"]
     categories = [
         {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASS_NAMES)
@@ -368,54 +334,32 @@ def generate_synthetic_coco(
                 annotations.append(_coco_annotation(obj, len(annotations) + 1, image_id))
         json_file = os.path.join(ann_dir, f"instances_{split}.json")
         info = {"description": f"DW synthetic shapes ({split})", "version": "1.0", **params}
-        data = {
-            "info": info,
-            "licenses": [],
-            "images": images,
-            "annotations": annotations,
-            "categories": categories,
-        }
-        _write_json_atomic(json_file, data)
-        result[split] = {
-            "json_file": json_file,
-            "image_root": image_root,
-            "num_images": len(images),
-            "num_annotations": len(annotations),
-        }
+        data = {"info": info, "licenses": [], "images": images, "annotations": annotations}
+        data["categories"] = categories
+        with open(f"{json_file}.tmp{os.getpid()}", "w") as f:  # renamed when complete
+            json.dump(data, f, separators=(",", ":"))
+        os.replace(f.name, json_file)
+        result[split] = {"json_file": json_file, "image_root": image_root}
+        result[split].update(num_images=len(images), num_annotations=len(annotations))
     return result
 
 
 def ensure_synthetic(root=None, prefix="dw_synthetic", **generate_kwargs):
-    """Generate the synthetic dataset under ``root`` unless it is already there, then register
-    it (``dual_weighting.data.register_synthetic``).
-
-    The dataset counts as there when both json files exist and were generated with the same
-    arguments (recorded in their ``info``); otherwise it is (re)generated. In multi-process
-    training call this in the main process before launching workers.
-
-    Args:
-        root (str or None): dataset folder; ``default_synthetic_root()`` when None.
-        prefix (str): dataset names are ``{prefix}_train`` and ``{prefix}_val``.
-        generate_kwargs: keyword arguments of :func:`generate_synthetic_coco`.
-
-    Returns:
-        tuple[str, str]: the train and val dataset names.
+    """Generate the dataset under ``root`` (``default_synthetic_root()`` when None) with
+    ``generate_kwargs`` of :func:`generate_synthetic_coco` unless both json files record those
+    arguments in their ``info``, then register it as ``{prefix}_train`` and ``{prefix}_val`` and
+    return these names. In multi-process training call it in the main process before launching.
     """
     root = default_synthetic_root() if root is None else os.fspath(root)
-    if not _synthetic_is_current(root, generate_kwargs):
-        logger.info(f"Generating the synthetic dataset in {root} ...")
-        generate_synthetic_coco(root, **generate_kwargs)
-    return register_synthetic(root, prefix)
-
-
-def _synthetic_is_current(root, generate_kwargs):
     wanted = synthetic_params(**generate_kwargs)
     for split in _SPLITS:
         json_file = os.path.join(root, "annotations", f"instances_{split}.json")
-        if not os.path.isfile(json_file):
-            return False
-        with open(json_file) as f:
-            info = json.load(f).get("info", {})
+        info = {}
+        if os.path.isfile(json_file):
+            with open(json_file) as f:
+                info = json.load(f).get("info", {})
         if any(info.get(k) != v for k, v in wanted.items()):
-            return False
-    return True
+            logger.info(f"Generating the synthetic dataset in {root} ...")
+            generate_synthetic_coco(root, **generate_kwargs)
+            break
+    return register_synthetic(root, prefix)

@@ -1,30 +1,21 @@
-"""Real aerial photographs with tree crowns boxed by people: the sample data that the DeepForest
-package (Weinstein et al., MIT licence) ships inside its PyPI wheel, converted to detectron2's
-COCO format, which the package registers as ``deepforest_trees_train`` / ``deepforest_trees_val``
-(``dual_weighting.data.register_trees``).
+"""Real aerial photographs with tree crowns boxed by people: the sample data of the DeepForest
+package's PyPI wheel (NEON AOP orthophotos, 10 cm a pixel, CC0; boxes as Pascal VOC XML by
+Weinstein et al., MIT), tiled in detectron2's COCO format, registered as
+``deepforest_trees_train`` / ``_val`` (``dual_weighting.data.register_trees``; the data in
+docs/GETTING_STARTED.md). Only the wheel is downloaded, once, with pip; it is read as a zip file,
+never installed or imported.
 
-The images are RGB orthophotos of the US National Ecological Observatory Network's airborne
-platform (NEON AOP, 10 cm a pixel, public domain under CC0); the DeepForest authors drew a box on
-every tree crown and ship the boxes as Pascal VOC XML. Nothing is downloaded at run time but the
-wheel itself, once, through pip from the package registry (:func:`download_trees_source`); it is
-read as a zip file and never installed or imported.
+**Splits.** Training: ``2019_YELL_2_528000_4978000_image_crop2`` (2299 x 2472 px, 574 crowns) and
+``OSBS_029`` (400 x 400 px, 61 crowns). Held out: ``2019_YELL_2_541000_4977000_image_crop``
+(1249 x 1035 px, 279 crowns), another place of the same flight.
 
-**Splits.** Training: ``2019_YELL_2_528000_4978000_image_crop2`` (2299 x 2472 px, Yellowstone,
-574 crowns) and ``OSBS_029`` (400 x 400 px, Ordway-Swisher, 61 crowns). Held out for
-evaluation: ``2019_YELL_2_541000_4977000_image_crop`` (1249 x 1035 px, 279 crowns), another
-place of the same flight; no pixel of it is used for training.
+**Tiles** of ``tile`` px (400: DeepForest's patch size). Training tiles overlap (``train_stride``
+200 px), the last row and column moved back to end at the border; evaluation tiles do not
+overlap (no crown counted twice) and are padded with black past the border.
 
-**Tiles.** Images are cut into ``tile`` x ``tile`` tiles (400 px: 40 m, DeepForest's own patch
-size). Training tiles overlap (``train_stride``, 200 px); the last row and column are moved back
-to end at the image border, so every tile is all image. Evaluation tiles do not overlap, so
-that no crown is counted twice; those past the right or bottom border are padded with black.
-
-**Boxes cut by a tile border** (:func:`tile_boxes`) are clipped to the tile. A clipped box that
-keeps more than ``min_visible`` (half) of its area is an ordinary box; one that keeps half or
-less is written as a crowd region (``iscrowd`` 1): detectron2's training mapper drops crowd
-boxes, and COCOeval ignores detections on them, so a detector is neither taught nor judged on a
-crown it sees too little of. With non-overlapping evaluation tiles, every held-out crown is an
-ordinary box in at most one tile.
+**Boxes cut by a tile border** (:func:`tile_boxes`) are clipped to the tile; one keeping half
+(``min_visible``) of its area or less becomes a crowd region (``iscrowd`` 1), which detectron2's
+mapper drops and COCOeval ignores: no detector is taught or judged on a crown it barely sees.
 """
 
 import hashlib
@@ -47,16 +38,6 @@ from dual_weighting.data.trees import (
 )
 from dual_weighting.data.voc import read_voc_xml
 
-__all__ = [
-    "TREES_SOURCE",
-    "convert_trees",
-    "download_trees_source",
-    "ensure_trees",
-    "tile_boxes",
-    "tile_origins",
-    "trees_source_path",
-]
-
 logger = logging.getLogger(__name__)
 
 # The wheel the images and boxes come from, pinned by its hash.
@@ -75,17 +56,13 @@ def trees_source_path(root=None):
     return os.path.join(root, "source", TREES_SOURCE["wheel"])
 
 
-def _sha256(path):
+def check_trees_source(path):
+    """Raise ValueError unless ``path`` is the pinned wheel (by its sha256)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
-
-
-def check_trees_source(path):
-    """Raise ValueError unless ``path`` is the pinned wheel (by its sha256)."""
-    found = _sha256(path)
+    found = digest.hexdigest()
     if found != TREES_SOURCE["sha256"]:
         raise ValueError(
             f"{path} has sha256 {found}, not {TREES_SOURCE['sha256']} ({TREES_SOURCE['wheel']}): "
@@ -94,16 +71,12 @@ def check_trees_source(path):
 
 
 def download_trees_source(path=None):
-    """Download the pinned DeepForest wheel with ``pip download --no-deps`` (the package
-    registry; nothing is installed) to ``path`` (:func:`trees_source_path` when None) unless it
-    is there, and check its hash.
+    """Download the pinned wheel with ``pip download --no-deps`` to ``path``
+    (:func:`trees_source_path` when None) unless it is there, check its hash, return the path.
 
     Raises:
         RuntimeError: pip failed (its output is in the message).
         ValueError: the file is not the pinned wheel.
-
-    Returns:
-        str: the wheel's path.
     """
     path = trees_source_path() if path is None else os.fspath(path)
     if not os.path.isfile(path):
@@ -125,13 +98,9 @@ def download_trees_source(path=None):
 
 
 def tile_origins(length, tile, stride, pad):
-    """Start coordinates of the tiles along one image side of ``length`` pixels.
-
-    Tiles start every ``stride`` pixels. With ``pad`` the last tile may reach past the border
-    (padded); without it the tiles stop at the last one that fits and one more, ending at the
-    border, is added where the image is not covered yet. An image side shorter than the tile
-    gets one (padded) tile.
-    """
+    """Start coordinates of the tiles, every ``stride`` px, along one image side of ``length``
+    px. With ``pad`` the last tile may reach past the border; without, one more tile ending at
+    the border covers what the tiles that fit leave. A side shorter than a tile gets one tile."""
     if length <= tile:
         return [0]
     if pad:
@@ -156,15 +125,7 @@ def tile_boxes(boxes, x0, y0, width, height, min_visible=MIN_VISIBLE):
         whether each is a crowd region ((K,) bool).
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    clipped = np.stack(
-        [
-            np.clip(boxes[:, 0] - x0, 0, width),
-            np.clip(boxes[:, 1] - y0, 0, height),
-            np.clip(boxes[:, 2] - x0, 0, width),
-            np.clip(boxes[:, 3] - y0, 0, height),
-        ],
-        axis=1,
-    )
+    clipped = np.clip(boxes - [x0, y0, x0, y0], 0, [width, height, width, height])
     inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
     full = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     index = np.flatnonzero(inside > 0)
@@ -203,17 +164,10 @@ def _split_records(source_zip, split, tile, stride, min_visible):
                 tiles.append((file_name, canvas, {"source": ann.filename, "x0": x0, "y0": y0}))
                 for k, box, crowd in zip(*tile_boxes(boxes, x0, y0, tile, tile, min_visible)):
                     w, h = box[2] - box[0], box[3] - box[1]
-                    annotations.append(
-                        {
-                            "id": len(annotations) + 1,
-                            "image_id": image_id,
-                            "category_id": 1,
-                            "bbox": [float(box[0]), float(box[1]), float(w), float(h)],
-                            "area": float(w * h),
-                            "iscrowd": int(crowd),
-                            "source_object": int(k),
-                        }
-                    )
+                    a = {"id": len(annotations) + 1, "image_id": image_id, "category_id": 1}
+                    a["bbox"] = [float(box[0]), float(box[1]), float(w), float(h)]
+                    a.update(area=float(w * h), iscrowd=int(crowd), source_object=int(k))
+                    annotations.append(a)
     return tiles, annotations
 
 
@@ -239,14 +193,9 @@ def _replace_atomically(path, write):
 
 
 def convert_trees(source, root, tile=TILE, train_stride=TRAIN_STRIDE, min_visible=MIN_VISIBLE):
-    """Write the tiled COCO-format dataset under ``root``: ``annotations/instances_{split}.json``
-    and the PNG tiles in ``{split}/``.
-
-    Args:
-        source: the DeepForest wheel (checked against :data:`TREES_SOURCE`).
-        tile (int): tile side, pixels of the source images.
-        train_stride (int): distance between training tiles (evaluation tiles never overlap).
-        min_visible (float): see :func:`tile_boxes`.
+    """Write the tiled dataset of the wheel ``source`` (hash checked) under ``root``:
+    ``annotations/instances_{split}.json`` and the PNG tiles in ``{split}/``. ``tile``,
+    ``train_stride`` and ``min_visible`` as in the module's docstring.
 
     Returns:
         dict: ``{split: {"json_file", "image_root", "images", "boxes", "crowd"}}``.
@@ -282,37 +231,26 @@ def convert_trees(source, root, tile=TILE, train_stride=TRAIN_STRIDE, min_visibl
             }
             _replace_atomically(json_file, lambda f, c=coco: f.write(json.dumps(c).encode()))
             crowd = sum(a["iscrowd"] for a in annotations)
-            summary[split] = {
-                "json_file": json_file,
-                "image_root": image_root,
-                "images": len(images),
-                "boxes": len(annotations) - crowd,
-                "crowd": crowd,
-            }
+            summary[split] = {"json_file": json_file, "image_root": image_root}
+            summary[split].update(images=len(images), boxes=len(annotations) - crowd, crowd=crowd)
     return summary
-
-
-def _trees_are_current(root, params):
-    for split in TREES_SPLITS:
-        json_file = os.path.join(root, "annotations", f"instances_{split}.json")
-        if not os.path.isfile(json_file):
-            return False
-        with open(json_file) as f:
-            if json.load(f).get("info", {}).get("params") != params:
-                return False
-    return True
 
 
 def ensure_trees(root=None, source=None, prefix="deepforest_trees"):
     """Download the wheel if needed (:func:`download_trees_source`), convert it unless the
-    dataset under ``root`` was converted with the same parameters, and register it.
-
-    Returns:
-        tuple[str, str]: the train and val dataset names.
-    """
+    dataset under ``root`` was converted with the same parameters, register it and return the
+    train and val dataset names."""
     root = default_trees_root() if root is None else os.fspath(root)
-    if not _trees_are_current(root, _trees_params(TILE, TRAIN_STRIDE, MIN_VISIBLE)):
-        source = download_trees_source(source or trees_source_path(root))
-        logger.info(f"Converting {source} to {root} ...")
-        convert_trees(source, root)
+    params = _trees_params(TILE, TRAIN_STRIDE, MIN_VISIBLE)
+    for split in TREES_SPLITS:
+        json_file = os.path.join(root, "annotations", f"instances_{split}.json")
+        info = {}
+        if os.path.isfile(json_file):
+            with open(json_file) as f:
+                info = json.load(f).get("info", {})
+        if info.get("params") != params:
+            source = download_trees_source(source or trees_source_path(root))
+            logger.info(f"Converting {source} to {root} ...")
+            convert_trees(source, root)
+            break
     return register_trees(root, prefix)

@@ -1,11 +1,8 @@
 """Pictures: detections beside ground truth, a tiled dataset on its source image, and what DW
-assigns to each anchor point (the maps, the model run that gives them, and the figure).
-
-Not installed: the tools import this folder as ``visualize`` (``tools/`` is on a script's
-``sys.path``; pytest's ``pythonpath`` adds it for the tests). ``tools/visualize_assignment.py``,
-``tools/train_synthetic_model.py``, ``tools/draw_predictions.py`` and ``tools/prepare_trees.py``
-draw with it.
-"""
+assigns to each anchor point (maps, the model run that gives them, the figure). Not installed:
+imported as ``visualize`` (``tools/`` is on a script's ``sys.path`` and pytest's ``pythonpath``)
+by ``tools/visualize_assignment.py``, ``draw_predictions.py``, ``prepare_trees.py`` and
+``train_demo.py``."""
 
 from .assignment_figure import describe_assignment, draw_assignment, pick_boxes, to_rgb
 from .assignment_maps import dw_assignment_maps, split_levels, strong_positives

@@ -1,11 +1,6 @@
-"""Pictures of what DW assigns in one image (matplotlib, no display needed).
-
-For each ground-truth box (a block of three rows) and each FPN level (a column) the figure shows
-the center prior, the positive weight and the negative weight of the box's class, next to the
-image with the box and its strongly positive points (:func:`strong_positives`), coloured by
-level. The maps come from :func:`~.assignment_maps.dw_assignment_maps` (e.g. through
-:func:`~.assignment_model.compute_assignment`).
-"""
+"""Pictures of what DW assigns in one image (matplotlib, no display needed), from the maps of
+:func:`~.assignment_maps.dw_assignment_maps` (e.g. through
+:func:`~.assignment_model.compute_assignment`)."""
 
 from __future__ import annotations
 
@@ -17,8 +12,6 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from .assignment_maps import split_levels, strong_positives
-
-__all__ = ["describe_assignment", "draw_assignment", "pick_boxes", "to_rgb"]
 
 # Strong positives on the image, one colour per level (none close to the heat maps' yellow).
 LEVEL_COLORS = ("#e6194b", "#f58231", "#3cb44b", "#42d4f4", "#f032e6", "#4363d8", "#911eb4")
@@ -42,18 +35,6 @@ def pick_boxes(boxes, max_boxes):
     return [order[i] for i in spread]
 
 
-def _crop(box, image_hw):
-    """View limits around ``box``: the box plus a quarter of its size (at least 24 px)."""
-    x1, y1, x2, y2 = box
-    margin = max(0.25 * max(x2 - x1, y2 - y1), 24.0)
-    return (
-        max(x1 - margin, 0.0),
-        min(x2 + margin, float(image_hw[1])),
-        min(y2 + margin, float(image_hw[0])),
-        max(y1 - margin, 0.0),
-    )
-
-
 def _box_patch(box, **kwargs):
     x1, y1, x2, y2 = box
     return Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **kwargs)
@@ -66,40 +47,12 @@ def _scatter_cells(ax, mask, stride, **style):
 
 
 def _point_handle(face, edge, label):
-    return Line2D(
-        [],
-        [],
-        marker="o",
-        linestyle="",
-        markersize=6,
-        markerfacecolor=face,
-        markeredgecolor=edge,
-        label=label,
-    )
+    style = {"marker": "o", "linestyle": "", "markersize": 6, "markeredgecolor": edge}
+    return Line2D([], [], markerfacecolor=face, label=label, **style)
 
 
-def _add_legend(fig, level_strides):
-    """The legend above the grid: box outline, outside-the-box cells and the point markers."""
-    handles = [
-        Line2D([], [], color="white", linestyle="--", linewidth=1.5, label="ground-truth box"),
-        Patch(facecolor="lightgray", edgecolor="gray", label="outside the box: prior, weight 0"),
-        _point_handle("none", STRONG_ON_MAP, "strongly positive (on the maps)"),
-    ] + [
-        _point_handle(
-            LEVEL_COLORS[i % len(LEVEL_COLORS)], "black", f"strongly positive, P{int(np.log2(s))}"
-        )
-        for i, s in enumerate(level_strides)
-    ]
-    legend = fig.legend(
-        handles=handles,
-        loc="upper center",
-        ncol=min(len(handles), 4),
-        fontsize=8,
-        bbox_to_anchor=(0.5, 1 - 0.55 / fig.get_figheight()),
-        facecolor="#555555",
-        labelcolor="white",
-    )
-    legend.get_frame().set_alpha(0.9)
+def _box_name(class_names, gt_classes, g):
+    return class_names[int(gt_classes[g])] if class_names else str(int(gt_classes[g]))
 
 
 def draw_assignment(
@@ -114,7 +67,8 @@ def draw_assignment(
     strong_mass=0.5,
     title="",
 ):
-    """One figure: for each box of ``box_indices``, the image with its strong positives and a
+    """One figure: for each box of ``box_indices`` (in this order), the image with the box and
+    its strong positives (:func:`strong_positives` of ``strong_mass``) coloured by level, and a
     3 x L grid of per-level maps (prior, positive weight, negative weight of its class).
 
     Args:
@@ -123,12 +77,12 @@ def draw_assignment(
         class_names: names of the C classes.
         maps: the dict of :func:`dw_assignment_maps`.
         level_shapes, level_strides: (H_l, W_l) and stride of each level.
-        box_indices: boxes to draw, in this order.
 
     Returns:
         matplotlib Figure.
     """
     num_levels = len(level_shapes)
+    colours = [LEVEL_COLORS[i % len(LEVEL_COLORS)] for i in range(num_levels)]
     strong = split_levels(strong_positives(maps["pos_weight"], strong_mass), level_shapes)
     inside = split_levels(maps["inside"], level_shapes)
     per_level = {key: split_levels(maps[key], level_shapes) for key, _, _ in ROWS}
@@ -136,21 +90,15 @@ def draw_assignment(
     height, width = image.shape[:2]
 
     fig = Figure(figsize=(2.3 * (1.7 + num_levels) + 0.6, 2.25 * 3 * len(box_indices) + 1.6))
-    grid = fig.add_gridspec(
-        3 * len(box_indices),
-        num_levels + 2,
-        width_ratios=[1.7] + [1.0] * num_levels + [0.07],
-        left=0.07,
-        right=0.95,
-        top=1 - 1.4 / fig.get_figheight(),
-        bottom=0.02,
-        hspace=0.3,
-        wspace=0.15,
-    )
+    top, ratios = 1 - 1.4 / fig.get_figheight(), [1.7] + [1.0] * num_levels + [0.07]
+    grid = fig.add_gridspec(3 * len(box_indices), num_levels + 2, width_ratios=ratios, top=top)
+    grid.update(left=0.07, right=0.95, bottom=0.02, hspace=0.3, wspace=0.15)
     for block, g in enumerate(box_indices):
         box = gt_boxes[g].tolist()
-        name = class_names[int(gt_classes[g])] if class_names else str(int(gt_classes[g]))
-        xlim_lo, xlim_hi, ylim_lo, ylim_hi = _crop(box, (height, width))
+        x1, y1, x2, y2 = box
+        margin = max(0.25 * max(x2 - x1, y2 - y1), 24.0)  # the maps' view: box + a quarter
+        xlim = (max(x1 - margin, 0.0), min(x2 + margin, float(width)))
+        ylim = (min(y2 + margin, float(height)), max(y1 - margin, 0.0))
         counts = [int(s[g].sum()) for s in strong]
 
         ax = fig.add_subplot(grid[3 * block : 3 * block + 3, 0])
@@ -159,24 +107,14 @@ def draw_assignment(
             ax.add_patch(_box_patch(other, edgecolor="white", linewidth=0.6, alpha=0.6))
         ax.add_patch(_box_patch(box, edgecolor="white", linewidth=2.0, linestyle="--"))
         for level, stride in enumerate(level_strides):
-            _scatter_cells(
-                ax,
-                strong[level][g],
-                stride,
-                s=28,
-                color=LEVEL_COLORS[level % len(LEVEL_COLORS)],
-                edgecolors="black",
-                linewidths=0.6,
-                zorder=3,
-            )
+            style = {"edgecolors": "black", "linewidths": 0.6, "zorder": 3}
+            _scatter_cells(ax, strong[level][g], stride, s=28, color=colours[level], **style)
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)
         ax.set_axis_off()
-        w, h = box[2] - box[0], box[3] - box[1]
         ax.set_title(
-            f"box {g}: {name}, {w:.0f} x {h:.0f} px\n"
-            f"{int(maps['inside'][g].sum())} candidate points, "
-            f"{sum(counts)} strongly positive",
+            f"box {g}: {_box_name(class_names, gt_classes, g)}, {x2 - x1:.0f} x {y2 - y1:.0f} px\n"
+            f"{int(maps['inside'][g].sum())} candidate points, {sum(counts)} strongly positive",
             fontsize=9,
         )
 
@@ -190,28 +128,15 @@ def draw_assignment(
                 data = values[level]
                 if key != "neg_weight_of_class":
                     data = np.ma.masked_where(~inside[level][g].numpy(), data)
-                image_artist = ax.imshow(
-                    data,
-                    cmap=cmap,
-                    vmin=0.0,
-                    vmax=vmax,
-                    alpha=0.8,
-                    interpolation="nearest",
-                    extent=(0, shape[1] * stride, shape[0] * stride, 0),
-                )
+                extent = (0, shape[1] * stride, shape[0] * stride, 0)
+                style = {"alpha": 0.8, "interpolation": "nearest", "extent": extent}
+                image_artist = ax.imshow(data, cmap=cmap, vmin=0.0, vmax=vmax, **style)
                 ax.add_patch(_box_patch(box, edgecolor="white", linewidth=1.2, linestyle="--"))
                 if key == "pos_weight":
-                    _scatter_cells(
-                        ax,
-                        strong[level][g],
-                        stride,
-                        s=22,
-                        facecolors="none",
-                        edgecolors=STRONG_ON_MAP,
-                        linewidths=1.4,
-                    )
-                ax.set_xlim(xlim_lo, xlim_hi)
-                ax.set_ylim(ylim_lo, ylim_hi)
+                    style = {"facecolors": "none", "edgecolors": STRONG_ON_MAP, "linewidths": 1.4}
+                    _scatter_cells(ax, strong[level][g], stride, s=22, **style)
+                ax.set_xlim(*xlim)
+                ax.set_ylim(*ylim)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if row == 0:
@@ -225,7 +150,25 @@ def draw_assignment(
             fig.colorbar(image_artist, cax=cax)
             cax.tick_params(labelsize=7)
 
-    _add_legend(fig, level_strides)
+    # The legend above the grid: box outline, outside-the-box cells and the point markers.
+    handles = [
+        Line2D([], [], color="white", linestyle="--", linewidth=1.5, label="ground-truth box"),
+        Patch(facecolor="lightgray", edgecolor="gray", label="outside the box: prior, weight 0"),
+        _point_handle("none", STRONG_ON_MAP, "strongly positive (on the maps)"),
+    ] + [
+        _point_handle(c, "black", f"strongly positive, P{int(np.log2(s))}")
+        for c, s in zip(colours, level_strides)
+    ]
+    anchor = (0.5, 1 - 0.55 / fig.get_figheight())
+    style = {"fontsize": 8, "facecolor": "#555555", "labelcolor": "white"}
+    legend = fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=min(len(handles), 4),
+        bbox_to_anchor=anchor,
+        **style,
+    )
+    legend.get_frame().set_alpha(0.9)
     fig.suptitle(
         f"{title}\nstrongly positive = the fewest points carrying {strong_mass:.0%} of a box's "
         "positive weight; positive-weight colours are scaled per box",
@@ -248,10 +191,10 @@ def describe_assignment(
             f"P{int(np.log2(s))} {int(i[g].sum())}/{int(t[g].sum())}"
             for i, t, s in zip(inside, strong, level_strides)
         )
-        name = class_names[int(gt_classes[g])] if class_names else str(int(gt_classes[g]))
+        total = float(maps["pos_weight"][g].sum())
         lines.append(
-            f"  box {g} ({name}): sum of positive weights {float(maps['pos_weight'][g].sum()):.3f};"
-            f" candidate/strong points per level: {per_level}"
+            f"  box {g} ({_box_name(class_names, gt_classes, g)}): sum of positive weights "
+            f"{total:.3f}; candidate/strong points per level: {per_level}"
         )
     return "\n".join(lines)
 

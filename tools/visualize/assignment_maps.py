@@ -1,10 +1,6 @@
-"""What Dual Weighting assigns in one image, per ground-truth box and anchor point, for pictures.
-
-The training losses only need the ``K`` (point, box) pairs whose point is inside the box, and
-reduce them right away. Here the same pairs, from the criterion's own assignment
-(:meth:`~dual_weighting.modeling.DWCriterion.assign`), are written into dense per-box maps over
-all points, so that a picture (:mod:`.assignment_figure`, ``tools/visualize_assignment.py``) can
-show the center prior, the positive weight and the negative weight of every point.
+"""What Dual Weighting assigns in one image, per ground-truth box and anchor point: the (point,
+box) pairs of the criterion's own assignment (:meth:`~dual_weighting.modeling.DWCriterion.assign`)
+written into dense per-box maps over all points, for pictures.
 
 Index letters: ``P`` anchor points (FPN levels concatenated, finest first), ``C`` classes,
 ``G`` ground-truth boxes of the image. Boxes are XYXY pixels of the (resized, padded) input.
@@ -15,8 +11,6 @@ from __future__ import annotations
 import torch
 
 from dual_weighting.modeling.assignment import DWAssignment
-
-__all__ = ["dw_assignment_maps", "split_levels", "strong_positives"]
 
 
 @torch.no_grad()
@@ -48,18 +42,14 @@ def dw_assignment_maps(
     a = assignment
     if a.scores.shape[0] != 1:
         raise ValueError(f"dw_assignment_maps draws one image; the assignment has {len(a.scores)}")
-    num_points = a.scores.shape[1]
-    num_boxes = len(gt_classes)
-    box, pt = a.box, a.point
     neg_weight = a.neg_weight[0]
 
     def dense(values):
-        out = values.new_zeros(num_boxes, num_points)
-        out[box, pt] = values
+        out = values.new_zeros(len(gt_classes), a.scores.shape[1])
+        out[a.box, a.point] = values
         return out
 
-    inside = torch.zeros(num_boxes, num_points, dtype=torch.bool, device=pt.device)
-    inside[box, pt] = True
+    inside = dense(torch.ones_like(a.point, dtype=torch.bool))
     return {
         "inside": inside,
         "prior": dense(a.prior),
@@ -74,19 +64,10 @@ def dw_assignment_maps(
 
 
 def strong_positives(pos_weight: torch.Tensor, mass: float = 0.5) -> torch.Tensor:
-    """The fewest points of each box that carry ``mass`` of its total positive weight.
-
-    Points are taken by decreasing weight until the ones taken so far reach ``mass`` of the
-    box's sum; the point that crosses the mark is included, so a box with any positive weight
-    has at least one strong positive. Ties are broken by point order.
-
-    Args:
-        pos_weight: (G, P) positive weights, >= 0.
-        mass: fraction in (0, 1].
-
-    Returns:
-        (G, P) bool.
-    """
+    """(G, P) bool: the fewest points of each box that carry ``mass`` (in (0, 1]) of its total
+    positive weight (``pos_weight`` (G, P), >= 0): points by decreasing weight (ties in point
+    order) up to and including the one crossing the mark, so a box with any positive weight has
+    at least one strong positive."""
     if not 0.0 < mass <= 1.0:
         raise ValueError(f"mass must be in (0, 1], got {mass}")
     sorted_weight, order = pos_weight.sort(dim=1, descending=True, stable=True)
@@ -97,15 +78,8 @@ def strong_positives(pos_weight: torch.Tensor, mass: float = 0.5) -> torch.Tenso
 
 
 def split_levels(values: torch.Tensor, level_shapes) -> list[torch.Tensor]:
-    """Split the last dimension (P points, levels concatenated) into per-level (H_l, W_l) maps.
-
-    Args:
-        values: (..., P).
-        level_shapes: L pairs (H_l, W_l) with sum H_l * W_l = P.
-
-    Returns:
-        L tensors (..., H_l, W_l).
-    """
+    """Split the last dimension of ``values`` (..., P) into L per-level maps (..., H_l, W_l),
+    for the L pairs (H_l, W_l) of ``level_shapes`` (sum H_l * W_l = P)."""
     sizes = [int(h) * int(w) for h, w in level_shapes]
     if sum(sizes) != values.shape[-1]:
         raise ValueError(

@@ -12,8 +12,6 @@ from detectron2.modeling import build_model
 
 from .assignment_maps import dw_assignment_maps
 
-__all__ = ["compute_assignment", "load_model", "select_records", "training_mapper"]
-
 
 def load_model(cfg, seed=0):
     """The config's model in eval mode, with ``MODEL.WEIGHTS`` or, if empty, a seeded init."""
@@ -36,11 +34,8 @@ def training_mapper(cfg):
 
 def select_records(records, indices, images=None):
     """Indices of the records to draw: ``indices``, or the records whose image file is named
-    ``images`` (a base name, or a path ending like the record's).
-
-    Raises:
-        ValueError: naming an image that no record has, or the indices out of range.
-    """
+    ``images`` (a base name, or a path ending like the record's). ValueError for an image that
+    no record has or indices out of range."""
     if images:
         names = [os.path.normpath(r["file_name"]) for r in records]
         selected = []
@@ -59,12 +54,8 @@ def select_records(records, indices, images=None):
 
 @torch.no_grad()
 def compute_assignment(model, mapped):
-    """Run the model on one mapped record as training does, and return what its criterion
-    assigns, as maps.
-
-    Args:
-        model: a :class:`~dual_weighting.DWFCOS`.
-        mapped: one output of :func:`training_mapper` (``image``, ``instances``).
+    """What the criterion of ``model`` (a :class:`~dual_weighting.DWFCOS`) assigns on one
+    ``mapped`` record (:func:`training_mapper`'s), the model run as training runs it.
 
     Returns:
         ``(maps, level_shapes, level_strides)``: the dict of :func:`dw_assignment_maps` (on the
