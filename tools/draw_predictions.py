@@ -44,11 +44,9 @@ def main(argv=None):
             raise SetupError(f"--indices {bad}: {args.dataset} has {len(records)} records")
     except (SetupError, ValueError, OSError) as e:
         parser.error(str(e))
+    records, metadata = [records[i] for i in args.indices], MetadataCatalog.get(args.dataset)
     picture = predictions_beside_ground_truth(
-        [records[i] for i in args.indices],
-        DefaultPredictor(cfg),
-        MetadataCatalog.get(args.dataset),
-        score_thresh=args.score_thresh,
+        records, DefaultPredictor(cfg), metadata, args.score_thresh
     )
     Image.fromarray(picture).save(args.output)
     print(f"Predictions (right) beside ground truth (left): {args.output}")

@@ -41,16 +41,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
-    result = generate_synthetic_coco(
-        args.output,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        image_size=tuple(args.image_size),
-        seed=args.seed,
-        objects_per_image=tuple(args.objects_per_image),
-        min_visibility=args.min_visibility,
-        image_format=args.image_format,
-    )
+    # Every option but --output is a keyword argument of generate_synthetic_coco.
+    kwargs = {k: v for k, v in vars(args).items() if k != "output"}
+    result = generate_synthetic_coco(args.output, **kwargs)
     elapsed = time.perf_counter() - start
     for split in ("train", "val"):
         info = result[split]

@@ -154,11 +154,8 @@ def ratios(result, base):
     if base is None:
         return None, None, None
     mib, base_mib = peak_mib(result), peak_mib(base)
-    return (
-        paired_ratio(result["train_s"], base["train_s"]),
-        paired_ratio(result["infer_s"], base["infer_s"]),
-        mib / base_mib if mib is not None and base_mib else None,
-    )
+    times = [paired_ratio(result[k], base[k]) for k in ("train_s", "infer_s")]
+    return (*times, mib / base_mib if mib is not None and base_mib else None)
 
 
 def ratio_groups(speed, baseline="fcos"):
@@ -216,12 +213,7 @@ def run_speed(args, out):
         print(format_speed(results, title) + "\n", flush=True)
     if "fcos" in args.speed_variants:
         path = Path(args.output_dir) / "speed_ratios.png"
-        bar_chart(
-            ratio_groups(out["speed"]),
-            path,
-            f"DW / detectron2's FCOS on {args.device}, same run as the tables "
-            "(median of same-round ratios; below 1: DW is faster or smaller)",
-            "ratio to FCOS (d2)",
-            reference=1.0,
-        )
+        title = f"DW / detectron2's FCOS on {args.device}, same run as the tables "
+        title += "(median of same-round ratios; below 1: DW is faster or smaller)"
+        bar_chart(ratio_groups(out["speed"]), path, title, "ratio to FCOS (d2)", reference=1.0)
         print(f"  plot: {path}", flush=True)

@@ -24,8 +24,10 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from dual_weighting.data import CLASS_NAMES, default_synthetic_root, register_synthetic
 
+from . import recorded_info
+
 logger = logging.getLogger(__name__)
-# Each class has a typical hue (degrees); colour helps but is not decisive (see _object_colour).
+# Each class has a typical hue (degrees); colour helps but is not decisive (see render_image).
 _CLASS_HUES = (0.0, 60.0, 120.0, 180.0, 240.0, 300.0)
 _SPLITS = ("train", "val")
 
@@ -82,15 +84,6 @@ def _dull_colour(rng):
     return tuple(int(c) for c in _hsv(rng.uniform(0, 360), rng.uniform(0, 0.3), rng.random()))
 
 
-def _object_colour(rng, cls):
-    # Mostly the class hue with jitter; sometimes any hue, so that shape must be learnt too.
-    if rng.random() < 0.2:
-        hue = rng.uniform(0.0, 360.0)
-    else:
-        hue = _CLASS_HUES[cls] + rng.uniform(-20.0, 20.0)
-    return _hsv(hue, rng.uniform(0.55, 1.0), rng.uniform(0.7, 1.0))
-
-
 def _background(rng, h, w):
     """Low-saturation, mid-dark texture: a smooth colour field plus mostly grey blotches."""
     base = _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.25), rng.uniform(0.18, 0.45))
@@ -135,13 +128,9 @@ def _draw_distractors(rng, img, n):
 
 
 def _place(rng, unit, owner, visible, pixels, min_visibility, tries=20):
-    """Find a random position for the shape ``unit`` (centred at the origin) that leaves every
-    earlier object at least ``min_visibility`` of its ``pixels`` showing.
-
-    Returns:
-        (polygons, (x0, y0, x1, y1) crop, mask of the crop, pixels hidden per earlier object),
-        or None when no position in ``tries`` attempts works.
-    """
+    """A random position for the shape ``unit`` (centred at the origin) leaving every earlier
+    object ``min_visibility`` of its ``pixels``: (polygons, (x0, y0, x1, y1) crop, mask of the
+    crop, pixels hidden per earlier object), or None when ``tries`` attempts find none."""
     h, w = owner.shape
     lo, hi = unit[0].min(axis=0), unit[0].max(axis=0)
     for _ in range(tries):
@@ -204,7 +193,10 @@ def render_image(rng, image_size, objects_per_image, size_range, min_visibility)
         padded = np.pad(mask, 1)  # the rim: pixels of the mask with a 4-neighbour outside it
         inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
         shade[mask & ~inner] *= 0.55
-        colour = _object_colour(rng, cls).astype(np.float32)
+        # Mostly the class hue with jitter; sometimes any hue, so that shape must be learnt too.
+        any_hue = rng.random() < 0.2
+        hue = rng.uniform(0.0, 360.0) if any_hue else _CLASS_HUES[cls] + rng.uniform(-20.0, 20.0)
+        colour = _hsv(hue, rng.uniform(0.55, 1.0), rng.uniform(0.7, 1.0)).astype(np.float32)
         patch = img[y0:y1, x0:x1]
         patch[mask] = (shade[..., None] * colour)[mask]
         objects.append({"category": cls, "polygons": polys, "pixels": int(mask.sum())})
@@ -214,8 +206,7 @@ def render_image(rng, image_size, objects_per_image, size_range, min_visibility)
     lines = Image.new("L", (w, h), 0)
     for _ in range(int(rng.integers(0, 3))):
         xy = [(float(rng.uniform(0, w)), float(rng.uniform(0, h))) for _ in range(2)]
-        colour = _dull_colour(rng)
-        width = int(rng.integers(1, 3))
+        colour, width = _dull_colour(rng), int(rng.integers(1, 3))
         ImageDraw.Draw(canvas).line(xy, fill=colour, width=width)
         ImageDraw.Draw(lines).line(xy, fill=255, width=width)
     owner[np.asarray(lines) > 0] = -1
@@ -351,15 +342,8 @@ def ensure_synthetic(root=None, prefix="dw_synthetic", **generate_kwargs):
     return these names. In multi-process training call it in the main process before launching.
     """
     root = default_synthetic_root() if root is None else os.fspath(root)
-    wanted = synthetic_params(**generate_kwargs)
-    for split in _SPLITS:
-        json_file = os.path.join(root, "annotations", f"instances_{split}.json")
-        info = {}
-        if os.path.isfile(json_file):
-            with open(json_file) as f:
-                info = json.load(f).get("info", {})
-        if any(info.get(k) != v for k, v in wanted.items()):
-            logger.info(f"Generating the synthetic dataset in {root} ...")
-            generate_synthetic_coco(root, **generate_kwargs)
-            break
+    wanted, infos = synthetic_params(**generate_kwargs), [recorded_info(root, s) for s in _SPLITS]
+    if any(info.get(k) != v for info in infos for k, v in wanted.items()):
+        logger.info(f"Generating the synthetic dataset in {root} ...")
+        generate_synthetic_coco(root, **generate_kwargs)
     return register_synthetic(root, prefix)

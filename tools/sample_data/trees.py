@@ -38,6 +38,8 @@ from dual_weighting.data.trees import (
 )
 from dual_weighting.data.voc import read_voc_xml
 
+from . import recorded_info
+
 logger = logging.getLogger(__name__)
 
 # The wheel the images and boxes come from, pinned by its hash.
@@ -172,14 +174,9 @@ def _split_records(source_zip, split, tile, stride, min_visible):
 
 
 def _trees_params(tile, train_stride, min_visible):
-    return {
-        "source": TREES_SOURCE["wheel"],
-        "sha256": TREES_SOURCE["sha256"],
-        "splits": {k: list(v) for k, v in TREES_SPLITS.items()},
-        "tile": tile,
-        "train_stride": train_stride,
-        "min_visible": min_visible,
-    }
+    splits = {k: list(v) for k, v in TREES_SPLITS.items()}
+    params = {"source": TREES_SOURCE["wheel"], "sha256": TREES_SOURCE["sha256"], "splits": splits}
+    return {**params, "tile": tile, "train_stride": train_stride, "min_visible": min_visible}
 
 
 def _replace_atomically(path, write):
@@ -211,24 +208,17 @@ def convert_trees(source, root, tile=TILE, train_stride=TRAIN_STRIDE, min_visibl
             os.makedirs(image_root, exist_ok=True)
             images = []
             for image_id, (file_name, canvas, origin) in enumerate(tiles, start=1):
-                _replace_atomically(
-                    os.path.join(image_root, file_name),
-                    lambda f, c=canvas: Image.fromarray(c).save(f, format="PNG"),
-                )
+                png = os.path.join(image_root, file_name)
+                _replace_atomically(png, lambda f, c=canvas: Image.fromarray(c).save(f, "PNG"))
                 size = {"width": tile, "height": tile}
                 images.append({"id": image_id, "file_name": file_name, **size, **origin})
             json_file = os.path.join(root, "annotations", f"instances_{split}.json")
             os.makedirs(os.path.dirname(json_file), exist_ok=True)
-            coco = {
-                "info": {
-                    "description": "DeepForest sample tree crowns (NEON AOP RGB), tiled",
-                    "params": params,
-                },
-                "licenses": [{"id": 1, "name": "CC0 1.0 (NEON imagery); boxes: DeepForest, MIT"}],
-                "images": images,
-                "annotations": annotations,
-                "categories": [{"id": 1, "name": CLASS_NAMES[0], "supercategory": "plant"}],
-            }
+            description = "DeepForest sample tree crowns (NEON AOP RGB), tiled"
+            licence = {"id": 1, "name": "CC0 1.0 (NEON imagery); boxes: DeepForest, MIT"}
+            coco = {"info": {"description": description, "params": params}, "licenses": [licence]}
+            coco.update(images=images, annotations=annotations)
+            coco["categories"] = [{"id": 1, "name": CLASS_NAMES[0], "supercategory": "plant"}]
             _replace_atomically(json_file, lambda f, c=coco: f.write(json.dumps(c).encode()))
             crowd = sum(a["iscrowd"] for a in annotations)
             summary[split] = {"json_file": json_file, "image_root": image_root}
@@ -242,15 +232,8 @@ def ensure_trees(root=None, source=None, prefix="deepforest_trees"):
     train and val dataset names."""
     root = default_trees_root() if root is None else os.fspath(root)
     params = _trees_params(TILE, TRAIN_STRIDE, MIN_VISIBLE)
-    for split in TREES_SPLITS:
-        json_file = os.path.join(root, "annotations", f"instances_{split}.json")
-        info = {}
-        if os.path.isfile(json_file):
-            with open(json_file) as f:
-                info = json.load(f).get("info", {})
-        if info.get("params") != params:
-            source = download_trees_source(source or trees_source_path(root))
-            logger.info(f"Converting {source} to {root} ...")
-            convert_trees(source, root)
-            break
+    if any(recorded_info(root, s).get("params") != params for s in TREES_SPLITS):
+        source = download_trees_source(source or trees_source_path(root))
+        logger.info(f"Converting {source} to {root} ...")
+        convert_trees(source, root)
     return register_trees(root, prefix)

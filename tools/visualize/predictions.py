@@ -6,17 +6,9 @@ from detectron2.utils.visualizer import Visualizer
 
 
 def predictions_beside_ground_truth(dataset_dicts, predictor, metadata, score_thresh=0.3):
-    """One row per image: ground truth on the left, predictions above ``score_thresh`` right.
-
-    Args:
-        dataset_dicts: detectron2 dataset dicts (``file_name`` and ``annotations``).
-        predictor: a :class:`detectron2.engine.DefaultPredictor` (takes a BGR image).
-        metadata: the dataset's metadata (``thing_classes``).
-        score_thresh: lowest score drawn.
-
-    Returns:
-        (H, W, 3) uint8 RGB image.
-    """
+    """(H, W, 3) uint8 RGB picture, one row per record of ``dataset_dicts`` (``file_name``,
+    ``annotations``): ground truth on the left, the detections of ``predictor`` (a
+    ``DefaultPredictor``, BGR input) above ``score_thresh`` on the right, named by ``metadata``."""
     rows = []
     for record in dataset_dicts:
         rgb = detection_utils.read_image(record["file_name"], format="RGB")
