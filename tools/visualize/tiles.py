@@ -12,13 +12,9 @@ ORDINARY, CROWD, BORDER = (0, 255, 255), (255, 40, 40), (255, 255, 255)
 
 
 def draw_tiled_source(json_file, image_root, source):
-    """The tiles of ``source`` (a source file name, the images' ``source`` field) of a tiled
-    COCO json (as :func:`sample_data.trees.convert_trees` writes it), put back
-    together, with their boxes and borders.
-
-    Returns:
-        (H, W, 3) uint8 RGB image, the size the tiles cover.
-    """
+    """(H, W, 3) uint8 RGB image of the size the tiles cover: the tiles of ``source`` (a source
+    file name, the images' ``source`` field) of a tiled COCO json (as
+    :func:`sample_data.trees.convert_trees` writes it) put back together, boxes and borders."""
     with open(json_file) as f:
         coco = json.load(f)
     tiles = [i for i in coco["images"] if i.get("source") == source]
