@@ -298,8 +298,11 @@ def generate_synthetic_coco(
         dict: ``{"train": {...}, "val": {...}, "categories": [...]}`` where each split has
         ``json_file``, ``image_root``, ``num_images`` and ``num_annotations``.
     """
-    # locals() holds the arguments only, here.
-    params = synthetic_params(**{k: v for k, v in locals().items() if k != "root"})
+    params = synthetic_params(
+        num_train=num_train, num_val=num_val, image_size=image_size, seed=seed,
+        objects_per_image=objects_per_image, size_range=size_range,
+        min_visibility=min_visibility, image_format=image_format,
+    )  # fmt: skip
     h, w = params["image_size"]
     categories = [
         {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASS_NAMES)
