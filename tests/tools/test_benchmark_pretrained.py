@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.env import seed_all_rng
 
@@ -143,6 +144,8 @@ def test_proposal_recall_evaluates_the_saved_rpn(tmp_path, tiny_dataset_opts):
     torch.save({"model": model.state_dict()}, tmp_path / "model_final.pth")
     recall = proposal_recall(config, tmp_path, "cpu", tiny_dataset_opts)
     assert set(recall) == {"AR@100", "AR@1000"}
+    # It runs outside train_net.py, so it registers the configs' datasets itself.
+    assert "deepforest_trees_val" in DatasetCatalog.list()
     # Random weights: up to 1000 proposals still cover part of 2-3 objects on 64 x 96.
     assert 0 <= recall["AR@100"] <= recall["AR@1000"] <= 100 and recall["AR@1000"] > 0
 

@@ -35,6 +35,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.env import seed_all_rng
 
 from dual_weighting.checkpoint import DWCheckpointer
+from dual_weighting.data import register_trees
 from dual_weighting.engine import DWTrainer, load_yacs_config
 
 from .detectors import REPO
@@ -108,6 +109,7 @@ def proposal_recall(config, run_dir, device, opts=()):
     """AR@100 and AR@1000 (%) on the held-out split of the proposals of the final weights in
     ``run_dir``: the config's backbone and RPN (with ``opts``) as detectron2's
     ``ProposalNetwork``, evaluated by ``COCOEvaluator``."""
+    register_trees()  # train_net.py registers them in its own process
     weights = str(Path(run_dir) / "model_final.pth")
     opts = ["MODEL.META_ARCHITECTURE", "ProposalNetwork", "MODEL.DEVICE", device, *opts]
     cfg = config_of(config, opts)
@@ -219,6 +221,7 @@ def pair_speed(args, pairs, opts=()):
     """Training step time and peak memory of each pair's two detectors (their configs with
     ``opts``), interleaved round by round on one real training batch; {pair: (step ratio,
     inference ratio, memory ratio)}."""
+    register_trees()
     speeds = {}
     for name in pairs:
         models = {}
