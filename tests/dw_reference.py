@@ -35,19 +35,11 @@ def reference_giou_iou(pred, gt, eps=1e-6):
     return iou - (enclose - union) / enclose, iou
 
 
-def reference_dw_sums_of_scores(
-    points, strides, scores, pred_boxes, gt_boxes, gt_classes, release=False
-):
+def reference_dw_sums_of_scores(points, strides, scores, pred_boxes, gt_boxes, gt_classes):
     """Unnormalised sums (pos_cls, pos_loc, neg) and the two local normalisers, by the spec, of
     any detector's candidates: ``points`` (P, 2) and ``strides`` (P,), joint scores ``scores``
     (N, P, C) in (0, 1), predicted XYXY boxes ``pred_boxes`` (N, P, 4), and per image the gt
-    boxes (G_n, 4) and classes (G_n,).
-
-    ``release``: the spec's rules where scores underflow, the positive weights' denominator
-    floored at 1e-12 and the positive BCE on probabilities (its gradient bounded by torch's
-    1e-12 on p (1 - p)); by default the package's (docs/RELEASE_DIFFERENCES.md): no floor, and
-    ``-log p_cls`` with its exact gradient. The two agree wherever every bag's denominator is
-    above 1e-12 and every candidate's score above 1e-12."""
+    boxes (G_n, 4) and classes (G_n,)."""
     num_images, num_points, num_classes = scores.shape
     pts = points.tolist()
     strd = strides.tolist()
@@ -76,15 +68,10 @@ def reference_dw_sums_of_scores(
                 bag.append((p, prior, p_cls, p_loc, v, iou.item()))
             if not bag:
                 continue
-            den = sum(math.exp(3 * v) * v * prior for _, prior, _, _, v, _ in bag)
-            den = max(den, 1e-12) if release else den
+            den = max(sum(math.exp(3 * v) * v * prior for _, prior, _, _, v, _ in bag), 1e-12)
             for _, prior, p_cls, p_loc, v, _ in bag:
                 w = math.exp(5 * v) * v * prior / den
-                if release:
-                    bce = F.binary_cross_entropy(p_cls, torch.ones_like(p_cls))
-                else:
-                    bce = -torch.log(p_cls)
-                pos_cls = pos_cls + 0.25 * w * bce
+                pos_cls = pos_cls + 0.25 * w * F.binary_cross_entropy(p_cls, torch.ones_like(p_cls))
                 pos_loc = pos_loc + 0.25 * w * F.binary_cross_entropy(p_loc, torch.ones_like(p_loc))
             ts = [(1 - u**2) / (1 - 0.5**2) for *_, u in bag]
             t1, t2 = min(ts), min(1.0, max(ts))
@@ -101,18 +88,14 @@ def reference_dw_sums_of_scores(
     return (pos_cls, pos_loc, neg), (num_boxes, neg_norm)
 
 
-def reference_dw_sums(
-    points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, gt_classes, release=False
-):
+def reference_dw_sums(points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, gt_classes):
     """:func:`reference_dw_sums_of_scores` of DW-FCOS' predictions: the joint score
     ``sigmoid(cls) * sigmoid(ctr)``, boxes at distances ``box_ltrb`` (N, P, 4) of the points."""
     scores = torch.sigmoid(cls_logits) * torch.sigmoid(ctr_logits)[..., None]
     px, py = points[:, 0], points[:, 1]
     lft, top, rgt, bot = box_ltrb.unbind(-1)
     pred_boxes = torch.stack((px - lft, py - top, px + rgt, py + bot), -1)
-    return reference_dw_sums_of_scores(
-        points, strides, scores, pred_boxes, gt_boxes, gt_classes, release
-    )
+    return reference_dw_sums_of_scores(points, strides, scores, pred_boxes, gt_boxes, gt_classes)
 
 
 def reference_dw_losses(*args, sums=reference_dw_sums):

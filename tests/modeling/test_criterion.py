@@ -6,9 +6,7 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from detectron2.config import get_cfg
-from dw_reference import reference_dw_sums_of_scores, reference_giou_iou
 
 from dual_weighting import DWCriterion, add_dw_config
 from dual_weighting.modeling.criterion import check_assignment
@@ -109,71 +107,28 @@ def test_built_from_yacs_keys_of_the_same_names():
     assert "candidate_topk_per_level=9" in repr(criterion)
 
 
-def test_an_underflowed_classifier_keeps_its_positive_weights_and_gradient():
+def test_a_collapsed_classifier_is_refused_with_the_iteration():
     cls_logits, quality_logits, pred_boxes = (t.float() for t in predictions())
     criterion = DWCriterion()
     args = (POINTS.float(), STRIDES.float())
     gt = ([BOX.float()], [torch.tensor([1])])
-    # sigmoid(-200) underflows to 0 in float32: every joint score of the box's class is 0.
-    low = (cls_logits - 200).requires_grad_()
-    dead = criterion.assign(*args, low, quality_logits, pred_boxes, *gt)
-    assert (dead.p_cls == 0).all()
-    # By hand, in float64: with v ~ 0, exp(5v) = exp(3v) = 1 and the weights are v * prior
-    # normalised over the bag, v = sigmoid(a - 200) sigmoid(b) exp(-5 GIoU loss), where
-    # log sigmoid(a - 200) = a - 200 to float64's precision and the 200 cancels.
-    log_terms = []
-    for i, (point, stride) in enumerate(zip(POINTS.tolist(), STRIDES.tolist())):
-        giou, _ = reference_giou_iou(pred_boxes[0, i].double().unbind(), BOX[0].tolist())
-        log_v = cls_logits[0, i, 1].double() + F.logsigmoid(quality_logits[0, i].double())
-        log_terms.append(log_v - 5 * (1 - giou) + math.log(gaussian_prior(point, (24, 24), stride)))
-    expected = torch.softmax(torch.stack(log_terms), 0)
-    torch.testing.assert_close(dead.pos_weight.double(), expected, rtol=1e-4, atol=1e-6)
-    # The positive loss pulls every candidate's score up: d/da = -0.25 w (1 - s) per box.
-    losses = criterion.losses(dead, 1)
-    losses["loss_cls_pos"].backward()
-    torch.testing.assert_close(low.grad[0, :, 1].double(), -0.25 * expected, rtol=1e-4, atol=1e-6)
-    assert (low.grad[0, :, 0] == 0).all()  # the other class is no box's
-    check_assignment(dead, "X", 7)  # not a dead state: nothing to refuse
-    # The release's rule (the spec's floor of 1e-12 on the weights' denominator, BCE on
-    # probabilities) leaves these candidates without weight or gradient.
-    low64 = (cls_logits.double() - 200).requires_grad_()
-    scores = torch.sigmoid(low64) * torch.sigmoid(quality_logits.double())[..., None]
-    (pos_cls, _, _), _ = reference_dw_sums_of_scores(
-        POINTS, STRIDES, scores, pred_boxes.double(), [BOX], [torch.tensor([1])], release=True
-    )
-    pos_cls.backward()
-    assert low64.grad.abs().max() < 1e-60
-
-
-def test_training_from_vanishing_scores_recovers_where_the_release_rule_stays_stuck():
-    """A classifier pushed to scores of about 1e-14 (logits -30): the release's weights shrink
-    with the scores below its 1e-12 floor, and with them its only gradient up; DW's here keep
-    their sum. 20 SGD steps on the logits alone (lr 20)."""
-    _, quality_logits, pred_boxes = predictions()
-    gt = ([BOX], [torch.tensor([1])])
-
-    def train(loss_of):
-        logits = torch.full((1, len(POINTS), 2), -30.0, dtype=torch.float64, requires_grad=True)
-        optimizer = torch.optim.SGD([logits], lr=20.0)
-        for _ in range(20):
-            optimizer.zero_grad()
-            loss_of(logits).backward()
-            optimizer.step()
-        return torch.sigmoid(logits.detach()[0, :, 1]).max().item()
-
-    def dw(logits):
-        assignment = DWCriterion().assign(POINTS, STRIDES, logits, quality_logits, pred_boxes, *gt)
-        return DWCriterion().losses(assignment, 1)["loss_cls_pos"]
-
-    def release(logits):
-        scores = torch.sigmoid(logits) * torch.sigmoid(quality_logits)[..., None]
-        (pos_cls, _, _), _ = reference_dw_sums_of_scores(
-            POINTS, STRIDES, scores, pred_boxes, *gt, release=True
-        )
-        return pos_cls
-
-    assert train(dw) > 0.01
-    assert train(release) < 1e-12
+    # Healthy predictions pass.
+    check_assignment(criterion.assign(*args, cls_logits, quality_logits, pred_boxes, *gt), "X", 3)
+    # sigmoid(-200) underflows to 0 in float32: every joint score, positive weight and loss is
+    # exactly 0 while the predictions stay finite.
+    dead = criterion.assign(*args, cls_logits - 200, quality_logits, pred_boxes, *gt)
+    assert dead.pos_weight.sum() == 0 and dead.prior.sum() > 0
+    assert all(v == 0 for v in criterion.losses(dead, 1).values())
+    with pytest.raises(FloatingPointError, match="X training collapsed at iteration=7"):
+        check_assignment(dead, "X", 7)
+    # With the hard prior, a box whose candidates all have prior 0 has zero weights by design:
+    # not a collapse. Here the box's only candidate is the far point (prior 0 when hard).
+    hard = DWCriterion(soft_prior=False).assign(
+        POINTS[2:3].float(), STRIDES[2:3].float(), cls_logits[:, 2:3] - 200, quality_logits[:, 2:3],
+        pred_boxes[:, 2:3], *gt,
+    )  # fmt: skip
+    assert hard.prior.tolist() == [0.0] and hard.pos_weight.tolist() == [0.0]
+    check_assignment(hard, "X", 7)
 
 
 def test_predicted_boxes_overflowing_float32_are_refused():

@@ -1,6 +1,6 @@
 """DWCriterion's checks of its inputs: every bad input named by argument, index and value;
 half-precision and mixed-precision predictions computed in float32 / float64 with the numbers of
-float32 / float64; the checks of a saturated or overflowing assignment callable from a head of
+float32 / float64; the checks of a collapsed or overflowing assignment callable from a head of
 one's own."""
 
 import math
@@ -142,15 +142,24 @@ def test_mixed_float32_and_float64_compute_in_float64():
     refused([*args[:2], args[2].long(), *args[3:]], "cls_logits is torch.int64")
 
 
-def test_saturation_and_overflow_checks_from_a_head_of_ones_own():
+def test_collapse_and_overflow_checks_from_a_head_of_ones_own():
     args = inputs()
     criterion = DWCriterion()
     criterion.check(criterion.assign(*args), "my head", 3)  # healthy: passes
-    args[2] = (args[2] + 200).float()  # sigmoid(200) is 1 in float32: a saturated classifier
-    args[3], args[4] = (args[3] + 200).float(), args[4].float()
+    args[2] = (args[2] - 200).float()  # sigmoid(-200) is 0 in float32: a collapsed classifier
+    args[3], args[4] = args[3].float(), args[4].float()
     dead = criterion.assign(*args)
-    with pytest.raises(FloatingPointError, match="my head training diverged at iteration=9"):
+    with pytest.raises(FloatingPointError, match="my head training collapsed at iteration=9"):
         criterion.check(dead, "my head", 9)
+    # sigmoid(200) is 1: every joint score saturated, the negative loss at its clamp (finite)
+    # and the positive loss 0, so the losses alone would let the run go on.
+    args = inputs()
+    args[2], args[3], args[4] = (args[2] + 200).float(), (args[3] + 200).float(), args[4].float()
+    saturated = criterion.assign(*args)
+    losses = criterion.losses(saturated, 1)
+    assert losses["loss_cls_pos"] == 0 and 0 < losses["loss_cls_neg"] < float("inf")
+    with pytest.raises(FloatingPointError, match="my head training diverged at iteration=4"):
+        criterion.check(saturated, "my head", 4)
     args = inputs()
     args[2:5] = [x.float() for x in args[2:5]]
     args[4][0, 0] = torch.tensor([-1e20, -1e20, 1e20, 1e20])  # area overflows float32

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 __all__ = [
@@ -115,30 +114,21 @@ def _segment_reduce(
 
 @torch.no_grad()
 def positive_weights(
-    log_v: torch.Tensor,
+    v: torch.Tensor,
     prior: torch.Tensor,
     box_id: torch.Tensor,
     num_boxes: int,
     num_scale: float,
     den_scale: float,
+    eps: float,
 ) -> torch.Tensor:
-    """(K,) positive weights ``exp(num_scale * v) * v * prior / sum_bag exp(den_scale * v) * v
-    * prior`` >= 0, no gradient, of the (K,) pairs' log-scores ``log v = log(p_cls * p_loc)``,
-    priors and flat box ids in [0, num_boxes = N * G) (the release: scales 5 and 3).
-
-    Computed from ``log v`` and normalised by the bag's largest term, so a bag's weights keep
-    their sum however small its scores: the release floors the denominator at 1e-12, which
-    makes the weights shrink with the scores once a bag's scores fall below about 1e-12, and
-    with them the only gradient that can raise the scores again (docs/RELEASE_DIFFERENCES.md).
-    Above that floor the two are the same weights. A bag whose every prior is 0 gets 0."""
-    v = log_v.exp()
-    log_vp = log_v + prior.log()
-    den = den_scale * v + log_vp
-    largest = _segment_reduce(den, box_id, num_boxes, "amax")
-    largest = torch.where(torch.isfinite(largest), largest, torch.zeros_like(largest))[box_id]
-    bag_sum = v.new_zeros(num_boxes).index_add_(0, box_id, (den - largest).exp())[box_id]
-    weight = (num_scale * v + log_vp - largest).exp() / bag_sum
-    return torch.where(bag_sum > 0, weight, torch.zeros_like(weight))
+    """(K,) positive weights ``exp(num_scale * v) * v * prior / max(sum_bag exp(den_scale * v)
+    * v * prior, eps)`` >= 0, no gradient, of the (K,) pairs' scores ``v = p_cls * p_loc``,
+    priors and flat box ids in [0, num_boxes = N * G) (the release: scales 5 and 3)."""
+    v = v.detach()
+    numerator = torch.exp(num_scale * v) * v * prior
+    denominator = v.new_zeros(num_boxes).index_add_(0, box_id, torch.exp(den_scale * v) * v * prior)
+    return numerator / denominator.clamp(min=eps)[box_id]
 
 
 @torch.no_grad()
@@ -178,7 +168,6 @@ class DWAssignment(NamedTuple):
     box: torch.Tensor  # (K,) box of each pair, in [0, G_n) of its image
     scores: torch.Tensor  # (N, P, C) joint scores sigmoid(cls) * sigmoid(ctr)
     p_cls: torch.Tensor  # (K,) joint score of the pair's box's class
-    log_p_cls: torch.Tensor  # (K,) its log, from the logits (finite where p_cls underflows)
     p_loc: torch.Tensor  # (K,) exp(-loc_score_scale * GIoU loss)
     iou: torch.Tensor  # (K,) IoU of the point's predicted box with the pair's box
     prior: torch.Tensor  # (K,) center prior (no gradient)
@@ -204,13 +193,14 @@ def dw_assign(
     pos_weight_den_scale: float,
     neg_iou_thresh: float,
     iou_eps: float = 1e-6,
+    pos_weight_eps: float = 1e-12,
     neg_weight_eps: float = 1e-12,
 ) -> DWAssignment:
     """The scores and the positive and negative weights of a batch, on the inside pairs only.
     The inputs are :meth:`~.criterion.DWCriterion.forward`'s, the hyper-parameters
     :class:`~.criterion.DWCriterion`'s (ties of ``candidate_topk_per_level`` by candidate
-    index); the two ``eps`` are the release's (:func:`aligned_giou_iou`,
-    :func:`negative_weights`).
+    index); the three ``eps`` are the release's (:func:`aligned_giou_iou`,
+    :func:`positive_weights`, :func:`negative_weights`).
 
     Returns:
         A :class:`DWAssignment`. ``scores``, ``p_cls`` and ``p_loc`` keep their gradient; the
@@ -254,26 +244,24 @@ def dw_assign(
     if quality_logits is not None:
         scores = scores * torch.sigmoid(quality_logits)[..., None]
     p_cls = scores.reshape(-1).index_select(0, target_index)  # (K,)
-    log_p_cls = F.logsigmoid(cls_logits.reshape(-1).index_select(0, target_index))
-    if quality_logits is not None:
-        log_p_cls = log_p_cls + F.logsigmoid(quality_logits.reshape(-1).index_select(0, point_id))
 
     pair_pred_boxes = pred_boxes.reshape(-1, 4).index_select(0, point_id)  # (K, 4)
     giou, iou = aligned_giou_iou(pair_pred_boxes, pair_boxes, eps=iou_eps)
     p_loc = torch.exp(-loc_score_scale * (1.0 - giou))  # (K,)
 
     pos_weight = positive_weights(
-        log_p_cls.detach() - loc_score_scale * (1.0 - giou.detach()),
+        p_cls.detach() * p_loc.detach(),
         prior,
         box_id,
         num_flat_boxes,
         pos_weight_num_scale,
         pos_weight_den_scale,
+        pos_weight_eps,
     )
     neg_weight = negative_weights(
         iou, box_id, num_flat_boxes, target_index, scores.shape, neg_iou_thresh, neg_weight_eps
     )
 
     return DWAssignment(
-        img, pt, box, scores, p_cls, log_p_cls, p_loc, iou.detach(), prior, pos_weight, neg_weight
+        img, pt, box, scores, p_cls, p_loc, iou.detach(), prior, pos_weight, neg_weight
     )

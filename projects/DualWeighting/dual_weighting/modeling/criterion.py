@@ -18,7 +18,7 @@ from .losses import dw_losses
 
 __all__ = ["DWCriterion", "check_assignment", "check_finite_predictions", "set_config_style"]
 
-# What to change when training diverges, in the keys of the run's config style.
+# What to change when training collapses, in the keys of the run's config style.
 _COLLAPSE_FIX = {
     "yacs": "lower SOLVER.BASE_LR or lengthen the warm-up (SOLVER.WARMUP_ITERS)",
     "lazy": "lower optimizer.lr or lengthen the warm-up (lr_multiplier.warmup_length)",
@@ -44,23 +44,33 @@ def check_assignment(
     go on but the losses would not say so (one host read):
 
     - a non-finite localisation score: boxes whose area overflows float32 (diverged regression).
-    - a saturated classifier: over half of the batch's joint scores exactly 1, where the
-      negative loss sits at BCE's clamp (100 a score), finite, and has no gradient left. The
-      message names the keys to change in the run's ``config_style`` ("yacs" or "lazy"; None:
-      no keys).
+    - candidates with a prior but every positive weight 0: every joint score underflowed (a
+      collapsed classifier), so every loss and gradient is 0.
+    - over half of the batch's joint scores exactly 1 (a saturated classifier): the negative
+      loss sits at BCE's clamp (100 a score), finite and without gradient.
 
-    (Scores that underflow to 0 need no check: the positive weights and loss, computed from
-    the logits, keep pulling them up.)
+    The last two name the keys to change in the run's ``config_style`` ("yacs" or "lazy"; None:
+    no keys).
     """
     if len(assignment.prior) == 0:
         return
     scores = assignment.scores.detach()
-    not_finite, saturated = torch.stack(
-        (~torch.isfinite(assignment.p_loc).all(), (scores == 1).sum() * 2 > scores.numel())
+    not_finite, collapsed, saturated = torch.stack(
+        (
+            ~torch.isfinite(assignment.p_loc).all(),
+            (assignment.prior > 0).any() & (assignment.pos_weight.sum() == 0),
+            (scores == 1).sum() * 2 > scores.numel(),
+        )
     ).tolist()
     when = "" if iteration is None else f" at iteration={iteration}"
     if not_finite:
         raise FloatingPointError(f"{detector} predicted boxes overflow float32 (NaN GIoU){when}")
+    if collapsed:
+        raise FloatingPointError(
+            f"{detector} training collapsed{when}: every joint score of the "
+            f"{len(assignment.prior)} candidates of the batch's boxes underflowed to 0, so every "
+            f"positive weight and every loss is 0; {_COLLAPSE_FIX[config_style]}"
+        )
     if saturated:
         raise FloatingPointError(
             f"{detector} training diverged{when}: over half of the batch's {scores.numel()} "
@@ -96,7 +106,7 @@ class DWCriterion(nn.Module):
         losses = criterion.losses(assignment, sum(len(b) for b in gt_boxes))
 
     Attributes:
-        config_style: "yacs", "lazy" or None (unknown), for the keys a saturated classifier names
+        config_style: "yacs", "lazy" or None (unknown), for the keys a collapse names
             (:func:`set_config_style`).
     """
 

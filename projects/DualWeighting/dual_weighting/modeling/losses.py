@@ -80,13 +80,11 @@ def dw_losses(
         normalisers are averaged over workers, then clamped below at 1.
     """
     a = assignment
-    p_loc, w_pos, w_neg = a.p_loc, a.pos_weight, a.neg_weight
+    p_cls, p_loc, w_pos, w_neg = a.p_cls, a.p_loc, a.pos_weight, a.neg_weight
 
-    # BCE(p_cls, 1) = -log p_cls from the logits: the release's BCE on probabilities, whose
-    # gradient vanishes once p_cls falls below 1e-12 (torch's bound on p (1 - p) in its backward),
-    # where this one keeps pulling the score up; the same value and gradient above.
-    pos_cls = -(w_pos * a.log_p_cls).sum()
-    ones = p_loc.new_ones(()).expand_as(p_loc)
+    # BCE on probabilities, as the release: its log clamp at -100 keeps saturated scores finite.
+    ones = p_cls.new_ones(()).expand_as(p_cls)
+    pos_cls = (w_pos * F.binary_cross_entropy(p_cls, ones, reduction="none")).sum()
     pos_loc = (w_pos * F.binary_cross_entropy(p_loc, ones, reduction="none")).sum()
     neg = negative_loss(a.scores, w_neg)
 

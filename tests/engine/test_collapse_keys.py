@@ -1,6 +1,5 @@
-"""A diverged training (a saturated classifier) names the keys to change in the config style of
-the run: yacs keys for a model the yacs trainer builds, LazyConfig keys for one the LazyConfig
-engine builds."""
+"""A collapsed training names the keys to change in the config style of the run: yacs keys for a
+model the yacs trainer builds, LazyConfig keys for one the LazyConfig engine builds."""
 
 import pytest
 import torch
@@ -17,12 +16,11 @@ from dual_weighting.modeling.criterion import set_config_style
 LAZY_DEMO = CONFIGS / "lazy" / "dw_R_18_FPN_synthetic_demo.py"
 
 
-def saturate(model):
-    """A training step of ``model`` whose classifier has saturated: float32 sigmoid(200) is 1,
-    so every joint score is 1."""
+def collapse(model):
+    """A training step of ``model`` whose classifier has collapsed: float32 sigmoid(-200) is 0,
+    so every joint score and positive weight is 0."""
     with torch.no_grad():
-        model.head.cls_logits.bias.fill_(200.0)
-        model.head.centerness.bias.fill_(200.0)
+        model.head.cls_logits.bias.fill_(-200.0)
     model.train()
     with EventStorage(start_iter=12):
         model(two_box_batch())
@@ -33,9 +31,9 @@ def test_a_yacs_run_names_yacs_keys():
     torch.manual_seed(0)
     model = DWTrainer.build_model(cfg)
     with pytest.raises(FloatingPointError) as e:
-        saturate(model)
+        collapse(model)
     message = str(e.value)
-    assert "DW-FCOS training diverged at iteration=12" in message
+    assert "DW-FCOS training collapsed at iteration=12" in message
     assert message.endswith("lower SOLVER.BASE_LR or lengthen the warm-up (SOLVER.WARMUP_ITERS)")
     # The keys exist in the config.
     assert cfg.SOLVER.BASE_LR > 0 and cfg.SOLVER.WARMUP_ITERS > 0
@@ -46,9 +44,9 @@ def test_a_lazy_run_names_lazy_keys():
     torch.manual_seed(0)
     model = build_lazy_model(cfg)
     with pytest.raises(FloatingPointError) as e:
-        saturate(model)
+        collapse(model)
     message = str(e.value)
-    assert "DW-FCOS training diverged at iteration=12" in message
+    assert "DW-FCOS training collapsed at iteration=12" in message
     assert message.endswith(
         "lower optimizer.lr or lengthen the warm-up (lr_multiplier.warmup_length)"
     )
