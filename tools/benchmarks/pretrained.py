@@ -157,9 +157,14 @@ def train(config, seed, args):
     return record
 
 
-def metric_values(records, config, metric, seeds):
-    """``metric`` of ``config``'s runs, one per seed (NaN where missing or diverged)."""
-    by_key = {(r["config"], r["seed"]): r for r in records}
+def runs_by_key(records):
+    """{(config, seed): record}."""
+    return {(r["config"], r["seed"]): r for r in records}
+
+
+def metric_values(by_key, config, metric, seeds):
+    """``metric`` of ``config``'s runs (``by_key``: :func:`runs_by_key`), one per seed (NaN
+    where missing or diverged)."""
     rs = [by_key.get((config, s)) for s in seeds]
     return [r["metrics"].get(metric, float("nan")) if r and "metrics" in r else float("nan")
             for r in rs]  # fmt: skip
@@ -167,12 +172,13 @@ def metric_values(records, config, metric, seeds):
 
 def format_pairs(records, pairs):
     """The table: per pair and metric, both detectors' mean ± std and DW - original per seed."""
+    by_key = runs_by_key(records)
     seeds = sorted({r["seed"] for r in records})
     rows = []
     for name in pairs:
         original, with_dw = PAIRS[name]
         for metric in METRICS + (RECALLS if name == "rpn" else ()):
-            a, b = (metric_values(records, c, metric, seeds) for c in (original, with_dw))
+            a, b = (metric_values(by_key, c, metric, seeds) for c in (original, with_dw))
             stats = [mean_std(a), mean_std(b)]
             diffs = ", ".join(f"{y - x:+.1f}" for x, y in zip(a, b))
             rows.append(
@@ -194,7 +200,7 @@ def iterations_to_reach(curve, ap):
 
 def format_time_to_accuracy(records, pairs):
     """Per pair and seed: the iteration at which DW reaches its original's final AP."""
-    by_key = {(r["config"], r["seed"]): r for r in records}
+    by_key = runs_by_key(records)
     lines = []
     for name in pairs:
         original, with_dw = PAIRS[name]
