@@ -160,6 +160,19 @@ def test_collapse_and_overflow_checks_from_a_head_of_ones_own():
     assert losses["loss_cls_pos"] == 0 and 0 < losses["loss_cls_neg"] < float("inf")
     with pytest.raises(FloatingPointError, match="my head training diverged at iteration=4"):
         criterion.check(saturated, "my head", 4)
+    # One score at 1 (point 0, inside the box), the 31 others at 0: the positive weights do not
+    # vanish, but no loss has a gradient left (the state of a blown-up DW-RetinaNet).
+    args = inputs()
+    cls_logits = torch.full((1, 16, 2), -200.0)
+    cls_logits[0, 0, 1] = 200.0
+    args[2] = cls_logits.requires_grad_()
+    args[3], args[4] = torch.full((1, 16), 200.0), args[4].float()
+    blown_up = criterion.assign(*args)
+    assert blown_up.pos_weight.sum() > 0
+    sum(criterion.losses(blown_up, 1).values()).backward()
+    assert torch.equal(args[2].grad, torch.zeros_like(args[2]))
+    with pytest.raises(FloatingPointError, match="diverged at iteration=5: .* exactly 0 or 1"):
+        criterion.check(blown_up, "my head", 5)
     args = inputs()
     args[2:5] = [x.float() for x in args[2:5]]
     args[4][0, 0] = torch.tensor([-1e20, -1e20, 1e20, 1e20])  # area overflows float32
