@@ -3,6 +3,7 @@ functions in helpers.py)."""
 
 import pytest
 import torch
+from helpers import EXPORT_MODELS, export_to, random_export_model
 
 from sample_data.shapes import generate_synthetic_coco
 
@@ -28,3 +29,21 @@ def tiny_shapes(tmp_path_factory):
     return generate_synthetic_coco(
         root, num_train=2, num_val=1, image_size=(64, 96), objects_per_image=(2, 3)
     )
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """``exported(name, fmt)``: (random model, loaded export, export warnings, folder) of
+    helpers.EXPORT_MODELS' ``name`` (helpers.random_export_model) exported to ``fmt``
+    ("torchscript" or "onnx"; helpers.export_to), once a session for every module that uses it:
+    an ONNX export takes about a minute a model on 2 cores. Read only."""
+    cache = {}
+
+    def get(name, fmt):
+        if (name, fmt) not in cache:
+            model = random_export_model(EXPORT_MODELS[name])
+            folder = tmp_path_factory.mktemp(f"{name}_{fmt}")
+            cache[(name, fmt)] = (model, *export_to(model, fmt, folder), folder)
+        return cache[(name, fmt)]
+
+    return get

@@ -1,8 +1,8 @@
 """Builders shared by several test modules (not tests themselves): paths, configs and models,
-inputs, Pascal VOC files, the train_net runner and the runner of the NaN-offset check
-(nan_offset_check.py). Plain functions and constants, so that parametrize lists, spawned workers
-and subprocesses can use them too; the fixtures are in conftest.py, the literal DW reference and
-its random cases in dw_reference.py.
+inputs, exported models, Pascal VOC files, the train_net runner and the runner of the NaN-offset
+check (nan_offset_check.py). Plain functions and constants, so that parametrize lists, spawned
+workers and subprocesses can use them too; the fixtures are in conftest.py, the literal DW
+reference and its random cases in dw_reference.py.
 """
 
 import functools
@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,12 @@ from PIL import Image
 
 from dual_weighting import DWCriterion
 from dual_weighting.engine import load_yacs_config
+from dual_weighting.export import (
+    OnnxRuntimeDetector,
+    export_onnx,
+    export_torchscript,
+    load_torchscript,
+)
 from dual_weighting.modeling.assignment import decode_ltrb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,6 +164,64 @@ def two_box_batch():
     inst.gt_classes = torch.tensor([0, 1])
     g = torch.Generator().manual_seed(0)
     return [{"image": torch.rand(3, 96, 128, generator=g) * 255, "instances": inst}]
+
+
+# ---------------------------------------------------------------------------------------------
+# Exported models (the fixture conftest.exported exports them once a session)
+# ---------------------------------------------------------------------------------------------
+
+# The demo model as configured; the R-50 configs thinned (thin_cfg).
+EXPORT_MODELS = {
+    "demo": DEMO_CONFIG,
+    "R50": CONFIGS / "dw_R_50_FPN_1x.yaml",
+    "R50_refine": CONFIGS / "dw_R_50_FPN_refine_1x.yaml",
+    "R50_DCN_refine": CONFIGS / "dw_R_50_FPN_DCN_refine_ms_2x.yaml",
+}
+TRACE_SIZE = (192, 256)
+
+
+def export_cfg(path, *opts):
+    """The config of :data:`EXPORT_MODELS`' ``path``: the demo's as it is, the others thinned."""
+    return load_cfg(path, *opts) if path == DEMO_CONFIG else thin_cfg(path, *opts)
+
+
+def random_export_model(path):
+    """The model of :func:`export_cfg` in eval mode, initialised with seed 0, with the prediction
+    layers drawn wider (std 0.1) so that scores spread, and the DCN offsets drawn (std 0.01) so
+    that deformable reads land between cells, as in a trained model."""
+    torch.manual_seed(0)
+    model = build_model(export_cfg(path)).eval()
+    with torch.no_grad():
+        head = model.head
+        for conv in (head.cls_logits, head.centerness, head.box, head.box_refine_offsets):
+            if conv is not None:
+                conv.weight.normal_(std=0.1)
+        # DCN offsets start at zero (a regular grid); make them read between cells.
+        for name, param in model.named_parameters():
+            if "offset" in name and name.endswith("weight") and "refine" not in name:
+                param.normal_(std=0.01)
+    return model
+
+
+def noise_image(size, seed):
+    """A float image (3, H, W) of uniform noise in [0, 255] of ``size``, from ``seed``."""
+    return torch.rand(3, *size, generator=torch.Generator().manual_seed(seed)) * 255
+
+
+def export_to(model, fmt, folder):
+    """``model`` exported to ``fmt`` ("torchscript" or "onnx") in ``folder`` (model.ts or
+    model.onnx), traced on a :data:`TRACE_SIZE` image: the loaded export (TorchScriptDetector or
+    OnnxRuntimeDetector) and the warnings exporting raised."""
+    sample = noise_image(TRACE_SIZE, seed=0)
+    with warnings.catch_warnings(record=True) as raised:
+        warnings.simplefilter("always")
+        if fmt == "torchscript":
+            export_torchscript(model, sample, folder / "model.ts")
+        else:
+            export_onnx(model, sample, folder / "model.onnx")
+    if fmt == "torchscript":
+        return load_torchscript(folder / "model.ts"), raised
+    return OnnxRuntimeDetector(folder / "model.onnx", threads=1), raised
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 
 import pytest
 import torch
@@ -25,12 +24,14 @@ from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, pairwise_iou
 from helpers import (
-    CONFIGS,
     DEMO_CONFIG,
+    EXPORT_MODELS,
     NMS_TIE,
     REPO,
-    load_cfg,
-    thin_cfg,
+    TRACE_SIZE,
+    export_cfg,
+    noise_image,
+    random_export_model,
 )
 
 from dual_weighting.data import register_synthetic
@@ -42,7 +43,6 @@ from dual_weighting.export import (
     deformable_layers,
     detections,
     evaluate_exported,
-    export_onnx,
     export_torchscript,
     load_torchscript,
     match_detections,
@@ -55,69 +55,7 @@ from sample_data.shapes import generate_synthetic_coco
 pytest.importorskip("onnxruntime", reason="needs the export extra: pip install -e .[export]")
 onnx = pytest.importorskip("onnx", reason="needs the export extra: pip install -e .[export]")
 
-# The demo model as configured; the R-50 configs thinned (helpers.thin_cfg).
-MODELS = {
-    "demo": DEMO_CONFIG,
-    "R50": CONFIGS / "dw_R_50_FPN_1x.yaml",
-    "R50_refine": CONFIGS / "dw_R_50_FPN_refine_1x.yaml",
-    "R50_DCN_refine": CONFIGS / "dw_R_50_FPN_DCN_refine_ms_2x.yaml",
-}
-TRACE_SIZE, OTHER_SIZE = (192, 256), (147, 213)
-
-
-def model_cfg(path, *opts):
-    """The config of :data:`MODELS`' ``path``: the demo's as it is, the others thinned."""
-    return load_cfg(path, *opts) if path == DEMO_CONFIG else thin_cfg(path, *opts)
-
-
-def random_model(path):
-    torch.manual_seed(0)
-    model = build_model(model_cfg(path)).eval()
-    with torch.no_grad():
-        head = model.head
-        for conv in (head.cls_logits, head.centerness, head.box, head.box_refine_offsets):
-            if conv is not None:
-                conv.weight.normal_(std=0.1)
-        # DCN offsets start at zero (a regular grid); make them read between cells.
-        for name, param in model.named_parameters():
-            if "offset" in name and name.endswith("weight") and "refine" not in name:
-                param.normal_(std=0.01)
-    return model
-
-
-def image(size, seed):
-    return torch.rand(3, *size, generator=torch.Generator().manual_seed(seed)) * 255
-
-
-def export(model, fmt, folder):
-    """The exported ``model`` loaded (TorchScriptDetector or OnnxRuntimeDetector), and the
-    warnings exporting raised."""
-    sample = image(TRACE_SIZE, seed=0)
-    with warnings.catch_warnings(record=True) as raised:
-        warnings.simplefilter("always")
-        if fmt == "torchscript":
-            export_torchscript(model, sample, folder / "model.ts")
-        else:
-            export_onnx(model, sample, folder / "model.onnx")
-    if fmt == "torchscript":
-        return load_torchscript(folder / "model.ts"), raised
-    return OnnxRuntimeDetector(folder / "model.onnx", threads=1), raised
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """``exported(name, fmt)``: (random model, loaded export, folder, export warnings) of
-    :data:`MODELS`' ``name``, exported once per module (ONNX export is slow)."""
-    cache = {}
-
-    def get(name, fmt):
-        if (name, fmt) not in cache:
-            model = random_model(MODELS[name])
-            folder = tmp_path_factory.mktemp(f"{name}_{fmt}")
-            cache[(name, fmt)] = (model, *export(model, fmt, folder), folder)
-        return cache[(name, fmt)]
-
-    return get
+OTHER_SIZE = (147, 213)
 
 
 def graph_ops(fmt, folder):
@@ -136,7 +74,7 @@ def graph_ops(fmt, folder):
 # with both DCNv2 and box refine cover every layer the others have.
 # ONNX export (torch.export) takes about a minute a model on a CPU: slow.
 ONNX = pytest.param("onnx", marks=pytest.mark.slow)
-CASES = [(name, "torchscript") for name in MODELS] + [
+CASES = [(name, "torchscript") for name in EXPORT_MODELS] + [
     pytest.param("demo", "onnx", marks=pytest.mark.slow),
     pytest.param("R50_DCN_refine", "onnx", marks=pytest.mark.slow),
 ]
@@ -155,7 +93,7 @@ def test_exported_detections_equal_pytorch(name, fmt, exported):
     assert name.endswith("refine") == refine and ("DCN" in name) == dcn
     assert ops >= {"nms"} and ("grid_sample" in ops) == refine and ("deform_conv" in ops) == dcn
     for size, seed in [(TRACE_SIZE, 1), (OTHER_SIZE, 2)]:
-        x = image(size, seed)
+        x = noise_image(size, seed)
         with torch.no_grad():
             expected = detections(model, x)
         boxes, scores, classes = detector(x)
@@ -168,14 +106,14 @@ def test_exported_detections_equal_pytorch(name, fmt, exported):
 
     # Tiny and very elongated images, of sizes no multiple of the stride, from the same file.
     for size, seed in [((2, 2), 4), ((5, 700), 5), ((33, 31), 6)]:
-        x = image(size, seed)
+        x = noise_image(size, seed)
         with torch.no_grad():
             expected = detections(model, x)
         assert match_detections(expected, detector(x), size).equal, size
 
     # A non-finite image: where the eager model names it (test_robustness.py), the exported
     # graph, which cannot raise, returns no detections.
-    nan_image = image(OTHER_SIZE, seed=3)
+    nan_image = noise_image(OTHER_SIZE, seed=3)
     nan_image[1, 10, 20] = float("nan")
     graph = detector.module if fmt == "torchscript" else onnx_graph(detector)
     assert [tuple(t.shape) for t in graph(nan_image)] == [(0, 4), (0,), (0,)]
@@ -193,7 +131,7 @@ def onnx_graph(detector):
 @pytest.mark.parametrize("fmt", ["torchscript", ONNX])
 def test_bad_inputs_to_an_exported_model_are_refused_by_name(fmt, exported):
     _, detector, _, _ = exported("demo", fmt)
-    good = image(OTHER_SIZE, seed=1)
+    good = noise_image(OTHER_SIZE, seed=1)
     nan = good.clone()
     nan[0, 3, 4] = float("nan")
     bad = {
@@ -254,7 +192,7 @@ def test_exported_nms_keeps_exact_ties_as_the_release(fmt, tmp_path):
 
 
 def test_scripting_is_refused_with_the_reason():
-    model = build_model(model_cfg(DEMO_CONFIG)).eval()
+    model = build_model(export_cfg(DEMO_CONFIG)).eval()
     with pytest.raises(ExportError, match=r"scripting .* torch\.jit\.script fails .* tracing"):
         script_model(model)
 
@@ -262,12 +200,12 @@ def test_scripting_is_refused_with_the_reason():
 def test_onnx_runtime_without_deform_conv_names_the_dcn_layers(monkeypatch):
     import onnxruntime
 
-    model = build_model(model_cfg(MODELS["R50_DCN_refine"]))
+    model = build_model(export_cfg(EXPORT_MODELS["R50_DCN_refine"]))
     check_onnx_runtime(model)  # the installed one (>= 1.25) runs DeformConv
     monkeypatch.setattr(onnxruntime, "__version__", "1.24.4")
     with pytest.raises(ExportError, match=r"backbone\.bottom_up\.res3\.0\.conv2, .* DeformConv"):
         check_onnx_runtime(model)
-    check_onnx_runtime(build_model(model_cfg(MODELS["R50_refine"])))  # no DCN: fine
+    check_onnx_runtime(build_model(export_cfg(EXPORT_MODELS["R50_refine"])))  # no DCN: fine
 
 
 @pytest.fixture(scope="module")
@@ -299,9 +237,9 @@ def coco_results(folder):
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_evaluation_of_the_exported_model_equals_pytorchs(tiny_dataset, tmp_path):
-    cfg = model_cfg(DEMO_CONFIG, "DATASETS.TEST", '("dw_tiny_val",)')
-    model = random_model(DEMO_CONFIG)
-    exported = export_torchscript(model, image(TRACE_SIZE, seed=0))
+    cfg = export_cfg(DEMO_CONFIG, "DATASETS.TEST", '("dw_tiny_val",)')
+    model = random_export_model(DEMO_CONFIG)
+    exported = export_torchscript(model, noise_image(TRACE_SIZE, seed=0))
     loader = DWTrainer.build_test_loader(cfg, "dw_tiny_val")
     evaluator = DWTrainer.build_evaluator(cfg, "dw_tiny_val", str(tmp_path / "eager"))
     expected = inference_on_dataset(model, loader, evaluator)["bbox"]
@@ -385,12 +323,12 @@ def test_tool_exports_to_onnx_and_evaluates(tiny_dataset, tmp_path):
 def test_int8_models_are_smaller_and_detect_much_the_same(precision, exported, tmp_path):
     model, detector, _, folder = exported("demo", "onnx")
     src, dst = folder / "model.onnx", tmp_path / f"{precision}.onnx"
-    calibration = [image(TRACE_SIZE, seed=s) for s in (10, 11)]
+    calibration = [noise_image(TRACE_SIZE, seed=s) for s in (10, 11)]
     write_precision(precision, src, dst, calibration)
     # int8 convolution weights: about a quarter of the file.
     assert dst.stat().st_size < 0.4 * src.stat().st_size
     quantized = OnnxRuntimeDetector(dst, threads=1)
-    x = image(OTHER_SIZE, seed=2)
+    x = noise_image(OTHER_SIZE, seed=2)
     boxes, scores, classes = detector(x)
     q_boxes, q_scores, q_classes = quantized(x)
     assert q_boxes.shape == (len(q_scores), 4) and q_classes.dtype == torch.int64

@@ -5,16 +5,8 @@ detections without a word."""
 import numpy as np
 import pytest
 import torch
-from detectron2.modeling import build_model
-from helpers import DEMO_CONFIG, load_cfg
 
-from dual_weighting.export import (
-    OnnxRuntimeDetector,
-    check_image,
-    export_onnx,
-    export_torchscript,
-    load_torchscript,
-)
+from dual_weighting.export import check_image
 
 pytest.importorskip("onnxruntime", reason="needs the export extra: pip install -e .[export]")
 
@@ -23,32 +15,16 @@ def image(seed=0, size=(96, 128)):
     return torch.rand(3, *size, generator=torch.Generator().manual_seed(seed)) * 255
 
 
-@pytest.fixture(scope="module")
-def detectors(tmp_path_factory):
-    """``detectors(fmt)``: the demo model with random weights (class logits drawn wide, so that it
-    detects), exported to ``fmt`` ("torchscript" or "onnx") once per module and loaded in its
-    wrapper."""
-    torch.manual_seed(0)
-    model = build_model(load_cfg(DEMO_CONFIG, "MODEL.DW.SCORE_THRESH_TEST", "0.0")).eval()
-    with torch.no_grad():
-        model.head.cls_logits.weight.normal_(std=0.1)
-    folder = tmp_path_factory.mktemp("export")
-    cache = {}
-
-    def get(fmt):
-        if fmt not in cache:
-            if fmt == "torchscript":
-                export_torchscript(model, image(), folder / "model.ts")
-                cache[fmt] = load_torchscript(folder / "model.ts")
-            else:
-                export_onnx(model, image(), folder / "model.onnx")
-                cache[fmt] = OnnxRuntimeDetector(folder / "model.onnx", threads=1)
-        return cache[fmt]
-
-    return get
+@pytest.fixture
+def detectors(exported):
+    """``detectors(fmt)``: the demo model with random weights (prediction layers drawn wide, so
+    that it detects) exported to ``fmt`` ("torchscript" or "onnx") and loaded in its wrapper:
+    conftest's session-wide export, the one tests/export/test_export.py checks against PyTorch
+    (what these tests check is the wrapper's, whatever the weights and the trace size)."""
+    return lambda fmt: exported("demo", fmt)[1]
 
 
-# ONNX export (torch.export) takes about a minute on a CPU: slow.
+# ONNX export (torch.export) takes about a minute on a CPU, once a session: slow.
 FORMATS = ["torchscript", pytest.param("onnx", marks=pytest.mark.slow)]
 
 
