@@ -87,7 +87,8 @@ class DWRetinaNet(DWTrainingMixin, RetinaNet):
     ``quality``: ``"none"`` (the default; it did better in a short comparison, docs/CONFIG.md),
     detectron2's :class:`RetinaNetHead`, joint score ``sigmoid(cls)``; ``"objectness"``,
     :class:`DWRetinaNetHead`, joint score ``sigmoid(cls) * sigmoid(quality)``, in training and
-    at inference.
+    at inference. With ``"none"``, DW can blow up a head without normalisation (scores exactly 0
+    or 1); ``"objectness"`` or GroupNorm in the towers prevented it (docs/CONFIG.md).
     """
 
     DETECTOR_NAME = "DW-RetinaNet"
