@@ -15,8 +15,8 @@ del model.focal_loss_alpha
 del model.focal_loss_gamma
 # The joint score's quality factor (MODEL.DW_RETINANET.QUALITY): the class score times an
 # objectness conv on the box tower. With the class score alone DW blew up the unnormalised
-# classification tower (seed 0, iteration 115: docs/BENCHMARKS.md); with objectness, seeds 0 and
-# 1 trained through.
+# classification tower (seed 0, iteration 115: docs/BENCHMARKS.md); with objectness, seeds 0-2
+# trained through.
 model.quality = "objectness"
 model.head._target_ = DWRetinaNetHead
 model.criterion = L(DWCriterion)(**DWCriterion.defaults())
