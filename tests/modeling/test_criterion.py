@@ -121,10 +121,11 @@ def test_a_collapsed_classifier_is_refused_with_the_iteration():
     assert all(v == 0 for v in criterion.losses(dead, 1).values())
     with pytest.raises(FloatingPointError, match="X training collapsed at iteration=7"):
         check_assignment(dead, "X", 7)
-    # With the hard prior, a box whose candidates all have prior 0 has zero weights by design:
-    # not a collapse. Here the box's only candidate is the far point (prior 0 when hard).
+    # With the hard prior, a box whose candidates all have prior 0 has zero weights by design,
+    # whatever the scores: not a collapse. Here the box's only candidate is the far point (prior
+    # 0 when hard).
     hard = DWCriterion(soft_prior=False).assign(
-        POINTS[2:3].float(), STRIDES[2:3].float(), cls_logits[:, 2:3] - 200, quality_logits[:, 2:3],
+        POINTS[2:3].float(), STRIDES[2:3].float(), cls_logits[:, 2:3], quality_logits[:, 2:3],
         pred_boxes[:, 2:3], *gt,
     )  # fmt: skip
     assert hard.prior.tolist() == [0.0] and hard.pos_weight.tolist() == [0.0]
