@@ -26,7 +26,8 @@ def add_dw_config(cfg):
 
     # Head: two towers (classification, regression) of NUM_CONVS 3x3 convs with NORM and ReLU.
     cfg.MODEL.DW.NUM_CONVS = 4
-    # Norm of the tower convs ("GN" is GroupNorm with 32 groups); "" for none.
+    # Norm of the tower convs ("GN" is GroupNorm with 32 groups); "" for none. Also the norm of
+    # NormRPNHead's conv (MODEL.RPN.HEAD_NAME "NormRPNHead").
     cfg.MODEL.DW.NORM = "GN"
     # Initial foreground probability of the classifier: its bias is -log((1 - p) / p).
     cfg.MODEL.DW.PRIOR_PROB = 0.02

@@ -1,6 +1,6 @@
 """The DW-FCOS model and DW in detectron2's own detectors. Importing it registers ``DWFCOS``,
 ``DWLossFCOS``, ``DWRetinaNet`` and ``ConfigurableFCOS`` (META_ARCH_REGISTRY), ``DWRPN``
-(PROPOSAL_GENERATOR_REGISTRY), ``DWHead`` (DW_HEAD_REGISTRY), ``build_dw_resnet_fpn_backbone``
+(PROPOSAL_GENERATOR_REGISTRY), ``NormRPNHead`` (RPN_HEAD_REGISTRY), ``DWHead`` (DW_HEAD_REGISTRY), ``build_dw_resnet_fpn_backbone``
 and ``build_timm_fpn_backbone`` (BACKBONE_REGISTRY).
 """
 
@@ -16,7 +16,7 @@ from .losses import dw_losses
 from .meta_arch import DWFCOS
 from .postprocessing import release_rescale
 from .retinanet import DWRetinaNet, DWRetinaNetHead
-from .rpn import DWRPN
+from .rpn import DWRPN, NormRPNHead
 from .timm_backbone import TimmBackbone, build_timm_fpn_backbone
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "DWRetinaNet",
     "DWRetinaNetHead",
     "DW_HEAD_REGISTRY",
+    "NormRPNHead",
     "TimmBackbone",
     "build_dw_head",
     "build_dw_resnet_fpn_backbone",

@@ -12,8 +12,9 @@ import math
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec, cat
+from detectron2.layers import Conv2d, ShapeSpec, cat, get_norm
 from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY, RPN
+from detectron2.modeling.proposal_generator.rpn import RPN_HEAD_REGISTRY, StandardRPNHead
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 
@@ -21,7 +22,7 @@ from .candidates import candidate_centers
 from .criterion import DWCriterion
 from .training import dw_training_step
 
-__all__ = ["DWRPN"]
+__all__ = ["DWRPN", "NormRPNHead"]
 
 # RPN's arguments of IoU matching, sampling and box loss, which DW replaces: not taken, not read.
 _UNUSED_RPN_ARGUMENTS = (
@@ -169,3 +170,43 @@ class DWRPN(RPN):
             "loss_rpn_loc": dw["loss_loc"],
         }
         return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
+
+
+@RPN_HEAD_REGISTRY.register()
+class NormRPNHead(StandardRPNHead):
+    """detectron2's :class:`StandardRPNHead` with a normalisation between each 3x3 conv and its
+    ReLU (``MODEL.RPN.HEAD_NAME: "NormRPNHead"``, the norm ``MODEL.DW.NORM``).
+
+    DW's negative loss covers every anchor, not RPN's 256 sampled an image. When the scores of
+    many anchors rise together, its gradient through the unnormalised head and the FPN below
+    grows with the features: on the tree crowns, the pretrained DW-RPN's FPN outputs grew 7-fold
+    in two steps and every objectness logit fell below -100 (docs/BENCHMARKS.md). A normalised
+    conv is invariant to its input's scale, so the gradient it sends down shrinks as they grow.
+    """
+
+    @configurable
+    def __init__(self, *, norm: str = "GN", **kwargs):
+        """
+        Args:
+            norm: a :func:`detectron2.layers.get_norm` name ("GN": 32 groups); "" is
+                :class:`StandardRPNHead`.
+            kwargs: :class:`StandardRPNHead`'s ``in_channels``, ``num_anchors``, ``box_dim``,
+                ``conv_dims``.
+        """
+        # Read by _get_rpn_conv, which StandardRPNHead's __init__ calls.
+        self._norm = norm
+        super().__init__(**kwargs)
+
+    def _get_rpn_conv(self, in_channels: int, out_channels: int) -> Conv2d:
+        return Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size=3,
+            padding=1,
+            norm=get_norm(self._norm, out_channels),
+            activation=torch.nn.ReLU(),
+        )
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: list[ShapeSpec]):
+        return {**super().from_config(cfg, input_shape), "norm": cfg.MODEL.DW.NORM}
