@@ -2,7 +2,8 @@
 
 Hand-made and random cases of the losses (against a slow float64 reference of docs/DW_SPEC.md
 written here), training on a fixed batch, awkward ground truth, detectron2's proposals kept, the
-Faster R-CNN configs (yacs and LazyConfig), and the proposal recall of the benchmarks.
+Faster R-CNN configs (yacs and LazyConfig), the proposal recall of the benchmarks, and
+NormRPNHead (detectron2's RPN head with a norm) against functional ops.
 """
 
 import math
@@ -20,7 +21,7 @@ from dw_reference import reference_dw_losses, reference_dw_sums_of_scores
 from helpers import REPO, assert_same_architecture
 from torch import nn
 
-from dual_weighting import DWRPN, DWCriterion
+from dual_weighting import DWRPN, DWCriterion, NormRPNHead
 from dual_weighting.engine import load_yacs_config
 
 CONFIGS = REPO / "configs"
@@ -461,3 +462,101 @@ def test_yacs_and_lazy_configs_build_the_same_faster_rcnn():
     assert not lazy_model.roi_heads.mask_on and not yacs_model.roi_heads.mask_on
     assert torch.equal(lazy_model.pixel_mean, yacs_model.pixel_mean)
     assert lazy_model.input_format == yacs_model.input_format == "BGR"
+
+
+# ---------------------------------------------------------------------------------------------
+# NormRPNHead
+# ---------------------------------------------------------------------------------------------
+
+
+def random_affine(head):
+    """Random conv biases and norm affine parameters, so that a test sees where each goes."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in head.parameters():
+            if p.dim() == 1:
+                p.copy_(torch.randn(p.shape, generator=g))
+    return head
+
+
+def test_norm_rpn_head_is_conv_group_norm_relu_then_detectron2s_1x1_convs():
+    torch.manual_seed(0)
+    head = random_affine(NormRPNHead(in_channels=64, num_anchors=3, norm="GN"))
+    features = [torch.randn(2, 64, 6, 5), torch.randn(2, 64, 3, 3)]
+    logits, deltas = head(features)
+    conv, norm = head.conv, head.conv.norm
+    assert isinstance(norm, nn.GroupNorm) and norm.num_groups == 32
+    for x, got_logits, got_deltas in zip(features, logits, deltas):
+        hidden = torch.relu(
+            torch.nn.functional.group_norm(
+                torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1),
+                32, norm.weight, norm.bias, eps=1e-5,
+            )
+        )  # fmt: skip
+        expected_logits = torch.nn.functional.conv2d(
+            hidden, head.objectness_logits.weight, head.objectness_logits.bias
+        )
+        expected_deltas = torch.nn.functional.conv2d(
+            hidden, head.anchor_deltas.weight, head.anchor_deltas.bias
+        )
+        assert got_logits.shape == (2, 3, *x.shape[2:]) and got_deltas.shape == (
+            2,
+            12,
+            *x.shape[2:],
+        )
+        torch.testing.assert_close(got_logits, expected_logits)
+        torch.testing.assert_close(got_deltas, expected_deltas)
+
+
+def test_norm_rpn_head_sends_less_gradient_to_larger_features_unlike_standard_rpn_head():
+    # Why the trees DW-RPN uses it: at its initial conv bias 0, the normalised head's outputs do
+    # not change when the FPN's features grow, and the gradient it sends them shrinks as 1 / scale;
+    # detectron2's head scales its hidden state with them and sends the same gradient.
+    x = torch.randn(2, 64, 5, 5)
+
+    def outputs_and_input_gradient(head, scale):
+        features = (scale * x).requires_grad_()
+        logits, deltas = head([features])
+        (logits[0].square().sum() + deltas[0].square().sum()).backward()
+        return logits[0].detach(), features.grad
+
+    torch.manual_seed(0)
+    norm_head = NormRPNHead(in_channels=64, num_anchors=3, norm="GN")
+    torch.manual_seed(0)
+    standard_head = StandardRPNHead(in_channels=64, num_anchors=3)
+    norm_logits, norm_grad = outputs_and_input_gradient(norm_head, 1.0)
+    norm_logits_100, norm_grad_100 = outputs_and_input_gradient(norm_head, 100.0)
+    torch.testing.assert_close(norm_logits_100, norm_logits, rtol=1e-4, atol=1e-5)
+    # GroupNorm's eps makes the 1 / scale law approximate where a group's variance is small.
+    torch.testing.assert_close(norm_grad_100.norm() * 100, norm_grad.norm(), rtol=1e-2, atol=0)
+    standard_logits, standard_grad = outputs_and_input_gradient(standard_head, 1.0)
+    standard_logits_100, standard_grad_100 = outputs_and_input_gradient(standard_head, 100.0)
+    bias = standard_head.objectness_logits.bias[None, :, None, None].detach()
+    torch.testing.assert_close(standard_logits_100 - bias, 100 * (standard_logits - bias))
+    assert standard_grad_100.norm() > 10 * standard_grad.norm()
+
+
+def test_norm_rpn_head_without_norm_is_standard_rpn_head():
+    torch.manual_seed(0)
+    plain = NormRPNHead(in_channels=16, num_anchors=3, norm="", conv_dims=[16, 8])
+    torch.manual_seed(0)
+    standard = StandardRPNHead(in_channels=16, num_anchors=3, conv_dims=[16, 8])
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {
+        k: v.shape for k, v in standard.state_dict().items()
+    }
+    x = [torch.randn(1, 16, 4, 4)]
+    for a, b in zip(plain(x), standard(x)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_trees_dw_rpn_uses_group_norm_head_and_faster_rcnn_detectron2s():
+    trees = CONFIGS / "trees"
+    dw = build_model(
+        load_yacs_config(str(trees / "dw_rpn_faster_rcnn_Lite0_FPN.yaml"), ["MODEL.WEIGHTS", ""])
+    )
+    original = build_model(
+        load_yacs_config(str(trees / "faster_rcnn_Lite0_FPN.yaml"), ["MODEL.WEIGHTS", ""])
+    )
+    assert type(dw.proposal_generator.rpn_head) is NormRPNHead
+    assert isinstance(dw.proposal_generator.rpn_head.conv.norm, nn.GroupNorm)
+    assert type(original.proposal_generator.rpn_head) is StandardRPNHead

@@ -1,7 +1,8 @@
 """The DW-FCOS model and DW in detectron2's own detectors. Importing it registers ``DWFCOS``,
 ``DWLossFCOS``, ``DWRetinaNet`` and ``ConfigurableFCOS`` (META_ARCH_REGISTRY), ``DWRPN``
-(PROPOSAL_GENERATOR_REGISTRY), ``NormRPNHead`` (RPN_HEAD_REGISTRY), ``DWHead`` (DW_HEAD_REGISTRY), ``build_dw_resnet_fpn_backbone``
-and ``build_timm_fpn_backbone`` (BACKBONE_REGISTRY).
+(PROPOSAL_GENERATOR_REGISTRY), ``NormRPNHead`` (RPN_HEAD_REGISTRY), ``DWHead``
+(DW_HEAD_REGISTRY), ``build_dw_resnet_fpn_backbone`` and ``build_timm_fpn_backbone``
+(BACKBONE_REGISTRY).
 """
 
 from .assignment import DWAssignment, dw_assign
