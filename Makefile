@@ -15,9 +15,11 @@
 #                on them, 3 seeds (hours on 2 CPU cores; resumes where it stopped)
 #
 # TORCH is what gets installed when .venv has no torch yet; an existing torch is kept.
+# TEST_WORKERS: pytest-xdist processes of `make test` (each test runs on one thread).
 
 PYTHON ?= python3
 TORCH ?= torch==2.14.1 torchvision==0.29.1
+TEST_WORKERS ?= 2
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dual_weighting-installed
@@ -48,7 +50,7 @@ lint: env
 	$(VENV)/bin/ruff format --check .
 
 test: lint $(TREES) $(LITE0)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 trees: $(TREES)
 

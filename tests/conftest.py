@@ -12,6 +12,14 @@ from sample_data.shapes import generate_synthetic_coco
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``), the tests of the
+    session-wide ``exported`` fixture share one worker, so that each model is exported once."""
+    for item in items:
+        if "exported" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("exported"))
+
+
 @pytest.fixture(scope="session")
 def shapes_dataset(tmp_path_factory):
     """Folder of a generated dataset of 8 training and 4 validation images of 128 x 160 (seed 3),
