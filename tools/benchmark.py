@@ -38,6 +38,7 @@ file size, latency per image over ``--quant-images`` images, rounds interleaved.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 import warnings
@@ -60,7 +61,7 @@ def main(argv=None):
     check_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = " ".join(["python tools/benchmark.py", *sys.argv[1:]])
+    command = shlex.join(["python", "tools/benchmark.py", *sys.argv[1:]])
     out = {"environment": environment(args.device, command), "args": vars(args)}
     env = out["environment"]
     print(

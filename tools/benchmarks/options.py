@@ -47,7 +47,9 @@ def argument_parser(doc):
         default=list(PRETRAINED_PAIRS),
         help=f"of {','.join(PRETRAINED_PAIRS)}: configs/trees/ pairs (default: all)",
     )
-    t.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="default 0,1,2")
+    t.add_argument(
+        "--seeds", type=_csv(int), default=[0, 1, 2], help="default 0,1,2; '': step times only"
+    )
     t.add_argument(
         "--pretrained-iters", type=int, default=300, help="iterations of each run (default 300)"
     )

@@ -225,16 +225,21 @@ def training_batch(cfg):
 
 def pair_speed(args, pairs, opts=()):
     """Training step time and peak memory of each pair's two detectors (their configs with
-    ``opts``), interleaved round by round on one real training batch; {pair: (step ratio,
-    inference ratio, memory ratio)}."""
+    ``opts``), from their ImageNet weights at the lr of a run's first iteration (a randomly
+    initialised detector at full lr diverges within the timed steps), interleaved round by
+    round on one real training batch; {pair: (step ratio, inference ratio, memory ratio)}."""
     register_trees()
     speeds = {}
     for name in pairs:
         models = {}
         for config in PAIRS[name]:
             cfg = config_of(config, ["MODEL.DEVICE", args.device, *opts])
+            cfg.defrost()
+            cfg.SOLVER.BASE_LR *= cfg.SOLVER.WARMUP_FACTOR
             seed_all_rng(0)
-            models[config] = (cfg, build_model(cfg))
+            model = build_model(cfg)
+            DWCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+            models[config] = (cfg, model)
         batch = training_batch(models[PAIRS[name][0]][0])
         runs = measure_speed(models, batch, args.device, args.warmup, args.repeats)
         speeds[name] = ratios(runs[PAIRS[name][1]], runs[PAIRS[name][0]])
@@ -242,9 +247,25 @@ def pair_speed(args, pairs, opts=()):
     return speeds
 
 
+def report_runs(records, pairs, output_dir):
+    """Print the table and time to accuracy of ``records``; draw each pair's AP curves."""
+    print(format_pairs(records, pairs))
+    print("Time to accuracy (the first evaluation at which DW reaches its original's final AP):")
+    print(format_time_to_accuracy(records, pairs))
+    for name in pairs:
+        curves = {
+            (r["config"], f"seed {r['seed']}"): tuple(zip(*[(i, m["AP"]) for i, m in r["curve"]]))
+            for r in records
+            if r["config"] in PAIRS[name] and r["curve"]
+        }
+        path = Path(output_dir) / f"pretrained_{name}_ap_curves.png"
+        curve_chart(curves, path, f"{name}: held-out AP while fine-tuning on the tree crowns")
+        print(f"  plot: {path}", flush=True)
+
+
 def run_pretrained(args, out):
-    """Train every pair of ``args.pretrained_pairs`` for every seed of ``args.seeds``, print the
-    table, draw the AP curves, set ``out["pretrained"]``."""
+    """Train every pair of ``args.pretrained_pairs`` for every seed of ``args.seeds`` (no seeds:
+    only the step times), print the table, draw the AP curves, set ``out["pretrained"]``."""
     records = []
     configs = [c for name in args.pretrained_pairs for c in PAIRS[name]]
     for seed in args.seeds:
@@ -259,18 +280,8 @@ def run_pretrained(args, out):
                 reused = " (reused)" if record.get("reused") else ""
                 print(f" AP {m['AP']:.1f} AP50 {m['AP50']:.1f}, {record['plateau']}{reused}")
     out["pretrained"] = records
-    print(format_pairs(records, args.pretrained_pairs))
-    print("Time to accuracy (the first evaluation at which DW reaches its original's final AP):")
-    print(format_time_to_accuracy(records, args.pretrained_pairs))
-    for name in args.pretrained_pairs:
-        curves = {
-            (r["config"], f"seed {r['seed']}"): tuple(zip(*[(i, m["AP"]) for i, m in r["curve"]]))
-            for r in records
-            if r["config"] in PAIRS[name] and r["curve"]
-        }
-        path = Path(args.output_dir) / f"pretrained_{name}_ap_curves.png"
-        curve_chart(curves, path, f"{name}: held-out AP while fine-tuning on the tree crowns")
-        print(f"  plot: {path}", flush=True)
+    if records:
+        report_runs(records, args.pretrained_pairs, args.output_dir)
     if args.pair_speed:
         speeds = pair_speed(args, args.pretrained_pairs)
         out["pretrained_speed"] = speeds
