@@ -13,7 +13,8 @@ its one-off investigations. Results go to OUTPUT_DIR/results.json, pictures (PNG
 ImageNet EfficientNet-Lite0 on the tree crowns (``configs/trees/``, pairs differing only in DW)
 through ``train_net.py``, ``--pretrained-iters`` per seed of ``--seeds``, evaluated every
 ``--eval-period``. Prints the pair table (mean ± std, DW - original per seed, RPN proposal
-recall), the plateau check, time to accuracy, step time and memory ratios; draws the AP curves.
+recall), the plateau check, time to accuracy, step time and memory ratios (alone with ``--seeds
+''``); draws the AP curves.
 Runs: ``OUTPUT_DIR/pretrained/<config>_seed<k>/``; ``--resume`` continues or reuses them.
 
 **warmup**: which lr warm-ups (``--warmups``, iterations from factor 0.001) each detector of

@@ -157,6 +157,44 @@ def test_pair_speed_times_both_detectors_of_a_pair(tiny_dataset_opts):
     assert step > 0 and inference > 0 and (memory is None or memory > 0)
 
 
+def test_pair_speed_times_each_detector_from_its_imagenet_weights_at_the_first_lr(
+    monkeypatch, tiny_dataset_opts
+):
+    timed = {}
+
+    def fake_measure(models, batch, device, warmup, repeats):
+        timed.update(models)
+        return {n: {"train_s": [1.0], "train_mib": [None], "infer_s": [1.0]} for n in models}
+
+    monkeypatch.setattr(pretrained, "measure_speed", fake_measure)
+    args = argparse.Namespace(device="cpu", warmup=0, repeats=1)
+    pair_speed(args, ["fcos"], tiny_dataset_opts)
+    assert set(timed) == set(PAIRS["fcos"])
+    key = "backbone.bottom_up.body.conv_stem.weight"
+    for cfg, model in timed.values():
+        # The config's lr 0.01 times its warm-up factor 0.001: a run's first step.
+        assert cfg.SOLVER.BASE_LR == pytest.approx(1e-5)
+        imagenet = torch.load(cfg.MODEL.WEIGHTS, weights_only=False)["model"][key]
+        assert torch.equal(model.state_dict()[key], imagenet)
+
+
+def test_no_seeds_trains_nothing_and_only_times_the_pairs(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(pretrained, "train", lambda *a: pytest.fail("a run was trained"))
+    monkeypatch.setattr(
+        pretrained, "pair_speed", lambda args, pairs: dict.fromkeys(pairs, (1.05, 0.9, None))
+    )
+    args = argparse.Namespace(
+        seeds=[], pretrained_pairs=["fcos", "rpn"], pair_speed=True, repeats=10, warmup=2,
+        device="cpu", output_dir=str(tmp_path),
+    )  # fmt: skip
+    out = {}
+    pretrained.run_pretrained(args, out)
+    printed = capsys.readouterr().out
+    assert out["pretrained"] == [] and out["pretrained_speed"]["rpn"] == (1.05, 0.9, None)
+    assert "fcos  " in printed and "1.050x" in printed and "0.900x" in printed
+    assert "Time to accuracy" not in printed and not list(tmp_path.iterdir())  # no curves
+
+
 def test_warmup_section_runs_each_warmup_to_its_own_folder_and_tables_the_outcome(
     monkeypatch, capsys
 ):
