@@ -42,3 +42,10 @@ def test_every_section_is_a_choice():
 def test_an_unknown_name_stops_with_the_option_value(argv, message):
     with pytest.raises(SystemExit, match=message):
         check_args(parse("speed", *argv))
+
+
+@pytest.mark.parametrize("argv", [["pretrained", "--no-pair-speed"], ["warmup"]])
+def test_no_seeds_stops_where_the_section_would_run_nothing(argv):
+    with pytest.raises(SystemExit, match="--seeds '': .* nothing to run"):
+        check_args(parse(*argv, "--seeds", ""))
+    check_args(parse("pretrained", "--seeds", ""))  # the pairs' step times alone

@@ -105,7 +105,12 @@ def argument_parser(doc):
 
 
 def check_args(args):
-    """Stop (``SystemExit`` naming the option and value) on a name no section knows."""
+    """Stop (``SystemExit`` naming the option and value) on a name no section knows, or on
+    options that leave the section nothing to run."""
+    if not args.seeds and (args.section == "warmup" or not args.pair_speed):
+        raise SystemExit(
+            f"--seeds '': {args.section} has nothing to run (pretrained: only with --pair-speed)"
+        )
     for name in args.speed_variants:
         if name not in VARIANTS:
             raise SystemExit(f"Unknown variant {name!r}; choose from {sorted(VARIANTS)}")
