@@ -15,7 +15,9 @@ through ``train_net.py``, ``--pretrained-iters`` per seed of ``--seeds``, evalua
 ``--eval-period``. Prints the pair table (mean ± std, DW - original per seed, RPN proposal
 recall), the plateau check, time to accuracy, step time and memory ratios (alone with ``--seeds
 ''``); draws the AP curves.
-Runs: ``OUTPUT_DIR/pretrained/<config>_seed<k>/``; ``--resume`` continues or reuses them.
+``--opts KEY VALUE ...`` overrides the configs of both detectors of every pair (e.g. detectron2's
+gradient clipping). Runs: ``OUTPUT_DIR/pretrained/<config>_seed<k>/``; ``--resume`` continues or
+reuses them.
 
 **warmup**: which lr warm-ups (``--warmups``, iterations from factor 0.001) each detector of
 ``--pretrained-pairs`` survives: per warm-up and seed, warm-up plus ``--after-warmup``

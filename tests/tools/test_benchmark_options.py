@@ -49,3 +49,11 @@ def test_no_seeds_stops_where_the_section_would_run_nothing(argv):
     with pytest.raises(SystemExit, match="--seeds '': .* nothing to run"):
         check_args(parse(*argv, "--seeds", ""))
     check_args(parse("pretrained", "--seeds", ""))  # the pairs' step times alone
+
+
+def test_overrides_are_key_value_pairs():
+    args = parse("warmup", "--opts", "SOLVER.CLIP_GRADIENTS.ENABLED", "True")
+    check_args(args)
+    assert args.opts == ["SOLVER.CLIP_GRADIENTS.ENABLED", "True"]
+    with pytest.raises(SystemExit, match="--opts takes KEY VALUE pairs; got 3 words"):
+        check_args(parse("warmup", "--opts", "SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SEED"))

@@ -13,6 +13,7 @@ from detectron2.utils.env import seed_all_rng
 from benchmarks import pretrained
 from benchmarks.pretrained import (
     PAIRS,
+    check_opts,
     config_of,
     format_pairs,
     format_time_to_accuracy,
@@ -79,7 +80,9 @@ def test_pair_table_pairs_seeds_and_names_diverged_and_rising_runs():
 
 
 def test_run_options_scale_the_lr_step_and_keep_the_configs_warmup():
-    args = argparse.Namespace(pretrained_iters=300, eval_period=50, device="cpu", warmup_iters=None)
+    args = argparse.Namespace(
+        pretrained_iters=300, eval_period=50, device="cpu", warmup_iters=None, opts=[]
+    )
     opts = run_options(2, args, "out/x")
     pairs = dict(zip(opts[::2], opts[1::2]))
     assert pairs["SOLVER.MAX_ITER"] == "300" and pairs["SOLVER.STEPS"] == "(240,)"
@@ -87,6 +90,20 @@ def test_run_options_scale_the_lr_step_and_keep_the_configs_warmup():
     assert "SOLVER.WARMUP_ITERS" not in pairs
     args.warmup_iters = 0
     assert dict(zip(*[iter(run_options(0, args, "o"))] * 2))["SOLVER.WARMUP_ITERS"] == "0"
+
+
+def test_user_overrides_come_last_so_they_win_and_unknown_keys_stop_before_any_run():
+    args = argparse.Namespace(
+        pretrained_iters=300, eval_period=50, device="cpu", warmup_iters=None,
+        opts=["SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.STEPS", "(100,)"],
+    )  # fmt: skip
+    opts = run_options(0, args, "o")
+    assert opts[-4:] == args.opts
+    # yacs merges left to right: the user's SOLVER.STEPS replaces the section's (240,).
+    assert config_of(PAIRS["fcos"][1], opts[2:]).SOLVER.STEPS == (100,)
+    check_opts(PAIRS["rpn"], args.opts)
+    with pytest.raises(SystemExit, match="--opts: .*SOLVER.CLIP_GRADIENT"):
+        check_opts(PAIRS["rpn"], ["SOLVER.CLIP_GRADIENT", "True"])
 
 
 def test_last_half_mean_and_time_to_accuracy_on_a_hand_made_curve():
@@ -181,11 +198,11 @@ def test_pair_speed_times_each_detector_from_its_imagenet_weights_at_the_first_l
 def test_no_seeds_trains_nothing_and_only_times_the_pairs(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(pretrained, "train", lambda *a: pytest.fail("a run was trained"))
     monkeypatch.setattr(
-        pretrained, "pair_speed", lambda args, pairs: dict.fromkeys(pairs, (1.05, 0.9, None))
+        pretrained, "pair_speed", lambda args, pairs, opts: dict.fromkeys(pairs, (1.05, 0.9, None))
     )
     args = argparse.Namespace(
         seeds=[], pretrained_pairs=["fcos", "rpn"], pair_speed=True, repeats=10, warmup=2,
-        device="cpu", output_dir=str(tmp_path),
+        device="cpu", output_dir=str(tmp_path), opts=[],
     )  # fmt: skip
     out = {}
     pretrained.run_pretrained(args, out)
@@ -210,8 +227,9 @@ def test_warmup_section_runs_each_warmup_to_its_own_folder_and_tables_the_outcom
 
     monkeypatch.setattr(pretrained, "train", fake_train)
     args = argparse.Namespace(
-        warmups=[0, 50], after_warmup=100, seeds=[0], pretrained_pairs=["fcos"], output_dir="o"
-    )
+        warmups=[0, 50], after_warmup=100, seeds=[0], pretrained_pairs=["fcos"], output_dir="o",
+        opts=[],
+    )  # fmt: skip
     out = {}
     pretrained.run_warmup(args, out)
     original, with_dw = PAIRS["fcos"]

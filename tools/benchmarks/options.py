@@ -56,6 +56,14 @@ def argument_parser(doc):
     t.add_argument("--warmup-iters", type=int, help="lr warm-up iterations (default: the configs')")
     t.add_argument("--eval-period", type=int, default=50, help="iterations between AP evaluations")
     t.add_argument(
+        "--opts",
+        nargs="+",
+        default=[],
+        metavar="KEY VALUE",
+        help="yacs overrides for both detectors of every pair and run, last on the command line "
+        "(e.g. SOLVER.CLIP_GRADIENTS.ENABLED True); warmup uses them too",
+    )
+    t.add_argument(
         "--pair-speed",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -111,6 +119,8 @@ def check_args(args):
         raise SystemExit(
             f"--seeds '': {args.section} has nothing to run (pretrained: only with --pair-speed)"
         )
+    if len(args.opts) % 2:
+        raise SystemExit(f"--opts takes KEY VALUE pairs; got {len(args.opts)} words: {args.opts}")
     for name in args.speed_variants:
         if name not in VARIANTS:
             raise SystemExit(f"Unknown variant {name!r}; choose from {sorted(VARIANTS)}")

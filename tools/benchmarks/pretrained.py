@@ -36,7 +36,7 @@ from detectron2.utils.env import seed_all_rng
 
 from dual_weighting.checkpoint import DWCheckpointer
 from dual_weighting.data import register_trees
-from dual_weighting.engine import DWTrainer, load_yacs_config
+from dual_weighting.engine import DWTrainer, SetupError, load_yacs_config
 
 from .detectors import REPO
 from .plots import curve_chart
@@ -60,7 +60,7 @@ PLATEAU_AP = 0.5
 def run_options(seed, args, output_dir):
     """``train_net.py`` KEY VALUE overrides of one run: seed, folder, schedule (lr x0.1 at 80%
     of ``args.pretrained_iters``), warm-up (the config's unless ``args.warmup_iters``), the
-    evaluation period."""
+    evaluation period, then the user's ``args.opts``."""
     iters = args.pretrained_iters
     opts = [
         "SEED", seed, "OUTPUT_DIR", output_dir, "SOLVER.MAX_ITER", iters,
@@ -69,7 +69,7 @@ def run_options(seed, args, output_dir):
     ]  # fmt: skip
     if args.warmup_iters is not None:
         opts += ["SOLVER.WARMUP_ITERS", args.warmup_iters]
-    return [str(o) for o in opts]
+    return [str(o) for o in [*opts, *args.opts]]
 
 
 def read_curve(output_dir, max_iter):
@@ -103,6 +103,16 @@ def last_half_ap(curve):
 
 def config_of(config, opts=()):
     return load_yacs_config(str(CONFIGS / f"{config}.yaml"), list(opts))
+
+
+def check_opts(configs, opts):
+    """Stop (``SystemExit`` with the loader's message, which names the key) before any run when
+    the overrides ``opts`` do not apply to every one of ``configs``."""
+    for config in configs:
+        try:
+            config_of(config, opts)
+        except SetupError as e:
+            raise SystemExit(f"--opts: {e}") from None
 
 
 def proposal_recall(config, run_dir, device, opts=()):
@@ -152,7 +162,7 @@ def train(config, seed, args):
     if "metrics" in record:
         record["metrics"]["AP last half"] = last_half_ap(record["curve"])
         if config in PAIRS["rpn"] and "AR@100" not in record["metrics"]:
-            record["metrics"].update(proposal_recall(config, run_dir, args.device))
+            record["metrics"].update(proposal_recall(config, run_dir, args.device, args.opts))
     saved.write_text(json.dumps({k: v for k, v in record.items() if k != "reused"}))
     return record
 
@@ -268,6 +278,7 @@ def run_pretrained(args, out):
     only the step times), print the table, draw the AP curves, set ``out["pretrained"]``."""
     records = []
     configs = [c for name in args.pretrained_pairs for c in PAIRS[name]]
+    check_opts(configs, args.opts)
     for seed in args.seeds:
         for config in dict.fromkeys(configs):
             print(f"  {config} seed {seed} ...", end="", flush=True)
@@ -283,7 +294,7 @@ def run_pretrained(args, out):
     if records:
         report_runs(records, args.pretrained_pairs, args.output_dir)
     if args.pair_speed:
-        speeds = pair_speed(args, args.pretrained_pairs)
+        speeds = pair_speed(args, args.pretrained_pairs, args.opts)
         out["pretrained_speed"] = speeds
         rows = [
             [name, *("-" if x is None else f"{x:.3f}x" for x in r)] for name, r in speeds.items()
@@ -310,6 +321,7 @@ def run_warmup(args, out):
     ``args.after_warmup`` iterations at the configs' lr, evaluated at its end, in
     ``OUTPUT_DIR/warmup<W>/``; prints the final AP of each run or the error that stopped it."""
     configs = list(dict.fromkeys(c for name in args.pretrained_pairs for c in PAIRS[name]))
+    check_opts(configs, args.opts)
     table = {}
     for warmup in args.warmups:
         iters = warmup + args.after_warmup
