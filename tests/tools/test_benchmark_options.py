@@ -57,3 +57,11 @@ def test_overrides_are_key_value_pairs():
     assert args.opts == ["SOLVER.CLIP_GRADIENTS.ENABLED", "True"]
     with pytest.raises(SystemExit, match="--opts takes KEY VALUE pairs; got 3 words"):
         check_args(parse("warmup", "--opts", "SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SEED"))
+
+
+@pytest.mark.parametrize("section", ["speed", "quantization"])
+def test_overrides_stop_where_the_section_would_ignore_them(section):
+    with pytest.raises(
+        SystemExit, match=f"--opts: only the pretrained and warmup .* not {section}"
+    ):
+        check_args(parse(section, "--opts", "SOLVER.BASE_LR", "0.1"))

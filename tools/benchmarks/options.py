@@ -119,6 +119,10 @@ def check_args(args):
         raise SystemExit(
             f"--seeds '': {args.section} has nothing to run (pretrained: only with --pair-speed)"
         )
+    if args.opts and args.section not in ("pretrained", "warmup"):
+        raise SystemExit(
+            f"--opts: only the pretrained and warmup sections take overrides, not {args.section}"
+        )
     if len(args.opts) % 2:
         raise SystemExit(f"--opts takes KEY VALUE pairs; got {len(args.opts)} words: {args.opts}")
     for name in args.speed_variants:

@@ -277,10 +277,10 @@ def run_pretrained(args, out):
     """Train every pair of ``args.pretrained_pairs`` for every seed of ``args.seeds`` (no seeds:
     only the step times), print the table, draw the AP curves, set ``out["pretrained"]``."""
     records = []
-    configs = [c for name in args.pretrained_pairs for c in PAIRS[name]]
+    configs = list(dict.fromkeys(c for name in args.pretrained_pairs for c in PAIRS[name]))
     check_opts(configs, args.opts)
     for seed in args.seeds:
-        for config in dict.fromkeys(configs):
+        for config in configs:
             print(f"  {config} seed {seed} ...", end="", flush=True)
             record = train(config, seed, args)
             records.append(record)
