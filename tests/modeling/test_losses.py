@@ -13,7 +13,6 @@ from helpers import LOSS_NAMES, losses_and_grads
 from helpers import fcos_dw_losses as dw_losses
 
 import dual_weighting.modeling.assignment as assignment
-from dual_weighting import DWCriterion
 from dual_weighting.modeling.losses import negative_loss
 
 
@@ -123,8 +122,7 @@ def test_hand_one_point_one_box():
     assert out["loss_cls_neg"].item() == pytest.approx(expected_neg, rel=1e-12)
 
 
-@pytest.mark.parametrize("min_neg_normalizer_per_box", [0.0, 1.0, 5.0])
-def test_hand_three_points_one_box(min_neg_normalizer_per_box):
+def test_hand_three_points_one_box():
     # Box (0, 0, 24, 12), class 0 of C = 1; points (4, 4), (12, 4), (20, 4), stride 8.
     points = torch.tensor([[4.0, 4.0], [12.0, 4.0], [20.0, 4.0]], dtype=torch.float64)
     strides = torch.full((3,), 8.0, dtype=torch.float64)
@@ -137,14 +135,7 @@ def test_hand_three_points_one_box(min_neg_normalizer_per_box):
     )
     gt_boxes = [torch.tensor([[0.0, 0.0, 24.0, 12.0]], dtype=torch.float64)]
     out = dw_losses(
-        points,
-        strides,
-        cls_logits,
-        ctr_logits,
-        box_ltrb,
-        gt_boxes,
-        [torch.tensor([0])],
-        min_neg_normalizer_per_box=min_neg_normalizer_per_box,
+        points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, [torch.tensor([0])]
     )
 
     # Predicted boxes: (0, 0, 23, 12), (2, 1, 22, 11), (16, 2, 26, 8); gt area 24 * 12 = 288.
@@ -167,9 +158,7 @@ def test_hand_three_points_one_box(min_neg_normalizer_per_box):
     w_neg = [1e-12 / (t2 - t1 + 1e-12), (t[1] - t1 + 1e-12) / (t2 - t1 + 1e-12), 1.0]
     assert 0 < w_neg[1] < 1
     neg_norm = max(sum(1 - w for w in w_neg), 1.0)
-    assert 1 < neg_norm < 2
-    # One box: a floor of 1 a box leaves sum(1 - w_neg) (above 1), a floor of 5 replaces it.
-    neg_norm = max(neg_norm, min_neg_normalizer_per_box * 1)
+    assert neg_norm > 1
 
     expected_pos_cls = 0.25 * sum(w * -math.log(qi) for w, qi in zip(w_pos, q))
     expected_loc = 0.25 * sum(w * 5 * (1 - gi) for w, gi in zip(w_pos, giou))
@@ -177,34 +166,6 @@ def test_hand_three_points_one_box(min_neg_normalizer_per_box):
     assert out["loss_cls_pos"].item() == pytest.approx(expected_pos_cls, rel=1e-12)
     assert out["loss_loc"].item() == pytest.approx(expected_loc, rel=1e-12)
     assert out["loss_cls_neg"].item() == pytest.approx(expected_neg, rel=1e-12)
-
-
-def test_negative_normaliser_floor_is_per_box_of_the_batch_and_refuses_negative_values():
-    # Image 0 of the random case has 6 boxes, image 2 has 3, so the batch has 9. Every negative
-    # weight is 1 where no prediction reaches IoU 0.5 (distances 0: empty boxes), where the
-    # release divides by the clamp 1.
-    points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, gt_classes = make_case(0)
-    assert sum(len(b) for b in gt_boxes) == 9
-    empty = torch.zeros_like(box_ltrb)
-    release = dw_losses(points, strides, cls_logits, ctr_logits, empty, gt_boxes, gt_classes)
-    floored = dw_losses(
-        points,
-        strides,
-        cls_logits,
-        ctr_logits,
-        empty,
-        gt_boxes,
-        gt_classes,
-        min_neg_normalizer_per_box=0.5,
-    )
-    q = torch.sigmoid(cls_logits) * torch.sigmoid(ctr_logits)[..., None]
-    neg_sum = (q**2 * F.binary_cross_entropy(q, torch.zeros_like(q), reduction="none")).sum()
-    assert release["loss_cls_neg"].item() == pytest.approx(neg_sum.item(), rel=1e-12)
-    assert floored["loss_cls_neg"].item() == pytest.approx(neg_sum.item() / 4.5, rel=1e-12)
-    for name in ("loss_cls_pos", "loss_loc"):
-        assert floored[name].item() == release[name].item() > 0
-    with pytest.raises(ValueError, match=r"MODEL.DW.MIN_NEG_NORMALIZER_PER_BOX.*-1.0"):
-        DWCriterion(min_neg_normalizer_per_box=-1.0)
 
 
 def test_smallest_negative_weight_stands():

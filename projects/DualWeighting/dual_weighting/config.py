@@ -59,10 +59,6 @@ def add_dw_config(cfg):
     cfg.MODEL.DW.POS_LOC_LOSS_WEIGHT = release["pos_loc_loss_weight"]
     # Predictions with IoU below this stay full negatives (negative weight 1).
     cfg.MODEL.DW.NEG_IOU_THRESH = release["neg_iou_thresh"]
-    # The negative loss is divided by max(sum(1 - w_neg), MIN_NEG_NORMALIZER_PER_BOX * boxes):
-    # 0 is the release; 1.0 keeps early steps from being multiplied while few predictions reach
-    # NEG_IOU_THRESH (docs/BENCHMARKS.md, short warm-ups).
-    cfg.MODEL.DW.MIN_NEG_NORMALIZER_PER_BOX = release["min_neg_normalizer_per_box"]
 
     # Inference: score sigmoid(cls) * sigmoid(centerness), per level above the threshold and the
     # top-k, then class-aware NMS; TEST.DETECTIONS_PER_IMAGE kept.

@@ -128,7 +128,6 @@ class DWCriterion(nn.Module):
         pos_cls_loss_weight: float = 0.25,
         pos_loc_loss_weight: float = 0.25,
         neg_iou_thresh: float = 0.5,
-        min_neg_normalizer_per_box: float = 0.0,
     ):
         """
         Args:
@@ -142,17 +141,8 @@ class DWCriterion(nn.Module):
                 ``exp(num * v) * v * prior / sum_bag exp(den * v) * v * prior``.
             pos_cls_loss_weight, pos_loc_loss_weight: factors of the two positive losses.
             neg_iou_thresh: predictions with an IoU below it stay full negatives.
-            min_neg_normalizer_per_box: the negative loss is divided by
-                ``max(sum(1 - w_neg), min_neg_normalizer_per_box * boxes)``; 0 is the release's
-                ``sum(1 - w_neg)``, which is near 0 early in training (1.0: steadier with a
-                short warm-up, docs/BENCHMARKS.md).
         """
         super().__init__()
-        if not min_neg_normalizer_per_box >= 0:
-            raise ValueError(
-                "min_neg_normalizer_per_box (MODEL.DW.MIN_NEG_NORMALIZER_PER_BOX) must be >= 0, "
-                f"got {min_neg_normalizer_per_box}"
-            )
         self.center_prior_mu = center_prior_mu
         self.center_prior_sigma = center_prior_sigma
         self.soft_prior = soft_prior
@@ -163,7 +153,6 @@ class DWCriterion(nn.Module):
         self.pos_cls_loss_weight = pos_cls_loss_weight
         self.pos_loc_loss_weight = pos_loc_loss_weight
         self.neg_iou_thresh = neg_iou_thresh
-        self.min_neg_normalizer_per_box = min_neg_normalizer_per_box
 
     @classmethod
     def from_config(cls, cfg):
@@ -224,7 +213,6 @@ class DWCriterion(nn.Module):
                 num_boxes,
                 pos_cls_loss_weight=self.pos_cls_loss_weight,
                 pos_loc_loss_weight=self.pos_loc_loss_weight,
-                min_neg_normalizer_per_box=self.min_neg_normalizer_per_box,
             )
 
     def check(self, assignment: DWAssignment, detector: str = "DWCriterion", iteration=None):

@@ -66,7 +66,6 @@ def dw_losses(
     *,
     pos_cls_loss_weight: float,
     pos_loc_loss_weight: float,
-    min_neg_normalizer_per_box: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The three DW losses of a batch, normalised over the batch and over all workers.
 
@@ -74,14 +73,11 @@ def dw_losses(
         assignment: the batch's :class:`~.assignment.DWAssignment` (:func:`~.assignment.dw_assign`).
         num_boxes: ground-truth boxes in the batch, all images together.
         pos_cls_loss_weight, pos_loc_loss_weight: factors of the two positive losses.
-        min_neg_normalizer_per_box: the negative loss's normaliser is at least this many times
-            the number of boxes; 0 is the release.
 
     Returns:
         ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars in the assignment's dtype. The
-        first two are divided by the number of boxes, the last by
-        ``max(sum(1 - w_neg), min_neg_normalizer_per_box * boxes)``; both normalisers are
-        averaged over workers, then clamped below at 1.
+        first two are divided by the number of boxes, the last by ``sum(1 - w_neg)``; both
+        normalisers are averaged over workers, then clamped below at 1.
     """
     a = assignment
     p_cls, p_loc, w_pos, w_neg = a.p_cls, a.p_loc, a.pos_weight, a.neg_weight
@@ -95,11 +91,7 @@ def dw_losses(
     # Both normalisers in one all-reduce. An image without boxes adds only to ``neg``.
     num_gt = torch.tensor(float(num_boxes), dtype=w_neg.dtype, device=w_neg.device)
     normalisers = torch.stack((num_gt, (1 - w_neg).sum()))
-    num_gt_mean, neg_norm_mean = _mean_over_workers(normalisers).unbind()
-    # sum(1 - w_neg) counts the predictions with IoU >= neg_iou_thresh: near 0 while boxes are
-    # still poor, when it multiplies the negative loss of every entry (docs/BENCHMARKS.md).
-    neg_norm_mean = torch.maximum(neg_norm_mean, min_neg_normalizer_per_box * num_gt_mean)
-    num_gt_mean, neg_norm_mean = num_gt_mean.clamp(min=1), neg_norm_mean.clamp(min=1)
+    num_gt_mean, neg_norm_mean = _mean_over_workers(normalisers).clamp(min=1).unbind()
     return {
         "loss_cls_pos": pos_cls_loss_weight * pos_cls / num_gt_mean,
         "loss_loc": pos_loc_loss_weight * pos_loc / num_gt_mean,
