@@ -160,6 +160,16 @@ def test_awkward_ground_truth_trains_with_finite_losses_and_gradients(boxes, cla
         assert losses["loss_cls_pos"] == 0 and losses["loss_loc"] == 0
 
 
+def test_a_stopped_run_names_dwlossfcos_not_detectron2s_fcos():
+    model = tiny_model().train()
+    with torch.no_grad():
+        model.head.cls_score.bias.fill_(float("nan"))
+    batch = [{"image": image(), "instances": instances([[4, 4, 28, 20]], [0])}]
+    with EventStorage(start_iter=7), pytest.raises(FloatingPointError) as error:
+        model(batch)
+    assert str(error.value) == "DWLossFCOS predictions became infinite or NaN at iteration=7"
+
+
 def test_inference_is_detectron2s_fcos():
     model = tiny_model().eval()
     assert DWLossFCOS.forward_inference is FCOS.forward_inference

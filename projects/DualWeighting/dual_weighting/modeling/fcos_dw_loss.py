@@ -27,7 +27,7 @@ class DWLossFCOS(DWTrainingMixin, FCOS):
     ``sqrt(cls * ctr)``, torchvision's NMS. Its matching and loss arguments are not accepted.
     """
 
-    DETECTOR_NAME = "FCOS"
+    DETECTOR_NAME = "DWLossFCOS"
 
     @configurable
     def __init__(
