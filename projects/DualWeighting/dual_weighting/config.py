@@ -59,6 +59,9 @@ def add_dw_config(cfg):
     cfg.MODEL.DW.POS_LOC_LOSS_WEIGHT = release["pos_loc_loss_weight"]
     # Predictions with IoU below this stay full negatives (negative weight 1).
     cfg.MODEL.DW.NEG_IOU_THRESH = release["neg_iou_thresh"]
+    # False: the negative loss is divided by sum(1 - w_neg), as released; True: by
+    # max(sum(1 - w_neg), sum(w_neg q^2)), a bound when every score rises at once.
+    cfg.MODEL.DW.BOUNDED_NEG_LOSS = release["bounded_neg_loss"]
 
     # Inference: score sigmoid(cls) * sigmoid(centerness), per level above the threshold and the
     # top-k, then class-aware NMS; TEST.DETECTIONS_PER_IMAGE kept.

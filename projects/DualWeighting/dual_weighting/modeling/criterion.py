@@ -128,6 +128,7 @@ class DWCriterion(nn.Module):
         pos_cls_loss_weight: float = 0.25,
         pos_loc_loss_weight: float = 0.25,
         neg_iou_thresh: float = 0.5,
+        bounded_neg_loss: bool = False,
     ):
         """
         Args:
@@ -141,6 +142,8 @@ class DWCriterion(nn.Module):
                 ``exp(num * v) * v * prior / sum_bag exp(den * v) * v * prior``.
             pos_cls_loss_weight, pos_loc_loss_weight: factors of the two positive losses.
             neg_iou_thresh: predictions with an IoU below it stay full negatives.
+            bounded_neg_loss: False for the release's normaliser of the negative loss,
+                ``sum(1 - w_neg)``; True for ``max(sum(1 - w_neg), sum(w_neg q^2))``.
         """
         super().__init__()
         self.center_prior_mu = center_prior_mu
@@ -153,6 +156,7 @@ class DWCriterion(nn.Module):
         self.pos_cls_loss_weight = pos_cls_loss_weight
         self.pos_loc_loss_weight = pos_loc_loss_weight
         self.neg_iou_thresh = neg_iou_thresh
+        self.bounded_neg_loss = bounded_neg_loss
 
     @classmethod
     def from_config(cls, cfg):
@@ -213,6 +217,7 @@ class DWCriterion(nn.Module):
                 num_boxes,
                 pos_cls_loss_weight=self.pos_cls_loss_weight,
                 pos_loc_loss_weight=self.pos_loc_loss_weight,
+                bounded_neg_loss=self.bounded_neg_loss,
             )
 
     def check(self, assignment: DWAssignment, detector: str = "DWCriterion", iteration=None):

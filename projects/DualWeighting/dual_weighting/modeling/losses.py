@@ -66,6 +66,7 @@ def dw_losses(
     *,
     pos_cls_loss_weight: float,
     pos_loc_loss_weight: float,
+    bounded_neg_loss: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The three DW losses of a batch, normalised over the batch and over all workers.
 
@@ -73,6 +74,9 @@ def dw_losses(
         assignment: the batch's :class:`~.assignment.DWAssignment` (:func:`~.assignment.dw_assign`).
         num_boxes: ground-truth boxes in the batch, all images together.
         pos_cls_loss_weight, pos_loc_loss_weight: factors of the two positive losses.
+        bounded_neg_loss: divide the negative loss by ``max(sum(1 - w_neg), sum(w_neg q^2))``
+            instead of the release's ``sum(1 - w_neg)``, so it is at most a weighted mean of
+            ``BCE(q, 0)`` when every score rises at once.
 
     Returns:
         ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars in the assignment's dtype. The
@@ -90,8 +94,12 @@ def dw_losses(
 
     # Both normalisers in one all-reduce. An image without boxes adds only to ``neg``.
     num_gt = torch.tensor(float(num_boxes), dtype=w_neg.dtype, device=w_neg.device)
-    normalisers = torch.stack((num_gt, (1 - w_neg).sum()))
-    num_gt_mean, neg_norm_mean = _mean_over_workers(normalisers).clamp(min=1).unbind()
+    normalisers = [num_gt, (1 - w_neg).sum()]
+    if bounded_neg_loss:
+        with torch.no_grad():
+            normalisers.append(torch.mul(a.scores, a.scores).mul_(w_neg).sum())
+    num_gt_mean, *neg_norms = _mean_over_workers(torch.stack(normalisers)).clamp(min=1).unbind()
+    neg_norm_mean = max(neg_norms)
     return {
         "loss_cls_pos": pos_cls_loss_weight * pos_cls / num_gt_mean,
         "loss_loc": pos_loc_loss_weight * pos_loc / num_gt_mean,
