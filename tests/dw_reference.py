@@ -36,8 +36,9 @@ def reference_giou_iou(pred, gt, eps=1e-6):
 
 
 def reference_dw_sums_of_scores(points, strides, scores, pred_boxes, gt_boxes, gt_classes):
-    """Unnormalised sums (pos_cls, pos_loc, neg) and the two local normalisers, by the spec, of
-    any detector's candidates: ``points`` (P, 2) and ``strides`` (P,), joint scores ``scores``
+    """Unnormalised sums (pos_cls, pos_loc, neg) and three local normalisers (boxes,
+    sum(1 - w_neg), and sum(w_neg q^2) of the bounded negative loss), by the spec, of any
+    detector's candidates: ``points`` (P, 2) and ``strides`` (P,), joint scores ``scores``
     (N, P, C) in (0, 1), predicted XYXY boxes ``pred_boxes`` (N, P, 4), and per image the gt
     boxes (G_n, 4) and classes (G_n,)."""
     num_images, num_points, num_classes = scores.shape
@@ -45,7 +46,7 @@ def reference_dw_sums_of_scores(points, strides, scores, pred_boxes, gt_boxes, g
     strd = strides.tolist()
     zero = scores.sum() * 0
     pos_cls, pos_loc, neg = zero, zero, zero
-    neg_norm = 0.0
+    neg_norm, score_mass = 0.0, 0.0
     for n in range(num_images):
         q = scores[n]  # (P, C)
         w_neg = [[1.0] * num_classes for _ in range(num_points)]
@@ -84,8 +85,9 @@ def reference_dw_sums_of_scores(points, strides, scores, pred_boxes, gt_boxes, g
             + (w * q**2 * F.binary_cross_entropy(q, torch.zeros_like(q), reduction="none")).sum()
         )
         neg_norm += (1 - w).sum().item()
+        score_mass += (w * q**2).sum().item()
     num_boxes = float(sum(len(b) for b in gt_boxes))
-    return (pos_cls, pos_loc, neg), (num_boxes, neg_norm)
+    return (pos_cls, pos_loc, neg), (num_boxes, neg_norm, score_mass)
 
 
 def reference_dw_sums(points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, gt_classes):
@@ -98,10 +100,13 @@ def reference_dw_sums(points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxe
     return reference_dw_sums_of_scores(points, strides, scores, pred_boxes, gt_boxes, gt_classes)
 
 
-def reference_dw_losses(*args, sums=reference_dw_sums):
+def reference_dw_losses(*args, sums=reference_dw_sums, bounded_neg_loss=False):
     """Single-process losses: the sums (``sums(*args)``, DW-FCOS' by default) over the clamped
-    normalisers."""
-    (pos_cls, pos_loc, neg), (num_boxes, neg_norm) = sums(*args)
+    normalisers; with ``bounded_neg_loss`` the negative one is the larger of sum(1 - w_neg) and
+    sum(w_neg q^2)."""
+    (pos_cls, pos_loc, neg), (num_boxes, neg_norm, score_mass) = sums(*args)
+    if bounded_neg_loss:
+        neg_norm = max(neg_norm, score_mass)
     return {
         "loss_cls_pos": pos_cls / max(num_boxes, 1.0),
         "loss_loc": pos_loc / max(num_boxes, 1.0),

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
-from dw_reference import make_case, make_points, reference_dw_losses
+from dw_reference import make_case, make_points, reference_dw_losses, reference_dw_sums
 from helpers import LOSS_NAMES, losses_and_grads
 from helpers import fcos_dw_losses as dw_losses
 
@@ -28,14 +29,17 @@ def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, 
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale, msg=what)
 
 
+@pytest.mark.parametrize("bounded_neg_loss", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-7), (torch.float32, 1e-4)])
-def test_matches_reference_values_and_gradients(seed, dtype, rtol):
+def test_matches_reference_values_and_gradients(seed, dtype, rtol, bounded_neg_loss):
     case = make_case(seed)
     points, strides, cls_logits, ctr_logits, box_ltrb, gt_boxes, gt_classes = case
-    expected, expected_grads = losses_and_grads(reference_dw_losses, *case)
+    expected, expected_grads = losses_and_grads(
+        partial(reference_dw_losses, bounded_neg_loss=bounded_neg_loss), *case
+    )
     actual, actual_grads = losses_and_grads(
-        dw_losses,
+        partial(dw_losses, bounded_neg_loss=bounded_neg_loss),
         points.to(dtype),
         strides.to(dtype),
         cls_logits.to(dtype),
@@ -54,6 +58,20 @@ def test_matches_reference_values_and_gradients(seed, dtype, rtol):
     assert all(g.abs().sum() > 0 for g in actual_grads["loss_cls_pos"][:2])
     assert actual_grads["loss_loc"][2].abs().sum() > 0
     assert actual_grads["loss_cls_neg"][2].abs().sum() == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_bound_replaces_the_normaliser_in_the_random_cases(seed):
+    """With saturated scores the mass sum(w_neg q^2) exceeds sum(1 - w_neg), so the bounded
+    case above really divides by it; the bounded loss is at most the largest BCE(q, 0)."""
+    case = make_case(seed)
+    _, (_, neg_norm, score_mass) = reference_dw_sums(*case)
+    assert score_mass > 2 * max(neg_norm, 1.0)
+    bounded = dw_losses(*case, bounded_neg_loss=True)["loss_cls_neg"]
+    release = dw_losses(*case)["loss_cls_neg"]
+    assert bounded.item() == pytest.approx(release.item() * max(neg_norm, 1.0) / score_mass)
+    q = torch.sigmoid(case[2]) * torch.sigmoid(case[3])[..., None]
+    assert bounded.item() <= F.binary_cross_entropy(q, torch.zeros_like(q), reduction="none").max()
 
 
 def test_edge_cases_are_exercised():

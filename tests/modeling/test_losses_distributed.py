@@ -1,4 +1,5 @@
-"""dw_losses in two gloo worker processes: normalisers are averaged over the workers."""
+"""dw_losses in two gloo worker processes: normalisers are averaged over the workers, the
+bounded negative loss's too."""
 
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ def _worker(rank: int, init_file: str, out_dir: str):
     try:
         results = {}
         for scenario in ("mixed", "few"):
-            losses = dw_losses(*scenario_inputs(scenario, rank))
-            results[scenario] = torch.stack([losses[k].detach() for k in LOSS_NAMES])
+            for bounded in (False, True):
+                losses = dw_losses(*scenario_inputs(scenario, rank), bounded_neg_loss=bounded)
+                results[scenario, bounded] = torch.stack([losses[k].detach() for k in LOSS_NAMES])
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -79,5 +81,14 @@ def test_normalisers_are_averaged_over_workers(tmp_path):
                 local = max(norms[rank][1], 1.0)
                 assert abs(local - mean_neg) > 1e-3 * mean_neg
             torch.testing.assert_close(
-                results[rank][scenario], expected, rtol=1e-7, atol=0, msg=f"{scenario} {rank}"
+                results[rank][scenario, False],
+                expected,
+                rtol=1e-7,
+                atol=0,
+                msg=f"{scenario} {rank}",
             )
+            # Bounded: the larger of the two negative normalisers, each averaged over workers.
+            mean_mass = sum(n[2] for n in norms) / WORLD_SIZE
+            assert mean_mass > mean_neg and abs(norms[rank][2] - mean_mass) > 1e-3 * mean_mass
+            bounded = torch.stack([expected[0], expected[1], neg / mean_mass]).detach()
+            torch.testing.assert_close(results[rank][scenario, True], bounded, rtol=1e-7, atol=0)
