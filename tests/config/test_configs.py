@@ -97,6 +97,7 @@ def test_dw_defaults_equal_the_release():
     assert (dw.CENTER_PRIOR_MU, dw.CENTER_PRIOR_SIGMA, dw.LOC_SCORE_SCALE) == (0.0, 1.11, 5.0)
     assert (dw.POS_WEIGHT_NUM_SCALE, dw.POS_WEIGHT_DEN_SCALE) == (5.0, 3.0)
     assert (dw.POS_CLS_LOSS_WEIGHT, dw.POS_LOC_LOSS_WEIGHT, dw.NEG_IOU_THRESH) == (0.25, 0.25, 0.5)
+    assert dw.BOUNDED_NEG_LOSS is False  # the release divides by sum(1 - w_neg) alone
     assert (dw.SCORE_THRESH_TEST, dw.TOPK_CANDIDATES_TEST, dw.NMS_THRESH_TEST) == (0.05, 1000, 0.6)
     assert cfg.TEST.DETECTIONS_PER_IMAGE == 100
     assert (cfg.TEST.IMS_PER_BATCH, cfg.TEST.COCO_EVAL) == (1, "auto")

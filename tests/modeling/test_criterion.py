@@ -100,7 +100,9 @@ def test_built_from_yacs_keys_of_the_same_names():
     cfg.MODEL.DW.SOFT_PRIOR = False
     cfg.MODEL.DW.CANDIDATE_TOPK_PER_LEVEL = 9
     cfg.MODEL.DW.NEG_IOU_THRESH = 0.4
+    cfg.MODEL.DW.BOUNDED_NEG_LOSS = True
     criterion = DWCriterion(cfg)
+    assert criterion.bounded_neg_loss is True
     assert (criterion.center_prior_sigma, criterion.soft_prior) == (2.0, False)
     assert (criterion.candidate_topk_per_level, criterion.neg_iou_thresh) == (9, 0.4)
     assert criterion.pos_weight_num_scale == 5.0  # untouched keys keep the release's value
