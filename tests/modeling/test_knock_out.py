@@ -4,7 +4,6 @@ divided by ``sum(1 - w_neg)``, grows with the cube of the scores, and its step s
 to about 0 (docs/BENCHMARKS.md, the tree crowns with a 50-iteration warm-up). The bounded
 negative loss (``MODEL.DW.BOUNDED_NEG_LOSS``) keeps that step ordinary."""
 
-import pytest
 import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.meta_arch.fcos import FCOSHead
@@ -14,8 +13,6 @@ from test_fcos_dw_loss import TwoLevels
 
 from dual_weighting import DWFCOS, DWCriterion, DWHead
 from dual_weighting.modeling import DWLossFCOS
-
-pytestmark = pytest.mark.slow
 
 
 def bright_squares(seed: int):
