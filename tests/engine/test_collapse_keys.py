@@ -34,9 +34,24 @@ def test_a_yacs_run_names_yacs_keys():
         collapse(model)
     message = str(e.value)
     assert "DW-FCOS training collapsed at iteration=12" in message
-    assert message.endswith("lower SOLVER.BASE_LR or lengthen the warm-up (SOLVER.WARMUP_ITERS)")
+    assert message.endswith(
+        "lower SOLVER.BASE_LR or lengthen the warm-up (SOLVER.WARMUP_ITERS), "
+        "or set MODEL.DW.BOUNDED_NEG_LOSS True"
+    )
     # The keys exist in the config.
     assert cfg.SOLVER.BASE_LR > 0 and cfg.SOLVER.WARMUP_ITERS > 0
+    assert cfg.MODEL.DW.BOUNDED_NEG_LOSS is False
+
+
+def test_a_run_with_the_bounded_negative_loss_is_not_told_to_set_it():
+    cfg = load_cfg(DEMO_CONFIG, "MODEL.DW.BOUNDED_NEG_LOSS", "True")
+    torch.manual_seed(0)
+    model = DWTrainer.build_model(cfg)
+    with pytest.raises(FloatingPointError) as e:
+        collapse(model)
+    assert str(e.value).endswith(
+        "lower SOLVER.BASE_LR or lengthen the warm-up (SOLVER.WARMUP_ITERS)"
+    )
 
 
 def test_a_lazy_run_names_lazy_keys():
@@ -48,11 +63,13 @@ def test_a_lazy_run_names_lazy_keys():
     message = str(e.value)
     assert "DW-FCOS training collapsed at iteration=12" in message
     assert message.endswith(
-        "lower optimizer.lr or lengthen the warm-up (lr_multiplier.warmup_length)"
+        "lower optimizer.lr or lengthen the warm-up (lr_multiplier.warmup_length), "
+        "or set the criterion's bounded_neg_loss=True"
     )
-    assert "SOLVER" not in message
+    assert "SOLVER" not in message and "MODEL.DW" not in message
     for key in ("optimizer.lr", "lr_multiplier.warmup_length"):
         assert OmegaConf.select(cfg, key) is not None, key
+    assert OmegaConf.select(cfg, "model.criterion.bounded_neg_loss") is False
 
 
 def test_every_criterion_of_a_model_is_told_and_a_lone_one_names_no_keys():

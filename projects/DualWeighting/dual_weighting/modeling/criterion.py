@@ -18,11 +18,18 @@ from .losses import dw_losses
 
 __all__ = ["DWCriterion", "check_assignment", "check_finite_predictions", "set_config_style"]
 
-# What to change when training collapses, in the keys of the run's config style.
+# What to change when training collapses, in the keys of the run's config style; the second
+# entry is offered while the negative loss is the release's, unbounded.
 _COLLAPSE_FIX = {
-    "yacs": "lower SOLVER.BASE_LR or lengthen the warm-up (SOLVER.WARMUP_ITERS)",
-    "lazy": "lower optimizer.lr or lengthen the warm-up (lr_multiplier.warmup_length)",
-    None: "lower the learning rate or lengthen its warm-up",
+    "yacs": (
+        "lower SOLVER.BASE_LR or lengthen the warm-up (SOLVER.WARMUP_ITERS)",
+        "set MODEL.DW.BOUNDED_NEG_LOSS True",
+    ),
+    "lazy": (
+        "lower optimizer.lr or lengthen the warm-up (lr_multiplier.warmup_length)",
+        "set the criterion's bounded_neg_loss=True",
+    ),
+    None: ("lower the learning rate or lengthen its warm-up", "set bounded_neg_loss=True"),
 }
 
 
@@ -38,7 +45,11 @@ def check_finite_predictions(predictions, detector: str, iteration: int):
 
 
 def check_assignment(
-    assignment: DWAssignment, detector: str, iteration=None, config_style: str | None = None
+    assignment: DWAssignment,
+    detector: str,
+    iteration=None,
+    config_style: str | None = None,
+    bounded_neg_loss: bool = True,
 ):
     """Raise a FloatingPointError naming ``detector`` and ``iteration`` where training cannot
     go on but the losses would not say so (one host read):
@@ -52,7 +63,8 @@ def check_assignment(
       the scores at 1, the rest at 0).
 
     The last two name the keys to change in the run's ``config_style`` ("yacs" or "lazy"; None:
-    no keys).
+    no keys), and the bounded negative loss if the run's criterion does not have it
+    (``bounded_neg_loss`` False).
     """
     if len(assignment.prior) == 0:
         return
@@ -65,19 +77,21 @@ def check_assignment(
         )
     ).tolist()
     when = "" if iteration is None else f" at iteration={iteration}"
+    schedule, bound = _COLLAPSE_FIX[config_style]
+    fix = schedule if bounded_neg_loss else f"{schedule}, or {bound}"
     if not_finite:
         raise FloatingPointError(f"{detector} predicted boxes overflow float32 (NaN GIoU){when}")
     if collapsed:
         raise FloatingPointError(
             f"{detector} training collapsed{when}: every joint score of the "
             f"{len(assignment.prior)} candidates of the batch's boxes underflowed to 0, so every "
-            f"positive weight and every loss is 0; {_COLLAPSE_FIX[config_style]}"
+            f"positive weight and every loss is 0; {fix}"
         )
     if saturated:
         raise FloatingPointError(
             f"{detector} training diverged{when}: over half of the batch's {scores.numel()} "
             "joint scores are exactly 0 or 1 (saturated logits), where the losses have no "
-            f"gradient left; {_COLLAPSE_FIX[config_style]}"
+            f"gradient left; {fix}"
         )
 
 
@@ -222,7 +236,7 @@ class DWCriterion(nn.Module):
 
     def check(self, assignment: DWAssignment, detector: str = "DWCriterion", iteration=None):
         """:func:`check_assignment` with the run's :attr:`config_style`."""
-        check_assignment(assignment, detector, iteration, self.config_style)
+        check_assignment(assignment, detector, iteration, self.config_style, self.bounded_neg_loss)
 
     def forward(
         self,
