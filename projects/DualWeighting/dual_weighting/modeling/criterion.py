@@ -157,7 +157,9 @@ class DWCriterion(nn.Module):
             pos_cls_loss_weight, pos_loc_loss_weight: factors of the two positive losses.
             neg_iou_thresh: predictions with an IoU below it stay full negatives.
             bounded_neg_loss: False for the release's normaliser of the negative loss,
-                ``sum(1 - w_neg)``; True for ``max(sum(1 - w_neg), sum(w_neg q^2))``.
+                ``sum(1 - w_neg)``; True for ``max(sum(1 - w_neg), sum(w_neg q^2))``, which keeps
+                one step from knocking every score out while a short warm-up climbs
+                (docs/BENCHMARKS.md).
         """
         super().__init__()
         self.center_prior_mu = center_prior_mu

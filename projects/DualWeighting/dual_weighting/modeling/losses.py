@@ -80,8 +80,8 @@ def dw_losses(
 
     Returns:
         ``{"loss_cls_pos", "loss_loc", "loss_cls_neg"}``, scalars in the assignment's dtype. The
-        first two are divided by the number of boxes, the last by ``sum(1 - w_neg)``; both
-        normalisers are averaged over workers, then clamped below at 1.
+        first two are divided by the number of boxes, the last by ``sum(1 - w_neg)`` (or the
+        bound's larger term); every normaliser is averaged over workers, then clamped below at 1.
     """
     a = assignment
     p_cls, p_loc, w_pos, w_neg = a.p_cls, a.p_loc, a.pos_weight, a.neg_weight
@@ -92,14 +92,17 @@ def dw_losses(
     pos_loc = (w_pos * F.binary_cross_entropy(p_loc, ones, reduction="none")).sum()
     neg = negative_loss(a.scores, w_neg)
 
-    # Both normalisers in one all-reduce. An image without boxes adds only to ``neg``.
+    # The normalisers in one all-reduce. An image without boxes adds only to ``neg``.
     num_gt = torch.tensor(float(num_boxes), dtype=w_neg.dtype, device=w_neg.device)
     normalisers = [num_gt, (1 - w_neg).sum()]
     if bounded_neg_loss:
+        # When the whole map rises, this mass outgrows sum(1 - w_neg) and caps the loss at a
+        # weighted mean of BCE(q, 0), whose step grows with the scores, not with their cube
+        # times the number of entries (the release's step that knocks every score out).
         with torch.no_grad():
             normalisers.append(torch.mul(a.scores, a.scores).mul_(w_neg).sum())
-    num_gt_mean, *neg_norms = _mean_over_workers(torch.stack(normalisers)).clamp(min=1).unbind()
-    neg_norm_mean = max(neg_norms)
+    normalisers = _mean_over_workers(torch.stack(normalisers)).clamp(min=1)
+    num_gt_mean, neg_norm_mean = normalisers[0], normalisers[1:].amax()
     return {
         "loss_cls_pos": pos_cls_loss_weight * pos_cls / num_gt_mean,
         "loss_loc": pos_loc_loss_weight * pos_loc / num_gt_mean,
