@@ -18,9 +18,11 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.modeling import build_model
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import Backbone, build_model
 from detectron2.structures import Boxes, Instances
 from PIL import Image
+from torch import nn
 
 from dual_weighting import DWCriterion
 from dual_weighting.engine import load_yacs_config
@@ -133,6 +135,29 @@ class RecordingCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint):
         self.incompatible = super()._load_model(checkpoint)
         return self.incompatible
+
+
+class TwoLevels(Backbone):
+    """Levels "p3" (stride 8) and "p4" (stride 16) from average-pooled pixels and a 3x3 conv:
+    the backbone of the small detectors trained in tests."""
+
+    def __init__(self, channels=32):
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.channels = channels
+
+    def forward(self, x):
+        return {
+            "p3": self.conv(nn.functional.avg_pool2d(x, 8)),
+            "p4": self.conv(nn.functional.avg_pool2d(x, 16)),
+        }
+
+    def output_shape(self):
+        return {k: ShapeSpec(channels=self.channels, stride=s) for k, s in (("p3", 8), ("p4", 16))}
+
+    @property
+    def size_divisibility(self):
+        return 16
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,11 +6,11 @@ import pytest
 import torch
 from detectron2.config import instantiate
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import Backbone, build_model
+from detectron2.modeling import build_model
 from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from helpers import REPO, assert_same_architecture
+from helpers import REPO, TwoLevels, assert_same_architecture
 from torch import nn
 
 from benchmarks.detectors import SMALL_CONFIG, build_detector, make_cfg
@@ -22,28 +22,6 @@ CONFIGS = REPO / "configs"
 YAML = CONFIGS / "COCO-Detection" / "fcos_dw_loss_R_50_FPN_1x.yaml"
 LAZY = CONFIGS / "lazy" / "COCO-Detection" / "fcos_dw_loss_R_50_FPN_1x.py"
 C = 3
-
-
-class TwoLevels(Backbone):
-    """Levels "p3" (stride 8) and "p4" (stride 16) from average-pooled pixels and a 3x3 conv."""
-
-    def __init__(self, channels=32):
-        super().__init__()
-        self.conv = nn.Conv2d(3, channels, 3, padding=1)
-        self.channels = channels
-
-    def forward(self, x):
-        return {
-            "p3": self.conv(nn.functional.avg_pool2d(x, 8)),
-            "p4": self.conv(nn.functional.avg_pool2d(x, 16)),
-        }
-
-    def output_shape(self):
-        return {k: ShapeSpec(channels=self.channels, stride=s) for k, s in (("p3", 8), ("p4", 16))}
-
-    @property
-    def size_divisibility(self):
-        return 16
 
 
 def tiny_model(criterion=None):

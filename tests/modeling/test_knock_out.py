@@ -9,7 +9,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.meta_arch.fcos import FCOSHead
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from test_fcos_dw_loss import TwoLevels
+from helpers import TwoLevels
 
 from dual_weighting import DWFCOS, DWCriterion, DWHead
 from dual_weighting.modeling import DWLossFCOS
