@@ -8,10 +8,9 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from detectron2.config import instantiate
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import Backbone, build_model
+from detectron2.modeling import build_model
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
@@ -19,7 +18,7 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNet, RetinaNetHead
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 from dw_reference import reference_dw_losses, reference_dw_sums_of_scores
-from helpers import DEMO_CONFIG, REPO, assert_same_architecture, load_cfg
+from helpers import DEMO_CONFIG, REPO, TwoLevels, assert_same_architecture, load_cfg
 from torch import nn
 
 from dual_weighting import DWCriterion, DWRetinaNet, DWRetinaNetHead
@@ -38,27 +37,6 @@ RATIOS = [0.5, 1.0, 2.0]
 STRIDES = [8, 16]
 
 
-class TwoLevels(Backbone):
-    """Levels "p3" (stride 8) and "p4" (stride 16) from average-pooled pixels and a 3x3 conv."""
-
-    def __init__(self, channels=16):
-        super().__init__()
-        self.conv = nn.Conv2d(3, channels, 3, padding=1)
-        self.channels = channels
-
-    def forward(self, x):
-        return {f"p{k}": self.conv(F.avg_pool2d(x, s)) for k, s in zip((3, 4), STRIDES)}
-
-    def output_shape(self):
-        return {
-            f"p{k}": ShapeSpec(channels=self.channels, stride=s) for k, s in zip((3, 4), STRIDES)
-        }
-
-    @property
-    def size_divisibility(self):
-        return 16
-
-
 def tiny_model(quality="objectness", sizes=SIZES, ratios=RATIOS, criterion=None):
     torch.manual_seed(0)
     num_anchors = len(sizes[0]) * len(ratios)
@@ -70,7 +48,7 @@ def tiny_model(quality="objectness", sizes=SIZES, ratios=RATIOS, criterion=None)
         conv_dims=[16, 16],
     )
     return DWRetinaNet(
-        backbone=TwoLevels(),
+        backbone=TwoLevels(16),
         head=head,
         head_in_features=["p3", "p4"],
         anchor_generator=DefaultAnchorGenerator(
@@ -620,7 +598,7 @@ def test_yacs_and_lazy_configs_build_the_same_model_that_infers():
 def test_matching_and_focal_loss_arguments_are_refused():
     with pytest.raises(TypeError, match="focal_loss_alpha"):
         DWRetinaNet(
-            backbone=TwoLevels(),
+            backbone=TwoLevels(16),
             head=nn.Identity(),
             head_in_features=["p3", "p4"],
             anchor_generator=DefaultAnchorGenerator(
