@@ -3,7 +3,7 @@
 CUDA autocast of the model is tested with the CPU one in test_robustness.py and
 test_model_e2e.py.
 
-CI has no GPU; these run where one is lent (README, "Tests and benchmarks").
+CI has no GPU; these run where one is lent (docs/TESTING.md, "On a GPU").
 """
 
 import os
@@ -156,7 +156,7 @@ def test_nan_offsets_on_cuda_give_nan_cells():
     )
     lines = proc.stdout.splitlines()
     assert lines and lines[0] == "wrapped True 8", proc.stderr[-3000:]
-    # Whether torchvision's CUDA kernel has the CPU kernel's fault: a fact for README, reported.
+    # Whether torchvision's CUDA kernel has the CPU kernel's fault: a fact for ROBUSTNESS, reported.
     raw = lines[1] if len(lines) > 1 else proc.stderr.strip()[-300:]
     message = f"torchvision's CUDA deform_conv2d on all-NaN offsets: exit {proc.returncode}, {raw}"
     warnings.warn(message, stacklevel=1)
