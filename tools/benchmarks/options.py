@@ -37,8 +37,9 @@ def argument_parser(doc):
     p.add_argument(
         "--resume",
         action="store_true",
-        help="pretrained: reuse the runs finished in OUTPUT_DIR with the same command (marked "
-        "'reused'); an interrupted run continues from its last checkpoint",
+        help="reuse the runs finished in OUTPUT_DIR with the same command (marked 'reused'); an "
+        "interrupted run continues from its last checkpoint (pretrained: every --eval-period; "
+        "warmup: only the final one, unless --opts SOLVER.CHECKPOINT_PERIOD N)",
     )
     t = p.add_argument_group("pretrained (also uses --warmup, --repeats for its step times)")
     t.add_argument(
