@@ -331,6 +331,36 @@ def test_objectness_starts_at_dws_prior_or_detectron2s():
         level_rpn(FixedHead(*random_predictions(1)))
 
 
+def test_a_stopped_dw_rpn_without_a_norm_in_its_head_is_told_to_put_one_there():
+    gt = [[[10.0, 8.0, 50.0, 40.0]]]
+    shapes = [hw for *_, hw in LEVELS]
+    heads = {
+        "detectron2's": (StandardRPNHead, {}),
+        "NormRPNHead without a norm": (NormRPNHead, {"norm": ""}),
+        "NormRPNHead with BatchNorm": (NormRPNHead, {"norm": "BN"}),
+    }
+    messages = {}
+    for name, (head_class, kwargs) in heads.items():
+        rpn = level_rpn(head_class(in_channels=8, num_anchors=6, **kwargs))
+        # On zero features every objectness logit is about this bias: sigmoid(-200) is 0 in
+        # float32, every positive weight underflows, and the criterion stops the run.
+        nn.init.constant_(rpn.rpn_head.objectness_logits.bias, -200.0)
+        for style in (None, "yacs", "lazy"):
+            rpn.criterion.config_style = style
+            with pytest.raises(FloatingPointError, match="DW-RPN training collapsed") as error:
+                run(rpn, (64, 80), shapes, gt)
+            messages[name, style] = str(error.value)
+    for style, fix in (
+        (None, "give the RPN a NormRPNHead"),
+        ("yacs", 'set MODEL.RPN.HEAD_NAME "NormRPNHead"'),
+        ("lazy", "make model.proposal_generator.head a NormRPNHead"),
+    ):
+        for name in ("detectron2's", "NormRPNHead without a norm"):
+            assert messages[name, style].endswith(f"the features below it: {fix}"), name
+        assert "NormRPNHead" not in messages["NormRPNHead with BatchNorm", style]
+        assert "SOLVER.BASE_LR" in messages["NormRPNHead with BatchNorm", "yacs"]
+
+
 def test_empty_and_crowded_images_train():
     # No box anywhere: only the negative loss, normalised by 1.
     history = train_steps(trainable_rpn(), [[], []], steps=2)
