@@ -75,7 +75,10 @@ def argument_parser(doc):
         "--warmups", type=_csv(int), default=[0, 50, 200, 1000], help="default 0,50,200,1000"
     )
     w.add_argument(
-        "--after-warmup", type=int, default=100, help="iterations at full lr after the warm-up"
+        "--after-warmup",
+        type=int,
+        default=100,
+        help="iterations after the warm-up; the lr steps x0.1 at 80%% of the run, as in pretrained",
     )
     s = p.add_argument_group("speed")
     s.add_argument(

@@ -318,7 +318,8 @@ def warmup_cell(record):
 def run_warmup(args, out):
     """Which lr warm-ups (``args.warmups``, iterations from factor 0.001) each detector of
     ``args.pretrained_pairs`` survives: per warm-up W and seed, a run of W +
-    ``args.after_warmup`` iterations at the configs' lr, evaluated at its end, in
+    ``args.after_warmup`` iterations (lr x0.1 at 80% of them all, as :func:`run_options` sets;
+    with W above 4 x ``after_warmup`` that comes before the warm-up ends), evaluated at its end, in
     ``OUTPUT_DIR/warmup<W>/``; prints the final AP of each run or the error that stopped it."""
     configs = list(dict.fromkeys(c for name in args.pretrained_pairs for c in PAIRS[name]))
     check_opts(configs, args.opts)
