@@ -358,7 +358,8 @@ def test_a_stopped_dw_rpn_without_a_norm_in_its_head_is_told_to_put_one_there():
         for name in ("detectron2's", "NormRPNHead without a norm"):
             assert messages[name, style].endswith(f"the features below it: {fix}"), name
         assert "NormRPNHead" not in messages["NormRPNHead with BatchNorm", style]
-        assert "SOLVER.BASE_LR" in messages["NormRPNHead with BatchNorm", "yacs"]
+    # A normalised head keeps the criterion's own advice, unchanged.
+    assert "SOLVER.BASE_LR" in messages["NormRPNHead with BatchNorm", "yacs"]
 
 
 def test_empty_and_crowded_images_train():
