@@ -25,9 +25,8 @@ from .training import dw_training_step
 __all__ = ["DWRPN", "NormRPNHead"]
 
 # How to put a norm in the RPN head, in the keys of the run's config style: offered when a
-# DW-RPN with detectron2's unnormalised head stops, as it did on the tree crowns (seed 0 as
-# released; 2 seeds of 3 with the bounded negative loss), where NormRPNHead trained through on
-# every seed.
+# DW-RPN with detectron2's unnormalised head stops, since on the tree crowns NormRPNHead trained
+# through every seed on which that head blew up the FPN (docs/BENCHMARKS.md).
 _NORM_HEAD_FIX = {
     "yacs": 'set MODEL.RPN.HEAD_NAME "NormRPNHead"',
     "lazy": "make model.proposal_generator.head a NormRPNHead",
